@@ -1,0 +1,227 @@
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Instant;
+
+use tokio::io::AsyncWriteExt;
+
+use crate::{Command, Output, RunError, Runner};
+
+/// Runs commands on this host with tokio. The child is spawned with `kill_on_drop`, so a
+/// timeout or a dropped future (cancelled RPC) kills it; tokio reaps it afterwards, so no
+/// zombie is left behind.
+#[derive(Debug, Default, Clone)]
+pub struct SystemRunner;
+
+impl SystemRunner {
+    pub fn new() -> Self {
+        SystemRunner
+    }
+}
+
+#[async_trait::async_trait]
+impl Runner for SystemRunner {
+    async fn run_unchecked(&self, cmd: Command) -> Result<Output, RunError> {
+        let argv = cmd.argv_string();
+        let program = cmd.program_name();
+        let mut child_cmd = tokio::process::Command::new(&cmd.program);
+        child_cmd
+            .args(&cmd.args)
+            .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+            .stdin(if cmd.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let start = Instant::now();
+        let mut child = child_cmd.spawn().map_err(|source| {
+            tracing::warn!(cmd = %argv, error = %source, "command failed to start");
+            RunError::Spawn {
+                program: program.clone(),
+                source,
+            }
+        })?;
+        if let (Some(data), Some(mut stdin)) = (cmd.stdin.clone(), child.stdin.take()) {
+            // A child that exits without reading stdin is not our error; its exit code says.
+            let _ = stdin.write_all(&data).await;
+        }
+        let result = tokio::time::timeout(cmd.timeout, child.wait_with_output()).await;
+        let duration = start.elapsed();
+        match result {
+            Err(_) => {
+                // Dropping the wait future dropped the child: kill_on_drop sent SIGKILL.
+                tracing::error!(cmd = %argv, timeout_ms = cmd.timeout.as_millis() as u64, "command timed out, killed");
+                Err(RunError::Timeout {
+                    argv,
+                    after: cmd.timeout,
+                })
+            }
+            Ok(Err(source)) => Err(RunError::Spawn { program, source }),
+            Ok(Ok(out)) => {
+                let code = out.status.code();
+                let output = Output {
+                    code,
+                    stdout: out.stdout,
+                    stderr: out.stderr,
+                    duration,
+                };
+                if output.success() {
+                    tracing::debug!(cmd = %argv, ms = duration.as_millis() as u64, "command ok");
+                } else {
+                    tracing::info!(cmd = %argv, ms = duration.as_millis() as u64, exit = ?code,
+                        stderr = %output.stderr_lossy().trim(), "command failed");
+                }
+                Ok(output)
+            }
+        }
+    }
+}
+
+/// Finds an executable the way a daemon should at start-up: by absolute path when given one,
+/// else in the usual sbin/bin directories (PATH in a container is often minimal).
+pub fn resolve_program(name: &str) -> Option<PathBuf> {
+    if name.contains('/') {
+        let p = Path::new(name);
+        return is_executable(p).then(|| p.to_path_buf());
+    }
+    let from_env = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let fixed = ["/usr/sbin", "/sbin", "/usr/bin", "/bin", "/usr/local/sbin"]
+        .iter()
+        .map(PathBuf::from);
+    from_env
+        .into_iter()
+        .chain(fixed)
+        .map(|d| d.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn captures_stdout_and_exit_code() {
+        let out = SystemRunner
+            .run(Command::new("/bin/sh").args(["-c", "echo hi; echo err >&2"]))
+            .await
+            .unwrap();
+        assert_eq!(out.stdout_lossy(), "hi\n");
+        assert_eq!(out.stderr_lossy(), "err\n");
+    }
+
+    #[tokio::test]
+    async fn nonzero_exit_is_failed_with_stderr() {
+        let err = SystemRunner
+            .run(Command::new("/bin/sh").args(["-c", "echo boom >&2; exit 5"]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.exit_code(), Some(5));
+        assert_eq!(err.stderr().trim(), "boom");
+    }
+
+    #[tokio::test]
+    async fn false_is_an_error_true_is_not() {
+        assert!(SystemRunner.run(Command::new("/bin/true")).await.is_ok());
+        assert!(SystemRunner.run(Command::new("/bin/false")).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn missing_program_is_spawn_error() {
+        let err = SystemRunner
+            .run(Command::new("/nonexistent/vglet-nothing"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RunError::Spawn { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn stdin_is_fed() {
+        let out = SystemRunner
+            .run(Command::new("/bin/cat").stdin(b"abc".to_vec()))
+            .await
+            .unwrap();
+        assert_eq!(out.stdout, b"abc");
+    }
+
+    /// The child must be dead (not merely abandoned) after a timeout: it writes its pid, and
+    /// we check that the pid is gone.
+    #[tokio::test]
+    async fn timeout_kills_the_child() {
+        let dir = std::env::temp_dir().join(format!("vglet-runner-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pidfile = dir.join("pid");
+        let script = format!("echo $$ > {}; exec sleep 30", pidfile.display());
+        let err = SystemRunner
+            .run(
+                Command::new("/bin/sh")
+                    .args(["-c", &script])
+                    .timeout(Duration::from_millis(300)),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RunError::Timeout { .. }), "{err:?}");
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let mut gone = false;
+        for _ in 0..50 {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // Gone entirely, or at worst a zombie awaiting tokio's reaper.
+            if stat.is_empty() || stat.split_whitespace().nth(2) == Some("Z") {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(gone, "child {pid} still running after timeout");
+    }
+
+    #[tokio::test]
+    async fn cancelled_future_kills_the_child() {
+        let dir = std::env::temp_dir().join(format!("vglet-runner-c-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pidfile = dir.join("pid");
+        let script = format!("echo $$ > {}; exec sleep 30", pidfile.display());
+        let fut = SystemRunner.run(Command::new("/bin/sh").args(["-c", &script]));
+        // Cancel the call as a dropped gRPC request would.
+        let _ = tokio::time::timeout(Duration::from_millis(300), fut).await;
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let mut gone = false;
+        for _ in 0..50 {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if stat.is_empty() || stat.split_whitespace().nth(2) == Some("Z") {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(gone, "child {pid} still running after cancel");
+    }
+
+    #[test]
+    fn resolves_sh() {
+        assert!(resolve_program("sh").is_some());
+        assert!(resolve_program("/bin/sh").is_some());
+        assert!(resolve_program("vglet-surely-missing").is_none());
+    }
+}
