@@ -18,6 +18,8 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     args.log.init();
-    eprintln!("disk-discover: not implemented yet. When done it will: select block devices by glob/regex, skip every device that is in use or holds data (with the reason), and write a versioned JSON inventory for vg-init.");
+    eprintln!(
+        "disk-discover: not implemented yet. When done it will: select block devices by glob/regex, skip every device that is in use or holds data (with the reason), and write a versioned JSON inventory for vg-init."
+    );
     std::process::exit(2);
 }

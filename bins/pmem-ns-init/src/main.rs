@@ -18,6 +18,8 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     args.log.init();
-    eprintln!("pmem-ns-init: not implemented yet. When done it will: carve each NVDIMM region into fsdax and sector namespaces named by vglet, idempotently, and write a JSON result for disk-discover.");
+    eprintln!(
+        "pmem-ns-init: not implemented yet. When done it will: carve each NVDIMM region into fsdax and sector namespaces named by vglet, idempotently, and write a JSON result for disk-discover."
+    );
     std::process::exit(2);
 }

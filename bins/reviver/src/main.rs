@@ -18,6 +18,8 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     args.log.init();
-    eprintln!("reviver: not implemented yet. When done it will: reactivate the LVs recorded by the node service, repair staging and publish mounts, and report per volume.");
+    eprintln!(
+        "reviver: not implemented yet. When done it will: reactivate the LVs recorded by the node service, repair staging and publish mounts, and report per volume."
+    );
     std::process::exit(2);
 }

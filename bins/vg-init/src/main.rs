@@ -18,6 +18,8 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     args.log.init();
-    eprintln!("vg-init: not implemented yet. When done it will: create or extend the local or lvmlockd-shared VG from the inventory, tag it, start its lockspace, optionally create a thin pool; idempotent.");
+    eprintln!(
+        "vg-init: not implemented yet. When done it will: create or extend the local or lvmlockd-shared VG from the inventory, tag it, start its lockspace, optionally create a thin pool; idempotent."
+    );
     std::process::exit(2);
 }

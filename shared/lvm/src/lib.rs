@@ -1,1 +1,23 @@
-//! placeholder
+//! vglet's typed wrapper around lvm2.
+//!
+//! Every lvm call is an argv built by [`args`] and run through an injected
+//! [`vglet_runner::Runner`]; state is read with one `lvm fullreport` in JSON and parsed by
+//! [`report`]; failures are classified from lvm's stderr into [`LvmError`]. [`naming`] and
+//! [`tags`] hold the rules that let a CSI volume live in an LV and its tags.
+
+pub mod args;
+mod errors;
+pub mod naming;
+mod ops;
+pub mod report;
+mod requests;
+mod size;
+pub mod tags;
+mod version;
+
+pub use errors::{LvmError, classify, classify_stderr};
+pub use ops::{FALLBACK_LVM, Lvm};
+pub use report::{Lv, Pv, Report, Vg, parse_fullreport};
+pub use requests::{Activation, LvCreate};
+pub use size::{SECTOR, checked_round_up, round_up};
+pub use version::LvmVersion;

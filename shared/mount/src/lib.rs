@@ -1,1 +1,28 @@
-//! placeholder
+//! Everything vglet's node side needs to put a volume on a path: the mount table
+//! (`/proc/self/mountinfo`), mount/bind/unmount behind the [`Mounter`] trait, CSI
+//! `mount_flags` checked against an allow-list, filesystem detection/mkfs/grow/check through
+//! the [`vglet_runner::Runner`], statvfs, block device sizes and target-path checks.
+
+mod error;
+mod fs;
+mod mounter;
+mod mountinfo;
+mod options;
+mod paths;
+mod stats;
+
+pub use error::MountError;
+pub use fs::{
+    CheckOutcome, Filesystems, MKFS_TIMEOUT, SUPPORTED_FILESYSTEMS, Signature, validate_fs_type,
+};
+pub use mounter::{FailWhen, MountCall, Mounter, RecordingMounter, SystemMounter};
+pub use mountinfo::{
+    MountEntry, is_mount_point, mount_at, mounts, mounts_of_device, parse_mountinfo,
+    unescape_mountinfo,
+};
+pub use options::{MountOptions, parse_mount_flags};
+pub use paths::{MAX_PATH_BYTES, ensure_dir, ensure_file, validate_target_path};
+pub use stats::{FsStats, block_device_size, fs_stats};
+
+/// Re-exported so callers can build [`MountOptions`] by hand without depending on nix.
+pub use nix::mount::MsFlags;

@@ -1,1 +1,178 @@
-//! placeholder
+//! Helpers for the end-to-end tests. A host-side test boots a guest (vglet-vmh) that re-runs
+//! the same test binary with a guest-only test selected; that guest test starts the real
+//! csi-driver against real LVM and asserts outcomes from the kernel's point of view (lvs,
+//! the mount table, file contents), not from the driver's answers alone.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tonic::transport::{Channel, Endpoint};
+use vglet_csi_proto::v1::controller_client::ControllerClient;
+use vglet_csi_proto::v1::identity_client::IdentityClient;
+use vglet_csi_proto::v1::node_client::NodeClient;
+
+pub use vglet_vmh::in_guest;
+
+/// target/debug (or release), where the workspace's binaries are.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test binary>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        p.display()
+    );
+    p
+}
+
+/// Boots a guest that runs `test_name` of the current test binary; panics unless it passes.
+pub fn run_guest_test(test_name: &str, vm: vglet_vmh::Vm) {
+    if std::env::var_os("VGLET_SKIP_VM").is_some() {
+        eprintln!("skipped {test_name}: VGLET_SKIP_VM is set");
+        return;
+    }
+    // The guest sees the host root, so the binaries must be built before it boots.
+    bin("csi-driver");
+    let exe = std::env::current_exe().unwrap();
+    let cmd = format!(
+        "{} --exact {test_name} --include-ignored --nocapture --test-threads=1",
+        exe.display()
+    );
+    let out = vm.run(&cmd).expect("guest run");
+    assert_eq!(
+        out.exit_code, 0,
+        "guest test {test_name} failed (exit {})",
+        out.exit_code
+    );
+}
+
+/// Runs a command in the guest and returns stdout; panics with stderr on failure.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("bash")
+        .args(["-c", cmd])
+        .output()
+        .expect("spawn bash");
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The LVs of a VG as (name, size, tags) from `lvs` JSON, the kernel-independent truth.
+pub fn lvs(vg: &str) -> Vec<(String, u64, String)> {
+    let json = sh(&format!(
+        "lvs --reportformat json --units b --nosuffix -o lv_name,lv_size,lv_tags {vg}"
+    ));
+    let v: serde_json::Value = serde_json::from_str(&json).expect("lvs json");
+    v["report"][0]["lv"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|lv| {
+                    (
+                        lv["lv_name"].as_str().unwrap().to_string(),
+                        lv["lv_size"].as_str().unwrap().parse().unwrap(),
+                        lv["lv_tags"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The mount at `path` from /proc/self/mountinfo: (fs type, source, options).
+pub fn mount_at(path: &Path) -> Option<(String, String, String)> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let f: Vec<&str> = pre.split(' ').collect();
+            let g: Vec<&str> = post.split(' ').collect();
+            (Path::new(f[4]) == path)
+                .then(|| (g[0].to_string(), g[1].to_string(), f[5].to_string()))
+        })
+        .last()
+}
+
+/// A running csi-driver, killed when dropped.
+pub struct DriverProcess {
+    child: Child,
+    pub socket: PathBuf,
+}
+
+impl DriverProcess {
+    pub fn start(args: &[&str], socket: &Path) -> DriverProcess {
+        let _ = std::fs::remove_file(socket);
+        let child = Command::new(bin("csi-driver"))
+            .args(args)
+            .arg("--endpoint")
+            .arg(format!("unix://{}", socket.display()))
+            .env("VGLET_LOG", "info")
+            .env("VGLET_LOG_FORMAT", "text")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn csi-driver");
+        let start = Instant::now();
+        while !socket.exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "csi-driver did not create its socket"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        DriverProcess {
+            child,
+            socket: socket.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for DriverProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub async fn channel(socket: &Path) -> Channel {
+    let path = socket.to_path_buf();
+    Endpoint::try_from("http://[::]:50051")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(path).await?,
+                ))
+            }
+        }))
+        .await
+        .expect("connect to csi-driver")
+}
+
+pub struct Clients {
+    pub identity: IdentityClient<Channel>,
+    pub controller: ControllerClient<Channel>,
+    pub node: NodeClient<Channel>,
+}
+
+pub async fn clients(socket: &Path) -> Clients {
+    let ch = channel(socket).await;
+    Clients {
+        identity: IdentityClient::new(ch.clone()),
+        controller: ControllerClient::new(ch.clone()),
+        node: NodeClient::new(ch),
+    }
+}

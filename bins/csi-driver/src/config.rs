@@ -1,0 +1,130 @@
+//! csi-driver's flags; every one has an environment variable so a manifest can set it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Identity + Controller: creates, deletes, expands LVs.
+    Controller,
+    /// Identity + Node: activates, formats, mounts on this node.
+    Node,
+    /// Both, in one process (one node, or node-local VGs with a per-node provisioner).
+    All,
+}
+
+impl Mode {
+    pub fn controller(self) -> bool {
+        matches!(self, Mode::Controller | Mode::All)
+    }
+    pub fn node(self) -> bool {
+        matches!(self, Mode::Node | Mode::All)
+    }
+}
+
+/// Serves CSI v1 (Identity, Controller, Node) for LVM volume groups on a unix socket.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Which CSI services to serve.
+    #[arg(long, env = "VGLET_MODE", value_enum, default_value_t = Mode::All)]
+    pub mode: Mode,
+
+    /// Where to listen: unix:///path/to/csi.sock (the only transport kubelet uses).
+    #[arg(
+        long,
+        env = "CSI_ENDPOINT",
+        default_value = "unix:///run/vglet/csi.sock"
+    )]
+    pub endpoint: String,
+
+    /// This node's name (Kubernetes node name); the topology key of node-local volumes.
+    #[arg(long, env = "NODE_ID")]
+    pub node_id: String,
+
+    /// Volume groups this driver serves (repeat, or comma-separate in the env var). LVs in
+    /// other VGs are never touched.
+    #[arg(
+        long = "volume-group",
+        env = "VGLET_VOLUME_GROUPS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub volume_groups: Vec<String>,
+
+    /// CSI driver name reported to the CO and written into the ownership tag of each LV.
+    #[arg(long, env = "VGLET_DRIVER_NAME", default_value = "lvm.vglet.io")]
+    pub driver_name: String,
+
+    /// Bound for one lvm/mkfs command; a hung device or lock manager surfaces as an error.
+    #[arg(long, env = "VGLET_COMMAND_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    pub command_timeout: Duration,
+
+    /// Restrict lvm's device scan to the served VGs' PVs (much faster on hosts with many
+    /// block devices). Disable if lvm on the host is older than 2.03.12.
+    #[arg(long, env = "VGLET_RESTRICT_SCAN", default_value_t = true, action = clap::ArgAction::Set)]
+    pub restrict_scan: bool,
+
+    /// Path of the lvm binary (resolved in the usual sbin directories when not a path).
+    #[arg(long, env = "VGLET_LVM", default_value = "lvm")]
+    pub lvm: PathBuf,
+}
+
+/// Parses `90s`, `2m`, `500ms` or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 90s or 2m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{s:?}: unit must be ms, s or m")),
+    }
+}
+
+impl Config {
+    /// Checks that cannot be expressed in clap attributes.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.node_id.trim().is_empty() {
+            return Err("--node-id must not be empty".into());
+        }
+        for vg in &self.volume_groups {
+            vglet_lvm::naming::validate_vg_name(vg)
+                .map_err(|e| format!("--volume-group {vg:?}: {e}"))?;
+        }
+        if self.driver_name.is_empty()
+            || self.driver_name.len() > 63
+            || !self
+                .driver_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        {
+            return Err(format!(
+                "--driver-name {:?} must be a DNS-style name of at most 63 characters",
+                self.driver_name
+            ));
+        }
+        crate::server::socket_path(&self.endpoint)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("5h").is_err());
+    }
+}

@@ -1,0 +1,637 @@
+//! CSI Controller service: LV lifecycle. LVM tags are the source of truth; no state is kept
+//! in the process, so any replica (or a restarted one) answers the same.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use vglet_csi_proto::v1::controller_server::Controller;
+use vglet_csi_proto::v1::*;
+use vglet_lvm::tags::VolumeTags;
+use vglet_lvm::{LvCreate, Vg};
+
+use crate::capability::{self, VgKind};
+use crate::capacity::Range;
+use crate::driver::{Driver, OwnedVolume};
+use crate::params;
+use crate::status::{invalid, lvm_status};
+use crate::volume_id::VolumeId;
+
+/// CSI names are free-form; this bound keeps the encoded tag far below LVM's 1024 bytes.
+const MAX_NAME_LEN: usize = 256;
+
+#[derive(Debug, Clone)]
+pub struct ControllerService {
+    pub driver: Arc<Driver>,
+}
+
+fn unimplemented(rpc: &str) -> Status {
+    Status::unimplemented(format!("{rpc} is not supported by this driver"))
+}
+
+fn validate_name(name: &str) -> Result<(), Status> {
+    if name.is_empty() {
+        return Err(invalid("name", "must not be empty"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(invalid(
+            "name",
+            format!("must be at most {MAX_NAME_LEN} bytes"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(invalid("name", "must not contain control characters"));
+    }
+    Ok(())
+}
+
+fn parse_id(id: &str) -> Result<VolumeId, Status> {
+    VolumeId::parse(id).map_err(|e| invalid("volume_id", e))
+}
+
+impl ControllerService {
+    fn volume_message(&self, v: &OwnedVolume) -> Volume {
+        Volume {
+            capacity_bytes: v.lv.size as i64,
+            volume_id: v.id.to_string(),
+            volume_context: HashMap::new(),
+            content_source: None,
+            accessible_topology: self.accessible_topology(),
+        }
+    }
+
+    /// Node-local VGs: only this node. (Shared VGs will report every node that sees the VG.)
+    fn accessible_topology(&self) -> Vec<Topology> {
+        vec![Topology {
+            segments: self.driver.topology(),
+        }]
+    }
+
+    /// Whether this node can satisfy the request's requisite topology (preferred is advice).
+    fn topology_allows(&self, req: Option<&TopologyRequirement>) -> bool {
+        let Some(req) = req else { return true };
+        if req.requisite.is_empty() {
+            return true;
+        }
+        let ours = self.driver.topology();
+        req.requisite.iter().any(|t| {
+            t.segments
+                .iter()
+                .all(|(k, v)| ours.get(k).is_some_and(|o| o == v))
+        })
+    }
+
+    /// Finds an existing LV for this CSI name in any served VG (a retry may land after a
+    /// different VG was chosen the first time).
+    async fn find_by_name(&self, lv_name: &str) -> Result<Option<OwnedVolume>, Status> {
+        for vg in &self.driver.cfg.volume_groups {
+            let id = VolumeId::new(vg.clone(), lv_name);
+            match self.driver.lvm.lv(vg, lv_name).await {
+                Ok(Some(lv)) => {
+                    let tags = self.driver.ownership(&id, &lv).map_err(|_| {
+                        Status::already_exists(format!(
+                            "logical volume {id} exists and is not a volume of {}",
+                            self.driver.cfg.driver_name
+                        ))
+                    })?;
+                    return Ok(Some(OwnedVolume { id, lv, tags }));
+                }
+                Ok(None) => {}
+                // A served VG that is missing right now must not hide a volume elsewhere.
+                Err(vglet_lvm::LvmError::VgNotFound(_)) => {}
+                Err(e) => return Err(lvm_status(&format!("looking up {id}"), e)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// The VG a new volume goes to: the one named by the parameters, else the served VG with
+    /// the most free space.
+    async fn choose_vg(&self, wanted: Option<&str>) -> Result<Vg, Status> {
+        if let Some(name) = wanted {
+            if !self.driver.serves_vg(name) {
+                return Err(invalid(
+                    "parameters.volumeGroup",
+                    format!(
+                        "{name:?} is not served by this driver (served: {})",
+                        self.driver.cfg.volume_groups.join(", ")
+                    ),
+                ));
+            }
+            return self.driver.vg(name).await;
+        }
+        let mut best: Option<Vg> = None;
+        let mut last_err = None;
+        for name in &self.driver.cfg.volume_groups {
+            match self.driver.vg(name).await {
+                Ok(vg) => {
+                    if best.as_ref().is_none_or(|b| vg.free > b.free) {
+                        best = Some(vg);
+                    }
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        best.ok_or_else(|| {
+            last_err.unwrap_or_else(|| Status::failed_precondition("no volume group is served"))
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Controller for ControllerService {
+    async fn create_volume(
+        &self,
+        req: Request<CreateVolumeRequest>,
+    ) -> Result<Response<CreateVolumeResponse>, Status> {
+        let req = req.into_inner();
+        validate_name(&req.name)?;
+        let span = tracing::info_span!("CreateVolume", name = %req.name);
+        let _e = span.enter();
+        let params = params::parse("parameters", &req.parameters)?;
+        let range = Range::parse("capacity_range", req.capacity_range.as_ref())?;
+        if req.volume_content_source.is_some() {
+            return Err(invalid(
+                "volume_content_source",
+                "snapshots and clones are not supported yet (CLONE_VOLUME and CREATE_DELETE_SNAPSHOT are not advertised)",
+            ));
+        }
+        if !req.mutable_parameters.is_empty() {
+            return Err(invalid(
+                "mutable_parameters",
+                "MODIFY_VOLUME is not supported",
+            ));
+        }
+        if !self.topology_allows(req.accessibility_requirements.as_ref()) {
+            return Err(Status::resource_exhausted(format!(
+                "accessibility_requirements: no requisite topology includes node {}",
+                self.driver.cfg.node_id
+            )));
+        }
+        let lv_name = vglet_lvm::naming::lv_name_for(&req.name);
+        let _guard = self
+            .driver
+            .inflight
+            .acquire(&format!("name:{}", req.name))?;
+
+        // Validate against the kind of the VG the volume would land in before anything else.
+        let existing = self.find_by_name(&lv_name).await?;
+        let vg = match &existing {
+            Some(v) => self.driver.vg(&v.id.vg).await?,
+            None => self.choose_vg(params.volume_group.as_deref()).await?,
+        };
+        let caps = capability::validate_all(
+            "volume_capabilities",
+            &req.volume_capabilities,
+            Driver::vg_kind(&vg),
+        )?;
+        let fs = caps
+            .first()
+            .and_then(|c| c.fs_type().map(str::to_string))
+            .unwrap_or_else(|| "block".to_string());
+
+        if let Some(v) = existing {
+            return if v.tags.name != req.name {
+                Err(Status::already_exists(format!(
+                    "logical volume {} belongs to another CSI name",
+                    v.id
+                )))
+            } else if !range.accepts(v.lv.size) {
+                Err(Status::already_exists(format!(
+                    "volume {} exists with {} bytes, incompatible with the requested capacity range",
+                    v.id, v.lv.size
+                )))
+            } else if params.volume_group.as_deref().is_some_and(|g| g != v.id.vg) {
+                Err(Status::already_exists(format!(
+                    "volume {} exists in another volume group than parameters.volumeGroup",
+                    v.id
+                )))
+            } else if v.tags.fs != fs {
+                Err(Status::already_exists(format!(
+                    "volume {} exists as {:?}, the request asks for {fs:?}",
+                    v.id, v.tags.fs
+                )))
+            } else {
+                tracing::info!(volume = %v.id, "volume already exists");
+                Ok(Response::new(CreateVolumeResponse {
+                    volume: Some(self.volume_message(&v)),
+                }))
+            };
+        }
+
+        let size = range.lv_size(vg.extent_size)?;
+        if size > vg.size {
+            return Err(Status::out_of_range(format!(
+                "{size} bytes is larger than volume group {} ({} bytes)",
+                vg.name, vg.size
+            )));
+        }
+        if size > vg.free {
+            return Err(Status::resource_exhausted(format!(
+                "volume group {} has {} bytes free, {size} bytes requested",
+                vg.name, vg.free
+            )));
+        }
+        let tags = VolumeTags {
+            owner: self.driver.cfg.driver_name.clone(),
+            name: req.name.clone(),
+            size: range.required.max(size),
+            fs: fs.clone(),
+        };
+        let id = VolumeId::new(vg.name.clone(), lv_name.clone());
+        {
+            let _w = self.driver.vg_locks.lock(&vg.name).await;
+            // Local VGs keep the LV active from birth: lvcreate zeroes its start and wipes old
+            // signatures, so no earlier tenant's filesystem is ever found by NodeStage.
+            let create = LvCreate {
+                vg: vg.name.clone(),
+                name: lv_name.clone(),
+                size,
+                tags: tags.to_tags(),
+                activate: Driver::vg_kind(&vg) == VgKind::Local,
+            };
+            self.driver
+                .lvm
+                .create_lv(&create)
+                .await
+                .map_err(|e| lvm_status(&format!("creating {id}"), e))?;
+        }
+        let lv = self
+            .driver
+            .lvm
+            .lv(&vg.name, &lv_name)
+            .await
+            .map_err(|e| lvm_status(&format!("reading back {id}"), e))?
+            .ok_or_else(|| Status::internal(format!("{id} vanished right after creation")))?;
+        tracing::info!(volume = %id, bytes = lv.size, "volume created");
+        let v = OwnedVolume { id, lv, tags };
+        Ok(Response::new(CreateVolumeResponse {
+            volume: Some(self.volume_message(&v)),
+        }))
+    }
+
+    async fn delete_volume(
+        &self,
+        req: Request<DeleteVolumeRequest>,
+    ) -> Result<Response<DeleteVolumeResponse>, Status> {
+        let req = req.into_inner();
+        let id = parse_id(&req.volume_id)?;
+        let span = tracing::info_span!("DeleteVolume", volume_id = %id);
+        let _e = span.enter();
+        if !self.driver.serves_vg(&id.vg) {
+            return Err(Status::failed_precondition(format!(
+                "volume {id}: volume group {} is not served by this driver; refusing",
+                id.vg
+            )));
+        }
+        let _guard = self.driver.inflight.acquire(&id.to_string())?;
+        match self.driver.owned_volume(&id).await {
+            Err(s) if s.code() == tonic::Code::NotFound => {
+                tracing::info!("volume already gone");
+                return Ok(Response::new(DeleteVolumeResponse {}));
+            }
+            Err(s) => return Err(s),
+            Ok(_) => {}
+        }
+        let _w = self.driver.vg_locks.lock(&id.vg).await;
+        match self.driver.lvm.remove_lv(&id.vg, &id.lv).await {
+            Ok(()) | Err(vglet_lvm::LvmError::LvNotFound(_)) => {}
+            Err(e) => return Err(lvm_status(&format!("removing {id}"), e)),
+        }
+        tracing::info!("volume deleted");
+        Ok(Response::new(DeleteVolumeResponse {}))
+    }
+
+    async fn controller_publish_volume(
+        &self,
+        _req: Request<ControllerPublishVolumeRequest>,
+    ) -> Result<Response<ControllerPublishVolumeResponse>, Status> {
+        Err(unimplemented("ControllerPublishVolume"))
+    }
+
+    async fn controller_unpublish_volume(
+        &self,
+        _req: Request<ControllerUnpublishVolumeRequest>,
+    ) -> Result<Response<ControllerUnpublishVolumeResponse>, Status> {
+        Err(unimplemented("ControllerUnpublishVolume"))
+    }
+
+    async fn validate_volume_capabilities(
+        &self,
+        req: Request<ValidateVolumeCapabilitiesRequest>,
+    ) -> Result<Response<ValidateVolumeCapabilitiesResponse>, Status> {
+        let req = req.into_inner();
+        let id = parse_id(&req.volume_id)?;
+        if req.volume_capabilities.is_empty() {
+            return Err(invalid("volume_capabilities", "at least one is required"));
+        }
+        let v = self.driver.owned_volume(&id).await?;
+        let vg = self.driver.vg(&id.vg).await?;
+        let checked = capability::validate_all(
+            "volume_capabilities",
+            &req.volume_capabilities,
+            Driver::vg_kind(&vg),
+        )
+        .and_then(|caps| {
+            let want = caps
+                .first()
+                .and_then(|c| c.fs_type().map(str::to_string))
+                .unwrap_or_else(|| "block".into());
+            if want == v.tags.fs {
+                Ok(())
+            } else {
+                Err(Status::invalid_argument(format!(
+                    "volume is {:?}, capabilities ask for {want:?}",
+                    v.tags.fs
+                )))
+            }
+        })
+        .and_then(|()| params::parse("parameters", &req.parameters).map(|_| ()));
+        let resp = match checked {
+            Ok(()) => ValidateVolumeCapabilitiesResponse {
+                confirmed: Some(validate_volume_capabilities_response::Confirmed {
+                    volume_context: req.volume_context,
+                    volume_capabilities: req.volume_capabilities,
+                    parameters: req.parameters,
+                    mutable_parameters: req.mutable_parameters,
+                }),
+                message: String::new(),
+            },
+            Err(s) => ValidateVolumeCapabilitiesResponse {
+                confirmed: None,
+                message: s.message().to_string(),
+            },
+        };
+        Ok(Response::new(resp))
+    }
+
+    /// Pages are ordered by volume id and the token is the last id returned, so deleting
+    /// volumes between pages neither skips nor repeats any.
+    async fn list_volumes(
+        &self,
+        req: Request<ListVolumesRequest>,
+    ) -> Result<Response<ListVolumesResponse>, Status> {
+        let req = req.into_inner();
+        if req.max_entries < 0 {
+            return Err(invalid("max_entries", "must not be negative"));
+        }
+        let after = if req.starting_token.is_empty() {
+            None
+        } else {
+            Some(VolumeId::parse(&req.starting_token).map_err(|e| {
+                Status::aborted(format!(
+                    "starting_token {:?} is not valid: {e}",
+                    req.starting_token
+                ))
+            })?)
+        };
+        let mut vols = Vec::new();
+        for vg in &self.driver.cfg.volume_groups {
+            let lvs = match self.driver.lvm.lvs(vg).await {
+                Ok(l) => l,
+                Err(vglet_lvm::LvmError::VgNotFound(_)) => continue,
+                Err(e) => return Err(lvm_status(&format!("listing {vg}"), e)),
+            };
+            for lv in lvs {
+                let id = VolumeId::new(vg.clone(), lv.name.clone());
+                if let Ok(tags) = self.driver.ownership(&id, &lv) {
+                    vols.push(OwnedVolume { id, lv, tags });
+                }
+            }
+        }
+        vols.sort_by(|a, b| a.id.cmp(&b.id));
+        let start = after
+            .as_ref()
+            .map(|a| vols.partition_point(|v| &v.id <= a))
+            .unwrap_or(0);
+        let max = if req.max_entries == 0 {
+            usize::MAX
+        } else {
+            req.max_entries as usize
+        };
+        let page: Vec<&OwnedVolume> = vols[start..].iter().take(max).collect();
+        let next_token = if start + page.len() < vols.len() {
+            page.last().map(|v| v.id.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(ListVolumesResponse {
+            entries: page
+                .into_iter()
+                .map(|v| list_volumes_response::Entry {
+                    volume: Some(self.volume_message(v)),
+                    status: Some(list_volumes_response::VolumeStatus {
+                        published_node_ids: vec![],
+                        volume_condition: Some(condition(v)),
+                    }),
+                })
+                .collect(),
+            next_token,
+        }))
+    }
+
+    async fn get_capacity(
+        &self,
+        req: Request<GetCapacityRequest>,
+    ) -> Result<Response<GetCapacityResponse>, Status> {
+        let req = req.into_inner();
+        let params = params::parse("parameters", &req.parameters)?;
+        if let Some(top) = &req.accessible_topology {
+            let ours = self.driver.topology();
+            if !top
+                .segments
+                .iter()
+                .all(|(k, v)| ours.get(k).is_some_and(|o| o == v))
+            {
+                return Ok(Response::new(GetCapacityResponse {
+                    available_capacity: 0,
+                    maximum_volume_size: Some(0),
+                    minimum_volume_size: None,
+                }));
+            }
+        }
+        let vgs = match &params.volume_group {
+            Some(name) => vec![self.choose_vg(Some(name)).await?],
+            None => {
+                let mut all = Vec::new();
+                for name in &self.driver.cfg.volume_groups {
+                    if let Ok(vg) = self.driver.vg(name).await {
+                        all.push(vg);
+                    }
+                }
+                all
+            }
+        };
+        // A linear LV may span PVs, so one VG's free space is also its largest volume;
+        // volumes never span VGs, so across VGs the largest is the largest single VG.
+        let available: u64 = vgs.iter().map(|v| v.free).sum();
+        let max_volume = vgs.iter().map(|v| v.free).max().unwrap_or(0);
+        let min_volume = vgs.iter().map(|v| v.extent_size).min().unwrap_or(0);
+        Ok(Response::new(GetCapacityResponse {
+            available_capacity: available as i64,
+            maximum_volume_size: Some(max_volume as i64),
+            minimum_volume_size: Some(min_volume as i64),
+        }))
+    }
+
+    async fn controller_get_capabilities(
+        &self,
+        _req: Request<ControllerGetCapabilitiesRequest>,
+    ) -> Result<Response<ControllerGetCapabilitiesResponse>, Status> {
+        use controller_service_capability::{Rpc, Type, rpc::Type as R};
+        let caps = [
+            R::CreateDeleteVolume,
+            R::ListVolumes,
+            R::GetCapacity,
+            R::ExpandVolume,
+            R::GetVolume,
+            R::VolumeCondition,
+            R::SingleNodeMultiWriter,
+        ];
+        Ok(Response::new(ControllerGetCapabilitiesResponse {
+            capabilities: caps
+                .into_iter()
+                .map(|r| ControllerServiceCapability {
+                    r#type: Some(Type::Rpc(Rpc { r#type: r as i32 })),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn create_snapshot(
+        &self,
+        _req: Request<CreateSnapshotRequest>,
+    ) -> Result<Response<CreateSnapshotResponse>, Status> {
+        Err(unimplemented("CreateSnapshot"))
+    }
+
+    async fn delete_snapshot(
+        &self,
+        _req: Request<DeleteSnapshotRequest>,
+    ) -> Result<Response<DeleteSnapshotResponse>, Status> {
+        Err(unimplemented("DeleteSnapshot"))
+    }
+
+    async fn list_snapshots(
+        &self,
+        _req: Request<ListSnapshotsRequest>,
+    ) -> Result<Response<ListSnapshotsResponse>, Status> {
+        Err(unimplemented("ListSnapshots"))
+    }
+
+    async fn get_snapshot(
+        &self,
+        _req: Request<GetSnapshotRequest>,
+    ) -> Result<Response<GetSnapshotResponse>, Status> {
+        Err(unimplemented("GetSnapshot"))
+    }
+
+    async fn controller_expand_volume(
+        &self,
+        req: Request<ControllerExpandVolumeRequest>,
+    ) -> Result<Response<ControllerExpandVolumeResponse>, Status> {
+        let req = req.into_inner();
+        let id = parse_id(&req.volume_id)?;
+        let span = tracing::info_span!("ControllerExpandVolume", volume_id = %id);
+        let _e = span.enter();
+        let range = Range::parse("capacity_range", req.capacity_range.as_ref())?;
+        if range.required == 0 && range.limit == 0 {
+            return Err(invalid("capacity_range", "is required"));
+        }
+        let _guard = self.driver.inflight.acquire(&id.to_string())?;
+        let v = self.driver.owned_volume(&id).await?;
+        let vg = self.driver.vg(&id.vg).await?;
+        if let Some(cap) = &req.volume_capability {
+            capability::validate("volume_capability", Some(cap), Driver::vg_kind(&vg))?;
+        }
+        let node_expansion_required = v.tags.fs != "block";
+        let size = range.lv_size(vg.extent_size)?;
+        if size <= v.lv.size {
+            return Ok(Response::new(ControllerExpandVolumeResponse {
+                capacity_bytes: v.lv.size as i64,
+                node_expansion_required,
+            }));
+        }
+        if size - v.lv.size > vg.free {
+            return Err(Status::resource_exhausted(format!(
+                "volume group {} has {} bytes free, growing {id} by {} bytes",
+                vg.name,
+                vg.free,
+                size - v.lv.size
+            )));
+        }
+        {
+            let _w = self.driver.vg_locks.lock(&id.vg).await;
+            self.driver
+                .lvm
+                .extend_lv(&id.vg, &id.lv, size)
+                .await
+                .map_err(|e| lvm_status(&format!("extending {id}"), e))?;
+            let new = VolumeTags {
+                size: range.required.max(size),
+                ..v.tags.clone()
+            };
+            // The size tag is informational (CreateVolume compares the LV's real size), so
+            // a failure to update it is only logged.
+            if let Err(e) = self.driver.retag(&id, &v.tags, &new).await {
+                tracing::warn!(error = %e, "could not update the size tag");
+            }
+        }
+        tracing::info!(bytes = size, "volume expanded");
+        Ok(Response::new(ControllerExpandVolumeResponse {
+            capacity_bytes: size as i64,
+            node_expansion_required,
+        }))
+    }
+
+    async fn controller_get_volume(
+        &self,
+        req: Request<ControllerGetVolumeRequest>,
+    ) -> Result<Response<ControllerGetVolumeResponse>, Status> {
+        let id = parse_id(&req.into_inner().volume_id)?;
+        let v = self.driver.owned_volume(&id).await?;
+        Ok(Response::new(ControllerGetVolumeResponse {
+            volume: Some(self.volume_message(&v)),
+            status: Some(controller_get_volume_response::VolumeStatus {
+                published_node_ids: vec![],
+                volume_condition: Some(condition(&v)),
+            }),
+        }))
+    }
+
+    async fn controller_modify_volume(
+        &self,
+        _req: Request<ControllerModifyVolumeRequest>,
+    ) -> Result<Response<ControllerModifyVolumeResponse>, Status> {
+        Err(unimplemented("ControllerModifyVolume"))
+    }
+}
+
+/// Controller-side health from the LV's attributes (lv_attr character 9: volume health).
+pub fn condition(v: &OwnedVolume) -> VolumeCondition {
+    let health = v.lv.attr.chars().nth(8).unwrap_or('-');
+    let message = match health {
+        'p' => Some("a physical volume under this LV is missing (partial)"),
+        'r' => Some("a RAID image needs refresh (device failure)"),
+        'm' => Some("RAID scrubbing found mismatches"),
+        'X' => Some("LV health is unknown to LVM"),
+        _ => None,
+    };
+    VolumeCondition {
+        abnormal: message.is_some(),
+        message: message.unwrap_or("healthy").to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_validated() {
+        assert!(validate_name("pvc-1").is_ok());
+        assert!(validate_name("").is_err());
+        assert!(validate_name("a\nb").is_err());
+        assert!(validate_name(&"x".repeat(300)).is_err());
+    }
+}

@@ -1,0 +1,112 @@
+//! State shared by the three CSI services.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tonic::Status;
+use vglet_lvm::{Lv, Lvm, Vg, tags::VolumeTags};
+use vglet_mount::{Filesystems, Mounter};
+
+use crate::capability::VgKind;
+use crate::config::Config;
+use crate::inflight::{InFlight, VgWriteLocks};
+use crate::status::lvm_status;
+use crate::volume_id::VolumeId;
+
+pub const TOPOLOGY_NODE_KEY: &str = "topology.vglet.io/node";
+
+#[derive(Debug)]
+pub struct Driver {
+    pub cfg: Config,
+    pub lvm: Lvm,
+    pub fs: Filesystems,
+    pub mounter: Arc<dyn Mounter>,
+    pub inflight: InFlight,
+    pub vg_locks: VgWriteLocks,
+}
+
+/// An LV this driver owns, with what its tags say.
+#[derive(Debug, Clone)]
+pub struct OwnedVolume {
+    pub id: VolumeId,
+    pub lv: Lv,
+    pub tags: VolumeTags,
+}
+
+impl Driver {
+    pub fn serves_vg(&self, vg: &str) -> bool {
+        self.cfg.volume_groups.iter().any(|v| v == vg)
+    }
+
+    /// The VG's kind comes from LVM (its lock type), never from a flag that could disagree.
+    pub fn vg_kind(vg: &Vg) -> VgKind {
+        match vg.lock_type.as_str() {
+            "" | "none" => VgKind::Local,
+            _ => VgKind::Shared,
+        }
+    }
+
+    pub fn topology(&self) -> HashMap<String, String> {
+        HashMap::from([(TOPOLOGY_NODE_KEY.to_string(), self.cfg.node_id.clone())])
+    }
+
+    pub async fn vg(&self, name: &str) -> Result<Vg, Status> {
+        self.lvm
+            .vg(name)
+            .await
+            .map_err(|e| lvm_status(&format!("volume group {name}"), e))
+    }
+
+    /// Looks a volume id up: NOT_FOUND when the VG is not ours or the LV is missing;
+    /// FAILED_PRECONDITION when the LV exists but was not created by this driver.
+    pub async fn owned_volume(&self, id: &VolumeId) -> Result<OwnedVolume, Status> {
+        if !self.serves_vg(&id.vg) {
+            return Err(Status::not_found(format!(
+                "volume {id}: volume group {} is not served by this driver",
+                id.vg
+            )));
+        }
+        let lv = self
+            .lvm
+            .lv(&id.vg, &id.lv)
+            .await
+            .map_err(|e| lvm_status(&format!("volume {id}"), e))?
+            .ok_or_else(|| Status::not_found(format!("volume {id} does not exist")))?;
+        let tags = self.ownership(id, &lv)?;
+        Ok(OwnedVolume {
+            id: id.clone(),
+            lv,
+            tags,
+        })
+    }
+
+    /// The driver never touches an LV it did not create: the ownership tag must name us.
+    pub fn ownership(&self, id: &VolumeId, lv: &Lv) -> Result<VolumeTags, Status> {
+        match VolumeTags::from_tags(&lv.tags) {
+            Some(t) if t.owner == self.cfg.driver_name => Ok(t),
+            _ => Err(Status::failed_precondition(format!(
+                "logical volume {id} exists but was not created by {}; refusing to touch it",
+                self.cfg.driver_name
+            ))),
+        }
+    }
+
+    /// Replaces the tags that differ between `old` and `new`.
+    pub async fn retag(
+        &self,
+        id: &VolumeId,
+        old: &VolumeTags,
+        new: &VolumeTags,
+    ) -> Result<(), vglet_lvm::LvmError> {
+        let (old, new) = (old.to_tags(), new.to_tags());
+        let gone: Vec<String> = old.iter().filter(|t| !new.contains(t)).cloned().collect();
+        let added: Vec<String> = new.iter().filter(|t| !old.contains(t)).cloned().collect();
+        if !added.is_empty() {
+            self.lvm.add_lv_tags(&id.vg, &id.lv, &added).await?;
+        }
+        if !gone.is_empty() {
+            self.lvm.del_lv_tags(&id.vg, &id.lv, &gone).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,531 @@
+//! CSI Node service: activation, formatting and mounts on this node. Every RPC first looks
+//! at the real state (LV active? mounted? which device?) and does only what is missing, so a
+//! repeated call is a no-op and a half-done one is finished.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use vglet_csi_proto::v1::node_server::Node;
+use vglet_csi_proto::v1::*;
+use vglet_lvm::Activation;
+use vglet_mount::{MountEntry, Signature};
+
+use crate::capability::{self, Capability, VgKind};
+use crate::controller::condition;
+use crate::driver::{Driver, OwnedVolume};
+use crate::status::{invalid, lvm_status, mount_status};
+use crate::volume_id::VolumeId;
+
+#[derive(Debug, Clone)]
+pub struct NodeService {
+    pub driver: Arc<Driver>,
+}
+
+fn parse_id(id: &str) -> Result<VolumeId, Status> {
+    VolumeId::parse(id).map_err(|e| invalid("volume_id", e))
+}
+
+fn parse_path(field: &str, p: &str) -> Result<PathBuf, Status> {
+    if p.is_empty() {
+        return Err(invalid(field, "is required"));
+    }
+    let path = PathBuf::from(p);
+    vglet_mount::validate_target_path(&path).map_err(|e| invalid(field, e))?;
+    Ok(path)
+}
+
+fn blocking_err(context: &str, e: impl std::fmt::Display) -> Status {
+    Status::internal(format!("{context}: {e}"))
+}
+
+/// The mount at `path`, if any (top of the stack).
+fn mounted_at(path: &Path) -> Result<Option<MountEntry>, Status> {
+    vglet_mount::mount_at(path).map_err(|e| mount_status("reading the mount table", e))
+}
+
+/// (major, minor) of a block device node.
+fn device_numbers(dev: &Path) -> Result<(u64, u64), Status> {
+    let md = std::fs::metadata(dev)
+        .map_err(|e| Status::failed_precondition(format!("device {}: {e}", dev.display())))?;
+    let rdev = md.rdev();
+    Ok((nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev)))
+}
+
+fn same_device(m: &MountEntry, dev: (u64, u64)) -> bool {
+    (m.major as u64, m.minor as u64) == dev
+}
+
+fn is_read_only(m: &MountEntry) -> bool {
+    m.options.iter().any(|o| o == "ro")
+}
+
+impl NodeService {
+    /// Makes the LV's device node exist on this node. Local VGs: plain activation.
+    /// Shared VGs: exclusive, except raw block with a multi-node mode (shared lock).
+    async fn activate(
+        &self,
+        v: &OwnedVolume,
+        kind: VgKind,
+        cap: &Capability,
+    ) -> Result<(), Status> {
+        use vglet_csi_proto::v1::volume_capability::access_mode::Mode;
+        let mode = match kind {
+            VgKind::Local => Activation::Local,
+            VgKind::Shared => match cap.mode {
+                Mode::MultiNodeMultiWriter
+                | Mode::MultiNodeSingleWriter
+                | Mode::MultiNodeReaderOnly
+                    if cap.is_block() || cap.is_read_only_mode() =>
+                {
+                    Activation::Shared
+                }
+                _ => Activation::Exclusive,
+            },
+        };
+        if v.lv.active && kind == VgKind::Local {
+            return Ok(());
+        }
+        self.driver
+            .lvm
+            .activate_lv(&v.id.vg, &v.id.lv, mode)
+            .await
+            .map_err(|e| lvm_status(&format!("activating {}", v.id), e))
+    }
+
+    /// Unmounts; a mount that vanished meanwhile (a racing caller) is what we wanted.
+    fn unmount(&self, path: &Path) -> Result<(), Status> {
+        match self.driver.mounter.unmount(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_mounted() => Ok(()),
+            Err(e) => Err(mount_status(&format!("unmounting {}", path.display()), e)),
+        }
+    }
+
+    fn device_path(v: &OwnedVolume) -> PathBuf {
+        if v.lv.path.is_empty() {
+            PathBuf::from(format!("/dev/{}/{}", v.id.vg, v.id.lv))
+        } else {
+            PathBuf::from(&v.lv.path)
+        }
+    }
+
+    /// The capability must agree with what the volume was created as.
+    fn check_matches_volume(cap: &Capability, v: &OwnedVolume) -> Result<(), Status> {
+        let want = cap.fs_type().unwrap_or("block");
+        if want != v.tags.fs {
+            return Err(invalid(
+                "volume_capability",
+                format!(
+                    "volume {} was created as {:?}, not {want:?}",
+                    v.id, v.tags.fs
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn stage_filesystem(
+        &self,
+        v: &OwnedVolume,
+        dev: &Path,
+        staging: &Path,
+        cap: &Capability,
+    ) -> Result<(), Status> {
+        let capability::Access::Mount {
+            fs_type,
+            mount_flags,
+        } = &cap.access
+        else {
+            return Ok(());
+        };
+        let numbers = device_numbers(dev)?;
+        if let Some(m) = mounted_at(staging)? {
+            if !same_device(&m, numbers) {
+                return Err(Status::already_exists(format!(
+                    "staging path {} already has another device mounted ({})",
+                    staging.display(),
+                    m.source.as_deref().unwrap_or("?")
+                )));
+            }
+            if cap.is_read_only_mode() != is_read_only(&m) {
+                return Err(Status::already_exists(format!(
+                    "volume {} is already staged at {} with another read-only setting",
+                    v.id,
+                    staging.display()
+                )));
+            }
+            return Ok(());
+        }
+        vglet_mount::ensure_dir(staging).map_err(|e| mount_status("creating staging path", e))?;
+        // Any signature counts, partition tables included: mkfs only ever runs on a device
+        // that holds nothing at all.
+        let found = self
+            .driver
+            .fs
+            .detect_any_signature(dev)
+            .await
+            .map_err(|e| mount_status("probing the device", e))?;
+        match found {
+            None => {
+                tracing::info!(device = %dev.display(), fs = %fs_type, "formatting");
+                self.driver.fs.mkfs(dev, fs_type, &[]).await.map_err(|e| {
+                    mount_status(&format!("mkfs.{fs_type} on {}", dev.display()), e)
+                })?;
+            }
+            Some(Signature::Content { type_name, .. }) if &type_name == fs_type => {}
+            Some(other) => {
+                return Err(Status::failed_precondition(format!(
+                    "volume {} holds {other}, the capability asks for {fs_type}; refusing to format over data",
+                    v.id
+                )));
+            }
+        }
+        let mut flags = mount_flags.clone();
+        if cap.is_read_only_mode() {
+            flags.push("ro".into());
+        }
+        let opts = vglet_mount::parse_mount_flags(&flags)
+            .map_err(|e| invalid("volume_capability.mount.mount_flags", e))?;
+        self.driver
+            .mounter
+            .mount(dev, staging, fs_type, &opts)
+            .map_err(|e| {
+                mount_status(
+                    &format!("mounting {} at {}", dev.display(), staging.display()),
+                    e,
+                )
+            })?;
+        tracing::info!(staging = %staging.display(), "staged");
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl Node for NodeService {
+    async fn node_stage_volume(
+        &self,
+        req: Request<NodeStageVolumeRequest>,
+    ) -> Result<Response<NodeStageVolumeResponse>, Status> {
+        let req = req.into_inner();
+        let id = parse_id(&req.volume_id)?;
+        let span = tracing::info_span!("NodeStageVolume", volume_id = %id);
+        let _e = span.enter();
+        let staging = parse_path("staging_target_path", &req.staging_target_path)?;
+        if req.volume_capability.is_none() {
+            return Err(invalid("volume_capability", "is required"));
+        }
+        let _guard = self.driver.inflight.acquire(&id.to_string())?;
+        let v = self.driver.owned_volume(&id).await?;
+        let vg = self.driver.vg(&id.vg).await?;
+        let kind = Driver::vg_kind(&vg);
+        let cap = capability::validate("volume_capability", req.volume_capability.as_ref(), kind)?;
+        Self::check_matches_volume(&cap, &v)?;
+        self.activate(&v, kind, &cap).await?;
+        let dev = Self::device_path(&v);
+        if !cap.is_block() {
+            self.stage_filesystem(&v, &dev, &staging, &cap).await?;
+        }
+        Ok(Response::new(NodeStageVolumeResponse {}))
+    }
+
+    async fn node_unstage_volume(
+        &self,
+        req: Request<NodeUnstageVolumeRequest>,
+    ) -> Result<Response<NodeUnstageVolumeResponse>, Status> {
+        let req = req.into_inner();
+        let id = parse_id(&req.volume_id)?;
+        let span = tracing::info_span!("NodeUnstageVolume", volume_id = %id);
+        let _e = span.enter();
+        let staging = parse_path("staging_target_path", &req.staging_target_path)?;
+        let _guard = self.driver.inflight.acquire(&id.to_string())?;
+        if mounted_at(&staging)?.is_some() {
+            self.unmount(&staging)?;
+            if mounted_at(&staging)?.is_some() {
+                return Err(Status::internal(format!(
+                    "{} is still mounted after unmount (stacked mounts?)",
+                    staging.display()
+                )));
+            }
+        }
+        // Shared VGs must give the LV lock back so another node can take the volume; local
+        // LVs stay active (cheap, and the next stage on this node skips activation).
+        if self.driver.serves_vg(&id.vg) {
+            if let Ok(vg) = self.driver.vg(&id.vg).await {
+                if Driver::vg_kind(&vg) == VgKind::Shared {
+                    match self.driver.lvm.deactivate_lv(&id.vg, &id.lv).await {
+                        Ok(()) | Err(vglet_lvm::LvmError::LvNotFound(_)) => {}
+                        Err(e) => return Err(lvm_status(&format!("deactivating {id}"), e)),
+                    }
+                }
+            }
+        }
+        tracing::info!("unstaged");
+        Ok(Response::new(NodeUnstageVolumeResponse {}))
+    }
+
+    async fn node_publish_volume(
+        &self,
+        req: Request<NodePublishVolumeRequest>,
+    ) -> Result<Response<NodePublishVolumeResponse>, Status> {
+        let req = req.into_inner();
+        let id = parse_id(&req.volume_id)?;
+        let span = tracing::info_span!("NodePublishVolume", volume_id = %id);
+        let _e = span.enter();
+        let target = parse_path("target_path", &req.target_path)?;
+        let staging = parse_path("staging_target_path", &req.staging_target_path)?;
+        if req.volume_capability.is_none() {
+            return Err(invalid("volume_capability", "is required"));
+        }
+        let _guard = self.driver.inflight.acquire(&id.to_string())?;
+        let v = self.driver.owned_volume(&id).await?;
+        let vg = self.driver.vg(&id.vg).await?;
+        let cap = capability::validate(
+            "volume_capability",
+            req.volume_capability.as_ref(),
+            Driver::vg_kind(&vg),
+        )?;
+        Self::check_matches_volume(&cap, &v)?;
+        let readonly = req.readonly || cap.is_read_only_mode();
+
+        let source = if cap.is_block() {
+            let dev = Self::device_path(&v);
+            if !v.lv.active || !dev.exists() {
+                return Err(Status::failed_precondition(format!(
+                    "volume {id} is not active on this node; NodeStageVolume first"
+                )));
+            }
+            dev
+        } else {
+            if mounted_at(&staging)?.is_none() {
+                return Err(Status::failed_precondition(format!(
+                    "volume {id} is not staged at {}; NodeStageVolume first",
+                    staging.display()
+                )));
+            }
+            staging.clone()
+        };
+        let source_numbers = if cap.is_block() {
+            device_numbers(&source)?
+        } else {
+            let m = mounted_at(&staging)?.expect("checked above");
+            (m.major as u64, m.minor as u64)
+        };
+
+        if let Some(m) = mounted_at(&target)? {
+            // A bind of a device node shows devtmpfs' numbers, so for block compare the
+            // mounted file's own device numbers instead.
+            let same = if cap.is_block() {
+                device_numbers(&target).ok() == Some(source_numbers)
+            } else {
+                same_device(&m, source_numbers)
+            };
+            if !same {
+                return Err(Status::already_exists(format!(
+                    "target path {} already has something else mounted",
+                    target.display()
+                )));
+            }
+            if readonly != is_read_only(&m) {
+                return Err(Status::already_exists(format!(
+                    "volume {id} is already published at {} with another read-only setting",
+                    target.display()
+                )));
+            }
+            return Ok(Response::new(NodePublishVolumeResponse {}));
+        }
+        if cap.is_block() {
+            vglet_mount::ensure_file(&target)
+                .map_err(|e| mount_status("creating target file", e))?;
+        } else {
+            vglet_mount::ensure_dir(&target)
+                .map_err(|e| mount_status("creating target path", e))?;
+        }
+        self.driver
+            .mounter
+            .bind(&source, &target, readonly)
+            .map_err(|e| mount_status(&format!("bind-mounting {}", target.display()), e))?;
+        tracing::info!(target = %target.display(), readonly, "published");
+        Ok(Response::new(NodePublishVolumeResponse {}))
+    }
+
+    async fn node_unpublish_volume(
+        &self,
+        req: Request<NodeUnpublishVolumeRequest>,
+    ) -> Result<Response<NodeUnpublishVolumeResponse>, Status> {
+        let req = req.into_inner();
+        let id = parse_id(&req.volume_id)?;
+        let span = tracing::info_span!("NodeUnpublishVolume", volume_id = %id);
+        let _e = span.enter();
+        let target = parse_path("target_path", &req.target_path)?;
+        let _guard = self.driver.inflight.acquire(&id.to_string())?;
+        if mounted_at(&target)?.is_some() {
+            self.unmount(&target)?;
+        }
+        if mounted_at(&target)?.is_some() {
+            return Err(Status::internal(format!(
+                "{} is still mounted after unmount",
+                target.display()
+            )));
+        }
+        // The spec asks the SP to remove the file or directory it created at target_path.
+        match std::fs::symlink_metadata(&target) {
+            Ok(md) if md.is_dir() => std::fs::remove_dir(&target)
+                .map_err(|e| blocking_err(&format!("removing {}", target.display()), e))?,
+            Ok(_) => std::fs::remove_file(&target)
+                .map_err(|e| blocking_err(&format!("removing {}", target.display()), e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(blocking_err(&format!("inspecting {}", target.display()), e)),
+        }
+        tracing::info!("unpublished");
+        Ok(Response::new(NodeUnpublishVolumeResponse {}))
+    }
+
+    async fn node_get_volume_stats(
+        &self,
+        req: Request<NodeGetVolumeStatsRequest>,
+    ) -> Result<Response<NodeGetVolumeStatsResponse>, Status> {
+        use volume_usage::Unit;
+        let req = req.into_inner();
+        let id = parse_id(&req.volume_id)?;
+        let path = parse_path("volume_path", &req.volume_path)?;
+        let v = self.driver.owned_volume(&id).await?;
+        let md = std::fs::metadata(&path)
+            .map_err(|e| Status::not_found(format!("volume_path {}: {e}", path.display())))?;
+        let mut cond = condition(&v);
+        let usage = if md.is_dir() {
+            let mount = mounted_at(&path)?;
+            if mount.is_none() {
+                return Err(Status::not_found(format!(
+                    "volume {id} is not mounted at {}",
+                    path.display()
+                )));
+            }
+            if !v.lv.active && !cond.abnormal {
+                cond = VolumeCondition {
+                    abnormal: true,
+                    message: "the logical volume is not active".into(),
+                };
+            }
+            let s = vglet_mount::fs_stats(&path).map_err(|e| mount_status("statvfs", e))?;
+            vec![
+                VolumeUsage {
+                    available: s.available_bytes as i64,
+                    total: s.total_bytes as i64,
+                    used: s.used_bytes as i64,
+                    unit: Unit::Bytes as i32,
+                },
+                VolumeUsage {
+                    available: s.free_inodes as i64,
+                    total: s.total_inodes as i64,
+                    used: s.used_inodes as i64,
+                    unit: Unit::Inodes as i32,
+                },
+            ]
+        } else {
+            let size = vglet_mount::block_device_size(&path)
+                .map_err(|e| mount_status("device size", e))?;
+            vec![VolumeUsage {
+                available: 0,
+                total: size as i64,
+                used: 0,
+                unit: Unit::Bytes as i32,
+            }]
+        };
+        Ok(Response::new(NodeGetVolumeStatsResponse {
+            usage,
+            volume_condition: Some(cond),
+        }))
+    }
+
+    async fn node_expand_volume(
+        &self,
+        req: Request<NodeExpandVolumeRequest>,
+    ) -> Result<Response<NodeExpandVolumeResponse>, Status> {
+        let req = req.into_inner();
+        let id = parse_id(&req.volume_id)?;
+        let span = tracing::info_span!("NodeExpandVolume", volume_id = %id);
+        let _e = span.enter();
+        let path = parse_path("volume_path", &req.volume_path)?;
+        let range = crate::capacity::Range::parse("capacity_range", req.capacity_range.as_ref())?;
+        let _guard = self.driver.inflight.acquire(&id.to_string())?;
+        let v = self.driver.owned_volume(&id).await?;
+        let vg = self.driver.vg(&id.vg).await?;
+        if Driver::vg_kind(&vg) == VgKind::Shared {
+            // The controller may have extended the LV from another host; this node's
+            // device-mapper table only learns the new size on refresh.
+            self.driver
+                .lvm
+                .refresh_lv(&id.vg, &id.lv)
+                .await
+                .map_err(|e| lvm_status(&format!("refreshing {id}"), e))?;
+        }
+        if range.required > v.lv.size {
+            return Err(Status::out_of_range(format!(
+                "volume {id} is {} bytes, smaller than the {} bytes asked; expand it on the controller first",
+                v.lv.size, range.required
+            )));
+        }
+        let is_block = v.tags.fs == "block"
+            || req.volume_capability.as_ref().is_some_and(|c| {
+                matches!(c.access_type, Some(volume_capability::AccessType::Block(_)))
+            });
+        if !is_block {
+            let mount = mounted_at(&path)?.ok_or_else(|| {
+                Status::not_found(format!("volume {id} is not mounted at {}", path.display()))
+            })?;
+            let dev = Self::device_path(&v);
+            if !same_device(&mount, device_numbers(&dev)?) {
+                return Err(invalid(
+                    "volume_path",
+                    format!("{} is not a mount of volume {id}", path.display()),
+                ));
+            }
+            self.driver
+                .fs
+                .grow(&v.tags.fs, &dev, &path)
+                .await
+                .map_err(|e| mount_status(&format!("growing the filesystem of {id}"), e))?;
+            tracing::info!(bytes = v.lv.size, "filesystem grown");
+        }
+        Ok(Response::new(NodeExpandVolumeResponse {
+            capacity_bytes: v.lv.size as i64,
+        }))
+    }
+
+    async fn node_get_capabilities(
+        &self,
+        _req: Request<NodeGetCapabilitiesRequest>,
+    ) -> Result<Response<NodeGetCapabilitiesResponse>, Status> {
+        use node_service_capability::{Rpc, Type, rpc::Type as R};
+        let caps = [
+            R::StageUnstageVolume,
+            R::GetVolumeStats,
+            R::ExpandVolume,
+            R::VolumeCondition,
+            R::SingleNodeMultiWriter,
+        ];
+        Ok(Response::new(NodeGetCapabilitiesResponse {
+            capabilities: caps
+                .into_iter()
+                .map(|r| NodeServiceCapability {
+                    r#type: Some(Type::Rpc(Rpc { r#type: r as i32 })),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn node_get_info(
+        &self,
+        _req: Request<NodeGetInfoRequest>,
+    ) -> Result<Response<NodeGetInfoResponse>, Status> {
+        Ok(Response::new(NodeGetInfoResponse {
+            node_id: self.driver.cfg.node_id.clone(),
+            max_volumes_per_node: 0,
+            accessible_topology: Some(Topology {
+                segments: self.driver.topology(),
+            }),
+        }))
+    }
+}

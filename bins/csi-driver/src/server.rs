@@ -1,0 +1,156 @@
+//! The gRPC server on a unix socket.
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use thiserror::Error;
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+use vglet_csi_proto::v1::controller_server::ControllerServer;
+use vglet_csi_proto::v1::identity_server::IdentityServer;
+use vglet_csi_proto::v1::node_server::NodeServer;
+
+use crate::controller::ControllerService;
+use crate::driver::Driver;
+use crate::identity::IdentityService;
+use crate::node::NodeService;
+
+#[derive(Debug, Error)]
+pub enum ServeError {
+    #[error("endpoint: {0}")]
+    Endpoint(String),
+    #[error("socket {path}: {source}")]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0} exists and is not a socket; refusing to replace it")]
+    NotASocket(PathBuf),
+    #[error("another process is already serving on {0}")]
+    InUse(PathBuf),
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// `unix:///run/x.sock` (also `unix:/run/x.sock`) to its path.
+pub fn socket_path(endpoint: &str) -> Result<PathBuf, String> {
+    let rest = endpoint
+        .strip_prefix("unix://")
+        .or_else(|| endpoint.strip_prefix("unix:"))
+        .ok_or_else(|| {
+            format!("{endpoint:?}: only unix:///absolute/path endpoints are supported")
+        })?;
+    let path = PathBuf::from(rest);
+    if !path.is_absolute() {
+        return Err(format!("{endpoint:?}: the socket path must be absolute"));
+    }
+    Ok(path)
+}
+
+/// Binds the socket with mode 0660. A stale socket (left by a crash) is replaced, but only
+/// if nothing answers on it and it really is a socket.
+pub fn bind(path: &Path) -> Result<UnixListener, ServeError> {
+    let sock_err = |source| ServeError::Socket {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(sock_err)?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(md) if md.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(ServeError::InUse(path.to_path_buf()));
+            }
+            tracing::info!(socket = %path.display(), "replacing stale socket");
+            std::fs::remove_file(path).map_err(sock_err)?;
+        }
+        Ok(_) => return Err(ServeError::NotASocket(path.to_path_buf())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(sock_err(e)),
+    }
+    // The umask makes the socket 0660 from its first instant; chmod afterwards only
+    // confirms it (a window with a wider mode would let any local user talk to us).
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o117));
+    let listener = UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let listener = listener.map_err(sock_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(sock_err)?;
+    Ok(listener)
+}
+
+/// Serves until `shutdown` resolves, then removes the socket.
+pub async fn serve(
+    driver: Arc<Driver>,
+    listener: UnixListener,
+    path: PathBuf,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let mode = driver.cfg.mode;
+    let identity = IdentityServer::new(IdentityService {
+        driver: driver.clone(),
+    });
+    let controller = mode.controller().then(|| {
+        ControllerServer::new(ControllerService {
+            driver: driver.clone(),
+        })
+    });
+    let node = mode.node().then(|| {
+        NodeServer::new(NodeService {
+            driver: driver.clone(),
+        })
+    });
+    tracing::info!(socket = %path.display(), ?mode, "serving CSI");
+    let result = tonic::transport::Server::builder()
+        .add_service(identity)
+        .add_optional_service(controller)
+        .add_optional_service(node)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await;
+    let _ = std::fs::remove_file(&path);
+    result.map_err(ServeError::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(
+            socket_path("unix:///run/a.sock").unwrap(),
+            PathBuf::from("/run/a.sock")
+        );
+        assert_eq!(
+            socket_path("unix:/run/a.sock").unwrap(),
+            PathBuf::from("/run/a.sock")
+        );
+        assert!(socket_path("tcp://1.2.3.4:5").is_err());
+        assert!(socket_path("unix://rel/a.sock").is_err());
+    }
+
+    #[tokio::test]
+    async fn socket_is_0660_and_stale_socket_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("csi.sock");
+        let l = bind(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660);
+        // While someone listens, a second bind must refuse.
+        assert!(matches!(bind(&path), Err(ServeError::InUse(_))));
+        drop(l);
+        // Now the file is a stale socket: replaced.
+        assert!(bind(&path).is_ok());
+    }
+
+    #[test]
+    fn refuses_to_replace_a_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("csi.sock");
+        std::fs::write(&path, b"data").unwrap();
+        assert!(matches!(bind(&path), Err(ServeError::NotASocket(_))));
+        assert_eq!(std::fs::read(&path).unwrap(), b"data");
+    }
+}

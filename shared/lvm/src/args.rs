@@ -1,0 +1,298 @@
+//! argv builders: every lvm command vglet runs, as pure functions, so tests can pin the
+//! exact arguments. Each argv starts with the lvm subcommand; the program is `lvm` itself.
+
+use crate::report::{LV_FIELDS, PV_FIELDS, PVSEG_FIELDS, SEG_FIELDS, VG_FIELDS};
+use crate::requests::{Activation, LvCreate};
+use crate::size::size_arg;
+
+/// Options that go on every report and modifying command.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommonOptions {
+    /// `--devices a,b`: lvm reads these devices only. Empty means scan everything.
+    pub devices: Vec<String>,
+    /// `--config <text>`: an lvm.conf fragment for this call only.
+    pub config: Option<String>,
+    /// `lvcreate --setautoactivation n` for LVs created inactive (lvm >= 2.03.12).
+    pub setautoactivation: bool,
+}
+
+impl CommonOptions {
+    fn start(&self, subcommand: &str) -> Vec<String> {
+        let mut argv = vec![subcommand.to_string()];
+        if !self.devices.is_empty() {
+            argv.push("--devices".into());
+            argv.push(self.devices.join(","));
+        }
+        if let Some(config) = &self.config {
+            argv.push("--config".into());
+            argv.push(config.clone());
+        }
+        argv
+    }
+}
+
+fn vg_lv(vg: &str, lv: &str) -> String {
+    format!("{vg}/{lv}")
+}
+
+pub fn version() -> Vec<String> {
+    vec!["version".to_string()]
+}
+
+/// One report with the VG, its PVs, its LVs and their first segments' types.
+pub fn fullreport(vg: Option<&str>, common: &CommonOptions) -> Vec<String> {
+    let mut argv = common.start("fullreport");
+    argv.extend(["--reportformat", "json", "--units", "b", "--nosuffix"].map(String::from));
+    for (subreport, fields) in [
+        ("vg", VG_FIELDS),
+        ("pv", PV_FIELDS),
+        ("lv", LV_FIELDS),
+        ("pvseg", PVSEG_FIELDS),
+        ("seg", SEG_FIELDS),
+    ] {
+        argv.push("--configreport".into());
+        argv.push(subreport.into());
+        argv.push("-o".into());
+        argv.push(fields.join(","));
+    }
+    if let Some(vg) = vg {
+        argv.push(vg.to_string());
+    }
+    argv
+}
+
+/// A linear LV. Signatures are always wiped; the start is zeroed only when the LV is
+/// activated, because lvm can only zero an active LV (`-an` requires `-Z n`).
+pub fn lvcreate(req: &LvCreate, common: &CommonOptions) -> Vec<String> {
+    let mut argv = common.start("lvcreate");
+    argv.extend(["-y", "--wipesignatures", "y", "-Z"].map(String::from));
+    argv.push(if req.activate { "y" } else { "n" }.into());
+    if !req.activate {
+        argv.push("-an".into());
+        if common.setautoactivation {
+            // An inactive LV in a shared VG must stay inactive at boot until a node asks
+            // for it with the right lock mode.
+            argv.extend(["--setautoactivation", "n"].map(String::from));
+        }
+    }
+    argv.extend(["-n".to_string(), req.name.clone()]);
+    argv.extend(["-L".to_string(), size_arg(req.size)]);
+    for tag in &req.tags {
+        argv.extend(["--addtag".to_string(), tag.clone()]);
+    }
+    argv.push(req.vg.clone());
+    argv
+}
+
+pub fn lvremove(vg: &str, lv: &str, common: &CommonOptions) -> Vec<String> {
+    let mut argv = common.start("lvremove");
+    argv.extend(["-y".to_string(), vg_lv(vg, lv)]);
+    argv
+}
+
+/// Grow to `size` bytes, rounded up to whole sectors (lvm rounds further to extents).
+pub fn lvextend(vg: &str, lv: &str, size: u64, common: &CommonOptions) -> Vec<String> {
+    let mut argv = common.start("lvextend");
+    argv.extend(["-L".to_string(), size_arg(size), vg_lv(vg, lv)]);
+    argv
+}
+
+pub fn lvchange_activate(
+    vg: &str,
+    lv: &str,
+    mode: Activation,
+    common: &CommonOptions,
+) -> Vec<String> {
+    let mut argv = common.start("lvchange");
+    argv.extend([mode.flag().to_string(), vg_lv(vg, lv)]);
+    argv
+}
+
+pub fn lvchange_deactivate(vg: &str, lv: &str, common: &CommonOptions) -> Vec<String> {
+    let mut argv = common.start("lvchange");
+    argv.extend(["-an".to_string(), vg_lv(vg, lv)]);
+    argv
+}
+
+/// Reload the LV's dm table from metadata: after another host extended a shared LV.
+pub fn lvchange_refresh(vg: &str, lv: &str, common: &CommonOptions) -> Vec<String> {
+    let mut argv = common.start("lvchange");
+    argv.extend(["--refresh".to_string(), vg_lv(vg, lv)]);
+    argv
+}
+
+fn lvchange_tags(
+    flag: &str,
+    vg: &str,
+    lv: &str,
+    tags: &[String],
+    common: &CommonOptions,
+) -> Vec<String> {
+    let mut argv = common.start("lvchange");
+    for tag in tags {
+        argv.extend([flag.to_string(), tag.clone()]);
+    }
+    argv.push(vg_lv(vg, lv));
+    argv
+}
+
+pub fn lvchange_add_tags(
+    vg: &str,
+    lv: &str,
+    tags: &[String],
+    common: &CommonOptions,
+) -> Vec<String> {
+    lvchange_tags("--addtag", vg, lv, tags, common)
+}
+
+pub fn lvchange_del_tags(
+    vg: &str,
+    lv: &str,
+    tags: &[String],
+    common: &CommonOptions,
+) -> Vec<String> {
+    lvchange_tags("--deltag", vg, lv, tags, common)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plain() -> CommonOptions {
+        CommonOptions {
+            setautoactivation: true,
+            ..Default::default()
+        }
+    }
+
+    fn scoped() -> CommonOptions {
+        CommonOptions {
+            devices: vec!["/dev/sdb".into(), "/dev/sdc".into()],
+            config: None,
+            setautoactivation: true,
+        }
+    }
+
+    fn s(argv: &[String]) -> String {
+        argv.join(" ")
+    }
+
+    /// The fullreport argv, verified against lvm 2.03.16.
+    pub(crate) const FULLREPORT_FIELDS: &str = "--reportformat json --units b --nosuffix \
+        --configreport vg -o vg_name,vg_uuid,vg_attr,vg_size,vg_free,vg_extent_size,vg_extent_count,vg_free_count,pv_count,vg_missing_pv_count,lv_count,vg_tags,vg_lock_type,vg_systemid \
+        --configreport pv -o pv_name,vg_name,pv_uuid,pv_attr,pv_size,pv_free \
+        --configreport lv -o vg_name,lv_name,lv_uuid,lv_attr,lv_size,lv_active,lv_tags,lv_path,lv_dm_path,lv_layout,lv_role,pool_lv,origin,data_percent \
+        --configreport pvseg -o pvseg_start \
+        --configreport seg -o lv_uuid,seg_start,segtype";
+
+    #[test]
+    fn fullreport_argv() {
+        assert_eq!(
+            s(&fullreport(Some("vg0"), &plain())),
+            format!("fullreport {FULLREPORT_FIELDS} vg0")
+        );
+        assert_eq!(
+            s(&fullreport(None, &scoped())),
+            format!("fullreport --devices /dev/sdb,/dev/sdc {FULLREPORT_FIELDS}")
+        );
+    }
+
+    fn create(activate: bool) -> LvCreate {
+        LvCreate {
+            vg: "vg0".into(),
+            name: "csi-a".into(),
+            size: 12 * 1024 * 1024,
+            tags: vec!["vglet.owner=x".into(), "vglet.size=1".into()],
+            activate,
+        }
+    }
+
+    #[test]
+    fn lvcreate_active() {
+        assert_eq!(
+            s(&lvcreate(&create(true), &plain())),
+            "lvcreate -y --wipesignatures y -Z y -n csi-a -L 12582912b --addtag vglet.owner=x --addtag vglet.size=1 vg0"
+        );
+    }
+
+    #[test]
+    fn lvcreate_inactive_scoped() {
+        assert_eq!(
+            s(&lvcreate(&create(false), &scoped())),
+            "lvcreate --devices /dev/sdb,/dev/sdc -y --wipesignatures y -Z n -an --setautoactivation n -n csi-a -L 12582912b --addtag vglet.owner=x --addtag vglet.size=1 vg0"
+        );
+        let old = CommonOptions::default();
+        assert_eq!(
+            s(&lvcreate(&create(false), &old)),
+            "lvcreate -y --wipesignatures y -Z n -an -n csi-a -L 12582912b --addtag vglet.owner=x --addtag vglet.size=1 vg0"
+        );
+    }
+
+    #[test]
+    fn lvcreate_rounds_to_sectors() {
+        let mut req = create(true);
+        req.size = 1000;
+        assert!(s(&lvcreate(&req, &plain())).contains(" -L 1024b "));
+    }
+
+    #[test]
+    fn config_goes_after_the_subcommand() {
+        let c = CommonOptions {
+            devices: vec!["/dev/loop0".into()],
+            config: Some("global { activation = 0 }".into()),
+            setautoactivation: true,
+        };
+        assert_eq!(
+            lvremove("vg0", "lv0", &c),
+            vec![
+                "lvremove",
+                "--devices",
+                "/dev/loop0",
+                "--config",
+                "global { activation = 0 }",
+                "-y",
+                "vg0/lv0"
+            ]
+        );
+    }
+
+    #[test]
+    fn modify_argvs() {
+        let p = plain();
+        assert_eq!(s(&lvremove("vg0", "lv0", &p)), "lvremove -y vg0/lv0");
+        assert_eq!(
+            s(&lvextend("vg0", "lv0", 16 << 20, &p)),
+            "lvextend -L 16777216b vg0/lv0"
+        );
+        assert_eq!(
+            s(&lvchange_activate("vg0", "lv0", Activation::Local, &p)),
+            "lvchange -ay vg0/lv0"
+        );
+        assert_eq!(
+            s(&lvchange_activate("vg0", "lv0", Activation::Exclusive, &p)),
+            "lvchange -aey vg0/lv0"
+        );
+        assert_eq!(
+            s(&lvchange_activate("vg0", "lv0", Activation::Shared, &p)),
+            "lvchange -asy vg0/lv0"
+        );
+        assert_eq!(
+            s(&lvchange_deactivate("vg0", "lv0", &p)),
+            "lvchange -an vg0/lv0"
+        );
+        assert_eq!(
+            s(&lvchange_refresh("vg0", "lv0", &p)),
+            "lvchange --refresh vg0/lv0"
+        );
+        let tags = vec!["a=b".to_string(), "c".to_string()];
+        assert_eq!(
+            s(&lvchange_add_tags("vg0", "lv0", &tags, &p)),
+            "lvchange --addtag a=b --addtag c vg0/lv0"
+        );
+        assert_eq!(
+            s(&lvchange_del_tags("vg0", "lv0", &tags, &scoped())),
+            "lvchange --devices /dev/sdb,/dev/sdc --deltag a=b --deltag c vg0/lv0"
+        );
+        assert_eq!(version(), vec!["version"]);
+    }
+}

@@ -1,0 +1,173 @@
+//! The tags vglet writes on its LVs. They are the only record of which CSI volume an LV
+//! holds, who owns it, what size was asked for and how it is formatted: the driver keeps no
+//! state of its own, so everything it needs after a restart must be here.
+
+use crate::naming::{decode_tag_value, encode_tag_value};
+
+/// `vglet.owner=<driver name>`: only LVs carrying our driver's name are ever touched.
+pub const OWNER_PREFIX: &str = "vglet.owner=";
+/// `vglet.name=<encoded CSI name>`: the name the LV name was derived from.
+pub const NAME_PREFIX: &str = "vglet.name=";
+/// `vglet.size=<bytes>`: the requested capacity, before rounding to extents.
+pub const SIZE_PREFIX: &str = "vglet.size=";
+/// `vglet.fs=<fs type>` or `vglet.fs=block`.
+pub const FS_PREFIX: &str = "vglet.fs=";
+
+/// What the vglet tags of one LV say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VolumeTags {
+    pub owner: String,
+    pub name: String,
+    pub size: u64,
+    pub fs: String,
+}
+
+impl VolumeTags {
+    /// The tags to write, values encoded with [`encode_tag_value`].
+    pub fn to_tags(&self) -> Vec<String> {
+        vec![
+            format!("{OWNER_PREFIX}{}", encode_tag_value(&self.owner)),
+            format!("{NAME_PREFIX}{}", encode_tag_value(&self.name)),
+            format!("{SIZE_PREFIX}{}", self.size),
+            format!("{FS_PREFIX}{}", encode_tag_value(&self.fs)),
+        ]
+    }
+
+    /// Reads the vglet tags among an LV's tags. `None` when the LV has no owner tag (not
+    /// created by vglet) or a vglet tag is missing, malformed or contradicts another.
+    ///
+    /// Two size tags are tolerated and the larger wins: a retag after an expansion adds the
+    /// new size before deleting the old one, and a crash between the two must not orphan
+    /// the volume. Other tags never change after creation, so a second, different value is
+    /// corruption.
+    pub fn from_tags(tags: &[String]) -> Option<VolumeTags> {
+        let owner = single_value(tags, OWNER_PREFIX)?;
+        let name = single_value(tags, NAME_PREFIX)?;
+        let fs = single_value(tags, FS_PREFIX)?;
+        let size = values(tags, SIZE_PREFIX)
+            .map(|v| {
+                // Digits only: u64::from_str would also take a leading '+'.
+                if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                v.parse::<u64>().ok()
+            })
+            .collect::<Option<Vec<u64>>>()?
+            .into_iter()
+            .max()?;
+        Some(VolumeTags {
+            owner,
+            name,
+            size,
+            fs,
+        })
+    }
+}
+
+/// True when the tags carry `vglet.owner=<driver_name>`.
+pub fn is_owned_by(tags: &[String], driver_name: &str) -> bool {
+    let want = format!("{OWNER_PREFIX}{}", encode_tag_value(driver_name));
+    tags.contains(&want)
+}
+
+fn values<'a>(tags: &'a [String], prefix: &'a str) -> impl Iterator<Item = &'a str> {
+    tags.iter().filter_map(move |t| t.strip_prefix(prefix))
+}
+
+fn single_value(tags: &[String], prefix: &str) -> Option<String> {
+    let mut decoded = values(tags, prefix).map(decode_tag_value);
+    let first = decoded.next()??;
+    for other in decoded {
+        if other? != first {
+            return None;
+        }
+    }
+    Some(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> VolumeTags {
+        VolumeTags {
+            owner: "lvm.vglet.io".into(),
+            name: "pvc 1/ü&x".into(),
+            size: 10 * 1024 * 1024,
+            fs: "ext4".into(),
+        }
+    }
+
+    #[test]
+    fn to_tags_writes_valid_encoded_tags() {
+        let tags = sample().to_tags();
+        assert_eq!(
+            tags,
+            vec![
+                "vglet.owner=lvm.vglet.io",
+                "vglet.name=pvc&201/&C3&BC&26x",
+                "vglet.size=10485760",
+                "vglet.fs=ext4",
+            ]
+        );
+        for t in &tags {
+            crate::naming::validate_tag(t).unwrap();
+        }
+    }
+
+    #[test]
+    fn round_trip_ignores_foreign_tags() {
+        let mut tags = vec!["backup".to_string(), "team=a".to_string()];
+        tags.extend(sample().to_tags());
+        assert_eq!(VolumeTags::from_tags(&tags), Some(sample()));
+    }
+
+    #[test]
+    fn not_owned_or_malformed_is_none() {
+        let full = sample().to_tags();
+        assert_eq!(VolumeTags::from_tags(&[]), None);
+        assert_eq!(VolumeTags::from_tags(&["foo".to_string()]), None);
+        for missing in 0..full.len() {
+            let mut t = full.clone();
+            t.remove(missing);
+            assert_eq!(VolumeTags::from_tags(&t), None, "without {}", full[missing]);
+        }
+        for bad in [
+            "vglet.size=abc",
+            "vglet.size=",
+            "vglet.size=+5",
+            "vglet.size=-1",
+        ] {
+            let mut t = full.clone();
+            t[2] = bad.to_string();
+            assert_eq!(VolumeTags::from_tags(&t), None, "{bad}");
+        }
+        let mut t = full.clone();
+        t[1] = "vglet.name=bad&zz".into();
+        assert_eq!(VolumeTags::from_tags(&t), None);
+    }
+
+    #[test]
+    fn conflicting_names_are_malformed_but_two_sizes_take_the_larger() {
+        let mut t = sample().to_tags();
+        t.push("vglet.name=other".into());
+        assert_eq!(VolumeTags::from_tags(&t), None);
+
+        let mut t = sample().to_tags();
+        t.push("vglet.size=20971520".into());
+        assert_eq!(VolumeTags::from_tags(&t).unwrap().size, 20971520);
+
+        let mut t = sample().to_tags();
+        t.push("vglet.fs=ext4".into());
+        assert_eq!(VolumeTags::from_tags(&t), Some(sample()));
+    }
+
+    #[test]
+    fn ownership() {
+        let tags = sample().to_tags();
+        assert!(is_owned_by(&tags, "lvm.vglet.io"));
+        assert!(!is_owned_by(&tags, "other.vglet.io"));
+        assert!(!is_owned_by(&tags, "lvm.vglet"));
+        assert!(!is_owned_by(&[], "lvm.vglet.io"));
+    }
+}

@@ -1,0 +1,1023 @@
+//! End to end on a node-local VG, in a real kernel: csi-driver in `--mode all` drives real
+//! LVM, mkfs and mounts inside a QEMU guest. Every step is checked against the kernel and
+//! LVM (mount table, lvs, file contents), not only against the driver's answers.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tonic::Code;
+use vglet_csi_proto::v1::volume_capability::{
+    AccessMode, AccessType, BlockVolume, MountVolume, access_mode::Mode,
+};
+use vglet_csi_proto::v1::*;
+use vglet_e2e::{Clients, DriverProcess, clients, in_guest, lvs, mount_at, run_guest_test, sh};
+
+const VG: &str = "e2evg";
+const MIB: i64 = 1 << 20;
+
+#[test]
+fn local_vg_lifecycle_in_guest() {
+    if in_guest() {
+        return;
+    }
+    let vm = vglet_vmh::Vm::new("e2e-local")
+        .mem_mib(1536)
+        .cpus(2)
+        .fresh_disk("d1", 2 << 30)
+        .fresh_disk("d2", 2 << 30)
+        .modules(["dm_mod", "ext4", "xfs"])
+        .udev(false)
+        .timeout(Duration::from_secs(900));
+    run_guest_test("guest_local_vg_lifecycle", vm);
+}
+
+fn mount_cap(fs: &str, mode: Mode) -> VolumeCapability {
+    VolumeCapability {
+        access_type: Some(AccessType::Mount(MountVolume {
+            fs_type: fs.into(),
+            mount_flags: vec!["noatime".into()],
+            volume_mount_group: String::new(),
+        })),
+        access_mode: Some(AccessMode { mode: mode as i32 }),
+    }
+}
+
+fn block_cap(mode: Mode) -> VolumeCapability {
+    VolumeCapability {
+        access_type: Some(AccessType::Block(BlockVolume {})),
+        access_mode: Some(AccessMode { mode: mode as i32 }),
+    }
+}
+
+fn create_req(name: &str, bytes: i64, cap: VolumeCapability) -> CreateVolumeRequest {
+    CreateVolumeRequest {
+        name: name.into(),
+        capacity_range: Some(CapacityRange {
+            required_bytes: bytes,
+            limit_bytes: 0,
+        }),
+        volume_capabilities: vec![cap],
+        parameters: HashMap::from([("volumeGroup".to_string(), VG.to_string())]),
+        ..Default::default()
+    }
+}
+
+fn stage_req(id: &str, staging: &Path, cap: VolumeCapability) -> NodeStageVolumeRequest {
+    NodeStageVolumeRequest {
+        volume_id: id.into(),
+        staging_target_path: staging.display().to_string(),
+        volume_capability: Some(cap),
+        ..Default::default()
+    }
+}
+
+fn publish_req(
+    id: &str,
+    staging: &Path,
+    target: &Path,
+    cap: VolumeCapability,
+) -> NodePublishVolumeRequest {
+    NodePublishVolumeRequest {
+        volume_id: id.into(),
+        staging_target_path: staging.display().to_string(),
+        target_path: target.display().to_string(),
+        volume_capability: Some(cap),
+        readonly: false,
+        ..Default::default()
+    }
+}
+
+fn unpublish_req(id: &str, target: &Path) -> NodeUnpublishVolumeRequest {
+    NodeUnpublishVolumeRequest {
+        volume_id: id.into(),
+        target_path: target.display().to_string(),
+    }
+}
+
+fn unstage_req(id: &str, staging: &Path) -> NodeUnstageVolumeRequest {
+    NodeUnstageVolumeRequest {
+        volume_id: id.into(),
+        staging_target_path: staging.display().to_string(),
+    }
+}
+
+fn size_of(path: &Path) -> u64 {
+    sh(&format!(
+        "df -B1 --output=size {} | tail -1",
+        path.display()
+    ))
+    .trim()
+    .parse()
+    .unwrap()
+}
+
+fn lv_of(id: &str) -> String {
+    id.split_once('/').unwrap().1.to_string()
+}
+
+fn step(s: &str) {
+    eprintln!("\n--- e2e: {s}");
+}
+
+#[test]
+#[ignore = "runs inside the QEMU guest through local_vg_lifecycle_in_guest"]
+fn guest_local_vg_lifecycle() {
+    assert!(in_guest(), "run through local_vg_lifecycle_in_guest");
+    sh(&format!(
+        "pvcreate -q /dev/vda /dev/vdb && vgcreate -q {VG} /dev/vda /dev/vdb"
+    ));
+    // An LV the driver did not create: it must never be touched.
+    sh(&format!(
+        "lvcreate -q -y -n foreign -L 8M {VG} && mkfs.ext4 -q /dev/{VG}/foreign"
+    ));
+    let socket = PathBuf::from("/run/vglet/e2e.sock");
+    let _driver = DriverProcess::start(
+        &[
+            "--mode",
+            "all",
+            "--node-id",
+            "e2e-node",
+            "--volume-group",
+            VG,
+        ],
+        &socket,
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = clients(&socket).await;
+        identity(&mut c).await;
+        for (fs, size) in [("ext4", 64 * MIB), ("xfs", 320 * MIB)] {
+            filesystem_lifecycle(&mut c, fs, size).await;
+        }
+        block_lifecycle(&mut c).await;
+        bad_input(&mut c).await;
+        pagination(&mut c).await;
+        concurrent_same_name(&mut c).await;
+    });
+    let left: Vec<String> = lvs(VG).into_iter().map(|l| l.0).collect();
+    assert_eq!(
+        left,
+        vec!["foreign".to_string()],
+        "only the foreign LV may remain"
+    );
+    sh(&format!("blkid -p /dev/{VG}/foreign | grep -q ext4"));
+    eprintln!("\nE2E LOCAL VG: ALL STEPS PASSED");
+}
+
+async fn identity(c: &mut Clients) {
+    step("identity");
+    let info = c
+        .identity
+        .get_plugin_info(GetPluginInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.name, "lvm.vglet.io");
+    assert!(!info.vendor_version.is_empty());
+    let probe = c
+        .identity
+        .probe(ProbeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(probe.ready, Some(true));
+    let caps = c
+        .identity
+        .get_plugin_capabilities(GetPluginCapabilitiesRequest {})
+        .await
+        .unwrap();
+    assert_eq!(caps.into_inner().capabilities.len(), 3);
+    let node = c
+        .node
+        .node_get_info(NodeGetInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(node.node_id, "e2e-node");
+    assert_eq!(
+        node.accessible_topology
+            .unwrap()
+            .segments
+            .get("topology.vglet.io/node")
+            .map(String::as_str),
+        Some("e2e-node")
+    );
+}
+
+async fn filesystem_lifecycle(c: &mut Clients, fs: &str, size: i64) {
+    let name = format!("pvc-e2e-{fs}");
+    let cap = mount_cap(fs, Mode::SingleNodeWriter);
+    let base = PathBuf::from(format!("/run/e2e/{fs}"));
+    let staging = base.join("staging");
+    let target = base.join("pods/vol/mount");
+    std::fs::create_dir_all(&staging).unwrap();
+
+    step(&format!("{fs}: create"));
+    let vol = c
+        .controller
+        .create_volume(create_req(&name, size, cap.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let id = vol.volume_id.clone();
+    assert_eq!(vol.capacity_bytes, size);
+    let lv = lvs(VG)
+        .into_iter()
+        .find(|l| l.0 == lv_of(&id))
+        .expect("lvs shows the new LV");
+    assert_eq!(lv.1 as i64, size);
+    assert!(lv.2.contains("vglet.owner=lvm.vglet.io"), "tags: {}", lv.2);
+    assert!(lv.2.contains(&format!("vglet.fs={fs}")), "tags: {}", lv.2);
+
+    step(&format!(
+        "{fs}: create again is idempotent; incompatible size is ALREADY_EXISTS"
+    ));
+    let again = c
+        .controller
+        .create_volume(create_req(&name, size, cap.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(again.volume_id, id);
+    assert_eq!(again.capacity_bytes, size);
+    let e = c
+        .controller
+        .create_volume(create_req(&name, size * 4, cap.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+    let other_fs = if fs == "ext4" { "xfs" } else { "ext4" };
+    let e = c
+        .controller
+        .create_volume(create_req(
+            &name,
+            size,
+            mount_cap(other_fs, Mode::SingleNodeWriter),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+
+    step(&format!("{fs}: stage (mkfs + mount), twice"));
+    c.node
+        .node_stage_volume(stage_req(&id, &staging, cap.clone()))
+        .await
+        .unwrap();
+    let m = mount_at(&staging).expect("staging path is mounted");
+    assert_eq!(m.0, fs);
+    assert!(m.2.contains("noatime"), "mount flags honoured: {}", m.2);
+    c.node
+        .node_stage_volume(stage_req(&id, &staging, cap.clone()))
+        .await
+        .unwrap();
+
+    step(&format!("{fs}: publish, twice"));
+    c.node
+        .node_publish_volume(publish_req(&id, &staging, &target, cap.clone()))
+        .await
+        .unwrap();
+    assert_eq!(mount_at(&target).expect("target is mounted").0, fs);
+    c.node
+        .node_publish_volume(publish_req(&id, &staging, &target, cap.clone()))
+        .await
+        .unwrap();
+
+    step(&format!("{fs}: write known content"));
+    let content = format!("vglet e2e {fs} {}\n", "x".repeat(1000));
+    std::fs::write(target.join("hello.txt"), &content).unwrap();
+    sh("sync");
+
+    step(&format!("{fs}: unpublish + unstage, twice each"));
+    c.node
+        .node_unpublish_volume(unpublish_req(&id, &target))
+        .await
+        .unwrap();
+    assert!(mount_at(&target).is_none());
+    assert!(!target.exists(), "the driver removes the target it created");
+    c.node
+        .node_unpublish_volume(unpublish_req(&id, &target))
+        .await
+        .unwrap();
+    c.node
+        .node_unstage_volume(unstage_req(&id, &staging))
+        .await
+        .unwrap();
+    assert!(mount_at(&staging).is_none());
+    c.node
+        .node_unstage_volume(unstage_req(&id, &staging))
+        .await
+        .unwrap();
+
+    step(&format!(
+        "{fs}: stage + publish again: the content reads back (no reformat)"
+    ));
+    c.node
+        .node_stage_volume(stage_req(&id, &staging, cap.clone()))
+        .await
+        .unwrap();
+    c.node
+        .node_publish_volume(publish_req(&id, &staging, &target, cap.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(target.join("hello.txt")).unwrap(),
+        content
+    );
+
+    step(&format!(
+        "{fs}: read-only publish of the same volume elsewhere"
+    ));
+    let ro_target = base.join("pods/ro/mount");
+    let mut ro = publish_req(&id, &staging, &ro_target, cap.clone());
+    ro.readonly = true;
+    c.node.node_publish_volume(ro.clone()).await.unwrap();
+    assert!(
+        mount_at(&ro_target)
+            .unwrap()
+            .2
+            .split(',')
+            .any(|o| o == "ro")
+    );
+    assert!(
+        std::fs::write(ro_target.join("nope"), "x").is_err(),
+        "read-only publish is writable"
+    );
+    c.node
+        .node_unpublish_volume(unpublish_req(&id, &ro_target))
+        .await
+        .unwrap();
+
+    step(&format!("{fs}: expand online"));
+    let before = size_of(&target);
+    let new_size = size + 128 * MIB;
+    let exp = c
+        .controller
+        .controller_expand_volume(ControllerExpandVolumeRequest {
+            volume_id: id.clone(),
+            capacity_range: Some(CapacityRange {
+                required_bytes: new_size,
+                limit_bytes: 0,
+            }),
+            volume_capability: Some(cap.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(exp.capacity_bytes, new_size);
+    assert!(exp.node_expansion_required);
+    assert_eq!(
+        lvs(VG).into_iter().find(|l| l.0 == lv_of(&id)).unwrap().1 as i64,
+        new_size
+    );
+    let nexp = c
+        .node
+        .node_expand_volume(NodeExpandVolumeRequest {
+            volume_id: id.clone(),
+            volume_path: target.display().to_string(),
+            capacity_range: Some(CapacityRange {
+                required_bytes: new_size,
+                limit_bytes: 0,
+            }),
+            staging_target_path: staging.display().to_string(),
+            volume_capability: Some(cap.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(nexp.capacity_bytes, new_size);
+    let after = size_of(&target);
+    assert!(
+        after > before + 100 * MIB as u64,
+        "df: filesystem grew from {before} to {after}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(target.join("hello.txt")).unwrap(),
+        content
+    );
+    // Same request again: nothing to do, same answer.
+    let exp2 = c
+        .controller
+        .controller_expand_volume(ControllerExpandVolumeRequest {
+            volume_id: id.clone(),
+            capacity_range: Some(CapacityRange {
+                required_bytes: new_size,
+                limit_bytes: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(exp2.capacity_bytes, new_size);
+
+    step(&format!("{fs}: stats, get, validate"));
+    let stats = c
+        .node
+        .node_get_volume_stats(NodeGetVolumeStatsRequest {
+            volume_id: id.clone(),
+            volume_path: target.display().to_string(),
+            staging_target_path: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.usage.len(), 2, "bytes and inodes");
+    assert_eq!(stats.usage[0].total as u64, after);
+    assert!(stats.usage[1].total > 0);
+    assert!(!stats.volume_condition.unwrap().abnormal);
+    let got = c
+        .controller
+        .controller_get_volume(ControllerGetVolumeRequest {
+            volume_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.volume.unwrap().capacity_bytes, new_size);
+    let valid = c
+        .controller
+        .validate_volume_capabilities(ValidateVolumeCapabilitiesRequest {
+            volume_id: id.clone(),
+            volume_capabilities: vec![cap.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(valid.confirmed.is_some(), "{}", valid.message);
+
+    step(&format!("{fs}: tear down and delete"));
+    c.node
+        .node_unpublish_volume(unpublish_req(&id, &target))
+        .await
+        .unwrap();
+    c.node
+        .node_unstage_volume(unstage_req(&id, &staging))
+        .await
+        .unwrap();
+    c.controller
+        .delete_volume(DeleteVolumeRequest {
+            volume_id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(lvs(VG).iter().all(|l| l.0 != lv_of(&id)), "LV is gone");
+    c.controller
+        .delete_volume(DeleteVolumeRequest {
+            volume_id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+async fn block_lifecycle(c: &mut Clients) {
+    let cap = block_cap(Mode::SingleNodeWriter);
+    let staging = PathBuf::from("/run/e2e/block/staging");
+    let target = PathBuf::from("/run/e2e/block/pods/dev/volume");
+    std::fs::create_dir_all(&staging).unwrap();
+    step("block: create, stage, publish");
+    let vol = c
+        .controller
+        .create_volume(create_req("pvc-e2e-block", 16 * MIB, cap.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let id = vol.volume_id;
+    c.node
+        .node_stage_volume(stage_req(&id, &staging, cap.clone()))
+        .await
+        .unwrap();
+    c.node
+        .node_publish_volume(publish_req(&id, &staging, &target, cap.clone()))
+        .await
+        .unwrap();
+    c.node
+        .node_publish_volume(publish_req(&id, &staging, &target, cap.clone()))
+        .await
+        .unwrap();
+    assert!(mount_at(&target).is_some(), "block target is a bind mount");
+
+    step("block: dd through the published file, read back from the LV");
+    sh("dd if=/dev/urandom of=/tmp/pattern bs=1M count=4 status=none");
+    sh(&format!(
+        "dd if=/tmp/pattern of={} bs=1M oflag=direct conv=fsync status=none",
+        target.display()
+    ));
+    let lv_dev = format!("/dev/{}", id);
+    sh(&format!(
+        "dd if={lv_dev} of=/tmp/readback bs=1M count=4 iflag=direct status=none && cmp /tmp/pattern /tmp/readback"
+    ));
+
+    let stats = c
+        .node
+        .node_get_volume_stats(NodeGetVolumeStatsRequest {
+            volume_id: id.clone(),
+            volume_path: target.display().to_string(),
+            staging_target_path: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.usage[0].total, 16 * MIB);
+
+    step("block: tear down");
+    c.node
+        .node_unpublish_volume(unpublish_req(&id, &target))
+        .await
+        .unwrap();
+    assert!(mount_at(&target).is_none());
+    assert!(!target.exists());
+    c.node
+        .node_unstage_volume(unstage_req(&id, &staging))
+        .await
+        .unwrap();
+    c.controller
+        .delete_volume(DeleteVolumeRequest {
+            volume_id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(lvs(VG).iter().all(|l| l.0 != lv_of(&id)));
+}
+
+/// Every bad request gets its code and leaves LVM exactly as it was.
+async fn bad_input(c: &mut Clients) {
+    step("bad input: each gets the right code and changes nothing");
+    let good = mount_cap("ext4", Mode::SingleNodeWriter);
+    // A real volume of ours for the requests that need one (staged nowhere).
+    let ours = c
+        .controller
+        .create_volume(create_req("pvc-e2e-bad", 8 * MIB, good.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap()
+        .volume_id;
+    let before = lvs(VG);
+    let vg_size: i64 = sh(&format!(
+        "vgs --noheadings --units b --nosuffix -o vg_size {VG}"
+    ))
+    .trim()
+    .parse()
+    .unwrap();
+
+    let mut cases: Vec<(&str, Code, Result<(), tonic::Status>)> = Vec::new();
+    macro_rules! case {
+        ($what:expr, $code:expr, $call:expr) => {
+            cases.push(($what, $code, $call.await.map(|_| ())));
+        };
+    }
+    let ctl = &mut c.controller;
+    case!(
+        "empty name",
+        Code::InvalidArgument,
+        ctl.create_volume(create_req("", MIB, good.clone()))
+    );
+    case!(
+        "negative capacity",
+        Code::InvalidArgument,
+        ctl.create_volume(create_req("pvc-neg", -1, good.clone()))
+    );
+    let mut r = create_req("pvc-lim", 10 * MIB, good.clone());
+    r.capacity_range = Some(CapacityRange {
+        required_bytes: 10 * MIB,
+        limit_bytes: 5 * MIB,
+    });
+    case!(
+        "required above limit",
+        Code::InvalidArgument,
+        ctl.create_volume(r)
+    );
+    let mut r = create_req("pvc-round", MIB, good.clone());
+    r.capacity_range = Some(CapacityRange {
+        required_bytes: MIB,
+        limit_bytes: 2 * MIB,
+    });
+    case!(
+        "extent rounding passes limit",
+        Code::OutOfRange,
+        ctl.create_volume(r)
+    );
+    case!(
+        "huge capacity",
+        Code::OutOfRange,
+        ctl.create_volume(create_req("pvc-huge", 1 << 50, good.clone()))
+    );
+    case!(
+        "more than free",
+        Code::ResourceExhausted,
+        ctl.create_volume(create_req("pvc-full", vg_size - 4 * MIB, good.clone()))
+    );
+    let mut r = create_req("pvc-vg", MIB, good.clone());
+    r.parameters.insert("volumeGroup".into(), "nosuchvg".into());
+    case!("unknown VG", Code::InvalidArgument, ctl.create_volume(r));
+    let mut r = create_req("pvc-param", MIB, good.clone());
+    r.parameters.insert("volumegroup".into(), VG.into());
+    case!(
+        "unknown parameter",
+        Code::InvalidArgument,
+        ctl.create_volume(r)
+    );
+    let mut r = create_req("pvc-nocap", MIB, good.clone());
+    r.volume_capabilities.clear();
+    case!("no capability", Code::InvalidArgument, ctl.create_volume(r));
+    case!(
+        "multi-node writer on local VG",
+        Code::InvalidArgument,
+        ctl.create_volume(create_req(
+            "pvc-rwx",
+            MIB,
+            mount_cap("ext4", Mode::MultiNodeMultiWriter)
+        ))
+    );
+    case!(
+        "unknown access mode",
+        Code::InvalidArgument,
+        ctl.create_volume(create_req("pvc-unk", MIB, mount_cap("ext4", Mode::Unknown)))
+    );
+    case!(
+        "unsupported fs",
+        Code::InvalidArgument,
+        ctl.create_volume(create_req(
+            "pvc-btrfs",
+            MIB,
+            mount_cap("btrfs", Mode::SingleNodeWriter)
+        ))
+    );
+    let mut bad_flags = mount_cap("ext4", Mode::SingleNodeWriter);
+    if let Some(AccessType::Mount(m)) = &mut bad_flags.access_type {
+        m.mount_flags = vec!["suid,dev".into()];
+    }
+    case!(
+        "mount flag injection",
+        Code::InvalidArgument,
+        ctl.create_volume(create_req("pvc-flags", MIB, bad_flags))
+    );
+    for id in ["../x", "vg/lv;rm", "e2evg/../../etc", "", "e2evg/a b"] {
+        case!(
+            "malformed volume id (delete)",
+            Code::InvalidArgument,
+            ctl.delete_volume(DeleteVolumeRequest {
+                volume_id: id.into(),
+                ..Default::default()
+            })
+        );
+    }
+    case!(
+        "volume id in a VG not served",
+        Code::FailedPrecondition,
+        ctl.delete_volume(DeleteVolumeRequest {
+            volume_id: "othervg/lv1".into(),
+            ..Default::default()
+        })
+    );
+    case!(
+        "delete an LV we did not create",
+        Code::FailedPrecondition,
+        ctl.delete_volume(DeleteVolumeRequest {
+            volume_id: format!("{VG}/foreign"),
+            ..Default::default()
+        })
+    );
+    case!(
+        "expand an LV we did not create",
+        Code::FailedPrecondition,
+        ctl.controller_expand_volume(ControllerExpandVolumeRequest {
+            volume_id: format!("{VG}/foreign"),
+            capacity_range: Some(CapacityRange {
+                required_bytes: 64 * MIB,
+                limit_bytes: 0
+            }),
+            ..Default::default()
+        })
+    );
+    case!(
+        "expand a missing volume",
+        Code::NotFound,
+        ctl.controller_expand_volume(ControllerExpandVolumeRequest {
+            volume_id: format!("{VG}/csi-nope"),
+            capacity_range: Some(CapacityRange {
+                required_bytes: 64 * MIB,
+                limit_bytes: 0
+            }),
+            ..Default::default()
+        })
+    );
+    case!(
+        "expand without capacity",
+        Code::InvalidArgument,
+        ctl.controller_expand_volume(ControllerExpandVolumeRequest {
+            volume_id: ours.clone(),
+            ..Default::default()
+        })
+    );
+    case!(
+        "expand beyond the VG",
+        Code::ResourceExhausted,
+        ctl.controller_expand_volume(ControllerExpandVolumeRequest {
+            volume_id: ours.clone(),
+            capacity_range: Some(CapacityRange {
+                required_bytes: vg_size - 4 * MIB,
+                limit_bytes: 0
+            }),
+            ..Default::default()
+        })
+    );
+    case!(
+        "list with a bad token",
+        Code::Aborted,
+        ctl.list_volumes(ListVolumesRequest {
+            starting_token: "garbage".into(),
+            max_entries: 0
+        })
+    );
+    case!(
+        "list with negative max",
+        Code::InvalidArgument,
+        ctl.list_volumes(ListVolumesRequest {
+            starting_token: String::new(),
+            max_entries: -1
+        })
+    );
+    case!(
+        "validate a missing volume",
+        Code::NotFound,
+        ctl.validate_volume_capabilities(ValidateVolumeCapabilitiesRequest {
+            volume_id: format!("{VG}/csi-nope"),
+            volume_capabilities: vec![good.clone()],
+            ..Default::default()
+        })
+    );
+    case!(
+        "get a missing volume",
+        Code::NotFound,
+        ctl.controller_get_volume(ControllerGetVolumeRequest {
+            volume_id: format!("{VG}/csi-nope")
+        })
+    );
+    case!(
+        "snapshots not offered",
+        Code::Unimplemented,
+        ctl.create_snapshot(CreateSnapshotRequest {
+            source_volume_id: ours.clone(),
+            name: "s".into(),
+            ..Default::default()
+        })
+    );
+
+    let node = &mut c.node;
+    let staging = PathBuf::from("/run/e2e/bad/staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    case!(
+        "stage: missing staging path",
+        Code::InvalidArgument,
+        node.node_stage_volume(stage_req(&ours, Path::new(""), good.clone()))
+    );
+    case!(
+        "stage: relative staging path",
+        Code::InvalidArgument,
+        node.node_stage_volume(NodeStageVolumeRequest {
+            volume_id: ours.clone(),
+            staging_target_path: "rel/path".into(),
+            volume_capability: Some(good.clone()),
+            ..Default::default()
+        })
+    );
+    case!(
+        "stage: .. in staging path",
+        Code::InvalidArgument,
+        node.node_stage_volume(NodeStageVolumeRequest {
+            volume_id: ours.clone(),
+            staging_target_path: "/run/e2e/../../etc".into(),
+            volume_capability: Some(good.clone()),
+            ..Default::default()
+        })
+    );
+    case!(
+        "stage: no capability",
+        Code::InvalidArgument,
+        node.node_stage_volume(NodeStageVolumeRequest {
+            volume_id: ours.clone(),
+            staging_target_path: staging.display().to_string(),
+            ..Default::default()
+        })
+    );
+    case!(
+        "stage: missing volume",
+        Code::NotFound,
+        node.node_stage_volume(stage_req(&format!("{VG}/csi-nope"), &staging, good.clone()))
+    );
+    case!(
+        "stage: foreign LV",
+        Code::FailedPrecondition,
+        node.node_stage_volume(stage_req(&format!("{VG}/foreign"), &staging, good.clone()))
+    );
+    case!(
+        "stage: malformed id",
+        Code::InvalidArgument,
+        node.node_stage_volume(stage_req("vg/lv;rm", &staging, good.clone()))
+    );
+    case!(
+        "stage: capability disagrees with volume",
+        Code::InvalidArgument,
+        node.node_stage_volume(stage_req(
+            &ours,
+            &staging,
+            block_cap(Mode::SingleNodeWriter)
+        ))
+    );
+    case!(
+        "publish: missing target path",
+        Code::InvalidArgument,
+        node.node_publish_volume(publish_req(&ours, &staging, Path::new(""), good.clone()))
+    );
+    case!(
+        "publish: before stage",
+        Code::FailedPrecondition,
+        node.node_publish_volume(publish_req(
+            &ours,
+            &staging,
+            Path::new("/run/e2e/bad/target"),
+            good.clone()
+        ))
+    );
+    case!(
+        "unpublish: relative target",
+        Code::InvalidArgument,
+        node.node_unpublish_volume(NodeUnpublishVolumeRequest {
+            volume_id: ours.clone(),
+            target_path: "x/y".into()
+        })
+    );
+    case!(
+        "stats: missing path",
+        Code::NotFound,
+        node.node_get_volume_stats(NodeGetVolumeStatsRequest {
+            volume_id: ours.clone(),
+            volume_path: "/run/e2e/none".into(),
+            staging_target_path: String::new()
+        })
+    );
+    case!(
+        "node expand: not mounted",
+        Code::NotFound,
+        node.node_expand_volume(NodeExpandVolumeRequest {
+            volume_id: ours.clone(),
+            volume_path: "/run/e2e/bad/staging".into(),
+            ..Default::default()
+        })
+    );
+
+    let mut failed = Vec::new();
+    for (what, want, got) in &cases {
+        let code = match got {
+            Ok(()) => Code::Ok,
+            Err(s) => s.code(),
+        };
+        let msg = got
+            .as_ref()
+            .err()
+            .map(|s| s.message().to_string())
+            .unwrap_or_default();
+        eprintln!("  {:<45} {:?} ({msg})", what, code);
+        if code != *want {
+            failed.push(format!("{what}: want {want:?}, got {code:?} {msg}"));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "bad-input cases with the wrong code:\n{}",
+        failed.join("\n")
+    );
+    assert_eq!(lvs(VG), before, "lvs changed after bad input");
+    eprintln!("  {} bad-input cases, lvs unchanged", cases.len());
+    c.controller
+        .delete_volume(DeleteVolumeRequest {
+            volume_id: ours,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+async fn pagination(c: &mut Clients) {
+    step("ListVolumes pagination over 5 volumes, 2 per page");
+    let cap = block_cap(Mode::SingleNodeWriter);
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let v = c
+            .controller
+            .create_volume(create_req(&format!("pvc-page-{i}"), 4 * MIB, cap.clone()))
+            .await
+            .unwrap()
+            .into_inner()
+            .volume
+            .unwrap();
+        ids.push(v.volume_id);
+    }
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let resp = c
+            .controller
+            .list_volumes(ListVolumesRequest {
+                max_entries: 2,
+                starting_token: token.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(resp.entries.len() <= 2);
+        pages += 1;
+        seen.extend(
+            resp.entries
+                .into_iter()
+                .map(|e| e.volume.unwrap().volume_id),
+        );
+        if resp.next_token.is_empty() {
+            break;
+        }
+        token = resp.next_token;
+    }
+    ids.sort();
+    assert_eq!(
+        seen, ids,
+        "every volume exactly once, in order; the foreign LV is not listed"
+    );
+    assert_eq!(pages, 3);
+    let cap_resp = c
+        .controller
+        .get_capacity(GetCapacityRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let free: i64 = sh(&format!(
+        "vgs --noheadings --units b --nosuffix -o vg_free {VG}"
+    ))
+    .trim()
+    .parse()
+    .unwrap();
+    assert_eq!(cap_resp.available_capacity, free, "GetCapacity = VG free");
+    for id in ids {
+        c.controller
+            .delete_volume(DeleteVolumeRequest {
+                volume_id: id,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+}
+
+async fn concurrent_same_name(c: &mut Clients) {
+    step("10 concurrent CreateVolume with one name: one LV, every success names it");
+    let cap = block_cap(Mode::SingleNodeWriter);
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let mut ctl = c.controller.clone();
+        let req = create_req("pvc-race", 4 * MIB, cap.clone());
+        tasks.push(tokio::spawn(async move { ctl.create_volume(req).await }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(r) => ids.push(r.into_inner().volume.unwrap().volume_id),
+            Err(s) => assert_eq!(s.code(), Code::Aborted, "{s:?}"),
+        }
+    }
+    assert!(!ids.is_empty());
+    ids.dedup();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(lvs(VG).iter().filter(|l| l.0 == lv_of(&ids[0])).count(), 1);
+    // A retry after the race settles succeeds with the same volume.
+    let again = c
+        .controller
+        .create_volume(create_req("pvc-race", 4 * MIB, cap))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(again.volume_id, ids[0]);
+    c.controller
+        .delete_volume(DeleteVolumeRequest {
+            volume_id: ids[0].clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}

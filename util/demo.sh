@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# vglet demo: the main job end to end on an embedded default.
+#
+# A sparse file becomes a loop device, the loop device a volume group, and csi-driver
+# (--mode all) serves it; csictl then walks one volume through its whole life:
+# create -> stage (mkfs+mount) -> publish (bind) -> write -> expand online -> stats ->
+# unpublish -> unstage -> stage again (data still there) -> delete.
+#
+# Run as root. On a host whose kernel has no device-mapper (nothing could be activated or
+# mounted), the same script re-runs itself inside a QEMU guest booting Debian's kernel.
+#
+#   util/demo.sh            # VGLET_DEMO_SIZE=2G, VGLET_DEMO_VG=vglet-demo to change defaults
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+BIN=${VGLET_BIN_DIR:-$ROOT/target/debug}
+
+has_device_mapper() {
+  modprobe -q dm_mod 2>/dev/null || true
+  dmsetup version >/dev/null 2>&1
+}
+
+if [[ ${VGLET_DEMO_IN_GUEST:-0} != 1 ]]; then
+  [[ $(id -u) == 0 ]] || { echo "demo: run as root (it creates a loop device and a VG)" >&2; exit 1; }
+  util/deps.sh
+  echo "==> building vglet"
+  cargo build -q -p csi-driver -p csictl -p vglet-vmh --bins
+  if ! has_device_mapper; then
+    echo "==> this kernel has no device-mapper: running the demo inside a QEMU guest (Debian kernel, software emulation)"
+    exec "$BIN/vmrun" --name vglet-demo --mem 1536 --module dm_mod --module loop --module ext4 \
+      --timeout 600 --env VGLET_DEMO_IN_GUEST=1 -- "$ROOT/util/demo.sh"
+  fi
+fi
+
+VG=${VGLET_DEMO_VG:-vglet-demo}
+SIZE=${VGLET_DEMO_SIZE:-2G}
+WORK=$(mktemp -d /tmp/vglet-demo.XXXXXX)
+SOCK=$WORK/csi.sock
+STAGING=$WORK/staging
+TARGET=$WORK/pods/demo-pod/volume
+LOOP=
+DRIVER=
+export LVM_SUPPRESS_FD_WARNINGS=1
+
+cleanup() {
+  set +e
+  [[ -n $DRIVER ]] && kill "$DRIVER" 2>/dev/null && wait "$DRIVER" 2>/dev/null
+  for m in "$TARGET" "$STAGING"; do mountpoint -q "$m" 2>/dev/null && umount "$m"; done
+  vgs "$VG" >/dev/null 2>&1 && vgremove -q -ff -y "$VG" >/dev/null
+  [[ -n $LOOP ]] && { pvremove -q "$LOOP" >/dev/null 2>&1; losetup -d "$LOOP"; }
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+show() { printf '$ %s\n' "$*"; "$@"; }
+csictl() { printf '$ csictl %s\n' "$*"; "$BIN/csictl" --endpoint "unix://$SOCK" "$@"; }
+json_field() { python3 -c "import json,sys; print(json.load(sys.stdin)[sys.argv[1]])" "$1"; }
+
+say "a ${SIZE} sparse file as the disk, a volume group on it"
+truncate -s "$SIZE" "$WORK/disk.img"
+LOOP=$(losetup -f --show "$WORK/disk.img")
+show pvcreate -q "$LOOP"
+show vgcreate -q "$VG" "$LOOP"
+
+say "csi-driver --mode all (log: $WORK/driver.log)"
+"$BIN/csi-driver" --mode all --node-id demo-node --volume-group "$VG" \
+  --endpoint "unix://$SOCK" --log-format text >"$WORK/driver.log" 2>&1 &
+DRIVER=$!
+for _ in $(seq 100); do [[ -S $SOCK ]] && break; sleep 0.1; done
+[[ -S $SOCK ]] || { cat "$WORK/driver.log"; echo "demo: csi-driver did not start" >&2; exit 1; }
+ls -l "$SOCK"
+csictl identity info
+csictl identity probe
+
+say "CreateVolume: 256 MiB, ext4"
+csictl controller create demo-data --size 256Mi --fs-type ext4 --param volumeGroup="$VG"
+VOL=$("$BIN/csictl" --endpoint "unix://$SOCK" --json controller create demo-data --size 256Mi \
+  --fs-type ext4 --param volumeGroup="$VG" | json_field volume_id)
+echo "volume id: $VOL (created once: the second create returned the same volume)"
+show lvs -o lv_name,lv_size,lv_tags "$VG"
+
+say "NodeStageVolume (mkfs.ext4 + mount) and NodePublishVolume (bind mount)"
+csictl node stage "$VOL" --staging-path "$STAGING" --fs-type ext4 --mount-flag noatime
+csictl node publish "$VOL" --staging-path "$STAGING" --target-path "$TARGET" --fs-type ext4
+show findmnt -o TARGET,SOURCE,FSTYPE,OPTIONS "$STAGING"
+show findmnt -o TARGET,SOURCE,FSTYPE,OPTIONS "$TARGET"
+
+say "the pod writes data"
+echo "hello from vglet, $(date -u +%FT%TZ)" > "$TARGET/hello.txt"
+sync
+show cat "$TARGET/hello.txt"
+
+say "expand online to 512 MiB: ControllerExpandVolume (lvextend) + NodeExpandVolume (resize2fs)"
+show df -h "$TARGET"
+csictl controller expand "$VOL" --size 512Mi --fs-type ext4
+csictl node expand "$VOL" --volume-path "$TARGET" --staging-path "$STAGING" --size 512Mi
+show df -h "$TARGET"
+
+say "NodeGetVolumeStats, ListVolumes, GetCapacity"
+csictl node stats "$VOL" --volume-path "$TARGET"
+csictl controller list
+csictl controller capacity --param volumeGroup="$VG"
+
+say "unpublish + unstage, then stage + publish again: the data is still there"
+csictl node unpublish "$VOL" --target-path "$TARGET"
+csictl node unstage "$VOL" --staging-path "$STAGING"
+csictl node stage "$VOL" --staging-path "$STAGING" --fs-type ext4
+csictl node publish "$VOL" --staging-path "$STAGING" --target-path "$TARGET" --fs-type ext4
+show cat "$TARGET/hello.txt"
+
+say "bad input is refused and changes nothing"
+csictl controller delete "../etc" || echo "(refused, exit $?)"
+csictl controller create "" --size 1Mi || echo "(refused, exit $?)"
+
+say "tear down and DeleteVolume"
+csictl node unpublish "$VOL" --target-path "$TARGET"
+csictl node unstage "$VOL" --staging-path "$STAGING"
+csictl controller delete "$VOL"
+show lvs "$VG"
+[[ -z $(lvs --noheadings -o lv_name "$VG") ]] || { echo "demo: LV still present" >&2; exit 1; }
+
+say "demo complete: every step succeeded"

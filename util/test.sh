@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Every vglet test: formatting and lints, unit tests, host integration tests, and the
+# end-to-end tests that boot a QEMU guest with a full kernel (device-mapper, real mounts).
+#
+#   util/test.sh            # everything
+#   util/test.sh --quick    # fmt, clippy, unit + host tests; no VM (VGLET_SKIP_VM=1)
+#
+# Installs what it needs on a fresh Debian machine first (util/deps.sh, fast when present).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0
+[[ ${1:-} == --quick ]] && quick=1
+
+step() { printf '\n==> %s\n' "$*"; }
+t0=$SECONDS
+
+step "system packages"
+util/deps.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -D warnings"
+cargo clippy --workspace --all-targets -q -- -D warnings
+
+step "build (binaries are run inside the guest, so they must exist before it boots)"
+cargo build --workspace --all-targets -q
+
+if [[ $quick == 1 ]]; then
+  export VGLET_SKIP_VM=1
+fi
+step "cargo test (unit, host integration$([[ $quick == 1 ]] || echo ', in-VM end-to-end'))"
+# Guests take both cores; the harness serialises them with a lock, and one test thread per
+# binary keeps the console output readable.
+cargo test --workspace -- --test-threads=1 2>&1 | tee target/test.log
+grep -E '^test result:' target/test.log | awk '{p+=$4; f+=$6; i+=$8} END {printf "\n%d passed, %d failed, %d ignored\n", p, f, i}'
+
+printf '\nall tests passed in %ds\n' $((SECONDS - t0))
