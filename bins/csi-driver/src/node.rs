@@ -336,6 +336,11 @@ impl Node for NodeService {
             return Ok(Response::new(NodePublishVolumeResponse {}));
         }
         if cap.is_block() {
+            // kubelet normally creates the parent; other COs (and csictl) may not.
+            if let Some(parent) = target.parent() {
+                vglet_mount::ensure_dir(parent)
+                    .map_err(|e| mount_status("creating the target's directory", e))?;
+            }
             vglet_mount::ensure_file(&target)
                 .map_err(|e| mount_status("creating target file", e))?;
         } else {
