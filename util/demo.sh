@@ -52,7 +52,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+if [[ -t 1 ]]; then B=$'\033[1m' N=$'\033[0m'; else B= N=; fi
+say() { printf '\n%s==> %s%s\n' "$B" "$*" "$N"; }
 show() { printf '$ %s\n' "$*"; "$@"; }
 csictl() { printf '$ csictl %s\n' "$*"; "$BIN/csictl" --endpoint "unix://$SOCK" "$@"; }
 json_field() { python3 -c "import json,sys; print(json.load(sys.stdin)[sys.argv[1]])" "$1"; }

@@ -251,14 +251,18 @@ impl Node for NodeService {
         }
         // Shared VGs must give the LV lock back so another node can take the volume; local
         // LVs stay active (cheap, and the next stage on this node skips activation).
-        if self.driver.serves_vg(&id.vg) {
-            if let Ok(vg) = self.driver.vg(&id.vg).await {
-                if Driver::vg_kind(&vg) == VgKind::Shared {
-                    match self.driver.lvm.deactivate_lv(&id.vg, &id.lv).await {
-                        Ok(()) | Err(vglet_lvm::LvmError::LvNotFound(_)) => {}
-                        Err(e) => return Err(lvm_status(&format!("deactivating {id}"), e)),
-                    }
-                }
+        let shared = match self.driver.serves_vg(&id.vg) {
+            true => self
+                .driver
+                .vg(&id.vg)
+                .await
+                .is_ok_and(|vg| Driver::vg_kind(&vg) == VgKind::Shared),
+            false => false,
+        };
+        if shared {
+            match self.driver.lvm.deactivate_lv(&id.vg, &id.lv).await {
+                Ok(()) | Err(vglet_lvm::LvmError::LvNotFound(_)) => {}
+                Err(e) => return Err(lvm_status(&format!("deactivating {id}"), e)),
             }
         }
         tracing::info!("unstaged");

@@ -103,7 +103,7 @@ pub fn mount_at(path: &Path) -> Option<(String, String, String)> {
             (Path::new(f[4]) == path)
                 .then(|| (g[0].to_string(), g[1].to_string(), f[5].to_string()))
         })
-        .last()
+        .next_back()
 }
 
 /// A running csi-driver, killed when dropped.

@@ -1,0 +1,3 @@
+//! Block devices vglet may use, and the inventory `disk-discover` hands to `vg-init`.
+
+pub mod inventory;
