@@ -96,6 +96,11 @@ impl Config {
         for vg in &self.volume_groups {
             vglet_lvm::naming::validate_vg_name(vg)
                 .map_err(|e| format!("--volume-group {vg:?}: {e}"))?;
+            if vg.len() > 63 {
+                return Err(format!(
+                    "--volume-group {vg:?}: at most 63 characters (it becomes a topology label)"
+                ));
+            }
         }
         if self.driver_name.is_empty()
             || self.driver_name.len() > 63

@@ -50,35 +50,27 @@ fn parse_id(id: &str) -> Result<VolumeId, Status> {
 }
 
 impl ControllerService {
-    fn volume_message(&self, v: &OwnedVolume) -> Volume {
+    fn volume_message(&self, v: &OwnedVolume, kind: VgKind) -> Volume {
         Volume {
             capacity_bytes: v.lv.size as i64,
             volume_id: v.id.to_string(),
             volume_context: HashMap::new(),
             content_source: None,
-            accessible_topology: self.accessible_topology(),
+            accessible_topology: vec![Topology {
+                segments: self.driver.volume_topology(&v.id.vg, kind),
+            }],
         }
     }
 
-    /// Node-local VGs: only this node. (Shared VGs will report every node that sees the VG.)
-    fn accessible_topology(&self) -> Vec<Topology> {
-        vec![Topology {
-            segments: self.driver.topology(),
-        }]
-    }
-
-    /// Whether this node can satisfy the request's requisite topology (preferred is advice).
-    fn topology_allows(&self, req: Option<&TopologyRequirement>) -> bool {
+    /// Whether a volume in `vg` satisfies the request's requisite topology (preferred is
+    /// only advice).
+    fn topology_allows(&self, req: Option<&TopologyRequirement>, vg: &Vg) -> bool {
         let Some(req) = req else { return true };
-        if req.requisite.is_empty() {
-            return true;
-        }
-        let ours = self.driver.topology();
-        req.requisite.iter().any(|t| {
-            t.segments
-                .iter()
-                .all(|(k, v)| ours.get(k).is_some_and(|o| o == v))
-        })
+        req.requisite.is_empty()
+            || req.requisite.iter().any(|t| {
+                self.driver
+                    .segment_admits(&t.segments, &vg.name, Driver::vg_kind(vg))
+            })
     }
 
     /// Finds an existing LV for this CSI name in any served VG (a retry may land after a
@@ -105,9 +97,18 @@ impl ControllerService {
         Ok(None)
     }
 
-    /// The VG a new volume goes to: the one named by the parameters, else the served VG with
-    /// the most free space.
-    async fn choose_vg(&self, wanted: Option<&str>) -> Result<Vg, Status> {
+    /// The VG a new volume goes to: the one named by the parameters, else, among the served
+    /// VGs that the topology requirement admits, the one with the most free space.
+    async fn choose_vg(
+        &self,
+        wanted: Option<&str>,
+        req: Option<&TopologyRequirement>,
+    ) -> Result<Vg, Status> {
+        let unreachable = |vg: &str| {
+            Status::resource_exhausted(format!(
+                "accessibility_requirements: no requisite topology can reach volume group {vg}"
+            ))
+        };
         if let Some(name) = wanted {
             if !self.driver.serves_vg(name) {
                 return Err(invalid(
@@ -118,12 +119,17 @@ impl ControllerService {
                     ),
                 ));
             }
-            return self.driver.vg(name).await;
+            let vg = self.driver.vg(name).await?;
+            if !self.topology_allows(req, &vg) {
+                return Err(unreachable(name));
+            }
+            return Ok(vg);
         }
         let mut best: Option<Vg> = None;
         let mut last_err = None;
         for name in &self.driver.cfg.volume_groups {
             match self.driver.vg(name).await {
+                Ok(vg) if !self.topology_allows(req, &vg) => last_err = Some(unreachable(name)),
                 Ok(vg) => {
                     if best.as_ref().is_none_or(|b| vg.free > b.free) {
                         best = Some(vg);
@@ -135,6 +141,29 @@ impl ControllerService {
         best.ok_or_else(|| {
             last_err.unwrap_or_else(|| Status::failed_precondition("no volume group is served"))
         })
+    }
+
+    /// Creates the LV. On a shared VG the LV is created active (exclusively, so lvm zeroes
+    /// its start and wipes old signatures) and then released, so that any node can take it;
+    /// if the release fails the LV is removed again, so a retry starts clean.
+    async fn create_lv(&self, vg: &Vg, create: LvCreate) -> Result<(), Status> {
+        let id = VolumeId::new(vg.name.clone(), create.name.clone());
+        let _w = self.driver.vg_locks.lock(&vg.name).await;
+        self.driver
+            .lvm
+            .create_lv(&create)
+            .await
+            .map_err(|e| lvm_status(&format!("creating {id}"), e))?;
+        if Driver::vg_kind(vg) == VgKind::Shared
+            && let Err(e) = self.driver.lvm.deactivate_lv(&id.vg, &id.lv).await
+        {
+            tracing::error!(volume = %id, error = %e, "cannot release the new LV; removing it");
+            if let Err(e2) = self.driver.lvm.remove_lv(&id.vg, &id.lv).await {
+                tracing::error!(volume = %id, error = %e2, "removing the unreleased LV failed");
+            }
+            return Err(lvm_status(&format!("releasing the new LV {id}"), e));
+        }
+        Ok(())
     }
 }
 
@@ -162,12 +191,6 @@ impl Controller for ControllerService {
                 "MODIFY_VOLUME is not supported",
             ));
         }
-        if !self.topology_allows(req.accessibility_requirements.as_ref()) {
-            return Err(Status::resource_exhausted(format!(
-                "accessibility_requirements: no requisite topology includes node {}",
-                self.driver.cfg.node_id
-            )));
-        }
         let lv_name = vglet_lvm::naming::lv_name_for(&req.name);
         let _guard = self
             .driver
@@ -178,7 +201,13 @@ impl Controller for ControllerService {
         let existing = self.find_by_name(&lv_name).await?;
         let vg = match &existing {
             Some(v) => self.driver.vg(&v.id.vg).await?,
-            None => self.choose_vg(params.volume_group.as_deref()).await?,
+            None => {
+                self.choose_vg(
+                    params.volume_group.as_deref(),
+                    req.accessibility_requirements.as_ref(),
+                )
+                .await?
+            }
         };
         let caps = capability::validate_all(
             "volume_capabilities",
@@ -214,7 +243,7 @@ impl Controller for ControllerService {
             } else {
                 tracing::info!(volume = %v.id, "volume already exists");
                 Ok(Response::new(CreateVolumeResponse {
-                    volume: Some(self.volume_message(&v)),
+                    volume: Some(self.volume_message(&v, Driver::vg_kind(&vg))),
                 }))
             };
         }
@@ -239,23 +268,19 @@ impl Controller for ControllerService {
             fs: fs.clone(),
         };
         let id = VolumeId::new(vg.name.clone(), lv_name.clone());
-        {
-            let _w = self.driver.vg_locks.lock(&vg.name).await;
-            // Local VGs keep the LV active from birth: lvcreate zeroes its start and wipes old
-            // signatures, so no earlier tenant's filesystem is ever found by NodeStage.
-            let create = LvCreate {
+        // Created active, so lvcreate zeroes its start and wipes old signatures: no earlier
+        // tenant's filesystem is ever found by NodeStage. Local LVs stay active.
+        self.create_lv(
+            &vg,
+            LvCreate {
                 vg: vg.name.clone(),
                 name: lv_name.clone(),
                 size,
                 tags: tags.to_tags(),
-                activate: Driver::vg_kind(&vg) == VgKind::Local,
-            };
-            self.driver
-                .lvm
-                .create_lv(&create)
-                .await
-                .map_err(|e| lvm_status(&format!("creating {id}"), e))?;
-        }
+                activate: true,
+            },
+        )
+        .await?;
         let lv = self
             .driver
             .lvm
@@ -266,7 +291,7 @@ impl Controller for ControllerService {
         tracing::info!(volume = %id, bytes = lv.size, "volume created");
         let v = OwnedVolume { id, lv, tags };
         Ok(Response::new(CreateVolumeResponse {
-            volume: Some(self.volume_message(&v)),
+            volume: Some(self.volume_message(&v, Driver::vg_kind(&vg))),
         }))
     }
 
@@ -387,39 +412,48 @@ impl Controller for ControllerService {
         };
         let mut vols = Vec::new();
         for vg in &self.driver.cfg.volume_groups {
-            let lvs = match self.driver.lvm.lvs(vg).await {
-                Ok(l) => l,
+            // One fullreport gives the VG's kind and its LVs.
+            let report = match self.driver.lvm.report(Some(vg)).await {
+                Ok(r) => r,
                 Err(vglet_lvm::LvmError::VgNotFound(_)) => continue,
                 Err(e) => return Err(lvm_status(&format!("listing {vg}"), e)),
             };
-            for lv in lvs {
+            let Some(kind) = report.vg(vg).map(Driver::vg_kind) else {
+                continue;
+            };
+            for lv in report.lvs_in(vg) {
                 let id = VolumeId::new(vg.clone(), lv.name.clone());
-                if let Ok(tags) = self.driver.ownership(&id, &lv) {
-                    vols.push(OwnedVolume { id, lv, tags });
+                if let Ok(tags) = self.driver.ownership(&id, lv) {
+                    let v = OwnedVolume {
+                        id,
+                        lv: lv.clone(),
+                        tags,
+                    };
+                    vols.push((v, kind));
                 }
             }
         }
-        vols.sort_by(|a, b| a.id.cmp(&b.id));
+        vols.sort_by(|a, b| a.0.id.cmp(&b.0.id));
         let start = after
             .as_ref()
-            .map(|a| vols.partition_point(|v| &v.id <= a))
+            .map(|a| vols.partition_point(|v| &v.0.id <= a))
             .unwrap_or(0);
         let max = if req.max_entries == 0 {
             usize::MAX
         } else {
             req.max_entries as usize
         };
-        let page: Vec<&OwnedVolume> = vols[start..].iter().take(max).collect();
+        let page: Vec<&(OwnedVolume, VgKind)> = vols[start..].iter().take(max).collect();
         let next_token = if start + page.len() < vols.len() {
-            page.last().map(|v| v.id.to_string()).unwrap_or_default()
+            page.last().map(|v| v.0.id.to_string()).unwrap_or_default()
         } else {
             String::new()
         };
         Ok(Response::new(ListVolumesResponse {
             entries: page
                 .into_iter()
-                .map(|v| list_volumes_response::Entry {
-                    volume: Some(self.volume_message(v)),
+                .map(|(v, kind)| list_volumes_response::Entry {
+                    volume: Some(self.volume_message(v, *kind)),
                     status: Some(list_volumes_response::VolumeStatus {
                         published_node_ids: vec![],
                         volume_condition: Some(condition(v)),
@@ -436,32 +470,30 @@ impl Controller for ControllerService {
     ) -> Result<Response<GetCapacityResponse>, Status> {
         let req = req.into_inner();
         let params = params::parse("parameters", &req.parameters)?;
-        if let Some(top) = &req.accessible_topology {
-            let ours = self.driver.topology();
-            if !top
-                .segments
-                .iter()
-                .all(|(k, v)| ours.get(k).is_some_and(|o| o == v))
-            {
-                return Ok(Response::new(GetCapacityResponse {
-                    available_capacity: 0,
-                    maximum_volume_size: Some(0),
-                    minimum_volume_size: None,
-                }));
+        let names: Vec<String> = match &params.volume_group {
+            Some(name) if !self.driver.serves_vg(name) => {
+                return Err(invalid(
+                    "parameters.volumeGroup",
+                    format!("{name:?} is not served by this driver"),
+                ));
+            }
+            Some(name) => vec![name.clone()],
+            None => self.driver.cfg.volume_groups.clone(),
+        };
+        let mut vgs = Vec::new();
+        for name in &names {
+            // A missing VG has no capacity; Probe reports it.
+            let Ok(vg) = self.driver.vg(name).await else {
+                continue;
+            };
+            let reachable = req.accessible_topology.as_ref().is_none_or(|t| {
+                self.driver
+                    .segment_admits(&t.segments, &vg.name, Driver::vg_kind(&vg))
+            });
+            if reachable {
+                vgs.push(vg);
             }
         }
-        let vgs = match &params.volume_group {
-            Some(name) => vec![self.choose_vg(Some(name)).await?],
-            None => {
-                let mut all = Vec::new();
-                for name in &self.driver.cfg.volume_groups {
-                    if let Ok(vg) = self.driver.vg(name).await {
-                        all.push(vg);
-                    }
-                }
-                all
-            }
-        };
         // A linear LV may span PVs, so one VG's free space is also its largest volume;
         // volumes never span VGs, so across VGs the largest is the largest single VG.
         let available: u64 = vgs.iter().map(|v| v.free).sum();
@@ -562,11 +594,23 @@ impl Controller for ControllerService {
         }
         {
             let _w = self.driver.vg_locks.lock(&id.vg).await;
-            self.driver
-                .lvm
-                .extend_lv(&id.vg, &id.lv, size)
-                .await
-                .map_err(|e| lvm_status(&format!("extending {id}"), e))?;
+            match self.driver.lvm.extend_lv(&id.vg, &id.lv, size).await {
+                Ok(()) => {}
+                // The node using the volume holds its LV lock. The VG lock still guards the
+                // metadata, so extend without the LV lock; that node's NodeExpandVolume
+                // refreshes its table before growing the filesystem.
+                Err(vglet_lvm::LvmError::Locked(_)) if Driver::vg_kind(&vg) == VgKind::Shared => {
+                    tracing::info!(
+                        "LV is active on another host; extending under the VG lock only"
+                    );
+                    self.driver
+                        .lvm
+                        .extend_lv_skip_lv_lock(&id.vg, &id.lv, size)
+                        .await
+                        .map_err(|e| lvm_status(&format!("extending {id}"), e))?;
+                }
+                Err(e) => return Err(lvm_status(&format!("extending {id}"), e)),
+            }
             let new = VolumeTags {
                 size: range.required.max(size),
                 ..v.tags.clone()
@@ -590,8 +634,9 @@ impl Controller for ControllerService {
     ) -> Result<Response<ControllerGetVolumeResponse>, Status> {
         let id = parse_id(&req.into_inner().volume_id)?;
         let v = self.driver.owned_volume(&id).await?;
+        let vg = self.driver.vg(&id.vg).await?;
         Ok(Response::new(ControllerGetVolumeResponse {
-            volume: Some(self.volume_message(&v)),
+            volume: Some(self.volume_message(&v, Driver::vg_kind(&vg))),
             status: Some(controller_get_volume_response::VolumeStatus {
                 published_node_ids: vec![],
                 volume_condition: Some(condition(&v)),

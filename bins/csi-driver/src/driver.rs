@@ -14,6 +14,14 @@ use crate::status::lvm_status;
 use crate::volume_id::VolumeId;
 
 pub const TOPOLOGY_NODE_KEY: &str = "topology.vglet.io/node";
+/// Prefix of the per-VG keys of shared VGs: `vg.vglet.io/<vg name>=true`.
+pub const TOPOLOGY_VG_PREFIX: &str = "vg.vglet.io/";
+
+/// The topology key of a shared VG. Kubernetes label names allow [A-Za-z0-9_.-] (LVM names
+/// also allow '+', which is replaced) and at most 63 characters (validated at start-up).
+pub fn vg_topology_key(vg: &str) -> String {
+    format!("{TOPOLOGY_VG_PREFIX}{}", vg.replace('+', "_"))
+}
 
 #[derive(Debug)]
 pub struct Driver {
@@ -46,8 +54,47 @@ impl Driver {
         }
     }
 
-    pub fn topology(&self) -> HashMap<String, String> {
-        HashMap::from([(TOPOLOGY_NODE_KEY.to_string(), self.cfg.node_id.clone())])
+    /// Where a volume of `vg` can be used: a node-local VG's volumes on this node only; a
+    /// shared VG's volumes on every node that sees the VG (not pinned to the creating node).
+    pub fn volume_topology(&self, vg: &str, kind: VgKind) -> HashMap<String, String> {
+        match kind {
+            VgKind::Local => {
+                HashMap::from([(TOPOLOGY_NODE_KEY.to_string(), self.cfg.node_id.clone())])
+            }
+            VgKind::Shared => HashMap::from([(vg_topology_key(vg), "true".to_string())]),
+        }
+    }
+
+    /// Whether a topology segment from the CO (a node's whole topology, as kubelet reported
+    /// it) can reach volumes of `vg`.
+    pub fn segment_admits(
+        &self,
+        segments: &HashMap<String, String>,
+        vg: &str,
+        kind: VgKind,
+    ) -> bool {
+        self.volume_topology(vg, kind)
+            .iter()
+            .all(|(k, v)| segments.get(k) == Some(v))
+    }
+
+    /// This node's topology for NodeGetInfo: its name, plus one key per served shared VG
+    /// that it sees right now.
+    pub async fn node_topology(&self) -> HashMap<String, String> {
+        let mut segments =
+            HashMap::from([(TOPOLOGY_NODE_KEY.to_string(), self.cfg.node_id.clone())]);
+        for name in &self.cfg.volume_groups {
+            match self.lvm.vg(name).await {
+                Ok(vg) if Self::vg_kind(&vg) == VgKind::Shared => {
+                    segments.insert(vg_topology_key(name), "true".into());
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(vg = %name, error = %e, "volume group not visible; not in this node's topology")
+                }
+            }
+        }
+        segments
     }
 
     pub async fn vg(&self, name: &str) -> Result<Vg, Status> {

@@ -9,6 +9,7 @@ use vglet_csi_proto::v1::{
     GetPluginInfoResponse, PluginCapability, ProbeRequest, ProbeResponse, plugin_capability,
 };
 
+use crate::capability::VgKind;
 use crate::driver::Driver;
 
 #[derive(Debug, Clone)]
@@ -54,14 +55,31 @@ impl Identity for IdentityService {
         }))
     }
 
-    /// Ready only when lvm answers and every served VG is present: a node whose disks are
-    /// gone must not be handed new volumes.
+    /// Ready only when lvm answers, every served VG is present, and every shared VG's
+    /// lockspace is started here: a node that cannot lock must not be handed volumes.
     async fn probe(&self, _req: Request<ProbeRequest>) -> Result<Response<ProbeResponse>, Status> {
-        for vg in &self.driver.cfg.volume_groups {
-            if let Err(e) = self.driver.lvm.vg(vg).await {
-                tracing::warn!(vg = %vg, error = %e, "probe: volume group unavailable");
+        let mut shared = Vec::new();
+        for name in &self.driver.cfg.volume_groups {
+            match self.driver.lvm.vg(name).await {
+                Ok(vg) if Driver::vg_kind(&vg) == VgKind::Shared => shared.push(name.clone()),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(vg = %name, error = %e, "probe: volume group unavailable");
+                    return Err(Status::failed_precondition(format!(
+                        "volume group {name} is not available: {e}"
+                    )));
+                }
+            }
+        }
+        if !shared.is_empty() {
+            let started = self.driver.lvm.started_lockspaces().await.map_err(|e| {
+                tracing::warn!(error = %e, "probe: lvmlockd unavailable");
+                Status::failed_precondition(format!("shared volume groups need lvmlockd: {e}"))
+            })?;
+            if let Some(vg) = shared.iter().find(|vg| !started.contains(vg)) {
+                tracing::warn!(vg = %vg, "probe: lockspace not started (vgchange --lockstart {vg})");
                 return Err(Status::failed_precondition(format!(
-                    "volume group {vg} is not available: {e}"
+                    "the lockspace of shared volume group {vg} is not started on this host; run vg-init or vgchange --lockstart {vg}"
                 )));
             }
         }

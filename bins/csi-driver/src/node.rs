@@ -87,11 +87,22 @@ impl NodeService {
         if v.lv.active && kind == VgKind::Local {
             return Ok(());
         }
-        self.driver
-            .lvm
-            .activate_lv(&v.id.vg, &v.id.lv, mode)
-            .await
-            .map_err(|e| lvm_status(&format!("activating {}", v.id), e))
+        match self.driver.lvm.activate_lv(&v.id.vg, &v.id.lv, mode).await {
+            Ok(()) => Ok(()),
+            // Another node holds the LV lock: say so, naming it if its lease tells, and do
+            // not retry here (the CO retries; a loop would only hide the conflict).
+            Err(vglet_lvm::LvmError::Locked(msg)) => {
+                let holder = match self.driver.lvm.lock_holder(&v.lv).await {
+                    Some(id) => format!("; the lock is held by the host with sanlock host_id {id}"),
+                    None => String::new(),
+                };
+                Err(Status::failed_precondition(format!(
+                    "volume {} is in use on another node ({msg}){holder}",
+                    v.id
+                )))
+            }
+            Err(e) => Err(lvm_status(&format!("activating {}", v.id), e)),
+        }
     }
 
     /// Unmounts; a mount that vanished meanwhile (a racing caller) is what we wanted.
@@ -533,7 +544,7 @@ impl Node for NodeService {
             node_id: self.driver.cfg.node_id.clone(),
             max_volumes_per_node: 0,
             accessible_topology: Some(Topology {
-                segments: self.driver.topology(),
+                segments: self.driver.node_topology().await,
             }),
         }))
     }

@@ -5,6 +5,9 @@ use crate::report::{LV_FIELDS, PV_FIELDS, PVSEG_FIELDS, SEG_FIELDS, VG_FIELDS};
 use crate::requests::{Activation, LvCreate};
 use crate::size::size_arg;
 
+mod vg;
+pub use vg::*;
+
 /// Options that go on every report and modifying command.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommonOptions {
@@ -97,6 +100,16 @@ pub fn lvextend(vg: &str, lv: &str, size: u64, common: &CommonOptions) -> Vec<St
     argv
 }
 
+/// lvextend of a shared-VG LV that another host holds active: `--lockopt skiplv` leaves the
+/// LV lock to its holder while the VG lock still guards the metadata; the holder then
+/// reloads its table with `lvchange --refresh`.
+pub fn lvextend_skip_lv_lock(vg: &str, lv: &str, size: u64, common: &CommonOptions) -> Vec<String> {
+    let mut argv = common.start("lvextend");
+    argv.extend(["--lockopt".to_string(), "skiplv".to_string()]);
+    argv.extend(["-L".to_string(), size_arg(size), vg_lv(vg, lv)]);
+    argv
+}
+
 pub fn lvchange_activate(
     vg: &str,
     lv: &str,
@@ -181,7 +194,7 @@ mod tests {
     pub(crate) const FULLREPORT_FIELDS: &str = "--reportformat json --units b --nosuffix \
         --configreport vg -o vg_name,vg_uuid,vg_attr,vg_size,vg_free,vg_extent_size,vg_extent_count,vg_free_count,pv_count,vg_missing_pv_count,lv_count,vg_tags,vg_lock_type,vg_systemid \
         --configreport pv -o pv_name,vg_name,pv_uuid,pv_attr,pv_size,pv_free \
-        --configreport lv -o vg_name,lv_name,lv_uuid,lv_attr,lv_size,lv_active,lv_tags,lv_path,lv_dm_path,lv_layout,lv_role,pool_lv,origin,data_percent \
+        --configreport lv -o vg_name,lv_name,lv_uuid,lv_attr,lv_size,lv_active,lv_tags,lv_path,lv_dm_path,lv_layout,lv_role,pool_lv,origin,data_percent,lv_lock_args \
         --configreport pvseg -o pvseg_start \
         --configreport seg -o lv_uuid,seg_start,segtype";
 

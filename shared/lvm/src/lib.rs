@@ -7,6 +7,8 @@
 
 pub mod args;
 mod errors;
+pub mod lockd;
+pub mod lockspace;
 pub mod naming;
 mod ops;
 pub mod report;
@@ -14,10 +16,17 @@ mod requests;
 mod size;
 pub mod tags;
 mod version;
+mod vg_errors;
+mod vg_requests;
+pub mod wipe;
 
 pub use errors::{LvmError, classify, classify_stderr};
+pub use lockd::LockType;
+pub use ops::vg::{LOCK_START_BOUND, LVMLOCKD_SOCKET, lvmlockd_socket_exists};
 pub use ops::{FALLBACK_LVM, Lvm};
 pub use report::{Lv, Pv, Report, Vg, parse_fullreport};
 pub use requests::{Activation, LvCreate};
 pub use size::{SECTOR, checked_round_up, round_up};
 pub use version::LvmVersion;
+pub use vg_errors::{VgRefusal, classify_vg_stderr, vg_refusal};
+pub use vg_requests::{DEFAULT_PV_METADATA_SIZE, PoolSize, ThinPoolCreate, VgCreate};

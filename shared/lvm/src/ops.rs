@@ -13,6 +13,8 @@ use crate::report::{Lv, Report, Vg, parse_fullreport};
 use crate::requests::{Activation, LvCreate};
 use crate::version::LvmVersion;
 
+pub(crate) mod vg;
+
 /// Where lvm lives when it is not found on PATH or in the usual sbin directories.
 pub const FALLBACK_LVM: &str = "/sbin/lvm";
 
@@ -242,6 +244,29 @@ impl Lvm {
     pub async fn extend_lv(&self, vg: &str, lv: &str, size: u64) -> Result<(), LvmError> {
         check_names(vg, lv)?;
         let argv = args::lvextend(vg, lv, size, &self.options(false).await);
+        self.run_extend(argv, vg, lv, size).await
+    }
+
+    /// Extends an LV of a shared VG that another host holds active (see
+    /// [`args::lvextend_skip_lv_lock`]). Only for linear LVs whose holder refreshes after.
+    pub async fn extend_lv_skip_lv_lock(
+        &self,
+        vg: &str,
+        lv: &str,
+        size: u64,
+    ) -> Result<(), LvmError> {
+        check_names(vg, lv)?;
+        let argv = args::lvextend_skip_lv_lock(vg, lv, size, &self.options(false).await);
+        self.run_extend(argv, vg, lv, size).await
+    }
+
+    async fn run_extend(
+        &self,
+        argv: Vec<String>,
+        vg: &str,
+        lv: &str,
+        size: u64,
+    ) -> Result<(), LvmError> {
         match self.runner.run(self.command(argv)).await {
             Ok(_) => {
                 tracing::info!(%vg, %lv, bytes = size, "logical volume extended");
@@ -253,6 +278,32 @@ impl Lvm {
             }
             Err(e) => Err(classify(e, Some(vg), Some(lv))),
         }
+    }
+
+    /// VGs whose lvmlockd lockspace is started on this host. `LockManager` when lvmlockd
+    /// does not answer (not running, or lvmlockctl missing).
+    pub async fn started_lockspaces(&self) -> Result<Vec<String>, LvmError> {
+        let program = resolve_program("lvmlockctl").unwrap_or_else(|| PathBuf::from("lvmlockctl"));
+        let mut cmd = Command::new(program).arg("--info");
+        if let Some(t) = read(&self.timeout) {
+            cmd = cmd.timeout(t);
+        }
+        match self.runner.run(cmd).await {
+            Ok(out) => Ok(crate::lockspace::parse_started(&out.stdout_lossy())),
+            Err(e) => Err(LvmError::LockManager(format!(
+                "lvmlockd does not answer: {e}"
+            ))),
+        }
+    }
+
+    /// The sanlock host id that holds (or last held) the lock of a shared-VG LV, read from
+    /// its lease on disk; `None` when that cannot be told (not sanlock, sanlock missing).
+    pub async fn lock_holder(&self, lv: &crate::Lv) -> Option<u64> {
+        let resource = crate::lockspace::sanlock_resource(&lv.vg, &lv.uuid, &lv.lock_args)?;
+        let program = resolve_program("sanlock")?;
+        let cmd = Command::new(program).args(["direct", "read_leader", "-r", &resource]);
+        let out = self.runner.run(cmd).await.ok()?;
+        crate::lockspace::parse_leader_owner(&out.stdout_lossy())
     }
 
     pub async fn activate_lv(&self, vg: &str, lv: &str, mode: Activation) -> Result<(), LvmError> {
@@ -309,7 +360,7 @@ mod tests {
     const FIELDS: &str = "--reportformat json --units b --nosuffix \
         --configreport vg -o vg_name,vg_uuid,vg_attr,vg_size,vg_free,vg_extent_size,vg_extent_count,vg_free_count,pv_count,vg_missing_pv_count,lv_count,vg_tags,vg_lock_type,vg_systemid \
         --configreport pv -o pv_name,vg_name,pv_uuid,pv_attr,pv_size,pv_free \
-        --configreport lv -o vg_name,lv_name,lv_uuid,lv_attr,lv_size,lv_active,lv_tags,lv_path,lv_dm_path,lv_layout,lv_role,pool_lv,origin,data_percent \
+        --configreport lv -o vg_name,lv_name,lv_uuid,lv_attr,lv_size,lv_active,lv_tags,lv_path,lv_dm_path,lv_layout,lv_role,pool_lv,origin,data_percent,lv_lock_args \
         --configreport pvseg -o pvseg_start \
         --configreport seg -o lv_uuid,seg_start,segtype";
 

@@ -48,6 +48,7 @@ pub const LV_FIELDS: &[&str] = &[
     "pool_lv",
     "origin",
     "data_percent",
+    "lv_lock_args",
 ];
 /// Columns of the `seg` subreport: the first segment's type is the LV's type.
 pub const SEG_FIELDS: &[&str] = &["lv_uuid", "seg_start", "segtype"];
@@ -127,6 +128,9 @@ pub struct Lv {
     pub layout: String,
     /// `lv_role`, e.g. `public`, `private,thin,pool,data`.
     pub role: String,
+    /// `lv_lock_args` in a shared VG: for sanlock `<version>:<lease offset>` in the VG's
+    /// `lvmlock` LV. Empty in local VGs.
+    pub lock_args: String,
 }
 
 impl Lv {
@@ -333,6 +337,8 @@ fn parse_lv(row: &Row, segtypes: &HashMap<String, String>) -> Result<Lv, String>
         data_percent: percent(row, "data_percent")?,
         layout: text(row, "lv_layout")?,
         role: text(row, "lv_role")?,
+        // Selected as `lv_lock_args`, but lvm 2.03 names the JSON key `lv_lockargs`.
+        lock_args: text(row, "lv_lockargs")?,
     })
 }
 
@@ -514,5 +520,15 @@ mod fixture_tests {
         assert_eq!(orphan.vg, "");
         assert_eq!(orphan.size, 100 << 20);
         assert_eq!(r.pvs_in("vgletx").count(), 1);
+    }
+
+    #[test]
+    fn reads_lock_args_under_lvms_json_key() {
+        let json = r#"{"report":[{"vg":[{"vg_name":"svg","vg_uuid":"u","vg_attr":"wz--ns","vg_size":"100","vg_free":"50","vg_extent_size":"4","vg_extent_count":"25","vg_free_count":"12","pv_count":"1","vg_missing_pv_count":"0","lv_count":"1","vg_tags":"","vg_lock_type":"sanlock","vg_systemid":""}],
+            "pv":[],"lv":[{"vg_name":"svg","lv_name":"x","lv_uuid":"LCXS4I","lv_attr":"-wi-a-----","lv_size":"8388608","lv_active":"active","lv_tags":"","lv_path":"/dev/svg/x","lv_dm_path":"/dev/mapper/svg-x","lv_layout":"linear","lv_role":"public","pool_lv":"","origin":"","data_percent":"","lv_lockargs":"1.0.0:70254592"}],
+            "pvseg":[],"seg":[]}]}"#;
+        let r = parse_fullreport(json).unwrap();
+        assert_eq!(r.lvs[0].lock_args, "1.0.0:70254592");
+        assert_eq!(r.vgs[0].lock_type, "sanlock");
     }
 }
