@@ -104,7 +104,7 @@ impl Filesystems {
                 .map(str::trim)
                 .find(|l| !l.is_empty())
                 .map(str::to_string)),
-            Some(2) => Ok(None),
+            Some(2) => no_signature(dev, &out),
             Some(8) => Err(MountError::AmbivalentSignature {
                 path: dev.to_path_buf(),
                 detail: out.stderr_lossy().trim().to_string(),
@@ -141,7 +141,7 @@ impl Filesystems {
                     field("PTTYPE").map(Signature::PartitionTable)
                 })
             }
-            Some(2) => Ok(None),
+            Some(2) => no_signature(dev, &out),
             Some(8) => Ok(Some(Signature::Ambivalent(
                 out.stderr_lossy().trim().to_string(),
             ))),
@@ -394,8 +394,9 @@ mod tests {
 
     #[tokio::test]
     async fn detect_exit_2_is_no_signature() {
+        let blank = tempfile::NamedTempFile::new().unwrap();
         let f = FakeRunner::with(|_| Reply::fail(2, ""));
-        assert_eq!(fs_with(f).detect(Path::new("/dev/x")).await.unwrap(), None);
+        assert_eq!(fs_with(f).detect(blank.path()).await.unwrap(), None);
         let f = FakeRunner::with(|_| Reply::ok("\n"));
         assert_eq!(fs_with(f).detect(Path::new("/dev/x")).await.unwrap(), None);
         let f = FakeRunner::with(|_| Reply::ok("LVM2_member\n"));
@@ -466,13 +467,22 @@ mod tests {
                 usage: Some("raid".into())
             })
         );
+        let blank = tempfile::NamedTempFile::new().unwrap();
         let f = FakeRunner::with(|_| Reply::fail(2, ""));
         assert_eq!(
-            fs_with(f)
-                .detect_any_signature(Path::new("/dev/x"))
-                .await
-                .unwrap(),
+            fs_with(f).detect_any_signature(blank.path()).await.unwrap(),
             None
+        );
+        // Exit 2 also means "could not open": never read that as blank.
+        let f = FakeRunner::with(|_| Reply::fail(2, "error: /dev/x: Operation not permitted"));
+        assert!(fs_with(f).detect_any_signature(blank.path()).await.is_err());
+        let f = FakeRunner::with(|_| Reply::fail(2, ""));
+        assert!(
+            fs_with(f)
+                .detect_any_signature(Path::new("/nonexistent/vglet-dev"))
+                .await
+                .is_err(),
+            "a device we cannot open is not blank"
         );
         let f = FakeRunner::with(|_| Reply::fail(8, "ambivalent result"));
         assert!(matches!(
@@ -743,5 +753,26 @@ mod tests {
             fs.detect_any_signature(f.path()).await.unwrap(),
             Some(Signature::PartitionTable("dos".into()))
         );
+    }
+}
+
+/// blkid exits 2 both for "nothing found" and for "could not open the device" (it then says
+/// why on stderr). Only a device we can open and that blkid found empty counts as blank: an
+/// unreadable device taken for blank is one mkfs away from data loss.
+fn no_signature<T>(dev: &Path, out: &vglet_runner::Output) -> Result<Option<T>, MountError> {
+    let stderr = out.stderr_lossy();
+    let readable = std::fs::File::open(dev).map_err(|e| MountError::Io {
+        op: "open read-only to probe",
+        path: dev.to_path_buf(),
+        source: e,
+    });
+    match (stderr.trim().is_empty(), readable) {
+        (true, Ok(_)) => Ok(None),
+        (_, Err(e)) => Err(e),
+        (false, Ok(_)) => Err(MountError::Io {
+            op: "probe signatures (blkid)",
+            path: dev.to_path_buf(),
+            source: std::io::Error::other(stderr.trim().to_string()),
+        }),
     }
 }
