@@ -367,6 +367,27 @@ fn parse_mkfs_options(fs: &str, extra: &[String]) -> Result<Vec<(String, String)
     Ok(pairs)
 }
 
+/// blkid exits 2 both for "nothing found" and for "could not open the device" (it then says
+/// why on stderr). Only a device we can open and that blkid found empty counts as blank: an
+/// unreadable device taken for blank is one mkfs away from data loss.
+fn no_signature<T>(dev: &Path, out: &vglet_runner::Output) -> Result<Option<T>, MountError> {
+    let stderr = out.stderr_lossy();
+    let readable = std::fs::File::open(dev).map_err(|e| MountError::Io {
+        op: "open read-only to probe",
+        path: dev.to_path_buf(),
+        source: e,
+    });
+    match (stderr.trim().is_empty(), readable) {
+        (true, Ok(_)) => Ok(None),
+        (_, Err(e)) => Err(e),
+        (false, Ok(_)) => Err(MountError::Io {
+            op: "probe signatures (blkid)",
+            path: dev.to_path_buf(),
+            source: std::io::Error::other(stderr.trim().to_string()),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -753,26 +774,5 @@ mod tests {
             fs.detect_any_signature(f.path()).await.unwrap(),
             Some(Signature::PartitionTable("dos".into()))
         );
-    }
-}
-
-/// blkid exits 2 both for "nothing found" and for "could not open the device" (it then says
-/// why on stderr). Only a device we can open and that blkid found empty counts as blank: an
-/// unreadable device taken for blank is one mkfs away from data loss.
-fn no_signature<T>(dev: &Path, out: &vglet_runner::Output) -> Result<Option<T>, MountError> {
-    let stderr = out.stderr_lossy();
-    let readable = std::fs::File::open(dev).map_err(|e| MountError::Io {
-        op: "open read-only to probe",
-        path: dev.to_path_buf(),
-        source: e,
-    });
-    match (stderr.trim().is_empty(), readable) {
-        (true, Ok(_)) => Ok(None),
-        (_, Err(e)) => Err(e),
-        (false, Ok(_)) => Err(MountError::Io {
-            op: "probe signatures (blkid)",
-            path: dev.to_path_buf(),
-            source: std::io::Error::other(stderr.trim().to_string()),
-        }),
     }
 }
