@@ -18,6 +18,9 @@ t0=$SECONDS
 step "system packages"
 util/deps.sh
 
+step "Kubernetes manifests (offline validation)"
+util/validate-manifests.sh
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
