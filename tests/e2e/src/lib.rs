@@ -176,3 +176,48 @@ pub async fn clients(socket: &Path) -> Clients {
         node: NodeClient::new(ch),
     }
 }
+
+/// A finished command run from a guest test.
+#[derive(Debug)]
+pub struct CmdOut {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `program args` (no shell), logs in text so messages can be asserted on, echoes
+/// stderr for the console log, and returns the exit code and output whatever it is.
+pub fn run_program(program: &Path, args: &[&str]) -> CmdOut {
+    let out = Command::new(program)
+        .args(args)
+        .env("VGLET_LOG_FORMAT", "text")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
+    let r = CmdOut {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    eprintln!(
+        "$ {} {} -> exit {}\n{}{}",
+        program.display(),
+        args.join(" "),
+        r.code,
+        r.stderr,
+        r.stdout
+    );
+    r
+}
+
+/// Waits until `path` exists (a file another engineer's build step creates), up to `limit`.
+pub fn wait_for_file(path: &Path, limit: Duration) -> bool {
+    let start = Instant::now();
+    while !path.exists() {
+        if start.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    true
+}

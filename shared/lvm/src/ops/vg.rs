@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use vglet_runner::{Command, Runner, resolve_program};
+use vglet_runner::{Command, resolve_program};
 
 use super::{Lvm, check_tags, invalid, read};
 use crate::args;
@@ -89,7 +89,15 @@ impl Lvm {
         }
         match self.runner.run(cmd).await {
             Ok(_) => Ok(()),
-            Err(e) => Err(format!("{program} {} failed: {e}", argv.join(" "))),
+            Err(e) => {
+                let stderr = e.stderr().trim();
+                let why = match e.exit_code() {
+                    Some(c) if stderr.is_empty() => format!("exit {c}"),
+                    Some(c) => format!("exit {c}: {stderr}"),
+                    None => e.to_string(),
+                };
+                Err(format!("`{program} {}` failed ({why})", argv.join(" ")))
+            }
         }
     }
 

@@ -1,0 +1,159 @@
+//! vg-init as a library: the binary only parses flags and calls [`run`].
+//!
+//! The flow is read ([`state::gather`]), decide ([`plan::plan`], pure), act
+//! ([`exec::execute`]), then read again for the result: the printed result is what lvm
+//! says after the run, not what was intended.
+
+pub mod cli;
+pub mod error;
+pub mod exec;
+pub mod output;
+pub mod plan;
+pub mod progress;
+pub mod request;
+pub mod state;
+
+use std::io::Read;
+use std::sync::Arc;
+
+use vglet_lvm::Lvm;
+use vglet_runner::{Runner, SystemRunner};
+
+pub use cli::Cli;
+pub use error::VgInitError;
+use plan::Outcome;
+use request::Request;
+use state::{Host, SystemHost};
+
+/// Runs vg-init and returns its exit status; the JSON result (or failure) is on stdout.
+pub async fn run(cli: Cli) -> i32 {
+    let runner: Arc<dyn Runner> = Arc::new(SystemRunner::new());
+    let lvm_path = vglet_runner::resolve_program(&cli.lvm.to_string_lossy())
+        .unwrap_or_else(|| cli.lvm.clone());
+    let lvm = Lvm::with_binary(runner.clone(), lvm_path);
+    lvm.set_timeout(cli.command_timeout);
+    let vg = cli.vg.clone();
+    let inventory = match read_inventory(cli.inventory.as_deref()) {
+        Ok(i) => i,
+        Err(e) => return report_failure(&vg, e),
+    };
+    match run_with(
+        &cli,
+        inventory.as_deref(),
+        &lvm,
+        runner.as_ref(),
+        &SystemHost,
+    )
+    .await
+    {
+        Ok((result, code)) => {
+            println!(
+                "{}",
+                serde_json::to_string(&result).expect("result serialises")
+            );
+            code
+        }
+        Err(e) => report_failure(&vg, e),
+    }
+}
+
+fn report_failure(vg: &str, e: VgInitError) -> i32 {
+    eprintln!("vg-init: {}: {e}", e.kind());
+    let failure = output::Failure {
+        vg,
+        action: e.kind(),
+        error: e.to_string(),
+    };
+    println!(
+        "{}",
+        serde_json::to_string(&failure).expect("failure serialises")
+    );
+    e.exit_code()
+}
+
+fn read_inventory(path: Option<&str>) -> Result<Option<String>, VgInitError> {
+    let Some(path) = path else { return Ok(None) };
+    let mut text = String::new();
+    let read = if path == "-" {
+        std::io::stdin().read_to_string(&mut text).map(drop)
+    } else {
+        std::fs::read_to_string(path).map(|t| text = t)
+    };
+    read.map_err(|e| VgInitError::Failed(format!("--inventory {path}: {e}")))?;
+    Ok(Some(text))
+}
+
+/// Everything after flag parsing, with the side doors (lvm, runner, host) injected.
+pub async fn run_with(
+    cli: &Cli,
+    inventory: Option<&str>,
+    lvm: &Lvm,
+    runner: &dyn Runner,
+    host: &dyn Host,
+) -> Result<(output::Result, i32), VgInitError> {
+    let req = Request::from_cli(cli, inventory)?;
+    let before = state::gather(&req, lvm, runner, host).await?;
+    let plan = plan::plan(&req, &before)?;
+    let mut result = output::Result::new(&req, &plan);
+    for line in &result.plan {
+        if req.dry_run {
+            eprintln!("vg-init: plan: {line}");
+        } else {
+            tracing::info!(vg = %req.vg, "plan: {line}");
+        }
+    }
+    let nothing = plan.outcome == Outcome::Unchanged;
+    if nothing {
+        tracing::info!(vg = %req.vg, "volume group already has the requested shape; nothing to do");
+    }
+    if req.dry_run {
+        if let Some(vg) = &before.vg {
+            result.pvs = vg.pvs.clone();
+        }
+        return Ok((
+            result,
+            if nothing {
+                req.nothing_to_do_exit_code
+            } else {
+                0
+            },
+        ));
+    }
+    exec::execute(&req, &plan, lvm, runner).await?;
+
+    let after = lvm
+        .report(Some(&req.vg))
+        .await
+        .map_err(|e| VgInitError::lvm("reading the VG after the changes", e))?;
+    let vg = after
+        .vg(&req.vg)
+        .ok_or_else(|| VgInitError::Failed(format!("VG {} is not there after the run", req.vg)))?;
+    result.tags = vg.tags.clone();
+    result.pvs = after.pvs_in(&req.vg).map(|p| p.name.clone()).collect();
+    result.shared = vg.is_shared();
+    result.lock_type = vg.is_shared().then(|| vg.lock_type.clone());
+    result.system_id = Some(vg.system_id.clone()).filter(|s| !s.is_empty());
+    // Devices added must now be PVs of the VG: trust lvm's answer, not the plan.
+    let pvs: Vec<String> = result
+        .pvs
+        .iter()
+        .map(|p| host.canonical(p).unwrap_or_else(|_| p.clone()))
+        .collect();
+    for d in &plan.added {
+        let c = host.canonical(d).unwrap_or_else(|_| d.clone());
+        if !pvs.contains(&c) {
+            return Err(VgInitError::Failed(format!(
+                "{d} is not a PV of {} after vgextend/vgcreate reported success",
+                req.vg
+            )));
+        }
+    }
+    Ok((
+        result,
+        if nothing {
+            req.nothing_to_do_exit_code
+        } else {
+            0
+        },
+    ))
+}

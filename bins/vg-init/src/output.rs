@@ -1,0 +1,52 @@
+//! The JSON result on stdout, the contract scripts and the next stage read.
+
+use serde::Serialize;
+
+use crate::plan::{Outcome, Plan};
+use crate::request::Request;
+
+#[derive(Debug, Serialize)]
+pub struct Result {
+    pub vg: String,
+    pub action: Outcome,
+    pub added: Vec<String>,
+    pub wiped: Vec<String>,
+    /// The VG's tags after the run (planned tags in a dry run).
+    pub tags: Vec<String>,
+    /// Its PVs after the run (lvm's names).
+    pub pvs: Vec<String>,
+    pub shared: bool,
+    pub lock_type: Option<String>,
+    pub system_id: Option<String>,
+    pub thin_pool: Option<String>,
+    pub dry_run: bool,
+    /// What was (or, in a dry run, would be) done, in order.
+    pub plan: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Failure<'a> {
+    pub vg: &'a str,
+    /// `refused`, `failed` or `usage`.
+    pub action: &'a str,
+    pub error: String,
+}
+
+impl Result {
+    pub fn new(req: &Request, plan: &Plan) -> Result {
+        Result {
+            vg: req.vg.clone(),
+            action: plan.outcome,
+            added: plan.added.clone(),
+            wiped: plan.wiped.clone(),
+            tags: req.tags.clone(),
+            pvs: Vec::new(),
+            shared: req.lock_type.is_some(),
+            lock_type: req.lock_type.map(|l| l.to_string()),
+            system_id: None,
+            thin_pool: req.thin_pool.as_ref().map(|p| p.name.clone()),
+            dry_run: req.dry_run,
+            plan: plan.actions.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! The validated request: flags and inventory turned into what the VG must look like.
+
+use std::time::Duration;
+
+use vglet_devices::inventory::Inventory;
+use vglet_lvm::naming::{validate_lv_name, validate_tag, validate_vg_name};
+use vglet_lvm::{LockType, PoolSize};
+
+use crate::cli::Cli;
+use crate::error::VgInitError;
+
+/// The tag every VG vg-init manages carries.
+pub const MANAGED_TAG: &str = "vglet.managed=true";
+/// `vglet.vg-init=<version>`: which vg-init last shaped the VG.
+pub const VERSION_TAG_PREFIX: &str = "vglet.vg-init=";
+
+pub fn version_tag() -> String {
+    format!("{VERSION_TAG_PREFIX}{}", vglet_common::VERSION)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SystemIdWish {
+    /// Not managed: lvm stamps the host's ID on new VGs if it has one.
+    Unmanaged,
+    /// The VG must carry no system ID.
+    Absent,
+    /// The host's own lvm system ID (`auto`).
+    Host,
+    /// This ID, which must be the host's.
+    Exactly(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThinPoolWish {
+    pub name: String,
+    pub size: PoolSize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub vg: String,
+    /// Device paths as given (inventory first, then --device), duplicates removed.
+    pub devices: Vec<String>,
+    /// Every tag the VG must carry: vg-init's own, then the operator's.
+    pub tags: Vec<String>,
+    /// `Some`: shared VG with this lock manager.
+    pub lock_type: Option<LockType>,
+    pub system_id: SystemIdWish,
+    pub thin_pool: Option<ThinPoolWish>,
+    pub metadata_size: u64,
+    pub wipe: bool,
+    pub lockstart_timeout: Duration,
+    pub dry_run: bool,
+    pub nothing_to_do_exit_code: i32,
+}
+
+fn usage(msg: impl Into<String>) -> VgInitError {
+    VgInitError::Usage(msg.into())
+}
+
+impl Request {
+    /// `inventory_text`: the inventory document when `--inventory` was given (read by the
+    /// caller, so that this stays pure).
+    pub fn from_cli(cli: &Cli, inventory_text: Option<&str>) -> Result<Request, VgInitError> {
+        validate_vg_name(&cli.vg).map_err(|e| usage(format!("--vg: {e}")))?;
+        let mut devices: Vec<String> = Vec::new();
+        if let Some(text) = inventory_text {
+            let inv = Inventory::from_json(text)
+                .map_err(|e| VgInitError::Failed(format!("--inventory: {e}")))?;
+            if let Some(target) = inv.target_vg.as_deref().filter(|t| *t != cli.vg) {
+                return Err(usage(format!(
+                    "--inventory was made for VG {target:?}, not {:?} (disk-discover --target-vg)",
+                    cli.vg
+                )));
+            }
+            devices.extend(inv.devices.into_iter().map(|d| d.path));
+        }
+        for d in &cli.devices {
+            if !d.starts_with("/dev/") {
+                return Err(usage(format!("--device {d:?}: not a /dev path")));
+            }
+            devices.push(d.clone());
+        }
+        let mut seen = std::collections::HashSet::new();
+        devices.retain(|d| seen.insert(d.clone()));
+
+        let mut tags = vec![MANAGED_TAG.to_string(), version_tag()];
+        for t in cli.tags.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
+            validate_tag(t).map_err(|e| usage(format!("--tag: {e}")))?;
+            if t.starts_with(VERSION_TAG_PREFIX) || t.starts_with("vglet.managed=") {
+                return Err(usage(format!("--tag {t:?}: vg-init sets this tag itself")));
+            }
+            if !tags.iter().any(|x| x == t) {
+                tags.push(t.to_string());
+            }
+        }
+
+        let lock_type = match (cli.shared, cli.lock_type.as_deref()) {
+            (true, Some("none")) => {
+                return Err(usage(
+                    "--shared with --lock-type none: a shared VG needs a lock manager",
+                ));
+            }
+            (false, None | Some("none")) => None,
+            (true, None) => Some(LockType::Sanlock),
+            (_, Some(t)) => Some(t.parse::<LockType>().map_err(usage)?),
+        };
+
+        let system_id = match cli.system_id.as_deref().map(str::trim) {
+            None | Some("") => SystemIdWish::Unmanaged,
+            Some("none") => SystemIdWish::Absent,
+            Some("auto") => SystemIdWish::Host,
+            Some(id)
+                if id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-+".contains(c)) =>
+            {
+                SystemIdWish::Exactly(id.to_string())
+            }
+            Some(id) => return Err(usage(format!("--system-id {id:?}: not a valid system ID"))),
+        };
+        if lock_type.is_some() && system_id != SystemIdWish::Unmanaged {
+            return Err(usage(
+                "--system-id does not apply to a shared VG: lvmlockd, not a system ID, guards it",
+            ));
+        }
+
+        let thin_pool = match cli.thin_pool.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(name) => {
+                validate_lv_name(name).map_err(|e| usage(format!("--thin-pool: {e}")))?;
+                Some(ThinPoolWish {
+                    name: name.to_string(),
+                    size: parse_pool_size(&cli.thin_pool_size)
+                        .map_err(|e| usage(format!("--thin-pool-size: {e}")))?,
+                })
+            }
+        };
+        let metadata_size =
+            parse_size(&cli.metadata_size).map_err(|e| usage(format!("--metadata-size: {e}")))?;
+        if metadata_size < (1 << 20) {
+            return Err(usage("--metadata-size: at least 1MiB"));
+        }
+
+        Ok(Request {
+            vg: cli.vg.clone(),
+            devices,
+            tags,
+            lock_type,
+            system_id,
+            thin_pool,
+            metadata_size,
+            wipe: cli.wipe,
+            lockstart_timeout: cli.lockstart_timeout,
+            dry_run: cli.dry_run,
+            nothing_to_do_exit_code: cli.nothing_to_do_exit_code,
+        })
+    }
+}
+
+/// A byte size: a number with an optional binary unit (`b`, `k`/`KiB`, `m`/`MiB`, `g`,
+/// `t`, case-insensitive; lvm's units are binary too).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 16MiB, 10G)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        u => return Err(format!("{s:?}: unknown unit {u:?}")),
+    };
+    n.checked_mul(1u64 << shift)
+        .filter(|b| *b > 0)
+        .ok_or_else(|| format!("{s:?}: out of range"))
+}
+
+/// `80%`, `80%VG`, `50%FREE` or a size.
+pub fn parse_pool_size(s: &str) -> Result<PoolSize, String> {
+    let s = s.trim();
+    if let Some((num, of)) = s.split_once('%') {
+        let p: u8 = num
+            .trim()
+            .parse()
+            .ok()
+            .filter(|p| (1..=100).contains(p))
+            .ok_or_else(|| format!("{s:?}: percent must be 1-100"))?;
+        return match of.to_ascii_uppercase().as_str() {
+            "" | "VG" => Ok(PoolSize::PercentOfVg(p)),
+            "FREE" => Ok(PoolSize::PercentOfFree(p)),
+            other => Err(format!("{s:?}: %{other} (use %VG or %FREE)")),
+        };
+    }
+    parse_size(s).map(PoolSize::Bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        cli: Cli,
+    }
+
+    pub(crate) fn cli(args: &[&str]) -> Cli {
+        T::try_parse_from(std::iter::once("vg-init").chain(args.iter().copied()))
+            .unwrap()
+            .cli
+    }
+
+    fn req(args: &[&str]) -> Result<Request, VgInitError> {
+        Request::from_cli(&cli(args), None)
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("16MiB").unwrap(), 16 << 20);
+        assert_eq!(parse_size("16m").unwrap(), 16 << 20);
+        assert_eq!(parse_size("10G").unwrap(), 10 << 30);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("1x").is_err());
+        assert!(parse_size("99999999999T").is_err());
+        assert_eq!(parse_pool_size("80%").unwrap(), PoolSize::PercentOfVg(80));
+        assert_eq!(parse_pool_size("80%vg").unwrap(), PoolSize::PercentOfVg(80));
+        assert_eq!(
+            parse_pool_size("50%FREE").unwrap(),
+            PoolSize::PercentOfFree(50)
+        );
+        assert_eq!(parse_pool_size("1G").unwrap(), PoolSize::Bytes(1 << 30));
+        assert!(parse_pool_size("0%").is_err());
+        assert!(parse_pool_size("101%").is_err());
+        assert!(parse_pool_size("5%PVS").is_err());
+    }
+
+    #[test]
+    fn defaults_and_tags() {
+        let r = req(&[
+            "--vg", "vg0", "--device", "/dev/vda", "--device", "/dev/vda", "--tag", "team=a,x",
+        ])
+        .unwrap();
+        assert_eq!(r.devices, vec!["/dev/vda"]);
+        assert_eq!(
+            r.tags,
+            vec![
+                MANAGED_TAG.to_string(),
+                version_tag(),
+                "team=a".into(),
+                "x".into()
+            ]
+        );
+        assert_eq!(r.lock_type, None);
+        assert_eq!(r.metadata_size, 16 << 20);
+        assert_eq!(r.nothing_to_do_exit_code, 4);
+        assert_eq!(r.lockstart_timeout, Duration::from_secs(120));
+        assert_eq!(r.system_id, SystemIdWish::Unmanaged);
+        assert!(!r.wipe && !r.dry_run);
+    }
+
+    #[test]
+    fn lock_types() {
+        let lt = |a: &[&str]| req(a).map(|r| r.lock_type);
+        assert_eq!(
+            lt(&["--vg", "v", "--shared"]).unwrap(),
+            Some(LockType::Sanlock)
+        );
+        assert_eq!(
+            lt(&["--vg", "v", "--shared", "--lock-type", "dlm"]).unwrap(),
+            Some(LockType::Dlm)
+        );
+        assert_eq!(
+            lt(&["--vg", "v", "--lock-type", "idm"]).unwrap(),
+            Some(LockType::Idm)
+        );
+        assert_eq!(lt(&["--vg", "v", "--lock-type", "none"]).unwrap(), None);
+        assert!(matches!(
+            lt(&["--vg", "v", "--shared", "--lock-type", "none"]),
+            Err(VgInitError::Usage(_))
+        ));
+        assert!(matches!(
+            req(&["--vg", "v", "--shared", "--system-id", "auto"]),
+            Err(VgInitError::Usage(_))
+        ));
+    }
+
+    #[test]
+    fn usage_errors() {
+        for args in [
+            &["--vg", "bad name"][..],
+            &["--vg", "v", "--device", "vda"],
+            &["--vg", "v", "--tag", "a b"],
+            &["--vg", "v", "--tag", "vglet.vg-init=9"],
+            &["--vg", "v", "--thin-pool", "p", "--thin-pool-size", "0%"],
+            &["--vg", "v", "--thin-pool", "x_tmeta"],
+            &["--vg", "v", "--metadata-size", "4k"],
+            &["--vg", "v", "--system-id", "a b"],
+        ] {
+            assert!(matches!(req(args), Err(VgInitError::Usage(_))), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn inventory_devices_come_first() {
+        let inv = r#"{"version":1,"generator":"disk-discover 0.1.0","hostname":"n","generated_unix":1,
+            "target_vg":"vg0","devices":[{"path":"/dev/disk/by-id/virtio-d1","kernel_path":"/dev/vda",
+            "size_bytes":1073741824,"source":"disk","reason":"glob"}],"skipped":[]}"#;
+        let r =
+            Request::from_cli(&cli(&["--vg", "vg0", "--device", "/dev/vdb"]), Some(inv)).unwrap();
+        assert_eq!(r.devices, vec!["/dev/disk/by-id/virtio-d1", "/dev/vdb"]);
+        assert!(matches!(
+            Request::from_cli(&cli(&["--vg", "other"]), Some(inv)),
+            Err(VgInitError::Usage(m)) if m.contains("made for VG")
+        ));
+        assert!(matches!(
+            Request::from_cli(&cli(&["--vg", "vg0"]), Some("{}")),
+            Err(VgInitError::Failed(_))
+        ));
+    }
+}
