@@ -246,6 +246,14 @@ fn df_size(path: &Path) -> u64 {
     .unwrap()
 }
 
+/// Runs the vg-init stage; returns its JSON result (stdout). Exit 0 = it changed something.
+fn vg_init(args: &str) -> String {
+    sh(&format!(
+        "{} {args} --log-format text",
+        vglet_e2e::bin("vg-init").display()
+    ))
+}
+
 /// Starts sanlock and lvmlockd with this host's id (a=1, b=2).
 fn start_lock_managers(role: &str) {
     let host_id = if role == "a" { 1 } else { 2 };
@@ -303,18 +311,22 @@ fn guest_shared_vg() {
     // Step 1: A creates the shared VG and starts its lockspace; B starts it too.
     if role == "a" {
         s.wait("b-ready");
-        s.time("vgcreate --shared (sanlock) + lockspace", || {
-            sh(&format!(
-                "vgcreate -q --shared --locktype sanlock {VG} {dev}"
+        let out = s.time("vg-init --shared (sanlock): VG + lockspace", || {
+            vg_init(&format!(
+                "--vg {VG} --device {dev} --shared --lock-type sanlock"
             ))
         });
+        assert!(out.contains("\"action\":\"created\""), "{out}");
         s.signal("a-vg");
     } else {
         s.wait("a-vg");
-        sh("pvscan --cache >/dev/null 2>&1 || true");
-        s.time("vgchange --lockstart on b", || {
-            sh(&format!("vgchange --lockstart {VG}"))
+        // The same stage on the second host joins the VG: it only starts the lockspace.
+        let out = s.time("vg-init on b: lockstart", || {
+            vg_init(&format!(
+                "--vg {VG} --device {dev} --shared --lock-type sanlock"
+            ))
         });
+        assert!(out.contains("\"action\":\"updated\""), "{out}");
     }
     let mode = if role == "a" { "all" } else { "node" };
     let _driver = DriverProcess::start(
