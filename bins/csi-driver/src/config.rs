@@ -67,6 +67,16 @@ pub struct Config {
     /// Path of the lvm binary (resolved in the usual sbin directories when not a path).
     #[arg(long, env = "VGLET_LVM", default_value = "lvm")]
     pub lvm: PathBuf,
+
+    /// Serve Prometheus metrics over HTTP at this IP:PORT (`/metrics`), e.g.
+    /// 127.0.0.1:9808. Unset: no listener at all.
+    #[arg(long, env = "VGLET_METRICS_ADDRESS")]
+    pub metrics_address: Option<std::net::SocketAddr>,
+
+    /// Where the node service records each staged and published volume, for the reviver to
+    /// rebuild the mounts after a reboot. Must survive reboots (a host path, not tmpfs).
+    #[arg(long, env = "VGLET_STATE_DIR", default_value = "/var/lib/vglet/state")]
+    pub state_dir: PathBuf,
 }
 
 /// Parses `90s`, `2m`, `500ms` or plain seconds.
@@ -115,6 +125,12 @@ impl Config {
             ));
         }
         crate::server::socket_path(&self.endpoint)?;
+        if !self.state_dir.is_absolute() {
+            return Err(format!(
+                "--state-dir {:?} must be an absolute path",
+                self.state_dir
+            ));
+        }
         Ok(())
     }
 }

@@ -8,12 +8,16 @@ use tonic::{Request, Response, Status};
 use vglet_csi_proto::v1::controller_server::Controller;
 use vglet_csi_proto::v1::*;
 use vglet_lvm::tags::VolumeTags;
-use vglet_lvm::{LvCreate, Vg};
+use vglet_lvm::{LayoutCreate, LvCreate, LvType, SnapshotCreate, SnapshotKind, Vg};
 
 use crate::capability::{self, VgKind};
 use crate::capacity::Range;
+use crate::clone::{self, Source};
 use crate::driver::{Driver, OwnedVolume};
-use crate::params;
+use crate::layout;
+use crate::params::{self, Params};
+use crate::reconcile::{CREATING_TAG, is_unfinished};
+use crate::snapshot;
 use crate::status::{invalid, lvm_status};
 use crate::volume_id::VolumeId;
 
@@ -47,6 +51,32 @@ fn validate_name(name: &str) -> Result<(), Status> {
 
 fn parse_id(id: &str) -> Result<VolumeId, Status> {
     VolumeId::parse(id).map_err(|e| invalid("volume_id", e))
+}
+
+/// How CreateVolume makes the new LV.
+#[derive(Debug, Clone, Copy)]
+enum How<'a> {
+    /// An empty LV of this layout.
+    Layout(&'a vglet_lvm::Layout),
+    /// A writable thin snapshot of this thin LV (instant restore or clone).
+    ThinSnapshotOf { origin: &'a str, origin_size: u64 },
+    /// An LV of this layout filled with the source's data, verified.
+    Copy {
+        layout: &'a vglet_lvm::Layout,
+        source: &'a Source,
+    },
+}
+
+/// What the node service needs from the StorageClass, carried in the volume context.
+fn volume_context(params: &Params) -> HashMap<String, String> {
+    let mut c = HashMap::new();
+    if !params.mkfs_options.is_empty() {
+        c.insert(
+            params::CONTEXT_MKFS_OPTIONS.to_string(),
+            params.mkfs_options.join(" "),
+        );
+    }
+    c
 }
 
 impl ControllerService {
@@ -95,6 +125,85 @@ impl ControllerService {
             }
         }
         Ok(None)
+    }
+
+    /// FAILED_PRECONDITION while the volume has thick snapshots (see
+    /// [`snapshot::thick_snapshots_of`] for why).
+    async fn refuse_with_thick_snapshots(&self, id: &VolumeId, what: &str) -> Result<(), Status> {
+        let report = self
+            .driver
+            .lvm
+            .report(Some(&id.vg))
+            .await
+            .map_err(|e| lvm_status(&format!("volume {id}"), e))?;
+        let snaps: Vec<String> = snapshot::thick_snapshots_of(&report, &id.vg, &id.lv)
+            .iter()
+            .map(|l| format!("{}/{}", l.vg, l.name))
+            .collect();
+        if snaps.is_empty() {
+            return Ok(());
+        }
+        Err(Status::failed_precondition(format!(
+            "volume {id} has copy-on-write snapshots ({}); it cannot be {what} until they are deleted",
+            snaps.join(", ")
+        )))
+    }
+
+    /// [`Self::choose_vg`] with the StorageClass's other constraints: a VG tag
+    /// (`volumeGroupTag`) or, for thin volumes without `volumeGroup`, the VG that holds the
+    /// named pool.
+    async fn choose_vg_for(
+        &self,
+        params: &Params,
+        req: Option<&TopologyRequirement>,
+    ) -> Result<Vg, Status> {
+        let pool = params
+            .layout
+            .thin_pool
+            .as_deref()
+            .filter(|_| params.layout.lv_type == LvType::Thin);
+        if params.volume_group.is_some() || (params.volume_group_tag.is_none() && pool.is_none()) {
+            return self.choose_vg(params.volume_group.as_deref(), req).await;
+        }
+        let mut best: Option<Vg> = None;
+        for name in &self.driver.cfg.volume_groups {
+            let Ok(vg) = self.driver.vg(name).await else {
+                continue;
+            };
+            if params
+                .volume_group_tag
+                .as_ref()
+                .is_some_and(|t| !vg.tags.contains(t))
+                || !self.topology_allows(req, &vg)
+            {
+                continue;
+            }
+            if let Some(pool) = pool
+                && !matches!(self.driver.lvm.lv(name, pool).await, Ok(Some(_)))
+            {
+                continue;
+            }
+            if best.as_ref().is_none_or(|b| vg.free > b.free) {
+                best = Some(vg);
+            }
+        }
+        best.ok_or_else(|| {
+            let mut want = Vec::new();
+            if let Some(t) = &params.volume_group_tag {
+                want.push(format!("carries tag {t:?}"));
+            }
+            if let Some(p) = pool {
+                want.push(format!("holds thin pool {p:?}"));
+            }
+            invalid(
+                "parameters",
+                format!(
+                    "no served volume group reachable from the requested topology {} (served: {})",
+                    want.join(" and "),
+                    self.driver.cfg.volume_groups.join(", ")
+                ),
+            )
+        })
     }
 
     /// The VG a new volume goes to: the one named by the parameters, else, among the served
@@ -146,22 +255,91 @@ impl ControllerService {
     /// Creates the LV. On a shared VG the LV is created active (exclusively, so lvm zeroes
     /// its start and wipes old signatures) and then released, so that any node can take it;
     /// if the release fails the LV is removed again, so a retry starts clean.
-    async fn create_lv(&self, vg: &Vg, create: LvCreate) -> Result<(), Status> {
+    ///
+    /// The LV carries [`CREATING_TAG`] until every step is done: a crash in between (the
+    /// lvcreate killed after its metadata commit but before zeroing, or before the release,
+    /// or in the middle of copying a content source) leaves an LV that says it is
+    /// unfinished, which the next CreateVolume of that name or the start-up reconcile
+    /// removes. No CO was ever told about such an LV.
+    async fn create_lv(&self, vg: &Vg, mut create: LvCreate, how: How<'_>) -> Result<(), Status> {
         let id = VolumeId::new(vg.name.clone(), create.name.clone());
-        let _w = self.driver.vg_locks.lock(&vg.name).await;
-        self.driver
-            .lvm
-            .create_lv(&create)
-            .await
-            .map_err(|e| lvm_status(&format!("creating {id}"), e))?;
-        if Driver::vg_kind(vg) == VgKind::Shared
-            && let Err(e) = self.driver.lvm.deactivate_lv(&id.vg, &id.lv).await
+        create.tags.push(CREATING_TAG.to_string());
         {
-            tracing::error!(volume = %id, error = %e, "cannot release the new LV; removing it");
-            if let Err(e2) = self.driver.lvm.remove_lv(&id.vg, &id.lv).await {
-                tracing::error!(volume = %id, error = %e2, "removing the unreleased LV failed");
+            // Held for the metadata change only: a copy into the new LV can take minutes,
+            // and takes this lock itself for its temporary snapshot.
+            let _w = self.driver.vg_locks.lock(&vg.name).await;
+            let created = match how {
+                How::Layout(layout) | How::Copy { layout, .. } => {
+                    self.driver
+                        .lvm
+                        .create_lv_layout(&LayoutCreate {
+                            lv: create.clone(),
+                            layout: layout.clone(),
+                        })
+                        .await
+                }
+                How::ThinSnapshotOf { origin, .. } => {
+                    self.driver
+                        .lvm
+                        .create_snapshot(&SnapshotCreate {
+                            vg: vg.name.clone(),
+                            origin: origin.to_string(),
+                            name: create.name.clone(),
+                            tags: create.tags.clone(),
+                            kind: SnapshotKind::Thin { activate: true },
+                        })
+                        .await
+                }
+            };
+            created.map_err(|e| lvm_status(&format!("creating {id}"), e))?;
+        }
+        let finished = async {
+            match how {
+                How::Copy { layout, source } => {
+                    let lv = self
+                        .driver
+                        .lvm
+                        .lv(&id.vg, &id.lv)
+                        .await
+                        .map_err(|e| lvm_status(&format!("reading back {id}"), e))?
+                        .ok_or_else(|| Status::internal(format!("{id} vanished")))?;
+                    clone::fill(&self.driver, source, &lv, layout.lv_type == LvType::Thin).await?;
+                }
+                How::ThinSnapshotOf { origin_size, .. } if create.size > origin_size => {
+                    self.driver
+                        .lvm
+                        .extend_lv(&id.vg, &id.lv, create.size)
+                        .await
+                        .map_err(|e| {
+                            lvm_status(&format!("growing {id} to the requested size"), e)
+                        })?;
+                }
+                _ => {}
             }
-            return Err(lvm_status(&format!("releasing the new LV {id}"), e));
+            if Driver::vg_kind(vg) == VgKind::Shared {
+                self.driver
+                    .lvm
+                    .deactivate_lv(&id.vg, &id.lv)
+                    .await
+                    .map_err(|e| lvm_status(&format!("releasing the new LV {id}"), e))?;
+            }
+            self.driver
+                .lvm
+                .del_lv_tags(&id.vg, &id.lv, &[CREATING_TAG.to_string()])
+                .await
+                .map_err(|e| lvm_status(&format!("marking {id} complete"), e))
+        };
+        if let Err(status) = finished.await {
+            tracing::error!(volume = %id, error = %status.message(), "cannot finish the new LV; removing it");
+            if let Err(e2) = self
+                .driver
+                .lvm
+                .remove_lv_if_tagged(&id.vg, &id.lv, CREATING_TAG)
+                .await
+            {
+                tracing::error!(volume = %id, error = %e2, "removing the unfinished LV failed; the next attempt or a restart retries");
+            }
+            return Err(status);
         }
         Ok(())
     }
@@ -179,12 +357,6 @@ impl Controller for ControllerService {
         let _e = span.enter();
         let params = params::parse("parameters", &req.parameters)?;
         let range = Range::parse("capacity_range", req.capacity_range.as_ref())?;
-        if req.volume_content_source.is_some() {
-            return Err(invalid(
-                "volume_content_source",
-                "snapshots and clones are not supported yet (CLONE_VOLUME and CREATE_DELETE_SNAPSHOT are not advertised)",
-            ));
-        }
         if !req.mutable_parameters.is_empty() {
             return Err(invalid(
                 "mutable_parameters",
@@ -196,28 +368,77 @@ impl Controller for ControllerService {
             .driver
             .inflight
             .acquire(&format!("name:{}", req.name))?;
+        let source = match &req.volume_content_source {
+            Some(cs) => Some(clone::resolve(&self.driver, cs).await?),
+            None => None,
+        };
 
         // Validate against the kind of the VG the volume would land in before anything else.
-        let existing = self.find_by_name(&lv_name).await?;
-        let vg = match &existing {
-            Some(v) => self.driver.vg(&v.id.vg).await?,
-            None => {
-                self.choose_vg(
-                    params.volume_group.as_deref(),
-                    req.accessibility_requirements.as_ref(),
-                )
-                .await?
+        let existing = match self.find_by_name(&lv_name).await? {
+            // Left by an interrupted attempt (this process holds the name now): start over.
+            Some(v) if is_unfinished(&v.lv) => {
+                crate::reconcile::remove_unfinished(&self.driver, &v.id).await?;
+                None
+            }
+            other => other,
+        };
+        let vg = match (&existing, &source) {
+            (Some(v), _) => self.driver.vg(&v.id.vg).await?,
+            // Snapshots and clones live beside their source: LVM cannot snapshot across VGs.
+            (None, Some(s)) => {
+                let name = &s.id().vg;
+                if params.volume_group.as_deref().is_some_and(|g| g != name) {
+                    return Err(invalid(
+                        "parameters.volumeGroup",
+                        format!(
+                            "the content source {} is in volume group {name}; a restored or cloned volume is created beside its source",
+                            s.id()
+                        ),
+                    ));
+                }
+                let vg = self.driver.vg(name).await?;
+                if !self.topology_allows(req.accessibility_requirements.as_ref(), &vg) {
+                    return Err(Status::resource_exhausted(format!(
+                        "accessibility_requirements: no requisite topology can reach volume group {name}, where the content source is"
+                    )));
+                }
+                vg
+            }
+            (None, None) => {
+                self.choose_vg_for(&params, req.accessibility_requirements.as_ref())
+                    .await?
             }
         };
-        let caps = capability::validate_all(
-            "volume_capabilities",
-            &req.volume_capabilities,
-            Driver::vg_kind(&vg),
-        )?;
+        let kind = Driver::vg_kind(&vg);
+        let caps = capability::validate_all("volume_capabilities", &req.volume_capabilities, kind)?;
         let fs = caps
             .first()
             .and_then(|c| c.fs_type().map(str::to_string))
             .unwrap_or_else(|| "block".to_string());
+        if let Some(want) = &params.fs_type
+            && fs != "block"
+            && *want != fs
+        {
+            return Err(invalid(
+                "parameters.fsType",
+                format!(
+                    "{want:?} contradicts the volume capability's fs type {fs:?} (set csi.storage.k8s.io/fstype in the StorageClass; kubelet mounts with that one)"
+                ),
+            ));
+        }
+        if let Some(Source::Volume(v)) = &source
+            && v.tags.fs != fs
+        {
+            return Err(invalid(
+                "volume_content_source",
+                format!(
+                    "volume {} is {:?}, the request asks for {fs:?}",
+                    v.id, v.tags.fs
+                ),
+            ));
+        }
+        let context = volume_context(&params);
+        let content_source = source.as_ref().map(Source::content_source);
 
         if let Some(v) = existing {
             return if v.tags.name != req.name {
@@ -242,24 +463,81 @@ impl Controller for ControllerService {
                 )))
             } else {
                 tracing::info!(volume = %v.id, "volume already exists");
-                Ok(Response::new(CreateVolumeResponse {
-                    volume: Some(self.volume_message(&v, Driver::vg_kind(&vg))),
-                }))
+                let mut m = self.volume_message(&v, kind);
+                m.volume_context = context;
+                m.content_source = content_source;
+                Ok(Response::new(CreateVolumeResponse { volume: Some(m) }))
             };
         }
 
-        let size = range.lv_size(vg.extent_size)?;
-        if size > vg.size {
+        let layout = &params.layout;
+        if kind == VgKind::Shared {
+            if layout.lv_type == LvType::Thin {
+                return Err(invalid(
+                    "parameters.type",
+                    format!(
+                        "thin volumes need a node-local volume group; {} is shared",
+                        vg.name
+                    ),
+                ));
+            }
+            if source.is_some() {
+                return Err(Status::failed_precondition(format!(
+                    "volume group {} is shared; snapshots and clones are supported on node-local volume groups only",
+                    vg.name
+                )));
+            }
+        }
+        let report = self
+            .driver
+            .lvm
+            .report(Some(&vg.name))
+            .await
+            .map_err(|e| lvm_status(&format!("volume group {}", vg.name), e))?;
+        let mut size = layout.round_size(range.lv_size(vg.extent_size)?, vg.extent_size);
+        if let Some(s) = &source {
+            size = size.max(layout.round_size(s.size(), vg.extent_size));
+        }
+        if range.limit > 0 && size > range.limit {
             return Err(Status::out_of_range(format!(
-                "{size} bytes is larger than volume group {} ({} bytes)",
-                vg.name, vg.size
+                "capacity_range: the volume needs {size} bytes ({}{}), above limit_bytes {}",
+                if source.is_some() {
+                    "at least the content source's size, "
+                } else {
+                    ""
+                },
+                format_args!("whole extents per stripe of {}", layout::describe(layout)),
+                range.limit
             )));
         }
-        if size > vg.free {
-            return Err(Status::resource_exhausted(format!(
-                "volume group {} has {} bytes free, {size} bytes requested",
-                vg.name, vg.free
-            )));
+        let instant = source.as_ref().is_some_and(|s| {
+            s.is_thin()
+                && layout.lv_type == LvType::Thin
+                && layout.thin_pool.as_deref() == Some(s.lv().pool_lv.as_str())
+        });
+        if layout.lv_type == LvType::Thin {
+            let pool = layout.thin_pool.as_deref().unwrap_or_default();
+            let usage = layout::pool_usage(&report, &vg.name, pool)?;
+            usage.warn_if_full(&vg.name, params.thin_pool_usage_warning);
+            let promisable = usage.promisable(params.overprovision_ratio);
+            if size > promisable {
+                return Err(Status::resource_exhausted(format!(
+                    "thin pool {}/{pool} can promise {promisable} more bytes (size {}, {} bytes promised, {:.1}% written, overprovisionRatio {}), {size} bytes requested",
+                    vg.name,
+                    usage.size,
+                    usage.provisioned,
+                    usage.data_percent,
+                    params.overprovision_ratio
+                )));
+            }
+        } else {
+            if size > vg.size {
+                return Err(Status::out_of_range(format!(
+                    "{size} bytes is larger than volume group {} ({} bytes)",
+                    vg.name, vg.size
+                )));
+            }
+            layout::check_fits(&report, &vg, layout, size)?;
         }
         let tags = VolumeTags {
             owner: self.driver.cfg.driver_name.clone(),
@@ -268,6 +546,14 @@ impl Controller for ControllerService {
             fs: fs.clone(),
         };
         let id = VolumeId::new(vg.name.clone(), lv_name.clone());
+        let how = match &source {
+            Some(s) if instant => How::ThinSnapshotOf {
+                origin: &s.id().lv,
+                origin_size: s.lv().size,
+            },
+            Some(s) => How::Copy { layout, source: s },
+            None => How::Layout(layout),
+        };
         // Created active, so lvcreate zeroes its start and wipes old signatures: no earlier
         // tenant's filesystem is ever found by NodeStage. Local LVs stay active.
         self.create_lv(
@@ -279,6 +565,7 @@ impl Controller for ControllerService {
                 tags: tags.to_tags(),
                 activate: true,
             },
+            how,
         )
         .await?;
         let lv = self
@@ -288,11 +575,12 @@ impl Controller for ControllerService {
             .await
             .map_err(|e| lvm_status(&format!("reading back {id}"), e))?
             .ok_or_else(|| Status::internal(format!("{id} vanished right after creation")))?;
-        tracing::info!(volume = %id, bytes = lv.size, "volume created");
+        tracing::info!(volume = %id, bytes = lv.size, layout = %layout.lv_type, instant, from = ?source.as_ref().map(|s| s.id().to_string()), "volume created");
         let v = OwnedVolume { id, lv, tags };
-        Ok(Response::new(CreateVolumeResponse {
-            volume: Some(self.volume_message(&v, Driver::vg_kind(&vg))),
-        }))
+        let mut m = self.volume_message(&v, kind);
+        m.volume_context = context;
+        m.content_source = content_source;
+        Ok(Response::new(CreateVolumeResponse { volume: Some(m) }))
     }
 
     async fn delete_volume(
@@ -318,6 +606,7 @@ impl Controller for ControllerService {
             Err(s) => return Err(s),
             Ok(_) => {}
         }
+        self.refuse_with_thick_snapshots(&id, "deleted").await?;
         let _w = self.driver.vg_locks.lock(&id.vg).await;
         match self.driver.lvm.remove_lv(&id.vg, &id.lv).await {
             Ok(()) | Err(vglet_lvm::LvmError::LvNotFound(_)) => {}
@@ -421,7 +710,8 @@ impl Controller for ControllerService {
             let Some(kind) = report.vg(vg).map(Driver::vg_kind) else {
                 continue;
             };
-            for lv in report.lvs_in(vg) {
+            // An unfinished LV is not a volume: no CO was told of it.
+            for lv in report.lvs_in(vg).filter(|lv| !is_unfinished(lv)) {
                 let id = VolumeId::new(vg.clone(), lv.name.clone());
                 if let Ok(tags) = self.driver.ownership(&id, lv) {
                     let v = OwnedVolume {
@@ -480,25 +770,52 @@ impl Controller for ControllerService {
             Some(name) => vec![name.clone()],
             None => self.driver.cfg.volume_groups.clone(),
         };
-        let mut vgs = Vec::new();
+        // (largest volume, extent size) per reachable VG that can hold this layout.
+        let mut fits: Vec<(u64, u64)> = Vec::new();
+        let layout = &params.layout;
         for name in &names {
             // A missing VG has no capacity; Probe reports it.
             let Ok(vg) = self.driver.vg(name).await else {
                 continue;
             };
+            if params
+                .volume_group_tag
+                .as_ref()
+                .is_some_and(|t| !vg.tags.contains(t))
+            {
+                continue;
+            }
             let reachable = req.accessible_topology.as_ref().is_none_or(|t| {
                 self.driver
                     .segment_admits(&t.segments, &vg.name, Driver::vg_kind(&vg))
             });
-            if reachable {
-                vgs.push(vg);
+            if !reachable {
+                continue;
+            }
+            if layout.lv_type == LvType::Linear {
+                // A linear LV may span PVs, so the VG's free space is its largest volume.
+                fits.push((vg.free, vg.extent_size));
+                continue;
+            }
+            let Ok(report) = self.driver.lvm.report(Some(name)).await else {
+                continue;
+            };
+            if layout.lv_type == LvType::Thin {
+                // What the pool can really promise, not the VG's free space.
+                let pool = layout.thin_pool.as_deref().unwrap_or_default();
+                let Ok(usage) = layout::pool_usage(&report, name, pool) else {
+                    continue;
+                };
+                usage.warn_if_full(name, params.thin_pool_usage_warning);
+                fits.push((usage.promisable(params.overprovision_ratio), vg.extent_size));
+            } else {
+                fits.push((layout::max_size(&report, &vg, layout), vg.extent_size));
             }
         }
-        // A linear LV may span PVs, so one VG's free space is also its largest volume;
-        // volumes never span VGs, so across VGs the largest is the largest single VG.
-        let available: u64 = vgs.iter().map(|v| v.free).sum();
-        let max_volume = vgs.iter().map(|v| v.free).max().unwrap_or(0);
-        let min_volume = vgs.iter().map(|v| v.extent_size).min().unwrap_or(0);
+        // Volumes never span VGs: across VGs the largest is the largest single VG's.
+        let available: u64 = fits.iter().map(|f| f.0).sum();
+        let max_volume = fits.iter().map(|f| f.0).max().unwrap_or(0);
+        let min_volume = fits.iter().map(|f| f.1).min().unwrap_or(0);
         Ok(Response::new(GetCapacityResponse {
             available_capacity: available as i64,
             maximum_volume_size: Some(max_volume as i64),
@@ -519,6 +836,9 @@ impl Controller for ControllerService {
             R::GetVolume,
             R::VolumeCondition,
             R::SingleNodeMultiWriter,
+            R::CreateDeleteSnapshot,
+            R::ListSnapshots,
+            R::CloneVolume,
         ];
         Ok(Response::new(ControllerGetCapabilitiesResponse {
             capabilities: caps
@@ -532,23 +852,33 @@ impl Controller for ControllerService {
 
     async fn create_snapshot(
         &self,
-        _req: Request<CreateSnapshotRequest>,
+        req: Request<CreateSnapshotRequest>,
     ) -> Result<Response<CreateSnapshotResponse>, Status> {
-        Err(unimplemented("CreateSnapshot"))
+        let req = req.into_inner();
+        let span =
+            tracing::info_span!("CreateSnapshot", name = %req.name, source = %req.source_volume_id);
+        let _e = span.enter();
+        snapshot::create(&self.driver, req).await.map(Response::new)
     }
 
     async fn delete_snapshot(
         &self,
-        _req: Request<DeleteSnapshotRequest>,
+        req: Request<DeleteSnapshotRequest>,
     ) -> Result<Response<DeleteSnapshotResponse>, Status> {
-        Err(unimplemented("DeleteSnapshot"))
+        let req = req.into_inner();
+        let span = tracing::info_span!("DeleteSnapshot", snapshot_id = %req.snapshot_id);
+        let _e = span.enter();
+        snapshot::delete(&self.driver, req).await?;
+        Ok(Response::new(DeleteSnapshotResponse {}))
     }
 
     async fn list_snapshots(
         &self,
-        _req: Request<ListSnapshotsRequest>,
+        req: Request<ListSnapshotsRequest>,
     ) -> Result<Response<ListSnapshotsResponse>, Status> {
-        Err(unimplemented("ListSnapshots"))
+        snapshot::list(&self.driver, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn get_snapshot(
@@ -584,7 +914,9 @@ impl Controller for ControllerService {
                 node_expansion_required,
             }));
         }
-        if size - v.lv.size > vg.free {
+        self.refuse_with_thick_snapshots(&id, "expanded").await?;
+        // A thin LV grows inside its pool, not in the VG's free space.
+        if v.lv.segtype != "thin" && size - v.lv.size > vg.free {
             return Err(Status::resource_exhausted(format!(
                 "volume group {} has {} bytes free, growing {id} by {} bytes",
                 vg.name,
@@ -652,20 +984,10 @@ impl Controller for ControllerService {
     }
 }
 
-/// Controller-side health from the LV's attributes (lv_attr character 9: volume health).
+/// Controller-side health from the LV alone (the controller sees no mount, and a shared
+/// VG's LVs are inactive here by design). See [`crate::health`].
 pub fn condition(v: &OwnedVolume) -> VolumeCondition {
-    let health = v.lv.attr.chars().nth(8).unwrap_or('-');
-    let message = match health {
-        'p' => Some("a physical volume under this LV is missing (partial)"),
-        'r' => Some("a RAID image needs refresh (device failure)"),
-        'm' => Some("RAID scrubbing found mismatches"),
-        'X' => Some("LV health is unknown to LVM"),
-        _ => None,
-    };
-    VolumeCondition {
-        abnormal: message.is_some(),
-        message: message.unwrap_or("healthy").to_string(),
-    }
+    crate::health::volume_condition(Some(&v.lv), None, None, Default::default())
 }
 
 #[cfg(test)]

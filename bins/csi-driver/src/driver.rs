@@ -31,6 +31,8 @@ pub struct Driver {
     pub mounter: Arc<dyn Mounter>,
     pub inflight: InFlight,
     pub vg_locks: VgWriteLocks,
+    /// The node's record of staged/published volumes (node mode only).
+    pub state: Option<vglet_state::StateStore>,
 }
 
 /// An LV this driver owns, with what its tags say.

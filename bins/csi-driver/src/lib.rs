@@ -2,14 +2,21 @@
 
 pub mod capability;
 pub mod capacity;
+pub mod clone;
 pub mod config;
 pub mod controller;
 pub mod driver;
+pub mod health;
 pub mod identity;
 pub mod inflight;
+pub mod layout;
+pub mod metrics;
 pub mod node;
 pub mod params;
+pub mod reconcile;
+pub mod rpc_layer;
 pub mod server;
+pub mod snapshot;
 pub mod status;
 pub mod volume_id;
 
@@ -25,8 +32,15 @@ pub use config::{Config, Mode};
 /// Builds the driver from its configuration: resolves lvm, checks it answers, narrows its
 /// device scan to the served VGs' PVs.
 pub async fn build_driver(cfg: Config) -> anyhow::Result<driver::Driver> {
+    build_driver_with(cfg, Arc::new(SystemRunner::new())).await
+}
+
+/// [`build_driver`] with the runner given: one that reports to metrics, or a fake in tests.
+pub async fn build_driver_with(
+    cfg: Config,
+    runner: Arc<dyn Runner>,
+) -> anyhow::Result<driver::Driver> {
     cfg.validate().map_err(anyhow::Error::msg)?;
-    let runner: Arc<dyn Runner> = Arc::new(SystemRunner::new());
     let lvm_path = vglet_runner::resolve_program(&cfg.lvm.to_string_lossy())
         .with_context(|| format!("lvm binary {:?} not found", cfg.lvm))?;
     let lvm = Lvm::with_binary(runner.clone(), lvm_path);
@@ -59,22 +73,53 @@ pub async fn build_driver(cfg: Config) -> anyhow::Result<driver::Driver> {
             tracing::warn!(vg = %vg, error = %e, "served volume group is not available (Probe will fail until it is)");
         }
     }
-    Ok(driver::Driver {
+    let state = if cfg.mode.node() {
+        let store = vglet_state::StateStore::open(&cfg.state_dir)
+            .with_context(|| format!("state directory {:?}", cfg.state_dir))?;
+        Some(store)
+    } else {
+        None
+    };
+    let driver = driver::Driver {
         fs: Filesystems::new(runner.clone()),
         mounter: Arc::new(SystemMounter),
         inflight: Default::default(),
         vg_locks: Default::default(),
+        state,
         lvm,
         cfg,
-    })
+    };
+    if driver.cfg.mode.controller() {
+        reconcile::at_start(&driver).await;
+    }
+    Ok(driver)
 }
 
 /// Serves until SIGTERM or SIGINT.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let path = server::socket_path(&cfg.endpoint).map_err(anyhow::Error::msg)?;
-    let driver = Arc::new(build_driver(cfg).await?);
+    let metrics = Arc::new(metrics::Metrics::new());
+    let runner = Arc::new(SystemRunner::with_observer(metrics.command_observer()));
+    let metrics_address = cfg.metrics_address;
+    let driver = Arc::new(build_driver_with(cfg, runner).await?);
+    // Bound before serving CSI: a taken port must stop start-up, not lose metrics silently.
+    let metrics_listener = match metrics_address {
+        Some(addr) => Some(
+            metrics::bind(addr)
+                .await
+                .with_context(|| format!("--metrics-address {addr}"))?,
+        ),
+        None => None,
+    };
     let listener = server::bind(&path)?;
-    server::serve(driver, listener, path, shutdown_signal()).await?;
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(l) = metrics_listener {
+        tokio::spawn(metrics::serve(l, metrics.clone(), driver.clone(), async {
+            let _ = metrics_stopped.await;
+        }));
+    }
+    server::serve_with_metrics(driver, metrics, listener, path, shutdown_signal()).await?;
+    let _ = stop_metrics.send(());
     tracing::info!("stopped");
     Ok(())
 }

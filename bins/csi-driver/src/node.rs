@@ -11,6 +11,7 @@ use vglet_csi_proto::v1::node_server::Node;
 use vglet_csi_proto::v1::*;
 use vglet_lvm::Activation;
 use vglet_mount::{MountEntry, Signature};
+use vglet_state::{Record, StateError, Target, VolumeLock};
 
 use crate::capability::{self, Capability, VgKind};
 use crate::controller::condition;
@@ -61,6 +62,70 @@ fn is_read_only(m: &MountEntry) -> bool {
     m.options.iter().any(|o| o == "ro")
 }
 
+/// How a volume is activated on this node. Local VGs: plain activation. Shared VGs:
+/// exclusive, except raw block with a multi-node mode and reader-only modes (shared lock).
+fn activation_for(kind: VgKind, cap: &Capability) -> Activation {
+    use vglet_csi_proto::v1::volume_capability::access_mode::Mode;
+    match kind {
+        VgKind::Local => Activation::Local,
+        VgKind::Shared => match cap.mode {
+            Mode::MultiNodeMultiWriter
+            | Mode::MultiNodeSingleWriter
+            | Mode::MultiNodeReaderOnly
+                if cap.is_block() || cap.is_read_only_mode() =>
+            {
+                Activation::Shared
+            }
+            _ => Activation::Exclusive,
+        },
+    }
+}
+
+fn state_status(context: &str, e: StateError) -> Status {
+    match e {
+        StateError::Locked(id) => Status::aborted(format!(
+            "volume {id} is being restored by the reviver; retry later"
+        )),
+        e => Status::internal(format!("{context}: {e}")),
+    }
+}
+
+/// The record the reviver needs to put this volume back after a reboot.
+fn stage_record(
+    v: &OwnedVolume,
+    driver: &str,
+    kind: VgKind,
+    cap: &Capability,
+    staging: &Path,
+) -> Record {
+    Record {
+        version: vglet_state::RECORD_VERSION,
+        volume_id: v.id.to_string(),
+        vg: v.id.vg.clone(),
+        lv: v.id.lv.clone(),
+        lv_uuid: v.lv.uuid.clone(),
+        driver: driver.to_string(),
+        access: match &cap.access {
+            capability::Access::Block => vglet_state::Access::Block,
+            capability::Access::Mount {
+                fs_type,
+                mount_flags,
+            } => vglet_state::Access::Mount {
+                fs_type: fs_type.clone(),
+                mount_flags: mount_flags.clone(),
+            },
+        },
+        read_only: cap.is_read_only_mode(),
+        activation: match activation_for(kind, cap) {
+            Activation::Local => vglet_state::Activation::Local,
+            Activation::Exclusive => vglet_state::Activation::Exclusive,
+            Activation::Shared => vglet_state::Activation::Shared,
+        },
+        staging_path: staging.to_path_buf(),
+        targets: Vec::new(),
+    }
+}
+
 impl NodeService {
     /// Makes the LV's device node exist on this node. Local VGs: plain activation.
     /// Shared VGs: exclusive, except raw block with a multi-node mode (shared lock).
@@ -70,20 +135,7 @@ impl NodeService {
         kind: VgKind,
         cap: &Capability,
     ) -> Result<(), Status> {
-        use vglet_csi_proto::v1::volume_capability::access_mode::Mode;
-        let mode = match kind {
-            VgKind::Local => Activation::Local,
-            VgKind::Shared => match cap.mode {
-                Mode::MultiNodeMultiWriter
-                | Mode::MultiNodeSingleWriter
-                | Mode::MultiNodeReaderOnly
-                    if cap.is_block() || cap.is_read_only_mode() =>
-                {
-                    Activation::Shared
-                }
-                _ => Activation::Exclusive,
-            },
-        };
+        let mode = activation_for(kind, cap);
         if v.lv.active && kind == VgKind::Local {
             return Ok(());
         }
@@ -111,6 +163,64 @@ impl NodeService {
             Ok(()) => Ok(()),
             Err(e) if e.is_not_mounted() => Ok(()),
             Err(e) => Err(mount_status(&format!("unmounting {}", path.display()), e)),
+        }
+    }
+
+    /// The volume's cross-process lock, shared with the reviver: held for the whole RPC so
+    /// that the mounts and the record change together.
+    fn lock_state(&self, id: &VolumeId) -> Result<Option<VolumeLock>, Status> {
+        self.driver
+            .state
+            .as_ref()
+            .map(|s| s.try_lock(&id.to_string()))
+            .transpose()
+            .map_err(|e| state_status("locking the volume's state record", e))
+    }
+
+    /// Records a staged volume, keeping the targets of an earlier record (a repeated stage
+    /// of a published volume). A damaged earlier record is replaced.
+    fn save_stage(&self, mut record: Record) -> Result<(), Status> {
+        let Some(store) = &self.driver.state else {
+            return Ok(());
+        };
+        match store.get(&record.volume_id) {
+            Ok(Some(old)) => record.targets = old.targets,
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "replacing an unreadable state record"),
+        }
+        store
+            .put(&record)
+            .map_err(|e| state_status("recording the staged volume", e))
+    }
+
+    /// Adds a publish target to the volume's record (writing a whole record if there is
+    /// none, e.g. a volume staged before records existed).
+    fn save_target(&self, base: Record, target: Target) -> Result<(), Status> {
+        let Some(store) = &self.driver.state else {
+            return Ok(());
+        };
+        let mut record = match store.get(&base.volume_id) {
+            Ok(Some(old)) => old,
+            Ok(None) => base,
+            Err(e) => {
+                tracing::warn!(error = %e, "replacing an unreadable state record");
+                base
+            }
+        };
+        if record.set_target(target) {
+            store
+                .put(&record)
+                .map_err(|e| state_status("recording the published volume", e))?;
+        }
+        Ok(())
+    }
+
+    /// Undoes a mount made by this call when its record could not be written: a mount the
+    /// reviver does not know of would not come back after a reboot.
+    fn undo_mount(&self, path: &Path) {
+        if let Err(e) = self.driver.mounter.unmount(path) {
+            tracing::error!(path = %path.display(), error = %e,
+                "cannot undo the mount whose state record failed; the CO's retry records it");
         }
     }
 
@@ -143,13 +253,13 @@ impl NodeService {
         dev: &Path,
         staging: &Path,
         cap: &Capability,
-    ) -> Result<(), Status> {
+    ) -> Result<bool, Status> {
         let capability::Access::Mount {
             fs_type,
             mount_flags,
         } = &cap.access
         else {
-            return Ok(());
+            return Ok(false);
         };
         let numbers = device_numbers(dev)?;
         if let Some(m) = mounted_at(staging)? {
@@ -167,7 +277,7 @@ impl NodeService {
                     staging.display()
                 )));
             }
-            return Ok(());
+            return Ok(false);
         }
         vglet_mount::ensure_dir(staging).map_err(|e| mount_status("creating staging path", e))?;
         // Any signature counts, partition tables included: mkfs only ever runs on a device
@@ -209,7 +319,7 @@ impl NodeService {
                 )
             })?;
         tracing::info!(staging = %staging.display(), "staged");
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -228,6 +338,7 @@ impl Node for NodeService {
             return Err(invalid("volume_capability", "is required"));
         }
         let _guard = self.driver.inflight.acquire(&id.to_string())?;
+        let _lock = self.lock_state(&id)?;
         let v = self.driver.owned_volume(&id).await?;
         let vg = self.driver.vg(&id.vg).await?;
         let kind = Driver::vg_kind(&vg);
@@ -235,8 +346,17 @@ impl Node for NodeService {
         Self::check_matches_volume(&cap, &v)?;
         self.activate(&v, kind, &cap).await?;
         let dev = Self::device_path(&v);
-        if !cap.is_block() {
-            self.stage_filesystem(&v, &dev, &staging, &cap).await?;
+        let mounted = if cap.is_block() {
+            false
+        } else {
+            self.stage_filesystem(&v, &dev, &staging, &cap).await?
+        };
+        let record = stage_record(&v, &self.driver.cfg.driver_name, kind, &cap, &staging);
+        if let Err(e) = self.save_stage(record) {
+            if mounted {
+                self.undo_mount(&staging);
+            }
+            return Err(e);
         }
         Ok(Response::new(NodeStageVolumeResponse {}))
     }
@@ -251,6 +371,7 @@ impl Node for NodeService {
         let _e = span.enter();
         let staging = parse_path("staging_target_path", &req.staging_target_path)?;
         let _guard = self.driver.inflight.acquire(&id.to_string())?;
+        let _lock = self.lock_state(&id)?;
         if mounted_at(&staging)?.is_some() {
             self.unmount(&staging)?;
             if mounted_at(&staging)?.is_some() {
@@ -259,6 +380,13 @@ impl Node for NodeService {
                     staging.display()
                 )));
             }
+        }
+        // Only once nothing is mounted: a record may outlive its mount (the reviver then
+        // mounts it again), a mount must never outlive its record.
+        if let Some(store) = &self.driver.state {
+            store
+                .remove(&id.to_string())
+                .map_err(|e| state_status("removing the state record", e))?;
         }
         // Shared VGs must give the LV lock back so another node can take the volume; local
         // LVs stay active (cheap, and the next stage on this node skips activation).
@@ -294,15 +422,18 @@ impl Node for NodeService {
             return Err(invalid("volume_capability", "is required"));
         }
         let _guard = self.driver.inflight.acquire(&id.to_string())?;
+        let _lock = self.lock_state(&id)?;
         let v = self.driver.owned_volume(&id).await?;
         let vg = self.driver.vg(&id.vg).await?;
-        let cap = capability::validate(
-            "volume_capability",
-            req.volume_capability.as_ref(),
-            Driver::vg_kind(&vg),
-        )?;
+        let kind = Driver::vg_kind(&vg);
+        let cap = capability::validate("volume_capability", req.volume_capability.as_ref(), kind)?;
         Self::check_matches_volume(&cap, &v)?;
         let readonly = req.readonly || cap.is_read_only_mode();
+        let record = stage_record(&v, &self.driver.cfg.driver_name, kind, &cap, &staging);
+        let record_target = Target {
+            path: target.clone(),
+            read_only: readonly,
+        };
 
         let source = if cap.is_block() {
             let dev = Self::device_path(&v);
@@ -348,6 +479,7 @@ impl Node for NodeService {
                     target.display()
                 )));
             }
+            self.save_target(record, record_target)?;
             return Ok(Response::new(NodePublishVolumeResponse {}));
         }
         if cap.is_block() {
@@ -366,6 +498,10 @@ impl Node for NodeService {
             .mounter
             .bind(&source, &target, readonly)
             .map_err(|e| mount_status(&format!("bind-mounting {}", target.display()), e))?;
+        if let Err(e) = self.save_target(record, record_target) {
+            self.undo_mount(&target);
+            return Err(e);
+        }
         tracing::info!(target = %target.display(), readonly, "published");
         Ok(Response::new(NodePublishVolumeResponse {}))
     }
@@ -380,6 +516,7 @@ impl Node for NodeService {
         let _e = span.enter();
         let target = parse_path("target_path", &req.target_path)?;
         let _guard = self.driver.inflight.acquire(&id.to_string())?;
+        let _lock = self.lock_state(&id)?;
         if mounted_at(&target)?.is_some() {
             self.unmount(&target)?;
         }
@@ -397,6 +534,16 @@ impl Node for NodeService {
                 .map_err(|e| blocking_err(&format!("removing {}", target.display()), e))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(blocking_err(&format!("inspecting {}", target.display()), e)),
+        }
+        if let Some(store) = &self.driver.state {
+            match store.remove_target(&id.to_string(), &target) {
+                Ok(()) => {}
+                // Nothing in an unreadable record can be edited; the reviver reports it.
+                Err(e @ StateError::Bad { .. }) => {
+                    tracing::warn!(error = %e, "state record unreadable; target not removed from it")
+                }
+                Err(e) => return Err(state_status("updating the state record", e)),
+            }
         }
         tracing::info!("unpublished");
         Ok(Response::new(NodeUnpublishVolumeResponse {}))

@@ -1,45 +1,367 @@
-//! StorageClass parameters accepted by CreateVolume and GetCapacity. Unknown keys are
-//! rejected: a typo must never silently give a different volume than the one asked for.
+//! StorageClass and VolumeSnapshotClass parameters. Unknown keys and contradicting
+//! combinations are rejected: a typo must never silently give a different volume than the
+//! one asked for. docs/storageclass-parameters.md is the reference for every key here.
 
 use std::collections::HashMap;
 
 use tonic::Status;
+use vglet_lvm::{Layout, LvType};
 
 use crate::status::invalid;
 
 pub const VOLUME_GROUP: &str = "volumeGroup";
-/// Keys the external-provisioner adds itself (`--extra-create-metadata`) or reserves.
+pub const VOLUME_GROUP_TAG: &str = "volumeGroupTag";
+pub const FS_TYPE: &str = "fsType";
+pub const MKFS_OPTIONS: &str = "mkfsOptions";
+pub const TYPE: &str = "type";
+pub const STRIPES: &str = "stripes";
+pub const STRIPE_SIZE: &str = "stripeSize";
+pub const MIRRORS: &str = "mirrors";
+pub const INTEGRITY: &str = "integrity";
+pub const THIN_POOL: &str = "thinPool";
+pub const OVERPROVISION_RATIO: &str = "overprovisionRatio";
+pub const THIN_POOL_USAGE_WARNING: &str = "thinPoolUsageWarning";
+/// VolumeSnapshotClass: COW area of a thick snapshot, in percent of the origin.
+pub const SNAPSHOT_SIZE_PERCENT: &str = "snapshotSizePercent";
+
+/// Where the node service finds the mkfs options chosen at CreateVolume (the volume context
+/// travels with the PV to NodeStageVolume).
+pub const CONTEXT_MKFS_OPTIONS: &str = "vglet.io/mkfsOptions";
+
+/// Keys the external-provisioner and external-snapshotter add themselves
+/// (`--extra-create-metadata`) or reserve.
 const CO_PREFIX: &str = "csi.storage.k8s.io/";
 
-pub const KNOWN: &[&str] = &[VOLUME_GROUP];
+pub const KNOWN: &[&str] = &[
+    VOLUME_GROUP,
+    VOLUME_GROUP_TAG,
+    FS_TYPE,
+    MKFS_OPTIONS,
+    TYPE,
+    STRIPES,
+    STRIPE_SIZE,
+    MIRRORS,
+    INTEGRITY,
+    THIN_POOL,
+    OVERPROVISION_RATIO,
+    THIN_POOL_USAGE_WARNING,
+];
+pub const KNOWN_SNAPSHOT: &[&str] = &[SNAPSHOT_SIZE_PERCENT];
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub const MAX_STRIPES: u32 = 64;
+/// raid1 with more than 10 images is refused by lvm 2.03's dm-raid target limits in
+/// practice; nobody needs more than 10 copies of a volume.
+pub const MAX_MIRRORS: u32 = 9;
+pub const DEFAULT_THIN_POOL_USAGE_WARNING: f64 = 80.0;
+pub const DEFAULT_SNAPSHOT_SIZE_PERCENT: u8 = 100;
+const MAX_MKFS_OPTIONS_LEN: usize = 256;
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct Params {
     pub volume_group: Option<String>,
+    /// Choose among the served VGs carrying this VG tag.
+    pub volume_group_tag: Option<String>,
+    pub fs_type: Option<String>,
+    pub mkfs_options: Vec<String>,
+    pub layout: Layout,
+    /// Thin: how many times the pool's size may be promised to thin volumes.
+    pub overprovision_ratio: f64,
+    /// Thin: pool data or metadata usage (percent) above which a warning is logged.
+    pub thin_pool_usage_warning: f64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            volume_group: None,
+            volume_group_tag: None,
+            fs_type: None,
+            mkfs_options: Vec::new(),
+            layout: Layout::default(),
+            overprovision_ratio: 1.0,
+            thin_pool_usage_warning: DEFAULT_THIN_POOL_USAGE_WARNING,
+        }
+    }
+}
+
+fn unknown(field: &str, key: &str, known: &[&str]) -> Status {
+    invalid(
+        field,
+        format!(
+            "unknown parameter {key:?}; valid parameters are: {}",
+            known.join(", ")
+        ),
+    )
+}
+
+fn whole(field: &str, value: &str, min: u32, max: u32) -> Result<u32, Status> {
+    let n: u32 = value
+        .trim()
+        .parse()
+        .map_err(|_| invalid(field, format!("{value:?} is not a whole number")))?;
+    if n < min || n > max {
+        return Err(invalid(
+            field,
+            format!("{n} is out of range: must be between {min} and {max}"),
+        ));
+    }
+    Ok(n)
+}
+
+fn number(field: &str, value: &str, min: f64, max: f64) -> Result<f64, Status> {
+    let n: f64 = value
+        .trim()
+        .parse()
+        .map_err(|_| invalid(field, format!("{value:?} is not a number")))?;
+    if !n.is_finite() || n < min || n > max {
+        return Err(invalid(
+            field,
+            format!("{value} is out of range: must be between {min} and {max}"),
+        ));
+    }
+    Ok(n)
+}
+
+fn boolean(field: &str, value: &str) -> Result<bool, Status> {
+    match value.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(invalid(
+            field,
+            format!("{other:?} must be \"true\" or \"false\""),
+        )),
+    }
+}
+
+/// `65536`, `64k`, `64Ki`, `64KiB`, `1M`, `1Mi`, `1MiB` (binary units: stripe sizes are
+/// powers of two).
+pub fn parse_byte_size(value: &str) -> Option<u64> {
+    let v = value.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit {
+        "" | "b" | "B" => 1,
+        "k" | "K" | "Ki" | "KiB" => 1 << 10,
+        "m" | "M" | "Mi" | "MiB" => 1 << 20,
+        "g" | "G" | "Gi" | "GiB" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// Each whitespace-separated word of `mkfsOptions`: an option (`-b`, `--x=y`) or its value.
+/// No paths and no shell metacharacters: mkfs runs without a shell, but a device path in
+/// the options could point mkfs at another device than the volume.
+fn parse_mkfs_options(field: &str, value: &str) -> Result<Vec<String>, Status> {
+    if value.len() > MAX_MKFS_OPTIONS_LEN {
+        return Err(invalid(
+            field,
+            format!("at most {MAX_MKFS_OPTIONS_LEN} bytes"),
+        ));
+    }
+    let words: Vec<String> = value.split_whitespace().map(String::from).collect();
+    for w in &words {
+        let ok = w
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_=,.:+".contains(c));
+        if !ok {
+            return Err(invalid(
+                field,
+                format!("{w:?}: only letters, digits and - _ = , . : + are allowed"),
+            ));
+        }
+    }
+    if words.first().is_some_and(|w| !w.starts_with('-')) {
+        return Err(invalid(field, "must start with an option (-x or --xyz)"));
+    }
+    Ok(words)
 }
 
 pub fn parse(field: &str, raw: &HashMap<String, String>) -> Result<Params, Status> {
     let mut p = Params::default();
     let mut keys: Vec<&String> = raw.keys().collect();
     keys.sort();
+    let mut type_given = false;
+    let mut seen = Vec::new();
+    for key in keys {
+        let value = &raw[key];
+        let f = format!("{field}.{key}");
+        match key.as_str() {
+            VOLUME_GROUP => {
+                vglet_lvm::naming::validate_vg_name(value).map_err(|e| invalid(&f, e))?;
+                p.volume_group = Some(value.clone());
+            }
+            VOLUME_GROUP_TAG => {
+                vglet_lvm::naming::validate_tag(value).map_err(|e| invalid(&f, e))?;
+                p.volume_group_tag = Some(value.clone());
+            }
+            FS_TYPE => {
+                if !crate::capability::FS_TYPES.contains(&value.as_str()) {
+                    return Err(invalid(
+                        &f,
+                        format!(
+                            "{value:?} is not supported; use one of {}",
+                            crate::capability::FS_TYPES.join(", ")
+                        ),
+                    ));
+                }
+                p.fs_type = Some(value.clone());
+            }
+            MKFS_OPTIONS => p.mkfs_options = parse_mkfs_options(&f, value)?,
+            TYPE => {
+                p.layout.lv_type = LvType::parse(value.trim()).ok_or_else(|| {
+                    invalid(
+                        &f,
+                        format!(
+                            "{value:?} is not a volume type; use one of {}",
+                            LvType::ALL
+                                .iter()
+                                .map(|t| t.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    )
+                })?;
+                type_given = true;
+            }
+            STRIPES => p.layout.stripes = Some(whole(&f, value, 1, MAX_STRIPES)?),
+            STRIPE_SIZE => {
+                let size = parse_byte_size(value)
+                    .ok_or_else(|| invalid(&f, format!("{value:?} is not a size like 64Ki")))?;
+                if !size.is_power_of_two() || !(4 << 10..=1 << 30).contains(&size) {
+                    return Err(invalid(
+                        &f,
+                        format!("{value:?} must be a power of two between 4Ki and 1Gi"),
+                    ));
+                }
+                p.layout.stripe_size = Some(size);
+            }
+            MIRRORS => p.layout.mirrors = Some(whole(&f, value, 0, MAX_MIRRORS)?),
+            INTEGRITY => p.layout.integrity = boolean(&f, value)?,
+            THIN_POOL => {
+                vglet_lvm::naming::validate_lv_name(value).map_err(|e| invalid(&f, e))?;
+                p.layout.thin_pool = Some(value.clone());
+            }
+            OVERPROVISION_RATIO => p.overprovision_ratio = number(&f, value, 0.1, 1000.0)?,
+            THIN_POOL_USAGE_WARNING => p.thin_pool_usage_warning = number(&f, value, 1.0, 100.0)?,
+            k if k.starts_with(CO_PREFIX) => continue,
+            other => return Err(unknown(field, other, KNOWN)),
+        }
+        seen.push(key.as_str());
+    }
+    check_combination(field, &p, type_given, &seen)?;
+    Ok(p)
+}
+
+/// Rules between keys: each message names the key that does not fit and why.
+fn check_combination(
+    field: &str,
+    p: &Params,
+    type_given: bool,
+    seen: &[&str],
+) -> Result<(), Status> {
+    let t = p.layout.lv_type;
+    let has = |k: &str| seen.contains(&k);
+    let ty = if type_given {
+        t.as_str().to_string()
+    } else {
+        "linear (the default)".to_string()
+    };
+    if p.volume_group.is_some() && p.volume_group_tag.is_some() {
+        return Err(invalid(
+            field,
+            format!("{VOLUME_GROUP} and {VOLUME_GROUP_TAG} exclude each other"),
+        ));
+    }
+    if has(STRIPES) && !t.takes_stripes() {
+        return Err(invalid(
+            &format!("{field}.{STRIPES}"),
+            format!("applies to type striped, raid0, raid5, raid6 and raid10, not {ty}"),
+        ));
+    }
+    if let Some(s) = p.layout.stripes
+        && s < t.min_stripes()
+    {
+        return Err(invalid(
+            &format!("{field}.{STRIPES}"),
+            format!(
+                "type {t} needs at least {} stripes, got {s}",
+                t.min_stripes()
+            ),
+        ));
+    }
+    if has(STRIPE_SIZE) && !t.takes_stripes() {
+        return Err(invalid(
+            &format!("{field}.{STRIPE_SIZE}"),
+            format!("applies to striped and striped RAID types, not {ty}"),
+        ));
+    }
+    if has(MIRRORS) {
+        if t != LvType::Raid1 {
+            return Err(invalid(
+                &format!("{field}.{MIRRORS}"),
+                format!("applies to type raid1 only, not {ty} (raid10 always keeps two copies)"),
+            ));
+        }
+        if p.layout.mirrors == Some(0) {
+            return Err(invalid(
+                &format!("{field}.{MIRRORS}"),
+                "must be at least 1: raid1 with 0 mirrors has no redundancy (use type linear)",
+            ));
+        }
+    }
+    if p.layout.integrity && !t.is_redundant_raid() {
+        return Err(invalid(
+            &format!("{field}.{INTEGRITY}"),
+            format!("applies to type raid1, raid5, raid6 and raid10, not {ty}"),
+        ));
+    }
+    if t == LvType::Thin && p.layout.thin_pool.is_none() {
+        return Err(invalid(
+            &format!("{field}.{THIN_POOL}"),
+            "is required for type thin",
+        ));
+    }
+    for key in [THIN_POOL, OVERPROVISION_RATIO, THIN_POOL_USAGE_WARNING] {
+        if has(key) && t != LvType::Thin {
+            return Err(invalid(
+                &format!("{field}.{key}"),
+                format!("applies to type thin only, not {ty}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// VolumeSnapshotClass parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotParams {
+    pub size_percent: u8,
+}
+
+pub fn parse_snapshot(
+    field: &str,
+    raw: &HashMap<String, String>,
+) -> Result<SnapshotParams, Status> {
+    let mut p = SnapshotParams {
+        size_percent: DEFAULT_SNAPSHOT_SIZE_PERCENT,
+    };
+    let mut keys: Vec<&String> = raw.keys().collect();
+    keys.sort();
     for key in keys {
         let value = &raw[key];
         match key.as_str() {
-            VOLUME_GROUP => {
-                vglet_lvm::naming::validate_vg_name(value)
-                    .map_err(|e| invalid(&format!("{field}.{VOLUME_GROUP}"), e))?;
-                p.volume_group = Some(value.clone());
+            SNAPSHOT_SIZE_PERCENT => {
+                p.size_percent = whole(
+                    &format!("{field}.{key}"),
+                    value.trim_end_matches('%'),
+                    1,
+                    100,
+                )? as u8
             }
             k if k.starts_with(CO_PREFIX) => {}
-            other => {
-                return Err(invalid(
-                    field,
-                    format!(
-                        "unknown parameter {other:?}; valid parameters are: {}",
-                        KNOWN.join(", ")
-                    ),
-                ));
-            }
+            other => return Err(unknown(field, other, KNOWN_SNAPSHOT)),
         }
     }
     Ok(p)
@@ -55,6 +377,12 @@ mod tests {
             .collect()
     }
 
+    fn err(kv: &[(&str, &str)]) -> String {
+        let e = parse("parameters", &map(kv)).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{}", e.message());
+        e.message().to_string()
+    }
+
     #[test]
     fn accepts_known_and_co_keys() {
         let p = parse(
@@ -66,17 +394,140 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.volume_group.as_deref(), Some("vg0"));
+        assert_eq!(p.layout, Layout::linear());
     }
 
     #[test]
     fn rejects_typos_listing_valid_keys() {
-        let e = parse("parameters", &map(&[("volumegroup", "vg0")])).unwrap_err();
-        assert_eq!(e.code(), tonic::Code::InvalidArgument);
-        assert!(e.message().contains("volumeGroup"), "{}", e.message());
+        let m = err(&[("volumegroup", "vg0")]);
+        for k in KNOWN {
+            assert!(m.contains(k), "{m}");
+        }
     }
 
     #[test]
     fn rejects_bad_vg_name() {
         assert!(parse("parameters", &map(&[("volumeGroup", "../etc")])).is_err());
+        err(&[("volumeGroupTag", "a b")]);
+        assert!(err(&[("volumeGroup", "a"), ("volumeGroupTag", "t")]).contains("exclude"));
+    }
+
+    #[test]
+    fn layouts() {
+        let p = parse(
+            "parameters",
+            &map(&[
+                ("type", "striped"),
+                ("stripes", "3"),
+                ("stripeSize", "128Ki"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(p.layout.lv_type, LvType::Striped);
+        assert_eq!(p.layout.data_stripes(), 3);
+        assert_eq!(p.layout.stripe_size, Some(128 << 10));
+        let p = parse(
+            "parameters",
+            &map(&[("type", "raid1"), ("mirrors", "2"), ("integrity", "true")]),
+        )
+        .unwrap();
+        assert_eq!((p.layout.images(), p.layout.integrity), (3, true));
+        let p = parse("parameters", &map(&[("type", "raid6")])).unwrap();
+        assert_eq!(p.layout.images(), 5);
+        let p = parse(
+            "parameters",
+            &map(&[
+                ("type", "thin"),
+                ("thinPool", "pool0"),
+                ("overprovisionRatio", "2.5"),
+                ("thinPoolUsageWarning", "90"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(p.layout.thin_pool.as_deref(), Some("pool0"));
+        assert_eq!(p.overprovision_ratio, 2.5);
+        assert_eq!(p.thin_pool_usage_warning, 90.0);
+    }
+
+    #[test]
+    fn invalid_combinations_name_the_key() {
+        assert!(err(&[("type", "raid7")]).contains("raid10"));
+        assert!(err(&[("type", "raid1"), ("mirrors", "0")]).contains("mirrors"));
+        assert!(err(&[("type", "raid1"), ("mirrors", "10")]).contains("mirrors"));
+        assert!(err(&[("type", "raid5"), ("mirrors", "1")]).contains("raid1 only"));
+        assert!(err(&[("stripes", "2")]).contains("linear (the default)"));
+        assert!(err(&[("type", "raid6"), ("stripes", "2")]).contains("at least 3"));
+        assert!(err(&[("type", "striped"), ("stripes", "1")]).contains("at least 2"));
+        assert!(err(&[("type", "striped"), ("stripes", "x")]).contains("whole number"));
+        assert!(err(&[("type", "striped"), ("stripeSize", "3k")]).contains("power of two"));
+        assert!(err(&[("type", "striped"), ("stripeSize", "1k")]).contains("power of two"));
+        assert!(err(&[("type", "raid1"), ("stripeSize", "64k")]).contains("stripeSize"));
+        assert!(err(&[("type", "raid0"), ("integrity", "true")]).contains("integrity"));
+        assert!(err(&[("type", "raid1"), ("integrity", "yes")]).contains("\"true\""));
+        assert!(err(&[("type", "thin")]).contains("thinPool"));
+        assert!(err(&[("thinPool", "p")]).contains("thin only"));
+        assert!(err(&[("overprovisionRatio", "2")]).contains("thin only"));
+        assert!(
+            err(&[
+                ("type", "thin"),
+                ("thinPool", "p"),
+                ("overprovisionRatio", "NaN")
+            ])
+            .contains("overprovisionRatio")
+        );
+        assert!(err(&[("type", "thin"), ("thinPool", "p_tdata")]).contains("thinPool"));
+        assert!(err(&[("fsType", "btrfs")]).contains("ext4"));
+    }
+
+    #[test]
+    fn mkfs_options() {
+        let p = parse(
+            "parameters",
+            &map(&[("mkfsOptions", "-b 4096  -E lazy_itable_init=0,nodiscard")]),
+        )
+        .unwrap();
+        assert_eq!(
+            p.mkfs_options,
+            vec!["-b", "4096", "-E", "lazy_itable_init=0,nodiscard"]
+        );
+        err(&[("mkfsOptions", "-L x /dev/sda")]);
+        err(&[("mkfsOptions", "-L $(reboot)")]);
+        err(&[("mkfsOptions", "4096")]);
+        err(&[("mkfsOptions", &"-x ".repeat(100))]);
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_byte_size("65536"), Some(65536));
+        assert_eq!(parse_byte_size("64k"), Some(65536));
+        assert_eq!(parse_byte_size("64KiB"), Some(65536));
+        assert_eq!(parse_byte_size("1Mi"), Some(1 << 20));
+        assert_eq!(parse_byte_size("1T"), None);
+        assert_eq!(parse_byte_size("k"), None);
+    }
+
+    #[test]
+    fn snapshot_params() {
+        assert_eq!(
+            parse_snapshot("parameters", &map(&[]))
+                .unwrap()
+                .size_percent,
+            100
+        );
+        assert_eq!(
+            parse_snapshot("parameters", &map(&[("snapshotSizePercent", "30%")]))
+                .unwrap()
+                .size_percent,
+            30
+        );
+        assert!(parse_snapshot("parameters", &map(&[("snapshotSizePercent", "0")])).is_err());
+        assert!(parse_snapshot("parameters", &map(&[("snapshotSizePercent", "150")])).is_err());
+        let e = parse_snapshot("parameters", &map(&[("sizePercent", "5")])).unwrap_err();
+        assert!(e.message().contains("snapshotSizePercent"));
+        parse_snapshot(
+            "parameters",
+            &map(&[("csi.storage.k8s.io/volumesnapshot/name", "s")]),
+        )
+        .unwrap();
     }
 }

@@ -14,7 +14,9 @@ use vglet_csi_proto::v1::node_server::NodeServer;
 use crate::controller::ControllerService;
 use crate::driver::Driver;
 use crate::identity::IdentityService;
+use crate::metrics::Metrics;
 use crate::node::NodeService;
+use crate::rpc_layer::RpcLayer;
 
 #[derive(Debug, Error)]
 pub enum ServeError {
@@ -88,6 +90,17 @@ pub async fn serve(
     path: PathBuf,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    serve_with_metrics(driver, Arc::new(Metrics::new()), listener, path, shutdown).await
+}
+
+/// [`serve`], recording every RPC (span, log line, metrics) into `metrics`.
+pub async fn serve_with_metrics(
+    driver: Arc<Driver>,
+    metrics: Arc<Metrics>,
+    listener: UnixListener,
+    path: PathBuf,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
     let mode = driver.cfg.mode;
     let identity = IdentityServer::new(IdentityService {
         driver: driver.clone(),
@@ -104,6 +117,7 @@ pub async fn serve(
     });
     tracing::info!(socket = %path.display(), ?mode, "serving CSI");
     let result = tonic::transport::Server::builder()
+        .layer(RpcLayer::new(metrics))
         .add_service(identity)
         .add_optional_service(controller)
         .add_optional_service(node)

@@ -5,7 +5,9 @@ use crate::report::{LV_FIELDS, PV_FIELDS, PVSEG_FIELDS, SEG_FIELDS, VG_FIELDS};
 use crate::requests::{Activation, LvCreate};
 use crate::size::size_arg;
 
+mod layout;
 mod vg;
+pub use layout::*;
 pub use vg::*;
 
 /// Options that go on every report and modifying command.
@@ -194,7 +196,7 @@ mod tests {
     pub(crate) const FULLREPORT_FIELDS: &str = "--reportformat json --units b --nosuffix \
         --configreport vg -o vg_name,vg_uuid,vg_attr,vg_size,vg_free,vg_extent_size,vg_extent_count,vg_free_count,pv_count,vg_missing_pv_count,lv_count,vg_tags,vg_lock_type,vg_systemid \
         --configreport pv -o pv_name,vg_name,pv_uuid,pv_attr,pv_size,pv_free \
-        --configreport lv -o vg_name,lv_name,lv_uuid,lv_attr,lv_size,lv_active,lv_tags,lv_path,lv_dm_path,lv_layout,lv_role,pool_lv,origin,data_percent,lv_lock_args \
+        --configreport lv -o vg_name,lv_name,lv_uuid,lv_attr,lv_size,lv_active,lv_tags,lv_path,lv_dm_path,lv_layout,lv_role,pool_lv,origin,data_percent,metadata_percent,copy_percent,lv_health_status,lv_lock_args \
         --configreport pvseg -o pvseg_start \
         --configreport seg -o lv_uuid,seg_start,segtype";
 

@@ -7,6 +7,7 @@
 
 pub mod args;
 mod errors;
+pub mod layout;
 pub mod lockd;
 pub mod lockspace;
 pub mod naming;
@@ -21,6 +22,7 @@ mod vg_requests;
 pub mod wipe;
 
 pub use errors::{LvmError, classify, classify_stderr};
+pub use layout::{Footprint, Layout, LayoutCreate, LvType, SnapshotCreate, SnapshotKind};
 pub use lockd::LockType;
 pub use ops::vg::{LOCK_START_BOUND, LVMLOCKD_SOCKET, lvmlockd_socket_exists};
 pub use ops::{FALLBACK_LVM, Lvm};

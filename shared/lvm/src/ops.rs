@@ -13,6 +13,8 @@ use crate::report::{Lv, Report, Vg, parse_fullreport};
 use crate::requests::{Activation, LvCreate};
 use crate::version::LvmVersion;
 
+mod layout;
+mod revive;
 pub(crate) mod vg;
 
 /// Where lvm lives when it is not found on PATH or in the usual sbin directories.
@@ -360,7 +362,7 @@ mod tests {
     const FIELDS: &str = "--reportformat json --units b --nosuffix \
         --configreport vg -o vg_name,vg_uuid,vg_attr,vg_size,vg_free,vg_extent_size,vg_extent_count,vg_free_count,pv_count,vg_missing_pv_count,lv_count,vg_tags,vg_lock_type,vg_systemid \
         --configreport pv -o pv_name,vg_name,pv_uuid,pv_attr,pv_size,pv_free \
-        --configreport lv -o vg_name,lv_name,lv_uuid,lv_attr,lv_size,lv_active,lv_tags,lv_path,lv_dm_path,lv_layout,lv_role,pool_lv,origin,data_percent,lv_lock_args \
+        --configreport lv -o vg_name,lv_name,lv_uuid,lv_attr,lv_size,lv_active,lv_tags,lv_path,lv_dm_path,lv_layout,lv_role,pool_lv,origin,data_percent,metadata_percent,copy_percent,lv_health_status,lv_lock_args \
         --configreport pvseg -o pvseg_start \
         --configreport seg -o lv_uuid,seg_start,segtype";
 

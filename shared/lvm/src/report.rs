@@ -48,6 +48,9 @@ pub const LV_FIELDS: &[&str] = &[
     "pool_lv",
     "origin",
     "data_percent",
+    "metadata_percent",
+    "copy_percent",
+    "lv_health_status",
     "lv_lock_args",
 ];
 /// Columns of the `seg` subreport: the first segment's type is the LV's type.
@@ -124,6 +127,14 @@ pub struct Lv {
     pub origin: String,
     /// Thin and snapshot usage in percent; `None` where it does not apply or is unknown.
     pub data_percent: Option<f64>,
+    /// Thin pool metadata usage in percent; `None` for other LVs.
+    pub metadata_percent: Option<f64>,
+    /// RAID/mirror synchronisation in percent; `None` for LVs without copies or while
+    /// inactive.
+    pub copy_percent: Option<f64>,
+    /// `lv_health_status`: empty when healthy, else `partial`, `refresh needed`,
+    /// `mismatches exist`, ... (filled only while active).
+    pub health_status: String,
     /// `lv_layout`, e.g. `linear`, `thin,sparse`.
     pub layout: String,
     /// `lv_role`, e.g. `public`, `private,thin,pool,data`.
@@ -335,6 +346,9 @@ fn parse_lv(row: &Row, segtypes: &HashMap<String, String>) -> Result<Lv, String>
         pool_lv: text(row, "pool_lv")?,
         origin: text(row, "origin")?,
         data_percent: percent(row, "data_percent")?,
+        metadata_percent: percent(row, "metadata_percent")?,
+        copy_percent: percent(row, "copy_percent")?,
+        health_status: text(row, "lv_health_status")?,
         layout: text(row, "lv_layout")?,
         role: text(row, "lv_role")?,
         // Selected as `lv_lock_args`, but lvm 2.03 names the JSON key `lv_lockargs`.
@@ -361,7 +375,7 @@ mod tests {
               ,
               "lv": [
                   {"vg_name":"shared", "lv_name":"csi-a", "lv_uuid":"L1", "lv_attr":"-wi-a-----", "lv_size":"8388608", "lv_active":"active", "lv_tags":"vglet.owner=lvm.vglet.io", "lv_path":"/dev/shared/csi-a", "lv_dm_path":"/dev/mapper/shared-csi--a", "lv_layout":"linear", "lv_role":"public", "pool_lv":"", "origin":"", "data_percent":""},
-                  {"vg_name":"shared", "lv_name":"pool", "lv_uuid":"L2", "lv_attr":"twi-a-tz--", "lv_size":"104857600", "lv_active":"active", "lv_tags":"", "lv_path":"", "lv_dm_path":"/dev/mapper/shared-pool", "lv_layout":"thin,pool", "lv_role":"private", "pool_lv":"", "origin":"", "data_percent":"12.50"},
+                  {"vg_name":"shared", "lv_name":"pool", "lv_uuid":"L2", "lv_attr":"twi-a-tz--", "lv_size":"104857600", "lv_active":"active", "lv_tags":"", "lv_path":"", "lv_dm_path":"/dev/mapper/shared-pool", "lv_layout":"thin,pool", "lv_role":"private", "pool_lv":"", "origin":"", "data_percent":"12.50", "metadata_percent":"3.25", "copy_percent":"", "lv_health_status":""},
                   {"vg_name":"shared", "lv_name":"thin1", "lv_uuid":"L3", "lv_attr":"Vwi---tz--", "lv_size":"209715200", "lv_active":"", "lv_tags":"", "lv_path":"/dev/shared/thin1", "lv_dm_path":"/dev/mapper/shared-thin1", "lv_layout":"thin,sparse", "lv_role":"public", "pool_lv":"pool", "origin":"", "data_percent":"0.00"},
                   {"vg_name":"shared", "lv_name":"[pool_tdata]", "lv_uuid":"L4", "lv_attr":"Twi-ao----", "lv_size":"104857600", "lv_active":"active", "lv_tags":"", "lv_path":"", "lv_dm_path":"/dev/mapper/shared-pool_tdata", "lv_layout":"linear", "lv_role":"private,thin,pool,data", "pool_lv":"", "origin":"", "data_percent":""}
               ]
@@ -398,6 +412,9 @@ mod tests {
         let pool = r.lv("shared", "pool").unwrap();
         assert_eq!(pool.segtype, "thin-pool");
         assert_eq!(pool.data_percent, Some(12.5));
+        assert_eq!(pool.metadata_percent, Some(3.25));
+        assert_eq!(pool.copy_percent, None);
+        assert_eq!(pool.health_status, "");
         assert!(pool.is_hidden());
         let thin = r.lv("shared", "thin1").unwrap();
         assert!(!thin.active);
@@ -415,6 +432,15 @@ mod tests {
         assert!(parse_fullreport(json).unwrap().lvs[0].active);
         let json = r#"{"report":[{"lv":[{"vg_name":"v","lv_name":"l","lv_attr":"-wi-XX----","lv_active":""}]}]}"#;
         assert!(!parse_fullreport(json).unwrap().lvs[0].active);
+    }
+
+    #[test]
+    fn raid_sync_and_health() {
+        let json = r#"{"report":[{"lv":[{"vg_name":"v","lv_name":"r","lv_attr":"rwi-a-r-r-","lv_active":"active","copy_percent":"42.50","lv_health_status":"refresh needed"}]}]}"#;
+        let lv = &parse_fullreport(json).unwrap().lvs[0];
+        assert_eq!(lv.copy_percent, Some(42.5));
+        assert_eq!(lv.health_status, "refresh needed");
+        assert_eq!(lv.metadata_percent, None);
     }
 
     #[test]

@@ -11,7 +11,7 @@ mod real;
 
 pub use command::{Command, Output};
 pub use fake::{FakeRunner, Reply};
-pub use real::{SystemRunner, resolve_program};
+pub use real::{CommandEvent, CommandOutcome, Observer, SystemRunner, resolve_program};
 
 use std::time::Duration;
 

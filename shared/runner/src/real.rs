@@ -1,20 +1,87 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 
 use crate::{Command, Output, RunError, Runner};
 
+/// How a command ended, as seen by an [`Observer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandOutcome {
+    /// It ran to its end; `None` when a signal killed it.
+    Exited(Option<i32>),
+    /// It hit its timeout and was killed.
+    TimedOut,
+    /// It never started (missing binary, no permission, ...).
+    SpawnFailed,
+}
+
+impl CommandOutcome {
+    /// A short label for metrics: `ok`, `failed`, `timeout`, `spawn_error`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            CommandOutcome::Exited(Some(0)) => "ok",
+            CommandOutcome::Exited(_) => "failed",
+            CommandOutcome::TimedOut => "timeout",
+            CommandOutcome::SpawnFailed => "spawn_error",
+        }
+    }
+}
+
+/// One finished command, reported to the observer of a [`SystemRunner`]. It carries the
+/// program name only, never the arguments: argv can hold user input that metrics labels
+/// must not multiply on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandEvent {
+    /// Program without its directory, e.g. `lvm`, `mkfs.xfs`.
+    pub program: String,
+    pub duration: Duration,
+    pub outcome: CommandOutcome,
+}
+
+/// Called once per finished command, on the runtime's thread: keep it cheap and
+/// non-blocking (update a counter, not a network call).
+pub type Observer = Arc<dyn Fn(&CommandEvent) + Send + Sync>;
+
 /// Runs commands on this host with tokio. The child is spawned with `kill_on_drop`, so a
 /// timeout or a dropped future (cancelled RPC) kills it; tokio reaps it afterwards, so no
 /// zombie is left behind.
-#[derive(Debug, Default, Clone)]
-pub struct SystemRunner;
+#[derive(Default, Clone)]
+pub struct SystemRunner {
+    observer: Option<Observer>,
+}
+
+impl std::fmt::Debug for SystemRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SystemRunner")
+            .field("observer", &self.observer.is_some())
+            .finish()
+    }
+}
 
 impl SystemRunner {
     pub fn new() -> Self {
-        SystemRunner
+        SystemRunner::default()
+    }
+
+    /// A runner that reports every finished command to `observer` (metrics without the
+    /// runner knowing any metrics library).
+    pub fn with_observer(observer: Observer) -> Self {
+        SystemRunner {
+            observer: Some(observer),
+        }
+    }
+
+    fn observe(&self, program: &str, duration: Duration, outcome: CommandOutcome) {
+        if let Some(o) = &self.observer {
+            o(&CommandEvent {
+                program: program.to_string(),
+                duration,
+                outcome,
+            });
+        }
     }
 }
 
@@ -38,6 +105,7 @@ impl Runner for SystemRunner {
         let start = Instant::now();
         let mut child = child_cmd.spawn().map_err(|source| {
             tracing::warn!(cmd = %argv, error = %source, "command failed to start");
+            self.observe(&program, start.elapsed(), CommandOutcome::SpawnFailed);
             RunError::Spawn {
                 program: program.clone(),
                 source,
@@ -53,14 +121,19 @@ impl Runner for SystemRunner {
             Err(_) => {
                 // Dropping the wait future dropped the child: kill_on_drop sent SIGKILL.
                 tracing::error!(cmd = %argv, timeout_ms = cmd.timeout.as_millis() as u64, "command timed out, killed");
+                self.observe(&program, duration, CommandOutcome::TimedOut);
                 Err(RunError::Timeout {
                     argv,
                     after: cmd.timeout,
                 })
             }
-            Ok(Err(source)) => Err(RunError::Spawn { program, source }),
+            Ok(Err(source)) => {
+                self.observe(&program, duration, CommandOutcome::SpawnFailed);
+                Err(RunError::Spawn { program, source })
+            }
             Ok(Ok(out)) => {
                 let code = out.status.code();
+                self.observe(&program, duration, CommandOutcome::Exited(code));
                 let output = Output {
                     code,
                     stdout: out.stdout,
@@ -113,7 +186,7 @@ mod tests {
 
     #[tokio::test]
     async fn captures_stdout_and_exit_code() {
-        let out = SystemRunner
+        let out = SystemRunner::new()
             .run(Command::new("/bin/sh").args(["-c", "echo hi; echo err >&2"]))
             .await
             .unwrap();
@@ -123,7 +196,7 @@ mod tests {
 
     #[tokio::test]
     async fn nonzero_exit_is_failed_with_stderr() {
-        let err = SystemRunner
+        let err = SystemRunner::new()
             .run(Command::new("/bin/sh").args(["-c", "echo boom >&2; exit 5"]))
             .await
             .unwrap_err();
@@ -133,13 +206,23 @@ mod tests {
 
     #[tokio::test]
     async fn false_is_an_error_true_is_not() {
-        assert!(SystemRunner.run(Command::new("/bin/true")).await.is_ok());
-        assert!(SystemRunner.run(Command::new("/bin/false")).await.is_err());
+        assert!(
+            SystemRunner::new()
+                .run(Command::new("/bin/true"))
+                .await
+                .is_ok()
+        );
+        assert!(
+            SystemRunner::new()
+                .run(Command::new("/bin/false"))
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]
     async fn missing_program_is_spawn_error() {
-        let err = SystemRunner
+        let err = SystemRunner::new()
             .run(Command::new("/nonexistent/vglet-nothing"))
             .await
             .unwrap_err();
@@ -148,7 +231,7 @@ mod tests {
 
     #[tokio::test]
     async fn stdin_is_fed() {
-        let out = SystemRunner
+        let out = SystemRunner::new()
             .run(Command::new("/bin/cat").stdin(b"abc".to_vec()))
             .await
             .unwrap();
@@ -163,7 +246,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let pidfile = dir.join("pid");
         let script = format!("echo $$ > {}; exec sleep 30", pidfile.display());
-        let err = SystemRunner
+        let err = SystemRunner::new()
             .run(
                 Command::new("/bin/sh")
                     .args(["-c", &script])
@@ -197,7 +280,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let pidfile = dir.join("pid");
         let script = format!("echo $$ > {}; exec sleep 30", pidfile.display());
-        let fut = SystemRunner.run(Command::new("/bin/sh").args(["-c", &script]));
+        let runner = SystemRunner::new();
+        let fut = runner.run(Command::new("/bin/sh").args(["-c", &script]));
         // Cancel the call as a dropped gRPC request would.
         let _ = tokio::time::timeout(Duration::from_millis(300), fut).await;
         let pid: i32 = std::fs::read_to_string(&pidfile)
@@ -216,6 +300,45 @@ mod tests {
         }
         std::fs::remove_dir_all(&dir).ok();
         assert!(gone, "child {pid} still running after cancel");
+    }
+
+    #[tokio::test]
+    async fn observer_sees_program_duration_and_outcome() {
+        use std::sync::Mutex;
+        let seen: Arc<Mutex<Vec<CommandEvent>>> = Arc::default();
+        let sink = seen.clone();
+        let runner = SystemRunner::with_observer(Arc::new(move |e: &CommandEvent| {
+            sink.lock().unwrap().push(e.clone())
+        }));
+        runner.run(Command::new("/bin/true")).await.unwrap();
+        runner.run(Command::new("/bin/false")).await.unwrap_err();
+        runner
+            .run(
+                Command::new("/bin/sleep")
+                    .arg("5")
+                    .timeout(Duration::from_millis(100)),
+            )
+            .await
+            .unwrap_err();
+        runner
+            .run(Command::new("/nonexistent/vglet-nothing"))
+            .await
+            .unwrap_err();
+        let seen = seen.lock().unwrap();
+        let got: Vec<(&str, &str)> = seen
+            .iter()
+            .map(|e| (e.program.as_str(), e.outcome.label()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("true", "ok"),
+                ("false", "failed"),
+                ("sleep", "timeout"),
+                ("vglet-nothing", "spawn_error")
+            ]
+        );
+        assert!(seen[2].duration >= Duration::from_millis(100));
     }
 
     #[test]

@@ -769,11 +769,30 @@ async fn bad_input(c: &mut Clients) {
         })
     );
     case!(
-        "snapshots not offered",
-        Code::Unimplemented,
+        "snapshot of a foreign LV",
+        Code::FailedPrecondition,
+        ctl.create_snapshot(CreateSnapshotRequest {
+            source_volume_id: format!("{VG}/foreign"),
+            name: "s".into(),
+            ..Default::default()
+        })
+    );
+    case!(
+        "snapshot without a name",
+        Code::InvalidArgument,
+        ctl.create_snapshot(CreateSnapshotRequest {
+            source_volume_id: ours.clone(),
+            name: String::new(),
+            ..Default::default()
+        })
+    );
+    case!(
+        "snapshot with an unknown parameter",
+        Code::InvalidArgument,
         ctl.create_snapshot(CreateSnapshotRequest {
             source_volume_id: ours.clone(),
             name: "s".into(),
+            parameters: HashMap::from([("size".to_string(), "5".to_string())]),
             ..Default::default()
         })
     );

@@ -42,6 +42,8 @@ pub use lock::{VmLock, vm_lock};
 const READY_MARKER: &str = "vglet-vm: ready at ";
 /// Size QEMU reserves at the start of an emulated NVDIMM for its label area.
 const NVDIMM_LABEL_SIZE: u64 = 128 << 10;
+/// Guest-physical alignment of emulated NVDIMMs: what fsdax needs on every architecture.
+const NVDIMM_ALIGN: u64 = 16 << 20;
 
 /// Everything that can go wrong around the guest command (its own failure is an exit code).
 ///
@@ -439,6 +441,7 @@ impl Vm {
         let mut mem = format!("{}M", self.mem_mib);
         if !self.pmems.is_empty() {
             let mut total = 0u64;
+            let mut placed = 0u64;
             for (i, p) in self.pmems.iter().enumerate() {
                 let path = match p {
                     PmemSpec::Existing(p) => abs(p)?,
@@ -462,7 +465,20 @@ impl Vm {
                     qemu_escape(&path)
                 ));
                 args.push("-device".into());
-                args.push(format!("nvdimm,id=nv{i},memdev=nvm{i},label-size=128K"));
+                // QEMU packs NVDIMMs back to back and the label area is not part of the
+                // region, so every region after the first would start 128 KiB off a 16 MiB
+                // boundary, where the kernel refuses fsdax namespaces ("misaligned to 16M").
+                // Real platforms align regions; place the DIMMs like they do. The device
+                // memory area starts at 4 GiB while all RAM fits below the PCI hole.
+                let placement = if self.mem_mib <= 3072 {
+                    format!(",addr={:#x}", (4u64 << 30) + placed)
+                } else {
+                    String::new()
+                };
+                placed += size.next_multiple_of(NVDIMM_ALIGN);
+                args.push(format!(
+                    "nvdimm,id=nv{i},memdev=nvm{i},label-size=128K{placement}"
+                ));
             }
             machine.push_str(",nvdimm=on");
             let maxmem = self.mem_mib + total.div_ceil(1 << 20) + 1024;

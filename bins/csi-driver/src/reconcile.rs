@@ -1,0 +1,81 @@
+//! Start-up reconciliation of work a previous process left half-done.
+//!
+//! CreateVolume is the only controller operation with more than one lvm step (lvcreate;
+//! on shared VGs the release of the activation it needs for zeroing; dropping the
+//! [`CREATING_TAG`] marker). An LV that still carries the marker was never reported to a
+//! CO, may be unzeroed (lvcreate killed between its metadata commit and the wipe) and may
+//! hold an exclusive activation on this host: it is removed, with a log line per LV, and
+//! the CO's retry creates it afresh. Everything else the controller does is one atomic
+//! lvm command, and the node side repairs itself on the CO's next call (every node RPC
+//! looks at the real state first) or through the reviver.
+//!
+//! LVs that carry our ownership tag but that no PersistentVolume refers to are never
+//! removed here: only the CO knows that, so `csictl controller orphans` reports them.
+
+use tonic::Status;
+use vglet_lvm::{Lv, LvmError};
+
+use crate::driver::Driver;
+use crate::status::lvm_status;
+use crate::volume_id::VolumeId;
+
+/// Carried by an LV from its lvcreate until CreateVolume finished every step.
+pub const CREATING_TAG: &str = "vglet.creating";
+
+pub fn is_unfinished(lv: &Lv) -> bool {
+    lv.tags.iter().any(|t| t == CREATING_TAG)
+}
+
+/// Removes an unfinished LV. The removal is conditional on the marker (checked by lvm under
+/// the VG lock), so a create that completes at the same moment elsewhere keeps its LV.
+pub async fn remove_unfinished(driver: &Driver, id: &VolumeId) -> Result<(), Status> {
+    tracing::warn!(volume = %id, "removing an LV left unfinished by an interrupted CreateVolume");
+    let _w = driver.vg_locks.lock(&id.vg).await;
+    match driver
+        .lvm
+        .remove_lv_if_tagged(&id.vg, &id.lv, CREATING_TAG)
+        .await
+    {
+        Ok(()) | Err(LvmError::LvNotFound(_)) => Ok(()),
+        Err(e) => Err(lvm_status(&format!("removing the unfinished LV {id}"), e)),
+    }
+}
+
+/// What the start-up pass did, for logs and tests.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub removed: Vec<String>,
+    pub failed: Vec<(String, String)>,
+}
+
+/// Removes every unfinished LV of ours in the served VGs. Failures are logged and left for
+/// the next CreateVolume of that name (which removes it too) or the next start.
+pub async fn at_start(driver: &Driver) -> Outcome {
+    let mut out = Outcome::default();
+    for vg in &driver.cfg.volume_groups {
+        let lvs = match driver.lvm.lvs(vg).await {
+            Ok(lvs) => lvs,
+            Err(e) => {
+                tracing::warn!(vg = %vg, error = %e, "reconcile: cannot list the volume group's LVs");
+                continue;
+            }
+        };
+        for lv in lvs.iter().filter(|lv| is_unfinished(lv)) {
+            let id = VolumeId::new(vg.clone(), lv.name.clone());
+            if driver.ownership(&id, lv).is_err() {
+                continue;
+            }
+            match remove_unfinished(driver, &id).await {
+                Ok(()) => out.removed.push(id.to_string()),
+                Err(s) => {
+                    tracing::error!(volume = %id, error = %s.message(), "reconcile: unfinished LV not removed");
+                    out.failed.push((id.to_string(), s.message().to_string()));
+                }
+            }
+        }
+    }
+    if !out.removed.is_empty() || !out.failed.is_empty() {
+        tracing::info!(removed = ?out.removed, failed = out.failed.len(), "reconciled interrupted CreateVolume calls");
+    }
+    out
+}

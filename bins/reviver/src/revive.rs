@@ -1,0 +1,438 @@
+//! One pass over the node's records: VGs, lockspaces, activation, staging mounts, publish
+//! bind mounts, in that order, each only when missing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use vglet_lvm::tags::VolumeTags;
+use vglet_lvm::{Activation, Lv, Lvm, LvmError, Vg};
+use vglet_mount::{CheckOutcome, Filesystems, MountEntry, Mounter};
+use vglet_state::{Record, StateError, StateStore};
+
+use crate::report::{Outcome, Report, VolumeReport};
+
+#[derive(Debug)]
+pub struct Reviver {
+    pub lvm: Lvm,
+    pub fs: Filesystems,
+    pub mounter: Arc<dyn Mounter>,
+    pub store: StateStore,
+    /// How long to wait for a volume's lock (the node service may be mid-RPC on it).
+    pub lock_wait: Duration,
+}
+
+/// A VG as this pass found it: its LVs, or why it cannot be used.
+type VgState = Result<(Vg, Vec<Lv>), String>;
+
+/// Why a volume was not restored; the message goes into the report as is.
+struct Failure(String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+fn lvm_activation(a: vglet_state::Activation) -> Activation {
+    match a {
+        vglet_state::Activation::Local => Activation::Local,
+        vglet_state::Activation::Exclusive => Activation::Exclusive,
+        vglet_state::Activation::Shared => Activation::Shared,
+    }
+}
+
+fn device_numbers(dev: &Path) -> Result<(u64, u64), Failure> {
+    let md =
+        std::fs::metadata(dev).map_err(|e| Failure(format!("device {}: {e}", dev.display())))?;
+    let rdev = md.rdev();
+    Ok((nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev)))
+}
+
+fn numbers_of(m: &MountEntry) -> (u64, u64) {
+    (m.major as u64, m.minor as u64)
+}
+
+fn is_shared(vg: &Vg) -> bool {
+    !matches!(vg.lock_type.as_str(), "" | "none")
+}
+
+impl Reviver {
+    /// One pass. `wait` bounds the wait for the VGs; `progress` draws a bar on a terminal.
+    /// Only an unreadable state directory is an error; everything else is in the report.
+    pub async fn pass(
+        &self,
+        wanted_vgs: &[String],
+        wait: Duration,
+        progress: bool,
+    ) -> Result<Report, StateError> {
+        let (records, bad) = self.store.list()?;
+        let mut report = Report::default();
+        for b in bad {
+            let name = b
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let id = name
+                .strip_suffix(vglet_state::RECORD_SUFFIX)
+                .and_then(vglet_state::decode_file_name)
+                .unwrap_or_else(|| b.path.display().to_string());
+            tracing::error!(record = %b.path.display(), reason = %b.reason, "unreadable state record skipped");
+            report.push(VolumeReport::failed(
+                id,
+                format!(
+                    "state record {} is unreadable ({}); skipped, nothing done",
+                    b.path.display(),
+                    b.reason
+                ),
+            ));
+        }
+        let mut vg_names: BTreeSet<String> = wanted_vgs.iter().cloned().collect();
+        vg_names.extend(records.iter().map(|r| r.vg.clone()));
+        let vgs = self.prepare_vgs(&vg_names, wait).await;
+
+        let bar = if progress && !records.is_empty() {
+            let bar = ProgressBar::new(records.len() as u64);
+            if let Ok(style) =
+                ProgressStyle::with_template("{bar:30} {pos}/{len} volumes  {wide_msg}")
+            {
+                bar.set_style(style);
+            }
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        for record in &records {
+            bar.set_message(record.volume_id.clone());
+            let v = self.revive_locked(record, &vgs).await;
+            report.push(v);
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        Ok(report)
+    }
+
+    /// Waits (bounded) until every VG is visible, then starts the lockspaces of shared ones
+    /// and reads their LVs.
+    async fn prepare_vgs(
+        &self,
+        names: &BTreeSet<String>,
+        wait: Duration,
+    ) -> BTreeMap<String, VgState> {
+        let deadline = Instant::now() + wait;
+        let mut found: BTreeMap<String, VgState> = BTreeMap::new();
+        loop {
+            for name in names {
+                if matches!(found.get(name), Some(Ok(_))) {
+                    continue;
+                }
+                let state = match self.lvm.vg(name).await {
+                    Ok(vg) => Ok((vg, Vec::new())),
+                    Err(e) => Err(format!("volume group {name}: {e}")),
+                };
+                found.insert(name.clone(), state);
+            }
+            let missing: Vec<&String> = found
+                .iter()
+                .filter(|(_, s)| s.is_err())
+                .map(|(n, _)| n)
+                .collect();
+            if missing.is_empty() || Instant::now() >= deadline {
+                if !missing.is_empty() {
+                    tracing::warn!(?missing, waited = ?wait, "volume groups did not appear");
+                }
+                break;
+            }
+            tracing::info!(?missing, "waiting for volume groups");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let started = if found
+            .values()
+            .any(|s| matches!(s, Ok((vg, _)) if is_shared(vg)))
+        {
+            self.lvm
+                .started_lockspaces()
+                .await
+                .map_err(|e| e.to_string())
+        } else {
+            Ok(Vec::new())
+        };
+        for (name, state) in found.iter_mut() {
+            let Ok((vg, _)) = state else { continue };
+            if is_shared(vg) {
+                let ready = match &started {
+                    Ok(list) if list.contains(name) => Ok(()),
+                    Ok(_) => {
+                        tracing::info!(vg = %name, "starting the lockspace");
+                        self.lvm
+                            .lockstart_vg(name, vglet_lvm::LOCK_START_BOUND)
+                            .await
+                            .map_err(|e| format!("starting the lockspace of {name}: {e}"))
+                    }
+                    Err(e) => Err(format!("shared volume group {name}: {e}")),
+                };
+                if let Err(e) = ready {
+                    *state = Err(e);
+                    continue;
+                }
+            }
+            *state = match self.lvm.lvs(name).await {
+                Ok(lvs) => Ok((vg.clone(), lvs)),
+                Err(e) => Err(format!("listing the LVs of {name}: {e}")),
+            };
+        }
+        found
+    }
+
+    async fn revive_locked(
+        &self,
+        record: &Record,
+        vgs: &BTreeMap<String, VgState>,
+    ) -> VolumeReport {
+        let id = record.volume_id.clone();
+        // The node service holds the same lock during its RPCs: whatever it is doing to this
+        // volume finishes first, and the record is read again afterwards.
+        let _lock = match self.store.lock(&id, self.lock_wait) {
+            Ok(l) => l,
+            Err(e) => return VolumeReport::failed(id, e.to_string()),
+        };
+        let record = match self.store.get(&id) {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                let mut v = VolumeReport::new(id);
+                v.outcome = Outcome::Removed;
+                v.reason = Some("unstaged by the node service meanwhile".into());
+                return v;
+            }
+            Err(e) => return VolumeReport::failed(id, e.to_string()),
+        };
+        let mut v = VolumeReport::new(id);
+        match self.revive(&record, vgs, &mut v.actions).await {
+            Ok(Some(removed)) => {
+                v.outcome = Outcome::Removed;
+                v.reason = Some(removed);
+            }
+            Ok(None) if v.actions.is_empty() => v.outcome = Outcome::AlreadyFine,
+            Ok(None) => v.outcome = Outcome::Restored,
+            Err(Failure(reason)) => {
+                v.outcome = Outcome::Failed;
+                v.reason = Some(reason);
+            }
+        }
+        v
+    }
+
+    /// `Ok(Some(why))` when the record was removed because its LV is gone.
+    async fn revive(
+        &self,
+        record: &Record,
+        vgs: &BTreeMap<String, VgState>,
+        actions: &mut Vec<String>,
+    ) -> Result<Option<String>, Failure> {
+        let (_, lvs) = match vgs.get(&record.vg) {
+            Some(Ok(state)) => state,
+            Some(Err(e)) => return Err(Failure(e.clone())),
+            None => return Err(Failure(format!("volume group {} not checked", record.vg))),
+        };
+        let lv = lvs.iter().find(|l| l.name == record.lv);
+        let lv = match lv {
+            Some(lv) if record.lv_uuid.is_empty() || lv.uuid == record.lv_uuid => lv,
+            other => {
+                // The VG was read successfully and the LV is not in it (or another LV took
+                // its name): the volume was deleted. Its record can only mislead now.
+                let why = match other {
+                    Some(lv) => format!(
+                        "LV {} was re-created (uuid {} instead of {}); stale record removed",
+                        record.volume_id, lv.uuid, record.lv_uuid
+                    ),
+                    None => format!(
+                        "LV {} no longer exists; its record was removed",
+                        record.volume_id
+                    ),
+                };
+                tracing::warn!(volume = %record.volume_id, "{why}");
+                self.store.remove(&record.volume_id)?;
+                return Ok(Some(why));
+            }
+        };
+        match VolumeTags::from_tags(&lv.tags) {
+            Some(t) if t.owner == record.driver => {}
+            _ => {
+                return Err(Failure(format!(
+                    "LV {} does not carry the ownership tag of {}; not touched",
+                    record.volume_id, record.driver
+                )));
+            }
+        }
+        if !lv.active {
+            let mode = lvm_activation(record.activation);
+            self.lvm
+                .activate_lv(&record.vg, &record.lv, mode)
+                .await
+                .map_err(|e| match e {
+                    LvmError::Locked(m) => {
+                        Failure(format!("activation refused, held by another host: {m}"))
+                    }
+                    e => Failure(format!("activating: {e}")),
+                })?;
+            actions.push(format!("activated ({mode:?})").to_lowercase());
+        }
+        let dev = if lv.path.is_empty() {
+            PathBuf::from(format!("/dev/{}/{}", record.vg, record.lv))
+        } else {
+            PathBuf::from(&lv.path)
+        };
+        wait_for_device(&dev).await;
+        let dev_numbers = device_numbers(&dev)?;
+        let source = match record.fs_type() {
+            Some(fs) => {
+                self.stage(record, fs, &dev, dev_numbers, actions).await?;
+                record.staging_path.clone()
+            }
+            None => dev.clone(),
+        };
+        let mut dropped = Vec::new();
+        let mut failures = Vec::new();
+        for t in &record.targets {
+            match self.publish(record, &source, dev_numbers, t, actions) {
+                Ok(true) => {}
+                Ok(false) => dropped.push(t.path.clone()),
+                Err(Failure(e)) => failures.push(e),
+            }
+        }
+        if !dropped.is_empty() {
+            let mut r = record.clone();
+            for p in &dropped {
+                r.remove_target(p);
+            }
+            self.store.put(&r)?;
+        }
+        if failures.is_empty() {
+            Ok(None)
+        } else {
+            Err(Failure(failures.join("; ")))
+        }
+    }
+
+    /// The staging mount of a filesystem volume.
+    async fn stage(
+        &self,
+        record: &Record,
+        fs: &str,
+        dev: &Path,
+        dev_numbers: (u64, u64),
+        actions: &mut Vec<String>,
+    ) -> Result<(), Failure> {
+        let staging = &record.staging_path;
+        if let Some(m) = vglet_mount::mount_at(staging)? {
+            if numbers_of(&m) == dev_numbers {
+                return Ok(());
+            }
+            return Err(Failure(format!(
+                "staging path {} has another device mounted ({})",
+                staging.display(),
+                m.source.as_deref().unwrap_or("?")
+            )));
+        }
+        vglet_mount::ensure_dir(staging)?;
+        let (major, minor) = dev_numbers;
+        let in_use = !vglet_mount::mounts_of_device(major as u32, minor as u32)?.is_empty();
+        // ext4 records in its superblock whether it needs a check (unclean journal, errors,
+        // mount count); fsck -p acts only then. xfs replays its log at mount and has no
+        // such flag, so it is checked only when the mount fails. A filesystem mounted
+        // elsewhere (a bind target left behind) must not be checked at all.
+        if fs == "ext4" && !in_use {
+            match self.fs.check(fs, dev).await? {
+                CheckOutcome::Clean | CheckOutcome::NeedsLogReplay => {}
+                CheckOutcome::Repaired => {
+                    actions.push("fsck -p fixed the filesystem (journal replay or repairs)".into())
+                }
+                CheckOutcome::Corrupt { detail } => {
+                    return Err(Failure(format!(
+                        "fsck found errors it cannot repair automatically; not mounted: {detail}"
+                    )));
+                }
+            }
+        }
+        let mut flags = match &record.access {
+            vglet_state::Access::Mount { mount_flags, .. } => mount_flags.clone(),
+            vglet_state::Access::Block => Vec::new(),
+        };
+        if record.read_only {
+            flags.push("ro".into());
+        }
+        let opts = vglet_mount::parse_mount_flags(&flags)?;
+        if let Err(e) = self.mounter.mount(dev, staging, fs, &opts) {
+            let mut why = format!("mounting {} at {}: {e}", dev.display(), staging.display());
+            if fs == "xfs"
+                && !in_use
+                && let Ok(CheckOutcome::Corrupt { detail }) = self.fs.check(fs, dev).await
+            {
+                why.push_str(&format!("; xfs_repair -n: {detail}"));
+            }
+            return Err(Failure(why));
+        }
+        actions.push(format!("mounted {}", staging.display()));
+        Ok(())
+    }
+
+    /// One publish bind mount. `Ok(false)`: its directory is gone (the pod was deleted while
+    /// the node was down), so it is dropped from the record instead of recreated.
+    fn publish(
+        &self,
+        record: &Record,
+        source: &Path,
+        dev_numbers: (u64, u64),
+        t: &vglet_state::Target,
+        actions: &mut Vec<String>,
+    ) -> Result<bool, Failure> {
+        let target = &t.path;
+        if let Some(m) = vglet_mount::mount_at(target)? {
+            // A bind of a device node shows devtmpfs' numbers: compare the file's own.
+            let same = if record.is_block() {
+                device_numbers(target).ok() == Some(dev_numbers)
+            } else {
+                numbers_of(&m) == dev_numbers
+            };
+            if same {
+                return Ok(true);
+            }
+            return Err(Failure(format!(
+                "target {} has something else mounted",
+                target.display()
+            )));
+        }
+        match target.parent() {
+            Some(p) if p.is_dir() => {}
+            _ => {
+                actions.push(format!(
+                    "dropped target {} (its directory is gone)",
+                    target.display()
+                ));
+                return Ok(false);
+            }
+        }
+        if record.is_block() {
+            vglet_mount::ensure_file(target)?;
+        } else {
+            vglet_mount::ensure_dir(target)?;
+        }
+        self.mounter
+            .bind(source, target, t.read_only)
+            .map_err(|e| Failure(format!("bind-mounting {}: {e}", target.display())))?;
+        actions.push(format!("bound {}", target.display()));
+        Ok(true)
+    }
+}
+
+/// Without udev the node appears with activation; with udev it may lag a moment.
+async fn wait_for_device(dev: &Path) {
+    let start = Instant::now();
+    while !dev.exists() && start.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
