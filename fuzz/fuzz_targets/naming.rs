@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 use vglet_lvm::naming::{
     decode_tag_value, encode_tag_value, lv_name_for, validate_lv_name, validate_tag,
-    validate_volume,
+    validate_served_vg_name, validate_volume,
 };
 
 /// controller.rs `MAX_NAME_LEN`.
@@ -16,14 +16,11 @@ fn check_one(name: &str) {
     let lv = lv_name_for(name);
     assert!(validate_lv_name(&lv).is_ok(), "{name:?} -> {lv:?}");
     assert!(lv.starts_with("csi-"), "{lv:?}");
-    // Any VG name of at most 20 bytes (no hyphens) fits. naming.rs documents 21, but a
-    // 100-byte verbatim name gives a 104-byte LV, and lvm caps vg + lv at 124 bytes: this
-    // target found that, so it pins the limit that really holds.
+    // Every LV name must fit into the longest VG name vglet serves (raw and dm limits).
     assert!(validate_volume("vg0", &lv).is_ok(), "{name:?} -> {lv:?}");
-    assert!(
-        validate_volume("vg_of_20_bytes_long_", &lv).is_ok(),
-        "{lv:?}"
-    );
+    let longest = "v".repeat(vglet_lvm::naming::MAX_SERVED_VG_LEN);
+    assert!(validate_served_vg_name(&longest).is_ok());
+    assert!(validate_volume(&longest, &lv).is_ok(), "{lv:?}");
     assert_eq!(lv_name_for(name), lv, "deterministic");
 
     let enc = encode_tag_value(name);

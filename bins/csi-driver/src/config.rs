@@ -104,7 +104,7 @@ impl Config {
             return Err("--node-id must not be empty".into());
         }
         for vg in &self.volume_groups {
-            vglet_lvm::naming::validate_vg_name(vg)
+            vglet_lvm::naming::validate_served_vg_name(vg)
                 .map_err(|e| format!("--volume-group {vg:?}: {e}"))?;
             if vg.len() > 63 {
                 return Err(format!(

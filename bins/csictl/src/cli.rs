@@ -133,6 +133,21 @@ Examples:
         #[arg(long)]
         all: bool,
     },
+    /// Volumes of this plugin that no known volume refers to (ListVolumes minus a list).
+    #[command(after_help = "\
+Lists every volume ListVolumes returns whose id is not in FILE (one volume id per line; blank
+lines and lines starting with # are ignored; - reads stdin). Nothing is deleted: review the
+list, then `csictl controller delete` what is really abandoned.
+
+Examples:
+  kubectl get pv -o jsonpath='{range .items[?(@.spec.csi.driver==\"lvm.vglet.io\")]}{.spec.csi.volumeHandle}{\"\\n\"}{end}' \\
+    | csictl controller orphans --known-volumes -
+  csictl --json controller orphans --known-volumes known.txt")]
+    Orphans {
+        /// File with the volume ids in use, one per line; - for stdin.
+        #[arg(long, value_name = "FILE|-")]
+        known_volumes: String,
+    },
     /// Free capacity for new volumes (GetCapacity).
     #[command(after_help = "\
 --topology narrows the question to one place; pass k=v or k=v,k2=v2 (repeatable, merged).

@@ -222,6 +222,31 @@ async fn controller(cmd: ControllerCommand, ctx: &Ctx) -> Result<Report, Failure
                 "more than {MAX_PAGES} pages; stopping --all"
             )))
         }
+        ControllerCommand::Orphans { known_volumes } => {
+            let known = read_known_volumes(&known_volumes)?;
+            let mut listed = Vec::new();
+            let mut token = String::new();
+            for _ in 0..MAX_PAGES {
+                let req = v1::ListVolumesRequest {
+                    max_entries: 0,
+                    starting_token: token.clone(),
+                };
+                let resp = ctx.call(client.list_volumes(ctx.request(req))).await?;
+                listed.extend(resp.entries.into_iter().filter_map(|e| e.volume));
+                if resp.next_token.is_empty() {
+                    return Ok(Report::new(&output::orphans(listed, &known)));
+                }
+                if resp.next_token == token {
+                    return Err(Failure::Usage(format!(
+                        "the plugin returned next_token {token:?} again; stopping"
+                    )));
+                }
+                token = resp.next_token;
+            }
+            Err(Failure::Usage(format!(
+                "more than {MAX_PAGES} pages; stopping"
+            )))
+        }
         ControllerCommand::Capacity {
             params,
             topology: segs,
@@ -459,6 +484,27 @@ async fn node(cmd: NodeCommand, ctx: &Ctx) -> Result<Report, Failure> {
 }
 
 /// The CreateVolume request for `controller create`.
+/// The volume ids of `--known-volumes`: one per line, `#` comments and blank lines skipped.
+pub fn read_known_volumes(source: &str) -> Result<std::collections::BTreeSet<String>, Failure> {
+    use std::io::Read;
+    let mut text = String::new();
+    let read = if source == "-" {
+        std::io::stdin().read_to_string(&mut text).map(drop)
+    } else {
+        std::fs::read_to_string(source).map(|t| text = t)
+    };
+    read.map_err(|e| Failure::Usage(format!("--known-volumes {source}: {e}")))?;
+    Ok(parse_known_volumes(&text))
+}
+
+pub fn parse_known_volumes(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
+
 pub fn create_request(args: &CreateArgs) -> Result<v1::CreateVolumeRequest, Failure> {
     use v1::volume_content_source::{SnapshotSource, Type, VolumeSource};
     let topologies =
@@ -683,6 +729,12 @@ mod tests {
             req.volume_content_source.unwrap().r#type,
             Some(v1::volume_content_source::Type::Snapshot(s)) if s.snapshot_id == "snap-1"
         ));
+    }
+
+    #[test]
+    fn known_volume_lists() {
+        let k = parse_known_volumes("vg0/a\n\n  vg0/b  \n# comment\nvg0/a\n");
+        assert_eq!(k.into_iter().collect::<Vec<_>>(), vec!["vg0/a", "vg0/b"]);
     }
 
     #[test]

@@ -259,6 +259,54 @@ impl Render for VolumeList {
     }
 }
 
+/// ListVolumes entries that no known volume refers to.
+#[derive(Debug, Serialize)]
+pub struct Orphans {
+    pub listed: usize,
+    pub known: usize,
+    pub orphans: Vec<Volume>,
+}
+
+pub fn orphans(listed: Vec<v1::Volume>, known: &std::collections::BTreeSet<String>) -> Orphans {
+    let count = listed.len();
+    let mut orphans: Vec<Volume> = listed
+        .into_iter()
+        .filter(|v| !known.contains(&v.volume_id))
+        .map(Volume::from_proto)
+        .collect();
+    orphans.sort_by(|a, b| a.volume_id.cmp(&b.volume_id));
+    Orphans {
+        listed: count,
+        known: known.len(),
+        orphans,
+    }
+}
+
+impl Render for Orphans {
+    fn text(&self) -> String {
+        let mut out = String::new();
+        if !self.orphans.is_empty() {
+            let _ = writeln!(out, "{:<40} {:>22}", "VOLUME_ID", "CAPACITY");
+        }
+        for v in &self.orphans {
+            let _ = writeln!(
+                out,
+                "{:<40} {:>22}",
+                v.volume_id,
+                human_bytes(v.capacity_bytes)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{} orphan(s) among {} listed volume(s), {} known; nothing was deleted",
+            self.orphans.len(),
+            self.listed,
+            self.known
+        );
+        out
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct Capacity {
     pub available_capacity: i64,
@@ -550,6 +598,24 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn orphans_are_listed_volumes_not_known() {
+        let vol = |id: &str| v1::Volume {
+            volume_id: id.into(),
+            capacity_bytes: 1 << 20,
+            ..Default::default()
+        };
+        let known = ["vg0/b".to_string(), "vg0/zz".to_string()].into();
+        let o = orphans(vec![vol("vg0/c"), vol("vg0/b"), vol("vg0/a")], &known);
+        let ids: Vec<&str> = o.orphans.iter().map(|v| v.volume_id.as_str()).collect();
+        assert_eq!(ids, vec!["vg0/a", "vg0/c"]);
+        assert_eq!((o.listed, o.known), (3, 2));
+        assert!(
+            o.text()
+                .ends_with("2 orphan(s) among 3 listed volume(s), 2 known; nothing was deleted\n")
+        );
+    }
 
     #[test]
     fn human_sizes() {

@@ -39,11 +39,26 @@ pub const RESERVED_LV_SUBSTRINGS: &[&str] = &[
 /// Longest CSI name kept verbatim in the LV name.
 const VERBATIM_MAX: usize = 100;
 /// Longest sanitized prefix kept in a hashed LV name.
-const HASHED_PREFIX_MAX: usize = 60;
-/// Budget for the LV half of the dm name (hyphens counted twice). 105 keeps every
-/// hyphen-free 100-character name verbatim (`csi-` costs 5) and still leaves 21 for the VG
-/// half.
-const MAX_LV_DM_LEN: usize = 105;
+const HASHED_PREFIX_MAX: usize = 40;
+/// Budget for the LV half of the dm name (hyphens counted twice). 80 keeps Kubernetes'
+/// `pvc-<uuid>` names (45 with hyphens doubled) verbatim and leaves room for any VG name of
+/// up to [`MAX_SERVED_VG_LEN`] bytes: lvm caps VG + LV at 124 bytes, device-mapper caps
+/// `<vg>-<lv>` at 127 with hyphens doubled.
+const MAX_LV_DM_LEN: usize = 80;
+/// Longest VG name vglet serves, so that every LV name [`lv_name_for`] makes fits in it.
+pub const MAX_SERVED_VG_LEN: usize = MAX_VG_LV_LEN - MAX_LV_DM_LEN;
+
+/// Whether LVs named by [`lv_name_for`] always fit into VG `vg` (raw and dm-escaped limits).
+pub fn validate_served_vg_name(vg: &str) -> Result<(), String> {
+    validate_vg_name(vg)?;
+    if vg.len() > MAX_SERVED_VG_LEN || dm_escaped_len(vg) + 1 + MAX_LV_DM_LEN > 127 {
+        return Err(format!(
+            "volume group name {vg:?} is too long for vglet: at most {MAX_SERVED_VG_LEN} bytes, and at most {} with each '-' counted twice",
+            127 - 1 - MAX_LV_DM_LEN
+        ));
+    }
+    Ok(())
+}
 /// Hex digits of sha256 in a hashed LV name: 64 bits, far beyond any VG's LV count.
 const HASH_HEX_LEN: usize = 16;
 
@@ -146,8 +161,8 @@ fn is_verbatim_safe(csi_name: &str) -> bool {
 /// Readable names are kept: `csi-<name>`. Any other name becomes
 /// `csi-<sanitized prefix>+<16 hex of sha256(name)>`. A verbatim name never contains `+`
 /// and a hashed one always does, so the two forms cannot collide. The result always passes
-/// [`validate_lv_name`], and its dm half stays within 105 bytes so that it activates in any
-/// VG whose name is at most 21 bytes with hyphens counted twice.
+/// [`validate_lv_name`], and its dm half stays within 80 bytes so that it activates in any
+/// VG accepted by [`validate_served_vg_name`].
 pub fn lv_name_for(csi_name: &str) -> String {
     if is_verbatim_safe(csi_name) {
         return format!("{LV_NAME_PREFIX}{csi_name}");
@@ -271,6 +286,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn served_vg_names_fit_every_lv_name() {
+        let vg = "v".repeat(MAX_SERVED_VG_LEN);
+        assert!(validate_served_vg_name(&vg).is_ok());
+        assert!(validate_served_vg_name(&format!("{vg}x")).is_err());
+        for name in ["x".repeat(75), "-".repeat(300), "a-".repeat(40)] {
+            let lv = lv_name_for(&name);
+            assert!(validate_volume(&vg, &lv).is_ok(), "{lv}");
+        }
+    }
+
+    #[test]
     fn readable_names_are_kept() {
         assert_eq!(
             lv_name_for("pvc-0b7e3c1e-5f0d-4a8e-9d51-0123456789ab"),
@@ -278,8 +304,12 @@ mod tests {
         );
         assert_eq!(lv_name_for("a"), "csi-a");
         assert_eq!(lv_name_for("Vol_1.2-3"), "csi-Vol_1.2-3");
-        let hundred = "x".repeat(100);
-        assert_eq!(lv_name_for(&hundred), format!("csi-{hundred}"));
+        let longest = "x".repeat(75);
+        assert_eq!(lv_name_for(&longest), format!("csi-{longest}"));
+        assert!(
+            lv_name_for(&"x".repeat(76)).contains('+'),
+            "past the budget: hashed"
+        );
     }
 
     fn assert_hashed(csi: &str) -> String {
@@ -325,9 +355,9 @@ mod tests {
     #[test]
     fn hashed_prefix_is_bounded() {
         let lv = lv_name_for(&"z".repeat(500));
-        assert_eq!(lv.len(), 4 + 60 + 1 + 16);
+        assert_eq!(lv.len(), 4 + HASHED_PREFIX_MAX + 1 + 16);
         let lv = lv_name_for(&"-".repeat(500));
-        assert_eq!(lv.len(), 4 + 30 + 1 + 16);
+        assert_eq!(lv.len(), 4 + HASHED_PREFIX_MAX / 2 + 1 + 16);
     }
 
     #[test]

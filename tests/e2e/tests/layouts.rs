@@ -137,6 +137,15 @@ async fn roundtrip(c: &mut Clients, name: &str, kv: &[(&str, &str)], want: (&str
         want,
         "{name}: lvs shows the layout"
     );
+    if kv.contains(&("integrity", "true")) {
+        let all = sh(&format!("lvs -a --noheadings -o lv_name,segtype {VG}"));
+        assert!(
+            all.lines()
+                .any(|l| l.contains(&format!("{lv}_rimage_0_imeta")))
+                && all.contains("integrity"),
+            "{name}: dm-integrity under the images:\n{all}"
+        );
+    }
     let staging = PathBuf::from(format!("/run/e2e/layouts/{name}"));
     stage(c, &id, &staging).await;
     sh(&format!(

@@ -338,7 +338,14 @@ fn guest_revive_boot1() {
 }
 
 fn reviver(json: bool) -> (i32, serde_json::Value, String) {
-    let mut args = vec!["--state-dir", STATE, "--volume-group", VG, "--wait-timeout", "30s"];
+    let mut args = vec![
+        "--state-dir",
+        STATE,
+        "--volume-group",
+        VG,
+        "--wait-timeout",
+        "30s",
+    ];
     if json {
         args.push("--json");
     }
@@ -378,7 +385,10 @@ fn guest_revive_boot2() {
     assert_eq!(sums.len(), VOLUMES);
     step("after the reboot: nothing active, nothing mounted");
     let active = sh(&format!("lvs --noheadings -o lv_active {VG}"));
-    assert!(!active.contains("active"), "LVs active after boot: {active}");
+    assert!(
+        !active.contains("active"),
+        "LVs active after boot: {active}"
+    );
     for i in 0..VOLUMES {
         assert!(mount_at(&target(i)).is_none());
     }
@@ -403,7 +413,10 @@ fn guest_revive_boot2() {
     let d = outcome_of(&report, &doomed);
     assert_eq!(d["outcome"], "removed");
     assert!(!record_file(&doomed).exists(), "deleted LV's record stays");
-    assert!(truncated.exists(), "the reviver must not delete a damaged record");
+    assert!(
+        truncated.exists(),
+        "the reviver must not delete a damaged record"
+    );
 
     step("mounts and data are back");
     for (i, (id, sum)) in sums.iter().enumerate() {
@@ -506,7 +519,9 @@ async fn create_retrying(c: &mut Clients, name: &str) -> Result<String, tonic::S
 #[ignore = "runs inside the QEMU guest through kill_during_creates_in_guest"]
 fn guest_kill_during_creates() {
     assert!(in_guest());
-    sh(&format!("pvcreate -q /dev/vda && vgcreate -q {VG} /dev/vda"));
+    sh(&format!(
+        "pvcreate -q /dev/vda && vgcreate -q {VG} /dev/vda"
+    ));
     let sock = Path::new("/run/vglet/kill.sock");
     let args = [
         "--mode",
@@ -533,11 +548,16 @@ fn guest_kill_during_creates() {
                 .output()
                 .unwrap();
             if n >= 12 && creating.status.success() {
-                let out = sh("kill -9 $(pidof csi-driver) $(pgrep -f '^[^ ]*lvm lvcreate') 2>&1; echo killed");
+                let out = sh(
+                    "kill -9 $(pidof csi-driver) $(pgrep -f '^[^ ]*lvm lvcreate') 2>&1; echo killed",
+                );
                 eprintln!("killed with {n} LVs present: {out}");
                 return n;
             }
-            assert!(start.elapsed() < Duration::from_secs(240), "no kill point reached");
+            assert!(
+                start.elapsed() < Duration::from_secs(240),
+                "no kill point reached"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     });
@@ -585,10 +605,7 @@ fn guest_kill_during_creates() {
             .all(|(_, _, tags)| !tags.contains("vglet.creating")),
         "unfinished LVs left after start-up: {after_start:?}"
     );
-    eprintln!(
-        "restart with reconcile: {:.1}s",
-        t.elapsed().as_secs_f64()
-    );
+    eprintln!("restart with reconcile: {:.1}s", t.elapsed().as_secs_f64());
 
     step("the CO retries every name");
     rt.block_on(async {
