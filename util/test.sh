@@ -33,10 +33,15 @@ cargo build --workspace --all-targets -q
 if [[ $quick == 1 ]]; then
   export VGLET_SKIP_VM=1
 fi
+if [[ $quick == 0 ]]; then
+  step "fuzz: a bounded run of every target (longer runs: fuzz/README.md)"
+  util/fuzz.sh 10
+fi
+
 step "cargo test (unit, host integration$([[ $quick == 1 ]] || echo ', in-VM end-to-end'))"
 # Guests take both cores; the harness serialises them with a lock, and one test thread per
 # binary keeps the console output readable.
 cargo test --workspace -- --test-threads=1 2>&1 | tee target/test.log
-grep -E '^test result:' target/test.log | awk '{p+=$4; f+=$6; i+=$8} END {printf "\n%d passed, %d failed, %d ignored\n", p, f, i}'
-
 printf '\nall tests passed in %ds\n' $((SECONDS - t0))
+# The closing line CI reads: totals over every test binary of the run.
+grep -E '^test result:' target/test.log | awk '{p+=$4; f+=$6} END {printf "%d passed, %d failed\n", p, f}'
