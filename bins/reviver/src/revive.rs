@@ -436,3 +436,143 @@ async fn wait_for_device(dev: &Path) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use vglet_mount::RecordingMounter;
+    use vglet_runner::{FakeRunner, Reply};
+    use vglet_state::{Access, Target};
+
+    use super::*;
+
+    const ONE_VG: &str = include_str!("../../../shared/lvm/tests/fixtures/fullreport_one_vg.json");
+
+    fn reviver(dir: &Path) -> (Reviver, FakeRunner, Arc<RecordingMounter>) {
+        let runner = FakeRunner::with(|c| {
+            let argv = c.arg_strings();
+            match argv[0].as_str() {
+                "fullreport" if argv.iter().any(|a| a == "nosuch") => Reply::fail(
+                    5,
+                    "  Volume group \"nosuch\" not found\n  Cannot process volume group nosuch\n",
+                ),
+                "fullreport" => Reply::ok(ONE_VG),
+                _ => Reply::ok(""),
+            }
+        });
+        let runner_arc: Arc<dyn vglet_runner::Runner> = Arc::new(runner.clone());
+        let mounter = Arc::new(RecordingMounter::new());
+        let r = Reviver {
+            lvm: Lvm::with_binary(runner_arc.clone(), "/sbin/lvm".into()),
+            fs: Filesystems::new(runner_arc),
+            mounter: mounter.clone(),
+            store: StateStore::open(dir).unwrap(),
+            lock_wait: Duration::from_millis(200),
+        };
+        (r, runner, mounter)
+    }
+
+    fn record(vg: &str, lv: &str, uuid: &str) -> Record {
+        Record {
+            version: vglet_state::RECORD_VERSION,
+            volume_id: format!("{vg}/{lv}"),
+            vg: vg.into(),
+            lv: lv.into(),
+            lv_uuid: uuid.into(),
+            driver: "lvm.vglet.io".into(),
+            access: Access::Mount {
+                fs_type: "ext4".into(),
+                mount_flags: vec![],
+            },
+            read_only: false,
+            activation: vglet_state::Activation::Local,
+            staging_path: "/nonexistent/staging".into(),
+            targets: vec![Target {
+                path: "/nonexistent/target".into(),
+                read_only: false,
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn gone_lvs_drop_their_records_and_nothing_else_is_touched() {
+        let d = tempfile::tempdir().unwrap();
+        let (r, runner, mounter) = reviver(d.path());
+        r.store.put(&record("vgletx", "csi-gone", "u")).unwrap();
+        // Same name, another uuid: the recorded volume was deleted and a new one created.
+        r.store
+            .put(&record("vgletx", "csi-pvc-1", "old-uuid"))
+            .unwrap();
+        // No ownership tag: never touched, record kept.
+        r.store
+            .put(&record(
+                "vgletx",
+                "other",
+                "xMNYIv-GCrQ-6hE6-gx1d-DlnH-BX33-8em5mE",
+            ))
+            .unwrap();
+        // The VG is missing: failed, record kept (it may come back).
+        r.store.put(&record("nosuch", "lv", "u")).unwrap();
+        let truncated = r.store.path_of("vgletx/csi-cut").unwrap();
+        std::fs::write(&truncated, b"{\"version\": 1, \"volume_id\": \"vg").unwrap();
+
+        let report = r.pass(&[], Duration::ZERO, false).await.unwrap();
+        let outcome = |id: &str| {
+            report
+                .volumes
+                .iter()
+                .find(|v| v.volume_id == id)
+                .unwrap_or_else(|| panic!("{id} missing from {report:#?}"))
+                .clone()
+        };
+        assert_eq!(outcome("vgletx/csi-gone").outcome, Outcome::Removed);
+        let recreated = outcome("vgletx/csi-pvc-1");
+        assert_eq!(recreated.outcome, Outcome::Removed);
+        assert!(recreated.reason.unwrap().contains("re-created"));
+        let foreign = outcome("vgletx/other");
+        assert_eq!(foreign.outcome, Outcome::Failed);
+        assert!(foreign.reason.unwrap().contains("ownership"));
+        let missing = outcome("nosuch/lv");
+        assert_eq!(missing.outcome, Outcome::Failed);
+        assert!(missing.reason.unwrap().contains("nosuch"), "{report:#?}");
+        let cut = outcome("vgletx/csi-cut");
+        assert_eq!(cut.outcome, Outcome::Failed);
+        assert!(cut.reason.unwrap().contains("unreadable"));
+        assert!(report.any_failed());
+        assert_eq!(report.summary.removed, 2);
+        assert_eq!(report.summary.failed, 3);
+
+        assert!(r.store.get("vgletx/csi-gone").unwrap().is_none());
+        assert!(r.store.get("vgletx/csi-pvc-1").unwrap().is_none());
+        assert!(r.store.get("vgletx/other").unwrap().is_some());
+        assert!(r.store.get("nosuch/lv").unwrap().is_some());
+        assert!(truncated.exists(), "a damaged record is never deleted");
+        // Only reads: no activation, no removal, no mount.
+        assert!(
+            runner
+                .call_lines()
+                .iter()
+                .all(|l| l.starts_with("lvm fullreport")),
+            "{:?}",
+            runner.call_lines()
+        );
+        assert!(mounter.calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_volume_locked_by_the_node_service_is_reported_busy() {
+        let d = tempfile::tempdir().unwrap();
+        let (r, _, _) = reviver(d.path());
+        r.store.put(&record("vgletx", "csi-gone", "u")).unwrap();
+        let _held = r.store.try_lock("vgletx/csi-gone").unwrap();
+        let report = r.pass(&[], Duration::ZERO, false).await.unwrap();
+        assert_eq!(report.volumes[0].outcome, Outcome::Failed);
+        assert!(
+            report.volumes[0]
+                .reason
+                .as_ref()
+                .unwrap()
+                .contains("locked")
+        );
+        assert!(r.store.get("vgletx/csi-gone").unwrap().is_some());
+    }
+}
