@@ -14,8 +14,8 @@ use vglet_mount::{MountEntry, Signature};
 use vglet_state::{Record, StateError, Target, VolumeLock};
 
 use crate::capability::{self, Capability, VgKind};
-use crate::controller::condition;
 use crate::driver::{Driver, OwnedVolume};
+use crate::health;
 use crate::status::{invalid, lvm_status, mount_status};
 use crate::volume_id::VolumeId;
 
@@ -560,7 +560,20 @@ impl Node for NodeService {
         let v = self.driver.owned_volume(&id).await?;
         let md = std::fs::metadata(&path)
             .map_err(|e| Status::not_found(format!("volume_path {}: {e}", path.display())))?;
-        let mut cond = condition(&v);
+        let cond;
+        // A read-only mount is only a fault when the volume was not published read-only.
+        let record = self
+            .driver
+            .state
+            .as_ref()
+            .and_then(|st| st.get(&id.to_string()).ok().flatten());
+        let read_only = record.as_ref().is_some_and(|r| {
+            r.read_only || r.targets.iter().any(|t| t.path == path && t.read_only)
+        });
+        let pool = match v.lv.pool_lv.as_str() {
+            "" => None,
+            pool => self.driver.lvm.lv(&id.vg, pool).await.ok().flatten(),
+        };
         let usage = if md.is_dir() {
             let mount = mounted_at(&path)?;
             if mount.is_none() {
@@ -569,12 +582,15 @@ impl Node for NodeService {
                     path.display()
                 )));
             }
-            if !v.lv.active && !cond.abnormal {
-                cond = VolumeCondition {
-                    abnormal: true,
-                    message: "the logical volume is not active".into(),
-                };
-            }
+            cond = health::volume_condition(
+                Some(&v.lv),
+                pool.as_ref(),
+                mount.as_ref(),
+                health::Expect {
+                    active: true,
+                    read_only,
+                },
+            );
             let s = vglet_mount::fs_stats(&path).map_err(|e| mount_status("statvfs", e))?;
             vec![
                 VolumeUsage {
@@ -591,6 +607,15 @@ impl Node for NodeService {
                 },
             ]
         } else {
+            cond = health::volume_condition(
+                Some(&v.lv),
+                pool.as_ref(),
+                None,
+                health::Expect {
+                    active: true,
+                    read_only,
+                },
+            );
             let size = vglet_mount::block_device_size(&path)
                 .map_err(|e| mount_status("device size", e))?;
             vec![VolumeUsage {
