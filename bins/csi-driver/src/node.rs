@@ -253,6 +253,7 @@ impl NodeService {
         dev: &Path,
         staging: &Path,
         cap: &Capability,
+        mkfs_options: &[String],
     ) -> Result<bool, Status> {
         let capability::Access::Mount {
             fs_type,
@@ -291,9 +292,13 @@ impl NodeService {
         match found {
             None => {
                 tracing::info!(device = %dev.display(), fs = %fs_type, "formatting");
-                self.driver.fs.mkfs(dev, fs_type, &[]).await.map_err(|e| {
-                    mount_status(&format!("mkfs.{fs_type} on {}", dev.display()), e)
-                })?;
+                self.driver
+                    .fs
+                    .mkfs(dev, fs_type, mkfs_options)
+                    .await
+                    .map_err(|e| {
+                        mount_status(&format!("mkfs.{fs_type} on {}", dev.display()), e)
+                    })?;
             }
             Some(Signature::Content { type_name, .. }) if &type_name == fs_type => {}
             Some(other) => {
@@ -349,7 +354,15 @@ impl Node for NodeService {
         let mounted = if cap.is_block() {
             false
         } else {
-            self.stage_filesystem(&v, &dev, &staging, &cap).await?
+            // The StorageClass's mkfsOptions, validated by CreateVolume and again by the
+            // mount layer's per-filesystem allow-list before they reach mkfs.
+            let mkfs_options: Vec<String> = req
+                .volume_context
+                .get(crate::params::CONTEXT_MKFS_OPTIONS)
+                .map(|o| o.split_whitespace().map(str::to_string).collect())
+                .unwrap_or_default();
+            self.stage_filesystem(&v, &dev, &staging, &cap, &mkfs_options)
+                .await?
         };
         let record = stage_record(&v, &self.driver.cfg.driver_name, kind, &cap, &staging);
         if let Err(e) = self.save_stage(record) {

@@ -259,10 +259,18 @@ fn guest_layouts() {
     eprintln!("\nE2E LAYOUTS: ALL STEPS PASSED");
 }
 
+/// What, parameters, expected code, expected text in the message.
+type BadCase = (
+    &'static str,
+    Vec<(&'static str, &'static str)>,
+    Code,
+    &'static str,
+);
+
 async fn invalid_combinations(c: &mut Clients) {
     eprintln!("\n--- e2e layout: invalid combinations leave lvs unchanged");
     let before = (lvs(VG), lvs(SMALL));
-    let cases: Vec<(&str, Vec<(&str, &str)>, Code, &str)> = vec![
+    let cases: Vec<BadCase> = vec![
         (
             "raid5 on 2 PVs",
             vec![("volumeGroup", SMALL), ("type", "raid5")],
