@@ -68,9 +68,15 @@ pub async fn build_driver_with(
             Err(e) => tracing::warn!(error = %e, "cannot list PVs; lvm keeps scanning all devices"),
         }
     }
-    for vg in &cfg.volume_groups {
-        if let Err(e) = lvm.vg(vg).await {
-            tracing::warn!(vg = %vg, error = %e, "served volume group is not available (Probe will fail until it is)");
+    for name in &cfg.volume_groups {
+        match lvm.vg(name).await {
+            Ok(vg) if !matches!(vg.lock_type.as_str(), "" | "none") => {
+                check_lock_type(&lvm, name, &vg.lock_type).await?;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(vg = %name, error = %e, "served volume group is not available (Probe will fail until it is)");
+            }
         }
     }
     let state = if cfg.mode.node() {
@@ -93,6 +99,27 @@ pub async fn build_driver_with(
         reconcile::at_start(&driver).await;
     }
     Ok(driver)
+}
+
+/// A shared VG whose lock type this lvm was not built with (idm on Debian's lvm2) could be
+/// listed but never locked: refuse to start, saying so, rather than fail on every RPC.
+async fn check_lock_type(lvm: &Lvm, vg: &str, lock_type: &str) -> anyhow::Result<()> {
+    let supported = lvm
+        .supported_lock_types()
+        .await
+        .context("cannot read lvm's build configuration")?;
+    if supported.iter().any(|t| t.as_str() == lock_type) {
+        return Ok(());
+    }
+    let names: Vec<&str> = supported.iter().map(|t| t.as_str()).collect();
+    anyhow::bail!(
+        "volume group {vg} uses lock type {lock_type}, which this lvm does not support (built with: {}); install an lvm2 built with --enable-lvmlockd-{lock_type}",
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    )
 }
 
 /// Serves until SIGTERM or SIGINT.
