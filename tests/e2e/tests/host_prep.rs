@@ -48,12 +48,6 @@ fn boot(vm: vglet_vmh::Vm, name: &str) -> Duration {
 }
 
 fn binaries_ready() {
-    // disk-discover is written concurrently; its READY marker says the binary is usable.
-    let ready = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bins/disk-discover/READY");
-    assert!(
-        vglet_e2e::wait_for_file(&ready, Duration::from_secs(1800)),
-        "disk-discover never became ready"
-    );
     for b in ["disk-discover", "vg-init", "csi-driver"] {
         bin(b);
     }
