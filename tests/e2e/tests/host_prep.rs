@@ -8,7 +8,7 @@
 //! names lvm reports for PVs. The by-id glob also cannot pick up anything but our disks.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use vglet_csi_proto::v1::volume_capability::{
