@@ -3,7 +3,6 @@
 
 use std::fs;
 use std::io::{IsTerminal, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -307,36 +306,10 @@ fn hostname() -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
-/// vg-init must never read half an inventory: write a temporary file next to the target,
-/// flush it to disk, rename it over the target, then flush the directory so the rename
-/// itself survives a crash.
+/// The next stage must never read half a document (see vglet_common::atomic_file).
 pub fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    let name = path
-        .file_name()
-        .with_context(|| format!("--output {path:?} does not name a file"))?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
-    // A run killed mid-write leaves its temporary file; the pid is often 1 in a container,
-    // so the name repeats and the leftover must go first.
-    let _ = fs::remove_file(&tmp);
-    let result = (|| -> std::io::Result<()> {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("writing the inventory to {}", path.display()))
+    vglet_common::atomic_file::write_atomic(path, data)
+        .with_context(|| format!("writing the inventory to {}", path.display()))
 }
 
 #[cfg(test)]

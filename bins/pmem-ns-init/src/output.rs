@@ -1,8 +1,6 @@
 //! The result document for disk-discover, and its atomic write.
 
-use std::fs;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::Context;
@@ -60,34 +58,10 @@ pub fn write(path: Option<&Path>, doc: &PmemNamespaces) -> anyhow::Result<()> {
     }
 }
 
-/// disk-discover must never read half a document: temporary file next to the target,
-/// fsync, rename over the target, fsync the directory so the rename survives a crash.
+/// The next stage must never read half a document (see vglet_common::atomic_file).
 pub fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    let name = path
-        .file_name()
-        .with_context(|| format!("--output {path:?} does not name a file"))?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
-    // A run killed mid-write leaves its temporary file behind; it must go first.
-    let _ = fs::remove_file(&tmp);
-    let result = (|| -> std::io::Result<()> {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("writing the result to {}", path.display()))
+    vglet_common::atomic_file::write_atomic(path, data)
+        .with_context(|| format!("writing the result to {}", path.display()))
 }
 
 #[cfg(test)]
@@ -147,10 +121,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("pmem.json");
         write_atomic(&out, b"one").unwrap();
-        fs::write(tmp.path().join(".pmem.json.tmp"), b"stale").unwrap();
+        std::fs::write(tmp.path().join(".pmem.json.tmp"), b"stale").unwrap();
         write_atomic(&out, b"two").unwrap();
-        assert_eq!(fs::read_to_string(&out).unwrap(), "two");
-        let names: Vec<_> = fs::read_dir(tmp.path())
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "two");
+        let names: Vec<_> = std::fs::read_dir(tmp.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();

@@ -1,5 +1,6 @@
 //! What every vglet binary shares: logging set-up and the version string.
 
+pub mod atomic_file;
 pub mod logging;
 
 /// The version every binary reports (`--version`, GetPluginInfo, VG/LV tags).
