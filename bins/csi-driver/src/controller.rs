@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use vglet_csi_proto::v1::controller_server::Controller;
 use vglet_csi_proto::v1::*;
 use vglet_lvm::tags::VolumeTags;
-use vglet_lvm::{LayoutCreate, LvCreate, LvType, SnapshotCreate, SnapshotKind, Vg};
+use vglet_lvm::{LayoutCreate, LvCreate, LvType, Report, SnapshotCreate, SnapshotKind, Vg};
 
 use crate::capability::{self, VgKind};
 use crate::capacity::Range;
@@ -103,25 +103,48 @@ impl ControllerService {
             })
     }
 
+    /// One `lvm fullreport` of every served VG: what CreateVolume decides on (an existing LV
+    /// of the name, the VG, its free space, the layout's fit). A served VG that is missing
+    /// is simply absent from it.
+    async fn served_report(&self) -> Result<Report, Status> {
+        let served = &self.driver.cfg.volume_groups;
+        let one = match served.as_slice() {
+            [vg] => Some(vg.as_str()),
+            _ => None,
+        };
+        match self.driver.lvm.report(one).await {
+            Err(vglet_lvm::LvmError::VgNotFound(_)) => Ok(Report::default()),
+            r => r.map_err(|e| lvm_status("reading the served volume groups", e)),
+        }
+    }
+
+    /// A served VG from `report`, NOT_FOUND-like as [`Driver::vg`] when it is missing.
+    fn vg_in(report: &Report, name: &str) -> Result<Vg, Status> {
+        report.vg(name).cloned().ok_or_else(|| {
+            lvm_status(
+                &format!("volume group {name}"),
+                vglet_lvm::LvmError::VgNotFound(name.to_string()),
+            )
+        })
+    }
+
     /// Finds an existing LV for this CSI name in any served VG (a retry may land after a
     /// different VG was chosen the first time).
-    async fn find_by_name(&self, lv_name: &str) -> Result<Option<OwnedVolume>, Status> {
+    fn find_by_name(&self, report: &Report, lv_name: &str) -> Result<Option<OwnedVolume>, Status> {
         for vg in &self.driver.cfg.volume_groups {
             let id = VolumeId::new(vg.clone(), lv_name);
-            match self.driver.lvm.lv(vg, lv_name).await {
-                Ok(Some(lv)) => {
-                    let tags = self.driver.ownership(&id, &lv).map_err(|_| {
-                        Status::already_exists(format!(
-                            "logical volume {id} exists and is not a volume of {}",
-                            self.driver.cfg.driver_name
-                        ))
-                    })?;
-                    return Ok(Some(OwnedVolume { id, lv, tags }));
-                }
-                Ok(None) => {}
-                // A served VG that is missing right now must not hide a volume elsewhere.
-                Err(vglet_lvm::LvmError::VgNotFound(_)) => {}
-                Err(e) => return Err(lvm_status(&format!("looking up {id}"), e)),
+            if let Some(lv) = report.lvs.iter().find(|l| l.vg == *vg && l.name == lv_name) {
+                let tags = self.driver.ownership(&id, lv).map_err(|_| {
+                    Status::already_exists(format!(
+                        "logical volume {id} exists and is not a volume of {}",
+                        self.driver.cfg.driver_name
+                    ))
+                })?;
+                return Ok(Some(OwnedVolume {
+                    id,
+                    lv: lv.clone(),
+                    tags,
+                }));
             }
         }
         Ok(None)
@@ -129,14 +152,12 @@ impl ControllerService {
 
     /// FAILED_PRECONDITION while the volume has thick snapshots (see
     /// [`snapshot::thick_snapshots_of`] for why).
-    async fn refuse_with_thick_snapshots(&self, id: &VolumeId, what: &str) -> Result<(), Status> {
-        let report = self
-            .driver
-            .lvm
-            .report(Some(&id.vg))
-            .await
-            .map_err(|e| lvm_status(&format!("volume {id}"), e))?;
-        let snaps: Vec<String> = snapshot::thick_snapshots_of(&report, &id.vg, &id.lv)
+    fn refuse_with_thick_snapshots(
+        report: &Report,
+        id: &VolumeId,
+        what: &str,
+    ) -> Result<(), Status> {
+        let snaps: Vec<String> = snapshot::thick_snapshots_of(report, &id.vg, &id.lv)
             .iter()
             .map(|l| format!("{}/{}", l.vg, l.name))
             .collect();
@@ -152,8 +173,9 @@ impl ControllerService {
     /// [`Self::choose_vg`] with the StorageClass's other constraints: a VG tag
     /// (`volumeGroupTag`) or, for thin volumes without `volumeGroup`, the VG that holds the
     /// named pool.
-    async fn choose_vg_for(
+    fn choose_vg_for(
         &self,
+        report: &Report,
         params: &Params,
         req: Option<&TopologyRequirement>,
     ) -> Result<Vg, Status> {
@@ -163,11 +185,11 @@ impl ControllerService {
             .as_deref()
             .filter(|_| params.layout.lv_type == LvType::Thin);
         if params.volume_group.is_some() || (params.volume_group_tag.is_none() && pool.is_none()) {
-            return self.choose_vg(params.volume_group.as_deref(), req).await;
+            return self.choose_vg(report, params.volume_group.as_deref(), req);
         }
         let mut best: Option<Vg> = None;
         for name in &self.driver.cfg.volume_groups {
-            let Ok(vg) = self.driver.vg(name).await else {
+            let Some(vg) = report.vg(name).cloned() else {
                 continue;
             };
             if params
@@ -179,7 +201,7 @@ impl ControllerService {
                 continue;
             }
             if let Some(pool) = pool
-                && !matches!(self.driver.lvm.lv(name, pool).await, Ok(Some(_)))
+                && !report.lvs.iter().any(|l| l.vg == *name && l.name == pool)
             {
                 continue;
             }
@@ -208,8 +230,9 @@ impl ControllerService {
 
     /// The VG a new volume goes to: the one named by the parameters, else, among the served
     /// VGs that the topology requirement admits, the one with the most free space.
-    async fn choose_vg(
+    fn choose_vg(
         &self,
+        report: &Report,
         wanted: Option<&str>,
         req: Option<&TopologyRequirement>,
     ) -> Result<Vg, Status> {
@@ -228,7 +251,7 @@ impl ControllerService {
                     ),
                 ));
             }
-            let vg = self.driver.vg(name).await?;
+            let vg = Self::vg_in(report, name)?;
             if !self.topology_allows(req, &vg) {
                 return Err(unreachable(name));
             }
@@ -237,7 +260,7 @@ impl ControllerService {
         let mut best: Option<Vg> = None;
         let mut last_err = None;
         for name in &self.driver.cfg.volume_groups {
-            match self.driver.vg(name).await {
+            match Self::vg_in(report, name) {
                 Ok(vg) if !self.topology_allows(req, &vg) => last_err = Some(unreachable(name)),
                 Ok(vg) => {
                     if best.as_ref().is_none_or(|b| vg.free > b.free) {
@@ -325,7 +348,7 @@ impl ControllerService {
             }
             self.driver
                 .lvm
-                .del_lv_tags(&id.vg, &id.lv, &[CREATING_TAG.to_string()])
+                .del_lv_tag_batched(&id.vg, &id.lv, CREATING_TAG)
                 .await
                 .map_err(|e| lvm_status(&format!("marking {id} complete"), e))
         };
@@ -374,16 +397,18 @@ impl Controller for ControllerService {
         };
 
         // Validate against the kind of the VG the volume would land in before anything else.
-        let existing = match self.find_by_name(&lv_name).await? {
+        let mut report = self.served_report().await?;
+        let existing = match self.find_by_name(&report, &lv_name)? {
             // Left by an interrupted attempt (this process holds the name now): start over.
             Some(v) if is_unfinished(&v.lv) => {
                 crate::reconcile::remove_unfinished(&self.driver, &v.id).await?;
+                report = self.served_report().await?;
                 None
             }
             other => other,
         };
         let vg = match (&existing, &source) {
-            (Some(v), _) => self.driver.vg(&v.id.vg).await?,
+            (Some(v), _) => Self::vg_in(&report, &v.id.vg)?,
             // Snapshots and clones live beside their source: LVM cannot snapshot across VGs.
             (None, Some(s)) => {
                 let name = &s.id().vg;
@@ -396,7 +421,7 @@ impl Controller for ControllerService {
                         ),
                     ));
                 }
-                let vg = self.driver.vg(name).await?;
+                let vg = Self::vg_in(&report, name)?;
                 if !self.topology_allows(req.accessibility_requirements.as_ref(), &vg) {
                     return Err(Status::resource_exhausted(format!(
                         "accessibility_requirements: no requisite topology can reach volume group {name}, where the content source is"
@@ -405,8 +430,7 @@ impl Controller for ControllerService {
                 vg
             }
             (None, None) => {
-                self.choose_vg_for(&params, req.accessibility_requirements.as_ref())
-                    .await?
+                self.choose_vg_for(&report, &params, req.accessibility_requirements.as_ref())?
             }
         };
         let kind = Driver::vg_kind(&vg);
@@ -488,12 +512,6 @@ impl Controller for ControllerService {
                 )));
             }
         }
-        let report = self
-            .driver
-            .lvm
-            .report(Some(&vg.name))
-            .await
-            .map_err(|e| lvm_status(&format!("volume group {}", vg.name), e))?;
         let mut size = layout.round_size(range.lv_size(vg.extent_size)?, vg.extent_size);
         if let Some(s) = &source {
             size = size.max(layout.round_size(s.size(), vg.extent_size));
@@ -568,13 +586,24 @@ impl Controller for ControllerService {
             how,
         )
         .await?;
-        let lv = self
-            .driver
-            .lvm
-            .lv(&vg.name, &lv_name)
-            .await
-            .map_err(|e| lvm_status(&format!("reading back {id}"), e))?
-            .ok_or_else(|| Status::internal(format!("{id} vanished right after creation")))?;
+        let lv = if layout.lv_type == LvType::Linear && source.is_none() {
+            // lvcreate allocates exactly `size` (already whole extents) for a linear LV: no
+            // second fullreport on the hot path just to learn it.
+            vglet_lvm::Lv {
+                vg: vg.name.clone(),
+                name: lv_name.clone(),
+                size,
+                tags: tags.to_tags(),
+                ..Default::default()
+            }
+        } else {
+            self.driver
+                .lvm
+                .lv(&vg.name, &lv_name)
+                .await
+                .map_err(|e| lvm_status(&format!("reading back {id}"), e))?
+                .ok_or_else(|| Status::internal(format!("{id} vanished right after creation")))?
+        };
         tracing::info!(volume = %id, bytes = lv.size, layout = %layout.lv_type, instant, from = ?source.as_ref().map(|s| s.id().to_string()), "volume created");
         let v = OwnedVolume { id, lv, tags };
         let mut m = self.volume_message(&v, kind);
@@ -598,15 +627,15 @@ impl Controller for ControllerService {
             )));
         }
         let _guard = self.driver.inflight.acquire(&id.to_string())?;
-        match self.driver.owned_volume(&id).await {
+        let report = match self.driver.volume_in_vg(&id).await {
             Err(s) if s.code() == tonic::Code::NotFound => {
                 tracing::info!("volume already gone");
                 return Ok(Response::new(DeleteVolumeResponse {}));
             }
             Err(s) => return Err(s),
-            Ok(_) => {}
-        }
-        self.refuse_with_thick_snapshots(&id, "deleted").await?;
+            Ok((_, _, report)) => report,
+        };
+        Self::refuse_with_thick_snapshots(&report, &id, "deleted")?;
         let _w = self.driver.vg_locks.lock(&id.vg).await;
         match self.driver.lvm.remove_lv(&id.vg, &id.lv).await {
             Ok(()) | Err(vglet_lvm::LvmError::LvNotFound(_)) => {}
@@ -639,8 +668,7 @@ impl Controller for ControllerService {
         if req.volume_capabilities.is_empty() {
             return Err(invalid("volume_capabilities", "at least one is required"));
         }
-        let v = self.driver.owned_volume(&id).await?;
-        let vg = self.driver.vg(&id.vg).await?;
+        let (v, vg, _) = self.driver.volume_in_vg(&id).await?;
         let checked = capability::validate_all(
             "volume_capabilities",
             &req.volume_capabilities,
@@ -901,8 +929,7 @@ impl Controller for ControllerService {
             return Err(invalid("capacity_range", "is required"));
         }
         let _guard = self.driver.inflight.acquire(&id.to_string())?;
-        let v = self.driver.owned_volume(&id).await?;
-        let vg = self.driver.vg(&id.vg).await?;
+        let (v, vg, report) = self.driver.volume_in_vg(&id).await?;
         if let Some(cap) = &req.volume_capability {
             capability::validate("volume_capability", Some(cap), Driver::vg_kind(&vg))?;
         }
@@ -914,7 +941,7 @@ impl Controller for ControllerService {
                 node_expansion_required,
             }));
         }
-        self.refuse_with_thick_snapshots(&id, "expanded").await?;
+        Self::refuse_with_thick_snapshots(&report, &id, "expanded")?;
         // A thin LV grows inside its pool, not in the VG's free space.
         if v.lv.segtype != "thin" && size - v.lv.size > vg.free {
             return Err(Status::resource_exhausted(format!(
@@ -965,8 +992,7 @@ impl Controller for ControllerService {
         req: Request<ControllerGetVolumeRequest>,
     ) -> Result<Response<ControllerGetVolumeResponse>, Status> {
         let id = parse_id(&req.into_inner().volume_id)?;
-        let v = self.driver.owned_volume(&id).await?;
-        let vg = self.driver.vg(&id.vg).await?;
+        let (v, vg, _) = self.driver.volume_in_vg(&id).await?;
         Ok(Response::new(ControllerGetVolumeResponse {
             volume: Some(self.volume_message(&v, Driver::vg_kind(&vg))),
             status: Some(controller_get_volume_response::VolumeStatus {

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tonic::Status;
-use vglet_lvm::{Lv, Lvm, Vg, tags::VolumeTags};
+use vglet_lvm::{Lv, Lvm, Report, Vg, tags::VolumeTags};
 use vglet_mount::{Filesystems, Mounter};
 
 use crate::capability::VgKind;
@@ -109,24 +109,42 @@ impl Driver {
     /// Looks a volume id up: NOT_FOUND when the VG is not ours or the LV is missing;
     /// FAILED_PRECONDITION when the LV exists but was not created by this driver.
     pub async fn owned_volume(&self, id: &VolumeId) -> Result<OwnedVolume, Status> {
+        Ok(self.volume_in_vg(id).await?.0)
+    }
+
+    /// [`Self::owned_volume`] with its VG and the whole report they came from: one
+    /// `lvm fullreport` for everything an RPC needs to know before it acts.
+    pub async fn volume_in_vg(&self, id: &VolumeId) -> Result<(OwnedVolume, Vg, Report), Status> {
         if !self.serves_vg(&id.vg) {
             return Err(Status::not_found(format!(
                 "volume {id}: volume group {} is not served by this driver",
                 id.vg
             )));
         }
-        let lv = self
+        let report = self
             .lvm
-            .lv(&id.vg, &id.lv)
+            .report(Some(&id.vg))
             .await
-            .map_err(|e| lvm_status(&format!("volume {id}"), e))?
+            .map_err(|e| lvm_status(&format!("volume {id}"), e))?;
+        let vg = report.vg(&id.vg).cloned().ok_or_else(|| {
+            lvm_status(
+                &format!("volume {id}"),
+                vglet_lvm::LvmError::VgNotFound(id.vg.clone()),
+            )
+        })?;
+        let lv = report
+            .lvs
+            .iter()
+            .find(|l| l.vg == id.vg && l.name == id.lv)
+            .cloned()
             .ok_or_else(|| Status::not_found(format!("volume {id} does not exist")))?;
         let tags = self.ownership(id, &lv)?;
-        Ok(OwnedVolume {
+        let v = OwnedVolume {
             id: id.clone(),
             lv,
             tags,
-        })
+        };
+        Ok((v, vg, report))
     }
 
     /// The driver never touches an LV it did not create: the ownership tag must name us.

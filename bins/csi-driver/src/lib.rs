@@ -45,37 +45,45 @@ pub async fn build_driver_with(
         .with_context(|| format!("lvm binary {:?} not found", cfg.lvm))?;
     let lvm = Lvm::with_binary(runner.clone(), lvm_path);
     lvm.set_timeout(cfg.command_timeout);
-    let version = lvm.version().await.context("lvm does not answer")?;
+    // Both are needed before serving and neither depends on the other: one lvm start-up
+    // cost instead of two. The one report of everything serves the device scope, the VG
+    // checks and the reconcile below.
+    let (version, report) = tokio::join!(lvm.version(), lvm.report(None));
+    let version = version.context("lvm does not answer")?;
     tracing::info!(lvm = %version, "lvm found");
-    if cfg.restrict_scan {
-        match lvm.report(None).await {
-            Ok(report) => {
-                let devices: Vec<String> = report
-                    .pvs
-                    .iter()
-                    .filter(|p| cfg.volume_groups.contains(&p.vg))
-                    .map(|p| p.name.clone())
-                    .collect();
-                if devices.is_empty() {
-                    tracing::warn!(
-                        "no PV of the served volume groups found; lvm keeps scanning all devices"
-                    );
-                } else {
-                    tracing::info!(?devices, "lvm device scan restricted to the served PVs");
-                    lvm.set_device_scope(devices);
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot list PVs; lvm keeps scanning all devices"),
+    let report = match report {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the volume groups; lvm keeps scanning all devices");
+            None
+        }
+    };
+    if cfg.restrict_scan
+        && let Some(report) = &report
+    {
+        let devices: Vec<String> = report
+            .pvs
+            .iter()
+            .filter(|p| cfg.volume_groups.contains(&p.vg))
+            .map(|p| p.name.clone())
+            .collect();
+        if devices.is_empty() {
+            tracing::warn!(
+                "no PV of the served volume groups found; lvm keeps scanning all devices"
+            );
+        } else {
+            tracing::info!(?devices, "lvm device scan restricted to the served PVs");
+            lvm.set_device_scope(devices);
         }
     }
     for name in &cfg.volume_groups {
-        match lvm.vg(name).await {
-            Ok(vg) if !matches!(vg.lock_type.as_str(), "" | "none") => {
+        match report.as_ref().and_then(|r| r.vg(name)) {
+            Some(vg) if !matches!(vg.lock_type.as_str(), "" | "none") => {
                 check_lock_type(&lvm, name, &vg.lock_type).await?;
             }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(vg = %name, error = %e, "served volume group is not available (Probe will fail until it is)");
+            Some(_) => {}
+            None => {
+                tracing::warn!(vg = %name, "served volume group is not available (Probe will fail until it is)");
             }
         }
     }
@@ -96,7 +104,7 @@ pub async fn build_driver_with(
         cfg,
     };
     if driver.cfg.mode.controller() {
-        reconcile::at_start(&driver).await;
+        reconcile::at_start_from(&driver, report.as_ref()).await;
     }
     Ok(driver)
 }

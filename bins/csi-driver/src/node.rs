@@ -344,8 +344,7 @@ impl Node for NodeService {
         }
         let _guard = self.driver.inflight.acquire(&id.to_string())?;
         let _lock = self.lock_state(&id)?;
-        let v = self.driver.owned_volume(&id).await?;
-        let vg = self.driver.vg(&id.vg).await?;
+        let (v, vg, _) = self.driver.volume_in_vg(&id).await?;
         let kind = Driver::vg_kind(&vg);
         let cap = capability::validate("volume_capability", req.volume_capability.as_ref(), kind)?;
         Self::check_matches_volume(&cap, &v)?;
@@ -436,8 +435,7 @@ impl Node for NodeService {
         }
         let _guard = self.driver.inflight.acquire(&id.to_string())?;
         let _lock = self.lock_state(&id)?;
-        let v = self.driver.owned_volume(&id).await?;
-        let vg = self.driver.vg(&id.vg).await?;
+        let (v, vg, _) = self.driver.volume_in_vg(&id).await?;
         let kind = Driver::vg_kind(&vg);
         let cap = capability::validate("volume_capability", req.volume_capability.as_ref(), kind)?;
         Self::check_matches_volume(&cap, &v)?;
@@ -655,8 +653,7 @@ impl Node for NodeService {
         let path = parse_path("volume_path", &req.volume_path)?;
         let range = crate::capacity::Range::parse("capacity_range", req.capacity_range.as_ref())?;
         let _guard = self.driver.inflight.acquire(&id.to_string())?;
-        let v = self.driver.owned_volume(&id).await?;
-        let vg = self.driver.vg(&id.vg).await?;
+        let (v, vg, _) = self.driver.volume_in_vg(&id).await?;
         if Driver::vg_kind(&vg) == VgKind::Shared {
             // The controller may have extended the LV from another host; this node's
             // device-mapper table only learns the new size on refresh.

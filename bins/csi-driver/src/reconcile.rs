@@ -51,9 +51,21 @@ pub struct Outcome {
 /// Removes every unfinished LV of ours in the served VGs. Failures are logged and left for
 /// the next CreateVolume of that name (which removes it too) or the next start.
 pub async fn at_start(driver: &Driver) -> Outcome {
+    at_start_from(driver, None).await
+}
+
+/// [`at_start`] over a report read at start-up (`None`: read each VG now).
+pub async fn at_start_from(driver: &Driver, known: Option<&vglet_lvm::Report>) -> Outcome {
     let mut out = Outcome::default();
     for vg in &driver.cfg.volume_groups {
-        let lvs = match driver.lvm.lvs(vg).await {
+        let from_report = known
+            .filter(|r| r.vg(vg).is_some())
+            .map(|r| r.lvs.iter().filter(|l| l.vg == *vg).cloned().collect());
+        let lvs = match from_report {
+            Some(lvs) => Ok(lvs),
+            None => driver.lvm.lvs(vg).await,
+        };
+        let lvs = match lvs {
             Ok(lvs) => lvs,
             Err(e) => {
                 tracing::warn!(vg = %vg, error = %e, "reconcile: cannot list the volume group's LVs");

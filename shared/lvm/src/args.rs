@@ -151,6 +151,19 @@ fn lvchange_tags(
     argv
 }
 
+/// `lvchange --deltag TAG vg/lv1 vg/lv2 ...`: one metadata commit for many LVs.
+pub fn lvchange_del_tag_many(
+    vg: &str,
+    lvs: &[String],
+    tag: &str,
+    common: &CommonOptions,
+) -> Vec<String> {
+    let mut argv = common.start("lvchange");
+    argv.extend(["--deltag".to_string(), tag.to_string()]);
+    argv.extend(lvs.iter().map(|lv| vg_lv(vg, lv)));
+    argv
+}
+
 pub fn lvchange_add_tags(
     vg: &str,
     lv: &str,

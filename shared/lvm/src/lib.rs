@@ -6,6 +6,8 @@
 //! [`tags`] hold the rules that let a CSI volume live in an LV and its tags.
 
 pub mod args;
+mod batch;
+mod coalesce;
 mod errors;
 pub mod layout;
 pub mod lockd;

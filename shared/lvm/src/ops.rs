@@ -31,6 +31,8 @@ pub struct Lvm {
     /// `None`: the runner's default bound.
     timeout: RwLock<Option<Duration>>,
     version: OnceLock<LvmVersion>,
+    reads: crate::coalesce::ReadCoalescer,
+    untags: crate::batch::TagBatcher,
 }
 
 fn read<T: Clone>(lock: &RwLock<T>) -> T {
@@ -73,6 +75,8 @@ impl Lvm {
             config: RwLock::new(None),
             timeout: RwLock::new(None),
             version: OnceLock::new(),
+            reads: Default::default(),
+            untags: Default::default(),
         }
     }
 
@@ -189,9 +193,14 @@ impl Lvm {
         if let Some(vg) = vg {
             validate_vg_name(vg).map_err(invalid)?;
         }
-        let argv = args::fullreport(vg, &self.options(false).await);
-        let out = self.run(argv, vg, None).await?;
-        parse_fullreport(&out.stdout_lossy()).map_err(LvmError::Parse)
+        // Concurrent callers share a read that started after they asked (see coalesce.rs).
+        self.reads
+            .read(vg.unwrap_or(""), || async {
+                let argv = args::fullreport(vg, &self.options(false).await);
+                let out = self.run(argv, vg, None).await?;
+                parse_fullreport(&out.stdout_lossy()).map_err(LvmError::Parse)
+            })
+            .await
     }
 
     /// The VG, or [`LvmError::VgNotFound`].
@@ -347,6 +356,26 @@ impl Lvm {
         }
         let argv = args::lvchange_del_tags(vg, lv, tags, &self.options(false).await);
         self.run(argv, Some(vg), Some(lv)).await.map(drop)
+    }
+
+    /// Removes `tag` from `vg/lv`, batched with concurrent callers removing the same tag in
+    /// the same VG (one metadata commit for all of them; see batch.rs).
+    pub async fn del_lv_tag_batched(&self, vg: &str, lv: &str, tag: &str) -> Result<(), LvmError> {
+        check_names(vg, lv)?;
+        check_tags(&[tag.to_string()])?;
+        self.untags
+            .run(
+                vg,
+                tag,
+                lv,
+                |lvs| async move {
+                    let argv =
+                        args::lvchange_del_tag_many(vg, &lvs, tag, &self.options(false).await);
+                    self.run(argv, Some(vg), None).await.map(drop)
+                },
+                |lv| async move { self.del_lv_tags(vg, &lv, &[tag.to_string()]).await },
+            )
+            .await
     }
 }
 

@@ -1,0 +1,223 @@
+//! csi-driver as a child process and a gRPC client on its unix socket.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tonic::transport::{Channel, Endpoint};
+use vglet_csi_proto::v1::controller_client::ControllerClient;
+use vglet_csi_proto::v1::identity_client::IdentityClient;
+use vglet_csi_proto::v1::node_client::NodeClient;
+use vglet_csi_proto::v1::volume_capability::{AccessMode, AccessType, MountVolume, access_mode};
+use vglet_csi_proto::v1::*;
+
+pub struct DriverProcess {
+    child: Child,
+    pub socket: PathBuf,
+    /// From spawn to the first Probe answered ready.
+    pub ready_after: Duration,
+}
+
+impl DriverProcess {
+    /// Starts `csi-driver --mode all` serving `vg` and waits until it answers Probe with
+    /// ready, polling every 2 ms (the start-up time figure is that wait).
+    pub async fn start(binary: &Path, vg: &str, work: &Path, log: &str) -> Result<DriverProcess> {
+        let socket = work.join("csi.sock");
+        let _ = std::fs::remove_file(&socket);
+        let state = work.join("state");
+        let t = Instant::now();
+        let child = Command::new(binary)
+            .args(["--mode", "all", "--node-id", "bench", "--volume-group", vg])
+            .arg("--endpoint")
+            .arg(format!("unix://{}", socket.display()))
+            .arg("--state-dir")
+            .arg(&state)
+            .env("VGLET_LOG", log)
+            .env("VGLET_LOG_FORMAT", "text")
+            .stdin(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(work.join("driver.log"))?,
+            )
+            .spawn()
+            .with_context(|| format!("spawn {}", binary.display()))?;
+        let mut d = DriverProcess {
+            child,
+            socket,
+            ready_after: Duration::ZERO,
+        };
+        loop {
+            if t.elapsed() > Duration::from_secs(60) {
+                bail!("csi-driver did not answer Probe within 60 s");
+            }
+            if let Some(status) = d.child.try_wait()? {
+                bail!("csi-driver exited during start-up: {status}");
+            }
+            if d.socket.exists()
+                && let Ok(ch) = channel(&d.socket).await
+                && let Ok(r) = IdentityClient::new(ch).probe(ProbeRequest {}).await
+                && r.into_inner().ready != Some(false)
+            {
+                d.ready_after = t.elapsed();
+                return Ok(d);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident and peak resident memory in KiB, from /proc.
+    pub fn memory_kib(&self) -> Result<(u64, u64)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .with_context(|| format!("{name} in /proc/<pid>/status"))
+        };
+        Ok((field("VmRSS:")?, field("VmHWM:")?))
+    }
+}
+
+impl Drop for DriverProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub async fn channel(socket: &Path) -> Result<Channel> {
+    let path = socket.to_path_buf();
+    Ok(Endpoint::try_from("http://[::]:50051")?
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(path).await?,
+                ))
+            }
+        }))
+        .await?)
+}
+
+#[derive(Clone)]
+pub struct Clients {
+    pub controller: ControllerClient<Channel>,
+    pub node: NodeClient<Channel>,
+}
+
+impl Clients {
+    pub async fn connect(socket: &Path) -> Result<Clients> {
+        let ch = channel(socket).await?;
+        Ok(Clients {
+            controller: ControllerClient::new(ch.clone()),
+            node: NodeClient::new(ch),
+        })
+    }
+
+    /// CreateVolume as the external-provisioner sends it for a filesystem PVC; the volume id.
+    pub async fn create(&mut self, name: &str, vg: &str, bytes: i64, fs: &str) -> Result<String> {
+        let r = self
+            .controller
+            .create_volume(CreateVolumeRequest {
+                name: name.into(),
+                capacity_range: Some(CapacityRange {
+                    required_bytes: bytes,
+                    limit_bytes: 0,
+                }),
+                volume_capabilities: vec![mount_cap(fs)],
+                parameters: HashMap::from([("volumeGroup".to_string(), vg.to_string())]),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("CreateVolume {name}"))?;
+        Ok(r.into_inner().volume.context("no volume")?.volume_id)
+    }
+
+    pub async fn delete(&mut self, id: &str) -> Result<()> {
+        self.controller
+            .delete_volume(DeleteVolumeRequest {
+                volume_id: id.into(),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("DeleteVolume {id}"))?;
+        Ok(())
+    }
+
+    pub async fn stage(&mut self, id: &str, staging: &Path, fs: &str) -> Result<()> {
+        self.node
+            .node_stage_volume(NodeStageVolumeRequest {
+                volume_id: id.into(),
+                staging_target_path: staging.display().to_string(),
+                volume_capability: Some(mount_cap(fs)),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("NodeStageVolume {id}"))?;
+        Ok(())
+    }
+
+    pub async fn publish(
+        &mut self,
+        id: &str,
+        staging: &Path,
+        target: &Path,
+        fs: &str,
+    ) -> Result<()> {
+        self.node
+            .node_publish_volume(NodePublishVolumeRequest {
+                volume_id: id.into(),
+                staging_target_path: staging.display().to_string(),
+                target_path: target.display().to_string(),
+                volume_capability: Some(mount_cap(fs)),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("NodePublishVolume {id}"))?;
+        Ok(())
+    }
+
+    pub async fn unpublish(&mut self, id: &str, target: &Path) -> Result<()> {
+        self.node
+            .node_unpublish_volume(NodeUnpublishVolumeRequest {
+                volume_id: id.into(),
+                target_path: target.display().to_string(),
+            })
+            .await
+            .with_context(|| format!("NodeUnpublishVolume {id}"))?;
+        Ok(())
+    }
+
+    pub async fn unstage(&mut self, id: &str, staging: &Path) -> Result<()> {
+        self.node
+            .node_unstage_volume(NodeUnstageVolumeRequest {
+                volume_id: id.into(),
+                staging_target_path: staging.display().to_string(),
+            })
+            .await
+            .with_context(|| format!("NodeUnstageVolume {id}"))?;
+        Ok(())
+    }
+}
+
+fn mount_cap(fs: &str) -> VolumeCapability {
+    VolumeCapability {
+        access_type: Some(AccessType::Mount(MountVolume {
+            fs_type: fs.into(),
+            ..Default::default()
+        })),
+        access_mode: Some(AccessMode {
+            mode: access_mode::Mode::SingleNodeWriter as i32,
+        }),
+    }
+}
