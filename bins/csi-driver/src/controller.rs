@@ -375,6 +375,7 @@ impl Controller for ControllerService {
         req: Request<CreateVolumeRequest>,
     ) -> Result<Response<CreateVolumeResponse>, Status> {
         let req = req.into_inner();
+        crate::limits::check(&req)?;
         validate_name(&req.name)?;
         let span = tracing::info_span!("CreateVolume", name = %req.name);
         let _e = span.enter();
@@ -617,6 +618,7 @@ impl Controller for ControllerService {
         req: Request<DeleteVolumeRequest>,
     ) -> Result<Response<DeleteVolumeResponse>, Status> {
         let req = req.into_inner();
+        crate::limits::check(&req)?;
         let id = parse_id(&req.volume_id)?;
         let span = tracing::info_span!("DeleteVolume", volume_id = %id);
         let _e = span.enter();
@@ -664,6 +666,7 @@ impl Controller for ControllerService {
         req: Request<ValidateVolumeCapabilitiesRequest>,
     ) -> Result<Response<ValidateVolumeCapabilitiesResponse>, Status> {
         let req = req.into_inner();
+        crate::limits::check(&req)?;
         let id = parse_id(&req.volume_id)?;
         if req.volume_capabilities.is_empty() {
             return Err(invalid("volume_capabilities", "at least one is required"));
@@ -787,6 +790,7 @@ impl Controller for ControllerService {
         req: Request<GetCapacityRequest>,
     ) -> Result<Response<GetCapacityResponse>, Status> {
         let req = req.into_inner();
+        crate::limits::check(&req)?;
         let params = params::parse("parameters", &req.parameters)?;
         let names: Vec<String> = match &params.volume_group {
             Some(name) if !self.driver.serves_vg(name) => {
@@ -883,6 +887,7 @@ impl Controller for ControllerService {
         req: Request<CreateSnapshotRequest>,
     ) -> Result<Response<CreateSnapshotResponse>, Status> {
         let req = req.into_inner();
+        crate::limits::check(&req)?;
         let span =
             tracing::info_span!("CreateSnapshot", name = %req.name, source = %req.source_volume_id);
         let _e = span.enter();
@@ -894,6 +899,7 @@ impl Controller for ControllerService {
         req: Request<DeleteSnapshotRequest>,
     ) -> Result<Response<DeleteSnapshotResponse>, Status> {
         let req = req.into_inner();
+        crate::limits::check(&req)?;
         let span = tracing::info_span!("DeleteSnapshot", snapshot_id = %req.snapshot_id);
         let _e = span.enter();
         snapshot::delete(&self.driver, req).await?;
@@ -904,9 +910,9 @@ impl Controller for ControllerService {
         &self,
         req: Request<ListSnapshotsRequest>,
     ) -> Result<Response<ListSnapshotsResponse>, Status> {
-        snapshot::list(&self.driver, req.into_inner())
-            .await
-            .map(Response::new)
+        let req = req.into_inner();
+        crate::limits::check(&req)?;
+        snapshot::list(&self.driver, req).await.map(Response::new)
     }
 
     async fn get_snapshot(
@@ -921,6 +927,7 @@ impl Controller for ControllerService {
         req: Request<ControllerExpandVolumeRequest>,
     ) -> Result<Response<ControllerExpandVolumeResponse>, Status> {
         let req = req.into_inner();
+        crate::limits::check(&req)?;
         let id = parse_id(&req.volume_id)?;
         let span = tracing::info_span!("ControllerExpandVolume", volume_id = %id);
         let _e = span.enter();

@@ -74,7 +74,15 @@ fn lv_problems(lv: &Lv, expect: Expect, problems: &mut Vec<String>) {
         'M' => Some("the thin pool metadata is read-only"),
         _ => None,
     };
+    let has_copies = lv.segtype.starts_with("raid") || lv.segtype == "mirror";
     match from_attr {
+        // Degraded, not lost: say so, the urgency differs (replace the disk before the next
+        // one fails).
+        Some(m) if health == 'p' && has_copies && !lv.segtype.starts_with("raid0") => problems
+            .push(format!(
+                "{m}; the {} runs degraded on its remaining images",
+                lv.segtype
+            )),
         Some(m) => problems.push(m.into()),
         None if !lv.health_status.trim().is_empty() => {
             problems.push(format!("lvm reports {:?}", lv.health_status.trim()))
@@ -84,7 +92,6 @@ fn lv_problems(lv: &Lv, expect: Expect, problems: &mut Vec<String>) {
     if expect.active && !lv.active {
         problems.push("the logical volume is not active".into());
     }
-    let has_copies = lv.segtype.starts_with("raid") || lv.segtype == "mirror";
     if has_copies
         && let Some(p) = lv.copy_percent
         && p < 100.0
@@ -186,6 +193,24 @@ mod tests {
         l.health_status = "partial".into();
         let c = volume_condition(Some(&l), None, None, NODE);
         assert!(c.message.contains("\"partial\""), "{}", c.message);
+    }
+
+    #[test]
+    fn raid_with_a_missing_leg_is_degraded() {
+        let mut r = lv("rwi-aor-p-");
+        r.segtype = "raid1".into();
+        r.copy_percent = Some(100.0);
+        let c = volume_condition(Some(&r), None, None, NODE);
+        assert!(c.abnormal);
+        assert_eq!(
+            c.message,
+            "a physical volume under this LV is missing (partial); the raid1 runs degraded on \
+             its remaining images"
+        );
+        // A stripe set has no copy to run on.
+        r.segtype = "raid0".into();
+        let c = volume_condition(Some(&r), None, None, NODE);
+        assert!(!c.message.contains("degraded"), "{}", c.message);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod health;
 pub mod identity;
 pub mod inflight;
 pub mod layout;
+pub mod limits;
 pub mod metrics;
 pub mod node;
 pub mod params;

@@ -335,6 +335,7 @@ impl Node for NodeService {
         req: Request<NodeStageVolumeRequest>,
     ) -> Result<Response<NodeStageVolumeResponse>, Status> {
         let req = req.into_inner();
+        crate::limits::check(&req)?;
         let id = parse_id(&req.volume_id)?;
         let span = tracing::info_span!("NodeStageVolume", volume_id = %id);
         let _e = span.enter();
@@ -425,6 +426,7 @@ impl Node for NodeService {
         req: Request<NodePublishVolumeRequest>,
     ) -> Result<Response<NodePublishVolumeResponse>, Status> {
         let req = req.into_inner();
+        crate::limits::check(&req)?;
         let id = parse_id(&req.volume_id)?;
         let span = tracing::info_span!("NodePublishVolume", volume_id = %id);
         let _e = span.enter();
@@ -647,6 +649,7 @@ impl Node for NodeService {
         req: Request<NodeExpandVolumeRequest>,
     ) -> Result<Response<NodeExpandVolumeResponse>, Status> {
         let req = req.into_inner();
+        crate::limits::check(&req)?;
         let id = parse_id(&req.volume_id)?;
         let span = tracing::info_span!("NodeExpandVolume", volume_id = %id);
         let _e = span.enter();

@@ -368,6 +368,19 @@ mod tests {
         })
         .await
         .unwrap();
+        // Refused for size: the error names the field, not what is in it.
+        let mut oversized = secrets.clone();
+        oversized.insert("blob".into(), SECRET.repeat(300));
+        let e = ctl
+            .delete_volume(DeleteVolumeRequest {
+                volume_id: "vg0/csi-pvc-1".into(),
+                secrets: oversized,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert!(e.message().starts_with("secrets holds"), "{e:?}");
+        assert!(!e.message().contains(SECRET), "{e:?}");
         let mut node = NodeClient::new(channel);
         let e = node
             .node_stage_volume(NodeStageVolumeRequest {
@@ -390,6 +403,7 @@ mod tests {
         for (method, code) in [
             ("CreateVolume", "RESOURCE_EXHAUSTED"),
             ("DeleteVolume", "OK"),
+            ("DeleteVolume", "INVALID_ARGUMENT"),
             ("NodeStageVolume", "NOT_FOUND"),
         ] {
             assert!(

@@ -218,6 +218,7 @@ fn guest_hardening() {
             metrics_match_lvm(&ids).await;
             fifty_concurrent_deletes(&mut c, ids).await;
             vg_full(&mut c).await;
+            oversized_maps(&mut c).await;
             metrics_after_deletes();
         });
     }
@@ -327,6 +328,83 @@ async fn vg_full(c: &mut Clients) {
         e.message()
     );
     assert_eq!(lvs(VG), before);
+}
+
+/// `n` entries whose keys and values total about `bytes`.
+fn big_map(n: usize, bytes: usize) -> HashMap<String, String> {
+    (0..n)
+        .map(|i| (format!("k{i}"), "x".repeat(bytes / n)))
+        .collect()
+}
+
+async fn oversized_maps(c: &mut Clients) {
+    step("request maps over the CSI size limit: INVALID_ARGUMENT naming the field; lvs unchanged");
+    let before = lvs(VG);
+    let staging = "/run/e2e/hard/staging";
+    let mut failed = Vec::new();
+    let mut expect = |what: &str, r: Result<(), tonic::Status>, field: &str| match r {
+        Err(s) if s.code() == Code::InvalidArgument && s.message().starts_with(field) => {
+            eprintln!("  {what:<40} {:?}: {}", s.code(), s.message())
+        }
+        other => failed.push(format!(
+            "{what}: want INVALID_ARGUMENT on {field}, got {other:?}"
+        )),
+    };
+    let mut req = create_req("pvc-maps", 64 * MIB);
+    req.parameters.extend(big_map(200, 200));
+    let r = c.controller.create_volume(req).await.map(drop);
+    expect(
+        "CreateVolume, 201 parameters",
+        r,
+        "parameters has 201 entries",
+    );
+    let mut req = create_req("pvc-maps", 64 * MIB);
+    req.secrets = big_map(2, 8000);
+    let r = c.controller.create_volume(req).await.map(drop);
+    expect("CreateVolume, 8 KiB of secrets", r, "secrets holds");
+    let mut req = create_req("pvc-maps", 64 * MIB);
+    req.mutable_parameters = big_map(1, 5000);
+    let r = c.controller.create_volume(req).await.map(drop);
+    expect(
+        "CreateVolume, 5 KB mutable_parameters",
+        r,
+        "mutable_parameters holds",
+    );
+    let r = c
+        .node
+        .node_stage_volume(NodeStageVolumeRequest {
+            volume_id: format!("{VG}/csi-pvc-maps"),
+            staging_target_path: staging.into(),
+            volume_capability: Some(block_cap()),
+            volume_context: big_map(4, 6000),
+            ..Default::default()
+        })
+        .await
+        .map(drop);
+    expect(
+        "NodeStageVolume, 6 KB volume_context",
+        r,
+        "volume_context holds",
+    );
+    let r = c
+        .node
+        .node_publish_volume(NodePublishVolumeRequest {
+            volume_id: format!("{VG}/csi-pvc-maps"),
+            staging_target_path: staging.into(),
+            target_path: "/run/e2e/hard/target".into(),
+            volume_capability: Some(block_cap()),
+            publish_context: big_map(129, 129),
+            ..Default::default()
+        })
+        .await
+        .map(drop);
+    expect(
+        "NodePublishVolume, 129 publish_context",
+        r,
+        "publish_context has 129",
+    );
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+    assert_eq!(lvs(VG), before, "lvs changed after oversized requests");
 }
 
 async fn metrics_match_lvm(ids: &[String]) {

@@ -34,10 +34,13 @@ use std::time::{Duration, Instant};
 mod cache;
 mod host;
 mod lock;
+mod qmp;
 
 pub use host::{Accel, HostSupport, check_host};
 pub use lock::{VmLock, vm_lock};
 
+/// How long QEMU and the guest kernel get to eject a hot-unplugged disk (TCG is slow).
+const UNPLUG_TIMEOUT: Duration = Duration::from_secs(60);
 /// Line the guest prints right before it starts the command (see guest/init.sh).
 const READY_MARKER: &str = "vglet-vm: ready at ";
 /// Size QEMU reserves at the start of an emulated NVDIMM for its label area.
@@ -179,6 +182,7 @@ pub struct Vm {
     quiet: bool,
     kernel_args: Vec<String>,
     qemu_args: Vec<String>,
+    guest_unplug: bool,
 }
 
 impl Vm {
@@ -200,6 +204,7 @@ impl Vm {
             quiet: false,
             kernel_args: Vec::new(),
             qemu_args: Vec::new(),
+            guest_unplug: false,
         }
     }
 
@@ -319,6 +324,18 @@ impl Vm {
         self
     }
 
+    /// Lets the guest command hot-unplug its own virtio disks, as if someone pulled them: it
+    /// creates `/run/vglet-rc/unplug-req/<disk name>` (the `fresh_disk` name or the image's
+    /// file stem), the host removes the device through QEMU's monitor (QMP `device_del`,
+    /// ACPI PCI hot-unplug, the guest kernel ejects it) and answers in
+    /// `/run/vglet-rc/unplug-done/<disk name>`: `ok`, or `error: ...`. The guest decides
+    /// when, so the disk can vanish in the middle of a test. [`VmHandle::wait`] serves the
+    /// requests; [`VmHandle::unplug_disk`] does it from the host directly.
+    pub fn guest_unplug(mut self, on: bool) -> Self {
+        self.guest_unplug = on;
+        self
+    }
+
     /// Extra QEMU argument, appended verbatim.
     pub fn qemu_arg(mut self, arg: impl Into<String>) -> Self {
         self.qemu_args.push(arg.into());
@@ -410,6 +427,7 @@ impl Vm {
             fsdev(&mut args, &format!("vglet_s{i}"), &abs(dir)?, "");
         }
 
+        let mut disk_ids = Vec::new();
         for (i, d) in self.disks.iter().enumerate() {
             let (path, serial, shared) = match d {
                 DiskSpec::Existing(p) => (abs(p)?, serial_of(p), false),
@@ -432,10 +450,31 @@ impl Vm {
                 qemu_escape(&path)
             ));
             args.push("-device".into());
+            // The id names the device for QMP device_del (hot-unplug).
             args.push(format!(
-                "virtio-blk-pci,drive=d{i},serial={serial}{dev_extra}"
+                "virtio-blk-pci,id=vd{i},drive=d{i},serial={serial}{dev_extra}"
             ));
+            disk_ids.push((serial, format!("vd{i}")));
         }
+        let qmp_socket = if self.guest_unplug {
+            let sock = work.path().join("qmp.sock");
+            // sun_path holds 108 bytes including the NUL.
+            if sock.as_os_str().len() > 100 {
+                return Err(HarnessError::Config(format!(
+                    "QMP socket path {} is too long for a unix socket: set VGLET_VM_WORK to a shorter dir",
+                    sock.display()
+                )));
+            }
+            for d in ["unplug-req", "unplug-done"] {
+                let p = rc_dir.join(d);
+                fs::create_dir_all(&p).map_err(io_err(format!("create {}", p.display())))?;
+            }
+            args.push("-qmp".into());
+            args.push(format!("unix:{},server=on,wait=off", qemu_escape(&sock)));
+            Some(sock)
+        } else {
+            None
+        };
 
         let mut machine = "pc".to_string();
         let mut mem = format!("{}M", self.mem_mib);
@@ -578,6 +617,8 @@ impl Vm {
             start,
             timeout: self.timeout,
             rc_dir,
+            qmp_socket,
+            disk_ids,
             _work: work,
             _lock: lock,
         })
@@ -724,6 +765,10 @@ pub struct VmHandle {
     start: Instant,
     timeout: Duration,
     rc_dir: PathBuf,
+    /// QEMU's QMP socket, only with [`Vm::guest_unplug`].
+    qmp_socket: Option<PathBuf>,
+    /// (disk name, QEMU device id) of each virtio disk.
+    disk_ids: Vec<(String, String)>,
     _work: WorkDir,
     _lock: VmLock,
 }
@@ -743,12 +788,55 @@ impl VmHandle {
         &self.name
     }
 
+    /// Hot-unplugs the virtio disk `name` (a `fresh_disk` name or an image's file stem) and
+    /// waits until QEMU reports the device gone, which needs the guest kernel to eject it.
+    /// Only with [`Vm::guest_unplug`] (which opens the QMP socket).
+    pub fn unplug_disk(&self, name: &str) -> Result<(), HarnessError> {
+        let sock = self.qmp_socket.as_deref().ok_or_else(|| {
+            HarnessError::Config("unplug_disk needs Vm::guest_unplug(true)".into())
+        })?;
+        let id = self
+            .disk_ids
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, id)| id.as_str())
+            .ok_or_else(|| HarnessError::Config(format!("no disk named {name:?}")))?;
+        qmp::device_del(sock, id, UNPLUG_TIMEOUT)
+    }
+
+    /// Answers the guest's unplug requests (see [`Vm::guest_unplug`]).
+    fn serve_unplug_requests(&self) {
+        if self.qmp_socket.is_none() {
+            return;
+        }
+        let Ok(entries) = fs::read_dir(self.rc_dir.join("unplug-req")) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let _ = fs::remove_file(e.path());
+            let answer = match self.unplug_disk(&name) {
+                Ok(()) => "ok\n".to_string(),
+                Err(err) => format!("error: {err}\n"),
+            };
+            eprintln!("[{}] host: unplug {name}: {}", self.name, answer.trim());
+            // Written under a temporary name and renamed: the guest polls for the file and
+            // must not read it half-written.
+            let done = self.rc_dir.join("unplug-done");
+            let tmp = done.join(format!(".{name}.tmp"));
+            if fs::write(&tmp, answer).is_ok() {
+                let _ = fs::rename(&tmp, done.join(&name));
+            }
+        }
+    }
+
     /// Waits for the guest to power off (or kills it at its timeout) and returns the command's
-    /// exit code.
+    /// exit code. Serves the guest's unplug requests meanwhile ([`Vm::guest_unplug`]).
     pub fn wait(mut self) -> Result<VmOutcome, HarnessError> {
         let deadline = self.start + self.timeout;
         let mut child = self.child.take().expect("wait once");
         let status = loop {
+            self.serve_unplug_requests();
             match child.try_wait() {
                 Ok(Some(st)) => break Ok(st),
                 Ok(None) if Instant::now() >= deadline => {

@@ -122,6 +122,40 @@ echo NVDIMM-REGION-OK"#;
     assert!(out.console.contains("NVDIMM-REGION-OK"));
 }
 
+/// The guest asks the host to pull one of its disks (Vm::guest_unplug) and sees it vanish from
+/// the kernel while it runs; the other disk stays. An unknown disk name is answered with an
+/// error and removes nothing.
+#[test]
+fn guest_requested_disk_unplug() {
+    if skip_vm_tests("guest_requested_disk_unplug") {
+        return;
+    }
+    let script = r#"set -euo pipefail
+[ -b /dev/vda ] && [ -b /dev/vdb ]
+[ "$(cat /sys/block/vdb/serial)" = gone ]
+touch /run/vglet-rc/unplug-req/nosuchdisk
+for i in $(seq 600); do [ -e /run/vglet-rc/unplug-done/nosuchdisk ] && break; sleep 0.1; done
+grep -q '^error: .*no disk named' /run/vglet-rc/unplug-done/nosuchdisk
+[ -b /dev/vdb ]
+touch /run/vglet-rc/unplug-req/gone
+for i in $(seq 900); do [ -e /run/vglet-rc/unplug-done/gone ] && break; sleep 0.1; done
+cat /run/vglet-rc/unplug-done/gone
+[ "$(cat /run/vglet-rc/unplug-done/gone)" = ok ]
+[ ! -e /sys/block/vdb ]
+[ "$(cat /sys/block/vda/serial)" = stays ]
+dd if=/dev/vda of=/dev/null bs=1M count=1 iflag=direct status=none
+echo UNPLUG-OK"#;
+    let out = run_ok(
+        Vm::new("unplug")
+            .fresh_disk("stays", 64 << 20)
+            .fresh_disk("gone", 64 << 20)
+            .guest_unplug(true)
+            .timeout(Duration::from_secs(240)),
+        script,
+    );
+    assert!(out.console.contains("UNPLUG-OK"));
+}
+
 /// Two guests at once on one shared raw image, coordinating through a shared host dir.
 #[test]
 fn two_guests_share_a_disk() {
