@@ -13,6 +13,7 @@ pub mod layout;
 pub mod metrics;
 pub mod node;
 pub mod params;
+pub mod pmem;
 pub mod reconcile;
 pub mod rpc_layer;
 pub mod server;
