@@ -34,7 +34,13 @@ fn pmem_chain_in_guest() {
     if in_guest() || vglet_vmh::skip_vm_tests("pmem_chain_in_guest") {
         return;
     }
-    for b in ["pmem-ns-init", "disk-discover", "vg-init", "csi-driver"] {
+    for b in [
+        "pmem-ns-init",
+        "disk-discover",
+        "vg-init",
+        "csi-driver",
+        "reviver",
+    ] {
         bin(b);
     }
     let vm = vglet_vmh::Vm::new("pmem")
@@ -291,6 +297,7 @@ const PMEM_VGS: [&str; 4] = [
     "pmem-sector-region1",
 ];
 const STATX_ATTR_DAX: u64 = 0x0020_0000;
+const STATE: &str = "/run/vglet/pmem-state";
 
 fn cap(fs: &str, flags: &[&str]) -> VolumeCapability {
     VolumeCapability {
@@ -403,9 +410,14 @@ fn lv_vg(id: &str) -> &str {
     id.split_once('/').unwrap().0
 }
 
+/// (name, parameters, capability, what the INVALID_ARGUMENT message must contain)
+type BadCase<'a> = (&'a str, &'a [(&'a str, &'a str)], VolumeCapability, &'a str);
+
 struct Staged {
     id: String,
     staging: PathBuf,
+    /// What `data` in the volume holds.
+    data: Vec<u8>,
 }
 
 /// Create + stage + write/read + publish; returns what to clean up.
@@ -465,6 +477,7 @@ async fn volume(
 
     t.step(&format!("{name}: write, read back, STATX_ATTR_DAX"));
     let f = write_and_read_back(&staging, name.len() as u8);
+    let data = std::fs::read(&f).unwrap();
     assert_eq!(
         statx_dax(&f),
         fsdax,
@@ -501,6 +514,7 @@ async fn volume(
     Staged {
         id: v.volume_id,
         staging,
+        data,
     }
 }
 
@@ -515,6 +529,8 @@ fn driver_steps(t: &mut Timer) {
             "pmem-node",
             "--volume-group",
             &PMEM_VGS.join(","),
+            "--state-dir",
+            STATE,
         ],
         &socket,
     );
@@ -524,7 +540,7 @@ fn driver_steps(t: &mut Timer) {
         let before = all_lvs();
 
         t.step("bad input: nothing changes");
-        let bad: [(&str, &[(&str, &str)], VolumeCapability, &str); 5] = [
+        let bad: [BadCase; 5] = [
             (
                 "pvc-bad-mode",
                 &[("pmemMode", "devdax")],
@@ -624,6 +640,36 @@ fn driver_steps(t: &mut Timer) {
             })
             .await
             .unwrap();
+
+        t.step("reviver: the staging mounts lost (as after a reboot) come back, DAX included");
+        for s in [&xfs, &sector] {
+            sh(&format!("umount {}", s.staging.display()));
+            assert!(mount_at(&s.staging).is_none());
+        }
+        let out = run_program(
+            &bin("reviver"),
+            &[
+                "--state-dir",
+                STATE,
+                "--volume-group",
+                &PMEM_VGS.join(","),
+                "--wait-timeout",
+                "30s",
+            ],
+        );
+        assert_eq!(out.code, 0, "reviver");
+        for (s, fsdax) in [(&xfs, true), (&sector, false)] {
+            let sup = super_options(&s.staging);
+            assert_eq!(
+                sup.split(',').any(|o| o == "dax=always"),
+                fsdax,
+                "revived: {sup}"
+            );
+            assert_eq!(statx_dax(&s.staging.join("data")), fsdax);
+            sh("echo 3 > /proc/sys/vm/drop_caches");
+            let data = std::fs::read(s.staging.join("data")).unwrap();
+            assert!(data == s.data, "{}: data differs after revive", s.id);
+        }
 
         t.step("NodeStage with dax=never on an fsdax volume: refused, nothing mounted");
         let staging = PathBuf::from("/run/e2e-pmem/never");
