@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use vglet_csi_proto::v1::controller_server::Controller;
 use vglet_csi_proto::v1::*;
-use vglet_lvm::tags::VolumeTags;
+use vglet_lvm::tags::{PmemMode, VgPmem, VolumeTags};
 use vglet_lvm::{LayoutCreate, LvCreate, LvType, Report, SnapshotCreate, SnapshotKind, Vg};
 
 use crate::capability::{self, VgKind};
@@ -16,6 +16,7 @@ use crate::clone::{self, Source};
 use crate::driver::{Driver, OwnedVolume};
 use crate::layout;
 use crate::params::{self, Params};
+use crate::pmem;
 use crate::reconcile::{CREATING_TAG, is_unfinished};
 use crate::snapshot;
 use crate::status::{invalid, lvm_status};
@@ -185,7 +186,12 @@ impl ControllerService {
             .as_deref()
             .filter(|_| params.layout.lv_type == LvType::Thin);
         if params.volume_group.is_some() || (params.volume_group_tag.is_none() && pool.is_none()) {
-            return self.choose_vg(report, params.volume_group.as_deref(), req);
+            return self.choose_vg(
+                report,
+                params.volume_group.as_deref(),
+                params.pmem_mode,
+                req,
+            );
         }
         let mut best: Option<Vg> = None;
         for name in &self.driver.cfg.volume_groups {
@@ -196,6 +202,7 @@ impl ControllerService {
                 .volume_group_tag
                 .as_ref()
                 .is_some_and(|t| !vg.tags.contains(t))
+                || !pmem::admits(&vg.tags, params.pmem_mode)
                 || !self.topology_allows(req, &vg)
             {
                 continue;
@@ -217,6 +224,10 @@ impl ControllerService {
             if let Some(p) = pool {
                 want.push(format!("holds thin pool {p:?}"));
             }
+            match params.pmem_mode {
+                Some(m) => want.push(format!("is {m} persistent memory")),
+                None => want.push("is not sector-mode persistent memory".to_string()),
+            }
             invalid(
                 "parameters",
                 format!(
@@ -230,10 +241,12 @@ impl ControllerService {
 
     /// The VG a new volume goes to: the one named by the parameters, else, among the served
     /// VGs that the topology requirement admits, the one with the most free space.
+    /// `pmem`: see [`pmem::admits`]; a VG named by the parameters must agree with it.
     fn choose_vg(
         &self,
         report: &Report,
         wanted: Option<&str>,
+        pmem: Option<PmemMode>,
         req: Option<&TopologyRequirement>,
     ) -> Result<Vg, Status> {
         let unreachable = |vg: &str| {
@@ -252,6 +265,7 @@ impl ControllerService {
                 ));
             }
             let vg = Self::vg_in(report, name)?;
+            pmem::check_named(&vg, pmem)?;
             if !self.topology_allows(req, &vg) {
                 return Err(unreachable(name));
             }
@@ -259,10 +273,18 @@ impl ControllerService {
         }
         let mut best: Option<Vg> = None;
         let mut last_err = None;
+        // VGs read but not of the mode asked: when nothing else is left, the error says so.
+        let mut other_mode = Vec::new();
+        let mut mode_found = false;
         for name in &self.driver.cfg.volume_groups {
             match Self::vg_in(report, name) {
-                Ok(vg) if !self.topology_allows(req, &vg) => last_err = Some(unreachable(name)),
+                Ok(vg) if !pmem::admits(&vg.tags, pmem) => other_mode.push(vg),
+                Ok(vg) if !self.topology_allows(req, &vg) => {
+                    mode_found = true;
+                    last_err = Some(unreachable(name))
+                }
                 Ok(vg) => {
+                    mode_found = true;
                     if best.as_ref().is_none_or(|b| vg.free > b.free) {
                         best = Some(vg);
                     }
@@ -271,6 +293,9 @@ impl ControllerService {
             }
         }
         best.ok_or_else(|| {
+            if !mode_found && !other_mode.is_empty() {
+                return pmem::none_of_mode(pmem, &other_mode);
+            }
             last_err.unwrap_or_else(|| Status::failed_precondition("no volume group is served"))
         })
     }
@@ -423,6 +448,7 @@ impl Controller for ControllerService {
                     ));
                 }
                 let vg = Self::vg_in(&report, name)?;
+                pmem::check_named(&vg, params.pmem_mode)?;
                 if !self.topology_allows(req.accessibility_requirements.as_ref(), &vg) {
                     return Err(Status::resource_exhausted(format!(
                         "accessibility_requirements: no requisite topology can reach volume group {name}, where the content source is"
@@ -462,6 +488,20 @@ impl Controller for ControllerService {
                 ),
             ));
         }
+        // The node decides DAX from the VG's tags; a mount flag that contradicts it would
+        // only fail at NodeStage, after the volume exists.
+        let fsdax = VgPmem::from_tags(&vg.tags).is_fsdax();
+        for (i, c) in caps.iter().enumerate() {
+            if let capability::Access::Mount { mount_flags, .. } = &c.access {
+                vglet_mount::check_dax_flags(mount_flags, fsdax).map_err(|e| {
+                    invalid(&format!("volume_capabilities[{i}].mount.mount_flags"), e)
+                })?;
+            }
+        }
+        if fsdax && fs != "block" {
+            vglet_mount::fsdax_mkfs_options(&fs, &params.mkfs_options, vglet_mount::page_size())
+                .map_err(|e| invalid(&format!("parameters.{}", params::MKFS_OPTIONS), e))?;
+        }
         let context = volume_context(&params);
         let content_source = source.as_ref().map(Source::content_source);
 
@@ -485,6 +525,12 @@ impl Controller for ControllerService {
                 Err(Status::already_exists(format!(
                     "volume {} exists as {:?}, the request asks for {fs:?}",
                     v.id, v.tags.fs
+                )))
+            } else if !pmem::agrees(&vg.tags, params.pmem_mode) {
+                Err(Status::already_exists(format!(
+                    "volume {} exists in volume group {}, not of parameters.pmemMode",
+                    v.id,
+                    pmem::describe(&vg)
                 )))
             } else {
                 tracing::info!(volume = %v.id, "volume already exists");
@@ -815,6 +861,15 @@ impl Controller for ControllerService {
                 .as_ref()
                 .is_some_and(|t| !vg.tags.contains(t))
             {
+                continue;
+            }
+            // The same VGs CreateVolume would choose from.
+            let mode_fits = if params.volume_group.is_some() {
+                pmem::agrees(&vg.tags, params.pmem_mode)
+            } else {
+                pmem::admits(&vg.tags, params.pmem_mode)
+            };
+            if !mode_fits {
                 continue;
             }
             let reachable = req.accessible_topology.as_ref().is_none_or(|t| {

@@ -14,6 +14,7 @@ pub mod limits;
 pub mod metrics;
 pub mod node;
 pub mod params;
+pub mod pmem;
 pub mod reconcile;
 pub mod rpc_layer;
 pub mod server;

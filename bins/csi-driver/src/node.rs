@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 use vglet_csi_proto::v1::node_server::Node;
 use vglet_csi_proto::v1::*;
 use vglet_lvm::Activation;
+use vglet_lvm::tags::VgPmem;
 use vglet_mount::{MountEntry, Signature};
 use vglet_state::{Record, StateError, Target, VolumeLock};
 
@@ -247,6 +248,21 @@ impl NodeService {
         Ok(())
     }
 
+    /// A fresh staging mount of an fsdax volume must show DAX in the mount table (xfs turns
+    /// `dax=always` off by itself on a device without DAX support); otherwise it is
+    /// unmounted again, so that no one uses the volume believing it is DAX.
+    fn require_dax(&self, id: &VolumeId, staging: &Path) -> Result<(), Status> {
+        let m = mounted_at(staging)?;
+        if m.as_ref().is_some_and(vglet_mount::mount_has_dax) {
+            return Ok(());
+        }
+        let shown = m.map(|m| m.options.join(",")).unwrap_or_default();
+        self.unmount(staging)?;
+        Err(Status::failed_precondition(format!(
+            "volume {id} is on fsdax persistent memory, but the kernel mounted it without DAX (mount options {shown}); unmounted again"
+        )))
+    }
+
     async fn stage_filesystem(
         &self,
         v: &OwnedVolume,
@@ -254,6 +270,7 @@ impl NodeService {
         staging: &Path,
         cap: &Capability,
         mkfs_options: &[String],
+        fsdax: bool,
     ) -> Result<bool, Status> {
         let capability::Access::Mount {
             fs_type,
@@ -261,6 +278,19 @@ impl NodeService {
         } = &cap.access
         else {
             return Ok(false);
+        };
+        // Everything the request can get wrong is checked before the device is touched.
+        let mut flags = mount_flags.clone();
+        if cap.is_read_only_mode() {
+            flags.push("ro".into());
+        }
+        let opts = vglet_mount::volume_mount_options(&flags, fsdax)
+            .map_err(|e| invalid("volume_capability.mount.mount_flags", e))?;
+        let mkfs_options = if fsdax {
+            vglet_mount::fsdax_mkfs_options(fs_type, mkfs_options, vglet_mount::page_size())
+                .map_err(|e| invalid("volume_context", e))?
+        } else {
+            mkfs_options.to_vec()
         };
         let numbers = device_numbers(dev)?;
         if let Some(m) = mounted_at(staging)? {
@@ -274,6 +304,13 @@ impl NodeService {
             if cap.is_read_only_mode() != is_read_only(&m) {
                 return Err(Status::already_exists(format!(
                     "volume {} is already staged at {} with another read-only setting",
+                    v.id,
+                    staging.display()
+                )));
+            }
+            if fsdax && !vglet_mount::mount_has_dax(&m) {
+                return Err(Status::failed_precondition(format!(
+                    "volume {} is on fsdax persistent memory but staged at {} without DAX; unstage it and stage it again",
                     v.id,
                     staging.display()
                 )));
@@ -294,7 +331,7 @@ impl NodeService {
                 tracing::info!(device = %dev.display(), fs = %fs_type, "formatting");
                 self.driver
                     .fs
-                    .mkfs(dev, fs_type, mkfs_options)
+                    .mkfs(dev, fs_type, &mkfs_options)
                     .await
                     .map_err(|e| {
                         mount_status(&format!("mkfs.{fs_type} on {}", dev.display()), e)
@@ -308,22 +345,24 @@ impl NodeService {
                 )));
             }
         }
-        let mut flags = mount_flags.clone();
-        if cap.is_read_only_mode() {
-            flags.push("ro".into());
-        }
-        let opts = vglet_mount::parse_mount_flags(&flags)
-            .map_err(|e| invalid("volume_capability.mount.mount_flags", e))?;
         self.driver
             .mounter
             .mount(dev, staging, fs_type, &opts)
             .map_err(|e| {
+                let hint = if fsdax {
+                    " (fsdax volume mounted with dax=always: xfs must be without reflink, ext4 with page-sized blocks)"
+                } else {
+                    ""
+                };
                 mount_status(
-                    &format!("mounting {} at {}", dev.display(), staging.display()),
+                    &format!("mounting {} at {}{hint}", dev.display(), staging.display()),
                     e,
                 )
             })?;
-        tracing::info!(staging = %staging.display(), "staged");
+        if fsdax {
+            self.require_dax(&v.id, staging)?;
+        }
+        tracing::info!(staging = %staging.display(), dax = fsdax, "staged");
         Ok(true)
     }
 }
@@ -347,8 +386,15 @@ impl Node for NodeService {
         let _lock = self.lock_state(&id)?;
         let (v, vg, _) = self.driver.volume_in_vg(&id).await?;
         let kind = Driver::vg_kind(&vg);
+        // The VG's tags, not the volume context, say whether this is fsdax memory: a PV made
+        // by hand in such a VG gets DAX as well.
+        let fsdax = VgPmem::from_tags(&vg.tags).is_fsdax();
         let cap = capability::validate("volume_capability", req.volume_capability.as_ref(), kind)?;
         Self::check_matches_volume(&cap, &v)?;
+        if let capability::Access::Mount { mount_flags, .. } = &cap.access {
+            vglet_mount::check_dax_flags(mount_flags, fsdax)
+                .map_err(|e| invalid("volume_capability.mount.mount_flags", e))?;
+        }
         self.activate(&v, kind, &cap).await?;
         let dev = Self::device_path(&v);
         let mounted = if cap.is_block() {
@@ -361,7 +407,7 @@ impl Node for NodeService {
                 .get(crate::params::CONTEXT_MKFS_OPTIONS)
                 .map(|o| o.split_whitespace().map(str::to_string).collect())
                 .unwrap_or_default();
-            self.stage_filesystem(&v, &dev, &staging, &cap, &mkfs_options)
+            self.stage_filesystem(&v, &dev, &staging, &cap, &mkfs_options, fsdax)
                 .await?
         };
         let record = stage_record(&v, &self.driver.cfg.driver_name, kind, &cap, &staging);

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use tonic::Status;
+use vglet_lvm::tags::PmemMode;
 use vglet_lvm::{Layout, LvType};
 
 use crate::status::invalid;
@@ -21,6 +22,8 @@ pub const INTEGRITY: &str = "integrity";
 pub const THIN_POOL: &str = "thinPool";
 pub const OVERPROVISION_RATIO: &str = "overprovisionRatio";
 pub const THIN_POOL_USAGE_WARNING: &str = "thinPoolUsageWarning";
+/// Persistent memory: the namespace mode (`fsdax` or `sector`) of the VG the volume goes to.
+pub const PMEM_MODE: &str = "pmemMode";
 /// VolumeSnapshotClass: COW area of a thick snapshot, in percent of the origin.
 pub const SNAPSHOT_SIZE_PERCENT: &str = "snapshotSizePercent";
 
@@ -45,6 +48,7 @@ pub const KNOWN: &[&str] = &[
     THIN_POOL,
     OVERPROVISION_RATIO,
     THIN_POOL_USAGE_WARNING,
+    PMEM_MODE,
 ];
 pub const KNOWN_SNAPSHOT: &[&str] = &[SNAPSHOT_SIZE_PERCENT];
 
@@ -68,6 +72,9 @@ pub struct Params {
     pub overprovision_ratio: f64,
     /// Thin: pool data or metadata usage (percent) above which a warning is logged.
     pub thin_pool_usage_warning: f64,
+    /// Only VGs tagged as persistent memory of this mode. Without it, ordinary and fsdax
+    /// VGs are candidates, sector VGs not (see [`crate::pmem`]).
+    pub pmem_mode: Option<PmemMode>,
 }
 
 impl Default for Params {
@@ -80,6 +87,7 @@ impl Default for Params {
             layout: Layout::default(),
             overprovision_ratio: 1.0,
             thin_pool_usage_warning: DEFAULT_THIN_POOL_USAGE_WARNING,
+            pmem_mode: None,
         }
     }
 }
@@ -245,6 +253,14 @@ pub fn parse(field: &str, raw: &HashMap<String, String>) -> Result<Params, Statu
             }
             OVERPROVISION_RATIO => p.overprovision_ratio = number(&f, value, 0.1, 1000.0)?,
             THIN_POOL_USAGE_WARNING => p.thin_pool_usage_warning = number(&f, value, 1.0, 100.0)?,
+            PMEM_MODE => {
+                p.pmem_mode = Some(PmemMode::parse(value.trim()).ok_or_else(|| {
+                    invalid(
+                        &f,
+                        format!("{value:?} is not a persistent-memory mode; use fsdax or sector"),
+                    )
+                })?)
+            }
             k if k.starts_with(CO_PREFIX) => continue,
             other => return Err(unknown(field, other, KNOWN)),
         }
@@ -321,6 +337,17 @@ fn check_combination(
         return Err(invalid(
             &format!("{field}.{THIN_POOL}"),
             "is required for type thin",
+        ));
+    }
+    // A PMEM VG is one namespace of one region: a layout that needs several PVs can never
+    // be placed there, and spreading a volume across regions is what the per-region VGs
+    // exist to prevent.
+    if p.pmem_mode.is_some() && p.layout.needs_distinct_pvs() {
+        return Err(invalid(
+            &format!("{field}.{TYPE}"),
+            format!(
+                "{ty} needs several physical volumes; a {PMEM_MODE} volume goes to a volume group of one namespace in one region (use linear or thin)"
+            ),
         ));
     }
     for key in [THIN_POOL, OVERPROVISION_RATIO, THIN_POOL_USAGE_WARNING] {
@@ -529,5 +556,38 @@ mod tests {
             &map(&[("csi.storage.k8s.io/volumesnapshot/name", "s")]),
         )
         .unwrap();
+    }
+
+    #[test]
+    fn pmem_mode() {
+        let p = parse("parameters", &map(&[("pmemMode", "fsdax")])).unwrap();
+        assert_eq!(p.pmem_mode, Some(PmemMode::Fsdax));
+        let p = parse(
+            "parameters",
+            &map(&[("pmemMode", "sector"), ("volumeGroup", "pm")]),
+        )
+        .unwrap();
+        assert_eq!(p.pmem_mode, Some(PmemMode::Sector));
+        assert_eq!(parse("parameters", &map(&[])).unwrap().pmem_mode, None);
+        let m = err(&[("pmemMode", "devdax")]);
+        assert!(
+            m.contains("parameters.pmemMode") && m.contains("fsdax or sector"),
+            "{m}"
+        );
+        err(&[("pmemMode", "")]);
+        err(&[("pmemMode", "FSDAX")]);
+        let m = err(&[("pmemMode", "fsdax"), ("type", "striped")]);
+        assert!(
+            m.contains("parameters.type") && m.contains("one region"),
+            "{m}"
+        );
+        err(&[("pmemMode", "fsdax"), ("type", "raid1")]);
+        let p = parse(
+            "parameters",
+            &map(&[("pmemMode", "fsdax"), ("type", "thin"), ("thinPool", "p")]),
+        )
+        .unwrap();
+        assert_eq!(p.layout.lv_type, LvType::Thin);
+        assert!(err(&[("pmemmode", "fsdax")]).contains("pmemMode"));
     }
 }

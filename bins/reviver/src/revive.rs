@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use vglet_lvm::tags::VolumeTags;
+use vglet_lvm::tags::{VgPmem, VolumeTags};
 use vglet_lvm::{Activation, Lv, Lvm, LvmError, Vg};
 use vglet_mount::{CheckOutcome, Filesystems, MountEntry, Mounter};
 use vglet_state::{Record, StateError, StateStore};
@@ -233,7 +233,7 @@ impl Reviver {
         vgs: &BTreeMap<String, VgState>,
         actions: &mut Vec<String>,
     ) -> Result<Option<String>, Failure> {
-        let (_, lvs) = match vgs.get(&record.vg) {
+        let (vg, lvs) = match vgs.get(&record.vg) {
             Some(Ok(state)) => state,
             Some(Err(e)) => return Err(Failure(e.clone())),
             None => return Err(Failure(format!("volume group {} not checked", record.vg))),
@@ -290,7 +290,10 @@ impl Reviver {
         let dev_numbers = device_numbers(&dev)?;
         let source = match record.fs_type() {
             Some(fs) => {
-                self.stage(record, fs, &dev, dev_numbers, actions).await?;
+                // As at NodeStage: the VG's tags say whether the mount gets DAX.
+                let fsdax = VgPmem::from_tags(&vg.tags).is_fsdax();
+                self.stage(record, fs, &dev, dev_numbers, fsdax, actions)
+                    .await?;
                 record.staging_path.clone()
             }
             None => dev.clone(),
@@ -325,11 +328,18 @@ impl Reviver {
         fs: &str,
         dev: &Path,
         dev_numbers: (u64, u64),
+        fsdax: bool,
         actions: &mut Vec<String>,
     ) -> Result<(), Failure> {
         let staging = &record.staging_path;
         if let Some(m) = vglet_mount::mount_at(staging)? {
             if numbers_of(&m) == dev_numbers {
+                if fsdax && !vglet_mount::mount_has_dax(&m) {
+                    return Err(Failure(format!(
+                        "staging path {} is mounted without DAX, but the volume is on fsdax persistent memory",
+                        staging.display()
+                    )));
+                }
                 return Ok(());
             }
             return Err(Failure(format!(
@@ -365,7 +375,7 @@ impl Reviver {
         if record.read_only {
             flags.push("ro".into());
         }
-        let opts = vglet_mount::parse_mount_flags(&flags)?;
+        let opts = vglet_mount::volume_mount_options(&flags, fsdax)?;
         if let Err(e) = self.mounter.mount(dev, staging, fs, &opts) {
             let mut why = format!("mounting {} at {}: {e}", dev.display(), staging.display());
             if fs == "xfs"
@@ -375,6 +385,20 @@ impl Reviver {
                 why.push_str(&format!("; xfs_repair -n: {detail}"));
             }
             return Err(Failure(why));
+        }
+        if fsdax {
+            let m = vglet_mount::mount_at(staging)?;
+            if !m.as_ref().is_some_and(vglet_mount::mount_has_dax) {
+                let shown = m.map(|m| m.options.join(",")).unwrap_or_default();
+                if let Err(e) = self.mounter.unmount(staging) {
+                    tracing::error!(staging = %staging.display(), error = %e, "cannot undo the mount without DAX");
+                }
+                return Err(Failure(format!(
+                    "the volume is on fsdax persistent memory, but the kernel mounted it without DAX (mount options {shown}); unmounted again"
+                )));
+            }
+            actions.push(format!("mounted {} with DAX", staging.display()));
+            return Ok(());
         }
         actions.push(format!("mounted {}", staging.display()));
         Ok(())

@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use vglet_lvm::tags::{PMEM_MODE_PREFIX, PMEM_REGION_PREFIX};
 use vglet_lvm::wipe::Signature;
 use vglet_lvm::{LockType, PoolSize};
 
@@ -312,6 +313,20 @@ pub fn lock_problems(lt: LockType, env: &LockEnv) -> Vec<String> {
 
 /// The existing VG must already be what was asked for in the ways vg-init does not change.
 fn check_shape(req: &Request, vg: &VgState) -> Result<(), VgInitError> {
+    // A VG of one PMEM region or mode never takes namespaces of another: adding the new tag
+    // beside the old one would leave the driver two contradicting answers.
+    for prefix in [PMEM_MODE_PREFIX, PMEM_REGION_PREFIX] {
+        let want = req.tags.iter().find(|t| t.starts_with(prefix));
+        let have = vg.tags.iter().find(|t| t.starts_with(prefix));
+        if let (Some(want), Some(have)) = (want, have)
+            && want != have
+        {
+            return Err(VgInitError::Refused(format!(
+                "VG {} is tagged {have}; the devices given are {want}",
+                vg.name
+            )));
+        }
+    }
     match (req.lock_type, vg.is_shared()) {
         (None, true) => Err(VgInitError::Refused(format!(
             "VG {} exists and is shared (lock type {}): run vg-init with --shared --lock-type {}",
@@ -953,5 +968,37 @@ mod tests {
         assert!(
             matches!(plan(&r, &st), Err(VgInitError::Refused(m)) if m.contains("of type linear"))
         );
+    }
+
+    #[test]
+    fn pmem_tags_are_added_to_an_old_vg_but_never_contradict_it() {
+        let mut r = req(&[]);
+        r.tags.extend([
+            "vglet.pmem=fsdax".into(),
+            "vglet.pmem-region=region0".into(),
+        ]);
+        // A VG made before vg-init wrote the region tag: it is added.
+        let st = State {
+            vg: Some(existing(
+                &[MANAGED_TAG, &version_tag(), "team=a", "vglet.pmem=fsdax"],
+                &["/dev/pmem0"],
+            )),
+            ..Default::default()
+        };
+        let p = plan(&r, &st).unwrap();
+        assert_eq!(
+            p.actions,
+            vec![Action::AddTags(vec!["vglet.pmem-region=region0".into()])]
+        );
+        for other in ["vglet.pmem=sector", "vglet.pmem-region=region1"] {
+            let st = State {
+                vg: Some(existing(&[MANAGED_TAG, other], &["/dev/pmem0"])),
+                ..Default::default()
+            };
+            match plan(&r, &st) {
+                Err(VgInitError::Refused(m)) => assert!(m.contains(other), "{m}"),
+                p => panic!("{other}: {p:?}"),
+            }
+        }
     }
 }

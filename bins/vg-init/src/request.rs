@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
-use vglet_devices::inventory::Inventory;
+use vglet_devices::inventory::{Device, Inventory};
 use vglet_lvm::naming::{validate_lv_name, validate_tag, validate_vg_name};
+use vglet_lvm::tags::{PMEM_MODE_PREFIX, PMEM_REGION_PREFIX, PmemMode};
 use vglet_lvm::{LockType, PoolSize};
 
 use crate::cli::Cli;
@@ -54,6 +55,45 @@ pub struct Request {
     pub nothing_to_do_exit_code: i32,
 }
 
+/// The PMEM tags a VG built from these devices carries: `vglet.pmem=<mode>` and
+/// `vglet.pmem-region=<region>`, the csi-driver's source of truth for choosing the VG by mode
+/// and for mounting with DAX. Empty for ordinary disks. The devices must all be namespaces
+/// of one region and one mode: a VG across regions would let a linear LV span regions, and
+/// across modes it would put DAX filesystems on BTT devices.
+fn pmem_tags_of(devices: &[Device]) -> Result<Vec<String>, VgInitError> {
+    let pmem: Vec<_> = devices.iter().filter_map(|d| d.pmem.as_ref()).collect();
+    let Some(first) = pmem.first() else {
+        return Ok(Vec::new());
+    };
+    if pmem.len() != devices.len() {
+        return Err(usage(
+            "--inventory mixes persistent-memory namespaces with other devices; \
+             a PMEM VG holds namespaces only",
+        ));
+    }
+    let mode = PmemMode::parse(&first.mode).ok_or_else(|| {
+        usage(format!(
+            "--inventory: namespace {} has mode {:?}; vglet uses fsdax and sector",
+            first.namespace, first.mode
+        ))
+    })?;
+    if let Some(other) = pmem
+        .iter()
+        .find(|p| p.mode != first.mode || p.region != first.region)
+    {
+        return Err(usage(format!(
+            "--inventory holds namespaces of more than one region or mode ({} is {} in {}, \
+             {} is {} in {}); make one VG per region and mode \
+             (pmem-ns-init --region, disk-discover --pmem-mode)",
+            first.namespace, first.mode, first.region, other.namespace, other.mode, other.region
+        )));
+    }
+    let region = format!("{PMEM_REGION_PREFIX}{}", first.region);
+    validate_tag(&region)
+        .map_err(|e| usage(format!("--inventory: region {:?}: {e}", first.region)))?;
+    Ok(vec![mode.tag(), region])
+}
+
 fn usage(msg: impl Into<String>) -> VgInitError {
     VgInitError::Usage(msg.into())
 }
@@ -64,6 +104,7 @@ impl Request {
     pub fn from_cli(cli: &Cli, inventory_text: Option<&str>) -> Result<Request, VgInitError> {
         validate_vg_name(&cli.vg).map_err(|e| usage(format!("--vg: {e}")))?;
         let mut devices: Vec<String> = Vec::new();
+        let mut pmem_tags = Vec::new();
         if let Some(text) = inventory_text {
             let inv = Inventory::from_json(text)
                 .map_err(|e| VgInitError::Failed(format!("--inventory: {e}")))?;
@@ -73,7 +114,14 @@ impl Request {
                     cli.vg
                 )));
             }
+            pmem_tags = pmem_tags_of(&inv.devices)?;
             devices.extend(inv.devices.into_iter().map(|d| d.path));
+        }
+        if !pmem_tags.is_empty() && !cli.devices.is_empty() {
+            return Err(usage(
+                "--device cannot be added to an inventory of persistent-memory namespaces: \
+                 a PMEM VG holds namespaces of one region and one mode only",
+            ));
         }
         for d in &cli.devices {
             if !d.starts_with("/dev/") {
@@ -85,10 +133,23 @@ impl Request {
         devices.retain(|d| seen.insert(d.clone()));
 
         let mut tags = vec![MANAGED_TAG.to_string(), version_tag()];
+        tags.extend(pmem_tags.iter().cloned());
         for t in cli.tags.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
             validate_tag(t).map_err(|e| usage(format!("--tag: {e}")))?;
             if t.starts_with(VERSION_TAG_PREFIX) || t.starts_with("vglet.managed=") {
                 return Err(usage(format!("--tag {t:?}: vg-init sets this tag itself")));
+            }
+            // Saying the same as the inventory is fine (scripts written before vg-init set
+            // these tags itself pass them); saying otherwise would mislabel the VG.
+            for prefix in [PMEM_MODE_PREFIX, PMEM_REGION_PREFIX] {
+                if let Some(own) = pmem_tags.iter().find(|p| p.starts_with(prefix))
+                    && t.starts_with(prefix)
+                    && t != own
+                {
+                    return Err(usage(format!(
+                        "--tag {t:?} contradicts the inventory, whose namespaces give {own:?}"
+                    )));
+                }
             }
             if !tags.iter().any(|x| x == t) {
                 tags.push(t.to_string());
@@ -322,6 +383,93 @@ mod tests {
         assert!(matches!(
             Request::from_cli(&cli(&["--vg", "vg0"]), Some("{}")),
             Err(VgInitError::Failed(_))
+        ));
+    }
+
+    fn pmem_inv(devs: &[(&str, &str, &str)]) -> String {
+        let devices: Vec<String> = devs
+            .iter()
+            .enumerate()
+            .map(|(i, (region, mode, source))| {
+                let pmem = if *source == "pmem" {
+                    format!(r#","pmem":{{"region":"{region}","mode":"{mode}","namespace":"vglet-{mode}-{region}"}}"#)
+                } else {
+                    String::new()
+                };
+                format!(
+                    r#"{{"path":"/dev/pmem{i}","kernel_path":"/dev/pmem{i}","size_bytes":1073741824,"source":"{source}"{pmem},"reason":"r"}}"#
+                )
+            })
+            .collect();
+        format!(
+            r#"{{"version":1,"generator":"g","hostname":"n","generated_unix":1,"devices":[{}],"skipped":[]}}"#,
+            devices.join(",")
+        )
+    }
+
+    #[test]
+    fn pmem_inventory_tags_the_vg_with_mode_and_region() {
+        let inv = pmem_inv(&[("region1", "sector", "pmem")]);
+        let r = Request::from_cli(&cli(&["--vg", "p"]), Some(&inv)).unwrap();
+        assert_eq!(
+            r.tags,
+            vec![
+                MANAGED_TAG.to_string(),
+                version_tag(),
+                "vglet.pmem=sector".into(),
+                "vglet.pmem-region=region1".into()
+            ]
+        );
+        // The tag scripts passed before vg-init set it: accepted, not doubled.
+        let r = Request::from_cli(
+            &cli(&["--vg", "p", "--tag", "vglet.pmem=sector"]),
+            Some(&inv),
+        )
+        .unwrap();
+        assert_eq!(r.tags.len(), 4);
+        for bad in ["vglet.pmem=fsdax", "vglet.pmem-region=region0"] {
+            assert!(matches!(
+                Request::from_cli(&cli(&["--vg", "p", "--tag", bad]), Some(&inv)),
+                Err(VgInitError::Usage(m)) if m.contains("contradicts")
+            ));
+        }
+        // Without an inventory of namespaces the operator's tag is kept as before.
+        let r = req(&[
+            "--vg",
+            "p",
+            "--device",
+            "/dev/pmem0",
+            "--tag",
+            "vglet.pmem=fsdax",
+        ])
+        .unwrap();
+        assert!(r.tags.contains(&"vglet.pmem=fsdax".to_string()));
+    }
+
+    #[test]
+    fn pmem_vg_stays_in_one_region_and_mode() {
+        for (devs, want) in [
+            (
+                &[("region0", "fsdax", "pmem"), ("region1", "fsdax", "pmem")][..],
+                "more than one region",
+            ),
+            (
+                &[("region0", "fsdax", "pmem"), ("region0", "sector", "pmem")],
+                "more than one region or mode",
+            ),
+            (&[("region0", "fsdax", "pmem"), ("", "", "disk")], "mixes"),
+            (&[("region0", "devdax", "pmem")], "devdax"),
+        ] {
+            let inv = pmem_inv(devs);
+            match Request::from_cli(&cli(&["--vg", "p"]), Some(&inv)) {
+                Err(VgInitError::Usage(m)) => assert!(m.contains(want), "{m}"),
+                other => panic!("{devs:?}: {other:?}"),
+            }
+        }
+        let inv = pmem_inv(&[("region0", "fsdax", "pmem")]);
+        assert!(matches!(
+            Request::from_cli(&cli(&["--vg", "p", "--device", "/dev/vdb"]), Some(&inv)),
+            Err(VgInitError::Usage(m)) if m.contains("--device")
         ));
     }
 }

@@ -64,6 +64,88 @@ impl VolumeTags {
     }
 }
 
+/// `vglet.pmem=<mode>` on a VG: its PVs are persistent-memory namespaces of this mode.
+/// vg-init writes it from the inventory; the driver chooses VGs by it and the node mounts
+/// fsdax volumes with DAX because of it.
+pub const PMEM_MODE_PREFIX: &str = "vglet.pmem=";
+/// `vglet.pmem-region=<region>` on a VG: the one NVDIMM region all its PVs are in, so no
+/// volume of the VG can span regions.
+pub const PMEM_REGION_PREFIX: &str = "vglet.pmem-region=";
+
+/// The namespace mode of a persistent-memory VG.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PmemMode {
+    /// Byte-addressable; filesystems on it can be mounted with DAX.
+    Fsdax,
+    /// Behind a BTT: block semantics with atomic sector writes, no DAX.
+    Sector,
+}
+
+impl PmemMode {
+    pub const ALL: [PmemMode; 2] = [PmemMode::Fsdax, PmemMode::Sector];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PmemMode::Fsdax => "fsdax",
+            PmemMode::Sector => "sector",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<PmemMode> {
+        PmemMode::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+
+    pub fn tag(self) -> String {
+        format!("{PMEM_MODE_PREFIX}{}", self.as_str())
+    }
+}
+
+impl std::fmt::Display for PmemMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a VG's tags say about persistent memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VgPmem {
+    /// No `vglet.pmem=` tag: an ordinary VG.
+    None,
+    Mode(PmemMode),
+    /// Unknown or contradicting `vglet.pmem=` tags. Such a VG is neither chosen for a mode
+    /// nor mounted with DAX: guessing could mount a sector device with DAX or the reverse.
+    Bad,
+}
+
+impl VgPmem {
+    pub fn from_tags(tags: &[String]) -> VgPmem {
+        let mut found = None;
+        for v in values(tags, PMEM_MODE_PREFIX) {
+            let Some(m) = PmemMode::parse(v) else {
+                return VgPmem::Bad;
+            };
+            if found.is_some_and(|f| f != m) {
+                return VgPmem::Bad;
+            }
+            found = Some(m);
+        }
+        found.map_or(VgPmem::None, VgPmem::Mode)
+    }
+
+    pub fn mode(self) -> Option<PmemMode> {
+        match self {
+            VgPmem::Mode(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// True only for a VG whose tags say fsdax without contradiction: its filesystems get
+    /// DAX.
+    pub fn is_fsdax(self) -> bool {
+        self == VgPmem::Mode(PmemMode::Fsdax)
+    }
+}
+
 /// True when the tags carry `vglet.owner=<driver_name>`.
 pub fn is_owned_by(tags: &[String], driver_name: &str) -> bool {
     let want = format!("{OWNER_PREFIX}{}", encode_tag_value(driver_name));
@@ -169,5 +251,25 @@ mod tests {
         assert!(!is_owned_by(&tags, "other.vglet.io"));
         assert!(!is_owned_by(&tags, "lvm.vglet"));
         assert!(!is_owned_by(&[], "lvm.vglet.io"));
+    }
+
+    #[test]
+    fn pmem_mode_from_vg_tags() {
+        let t =
+            |v: &[&str]| VgPmem::from_tags(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(t(&[]), VgPmem::None);
+        assert_eq!(t(&["vglet.managed=true"]), VgPmem::None);
+        assert_eq!(t(&["vglet.pmem=fsdax"]), VgPmem::Mode(PmemMode::Fsdax));
+        assert!(t(&["vglet.pmem-region=region0", "vglet.pmem=fsdax"]).is_fsdax());
+        assert_eq!(
+            t(&["vglet.pmem=sector", "vglet.pmem=sector"]).mode(),
+            Some(PmemMode::Sector)
+        );
+        assert_eq!(t(&["vglet.pmem=fsdax", "vglet.pmem=sector"]), VgPmem::Bad);
+        assert_eq!(t(&["vglet.pmem=devdax"]), VgPmem::Bad);
+        assert!(!t(&["vglet.pmem=FSDAX"]).is_fsdax());
+        assert_eq!(PmemMode::Sector.tag(), "vglet.pmem=sector");
+        crate::naming::validate_tag(&PmemMode::Fsdax.tag()).unwrap();
+        crate::naming::validate_tag(&format!("{PMEM_REGION_PREFIX}region12")).unwrap();
     }
 }

@@ -3,6 +3,7 @@
 //! `mount_flags` checked against an allow-list, filesystem detection/mkfs/grow/check through
 //! the [`vglet_runner::Runner`], statvfs, block device sizes and target-path checks.
 
+mod dax;
 mod error;
 mod fs;
 mod mounter;
@@ -11,6 +12,9 @@ mod options;
 mod paths;
 mod stats;
 
+pub use dax::{
+    DAX_ALWAYS, check_dax_flags, fsdax_mkfs_options, mount_has_dax, page_size, volume_mount_options,
+};
 pub use error::MountError;
 pub use fs::{
     CheckOutcome, Filesystems, MKFS_TIMEOUT, SUPPORTED_FILESYSTEMS, Signature, validate_fs_type,
