@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use vglet_lvm::tags::VolumeTags;
+use vglet_lvm::tags::Claim;
 use vglet_lvm::{Activation, Lv, Lvm, LvmError, Vg};
 use vglet_mount::{CheckOutcome, Filesystems, MountEntry, Mounter};
 use vglet_state::{Record, StateError, StateStore};
@@ -259,11 +259,13 @@ impl Reviver {
                 return Ok(Some(why));
             }
         };
-        match VolumeTags::from_tags(&lv.tags) {
-            Some(t) if t.owner == record.driver => {}
-            _ => {
+        // A static volume (adopted) comes back like a created one, for as long as it keeps
+        // the adopt tag: withdrawing it withdraws the permission to mount it again.
+        match vglet_lvm::tags::claim(&lv.tags, &record.driver) {
+            Claim::Created(_) | Claim::Adopted { .. } => {}
+            Claim::Foreign | Claim::NotAdopted => {
                 return Err(Failure(format!(
-                    "LV {} does not carry the ownership tag of {}; not touched",
+                    "LV {} carries neither the ownership nor the adopt tag of {}; not touched",
                     record.volume_id, record.driver
                 )));
             }
