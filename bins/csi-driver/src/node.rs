@@ -321,6 +321,7 @@ impl NodeService {
         if cap.is_read_only_mode() {
             flags.push("ro".into());
         }
+        flags.extend(vglet_mount::implied_mount_flags(fs_type));
         let opts = vglet_mount::parse_mount_flags(&flags)
             .map_err(|e| invalid("volume_capability.mount.mount_flags", e))?;
         self.driver

@@ -367,6 +367,7 @@ impl Reviver {
         if record.read_only {
             flags.push("ro".into());
         }
+        flags.extend(vglet_mount::implied_mount_flags(fs));
         let opts = vglet_mount::parse_mount_flags(&flags)?;
         if let Err(e) = self.mounter.mount(dev, staging, fs, &opts) {
             let mut why = format!("mounting {} at {}: {e}", dev.display(), staging.display());
