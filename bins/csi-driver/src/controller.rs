@@ -145,6 +145,7 @@ impl ControllerService {
                     id,
                     lv: lv.clone(),
                     tags,
+                    adopted: None,
                 }));
             }
         }
@@ -652,7 +653,12 @@ impl Controller for ControllerService {
                 .ok_or_else(|| Status::internal(format!("{id} vanished right after creation")))?
         };
         tracing::info!(volume = %id, bytes = lv.size, layout = %layout.lv_type, instant, from = ?source.as_ref().map(|s| s.id().to_string()), "volume created");
-        let v = OwnedVolume { id, lv, tags };
+        let v = OwnedVolume {
+            id,
+            lv,
+            tags,
+            adopted: None,
+        };
         let mut m = self.volume_message(&v, kind);
         m.volume_context = context;
         m.content_source = content_source;
@@ -675,19 +681,50 @@ impl Controller for ControllerService {
             )));
         }
         let _guard = self.driver.inflight.acquire(&id.to_string())?;
-        let report = match self.driver.volume_in_vg(&id).await {
+        let (v, report) = match self.driver.volume_in_vg(&id).await {
             Err(s) if s.code() == tonic::Code::NotFound => {
                 tracing::info!("volume already gone");
                 return Ok(Response::new(DeleteVolumeResponse {}));
             }
             Err(s) => return Err(s),
-            Ok((_, _, report)) => report,
+            Ok((v, _, report)) => (v, report),
         };
+        // Not OK without removing: the CO would take the volume for gone while the LV and
+        // its data stay, and the spec's OK means the volume no longer exists. The error
+        // keeps the PV (Released/Failed, with this message) until the operator decides.
+        if v.adopted.is_some_and(|a| !a.may_delete) {
+            return Err(Status::failed_precondition(format!(
+                "volume {id} is a static volume the driver did not create; it is not removed \
+                 without the operator's opt-in. Keep it: set the PersistentVolume's reclaim \
+                 policy to Retain and delete the PersistentVolume. Remove it: lvchange --addtag {} {id}",
+                vglet_lvm::tags::adopt_delete_tag(&self.driver.cfg.driver_name)
+            )));
+        }
         Self::refuse_with_thick_snapshots(&report, &id, "deleted")?;
         let _w = self.driver.vg_locks.lock(&id.vg).await;
-        match self.driver.lvm.remove_lv(&id.vg, &id.lv).await {
+        // An adopted LV goes only while it still carries the delete opt-in, checked by lvm
+        // under the VG lock: an operator withdrawing it a moment ago wins.
+        let removed = match v.adopted {
+            Some(_) => {
+                let tag = vglet_lvm::tags::adopt_delete_tag(&self.driver.cfg.driver_name);
+                self.driver
+                    .lvm
+                    .remove_lv_if_tagged(&id.vg, &id.lv, &tag)
+                    .await
+            }
+            None => self.driver.lvm.remove_lv(&id.vg, &id.lv).await,
+        };
+        match removed {
             Ok(()) | Err(vglet_lvm::LvmError::LvNotFound(_)) => {}
             Err(e) => return Err(lvm_status(&format!("removing {id}"), e)),
+        }
+        // A conditional lvremove that selects nothing succeeds: say so rather than OK.
+        if v.adopted.is_some()
+            && let Ok(Some(_)) = self.driver.lvm.lv(&id.vg, &id.lv).await
+        {
+            return Err(Status::failed_precondition(format!(
+                "volume {id} was not removed: its delete opt-in tag was withdrawn"
+            )));
         }
         tracing::info!("volume deleted");
         Ok(Response::new(DeleteVolumeResponse {}))
@@ -728,13 +765,13 @@ impl Controller for ControllerService {
                 .first()
                 .and_then(|c| c.fs_type().map(str::to_string))
                 .unwrap_or_else(|| "block".into());
-            if want == v.tags.fs {
-                Ok(())
-            } else {
-                Err(Status::invalid_argument(format!(
-                    "volume is {:?}, capabilities ask for {want:?}",
-                    v.tags.fs
-                )))
+            // A static volume's content is checked where the device is: NodeStageVolume.
+            match v.fs() {
+                None => Ok(()),
+                Some(fs) if fs == want => Ok(()),
+                Some(fs) => Err(Status::invalid_argument(format!(
+                    "volume is {fs:?}, capabilities ask for {want:?}"
+                ))),
             }
         })
         .and_then(|()| params::parse("parameters", &req.parameters).map(|_| ()));
@@ -789,13 +826,10 @@ impl Controller for ControllerService {
             };
             // An unfinished LV is not a volume: no CO was told of it.
             for lv in report.lvs_in(vg).filter(|lv| !is_unfinished(lv)) {
+                // Adopted LVs are listed too: the CO has a PV for each, and their health is
+                // reported like any other volume's.
                 let id = VolumeId::new(vg.clone(), lv.name.clone());
-                if let Ok(tags) = self.driver.ownership(&id, lv) {
-                    let v = OwnedVolume {
-                        id,
-                        lv: lv.clone(),
-                        tags,
-                    };
+                if let Ok(v) = self.driver.claim(&id, lv.clone()) {
                     vols.push((v, kind));
                 }
             }
@@ -992,10 +1026,20 @@ impl Controller for ControllerService {
         }
         let _guard = self.driver.inflight.acquire(&id.to_string())?;
         let (v, vg, report) = self.driver.volume_in_vg(&id).await?;
-        if let Some(cap) = &req.volume_capability {
-            capability::validate("volume_capability", Some(cap), Driver::vg_kind(&vg))?;
-        }
-        let node_expansion_required = v.tags.fs != "block";
+        let cap = match &req.volume_capability {
+            Some(cap) => Some(capability::validate(
+                "volume_capability",
+                Some(cap),
+                Driver::vg_kind(&vg),
+            )?),
+            None => None,
+        };
+        // A static volume has no fs tag: the capability tells, and without one the node is
+        // asked (NodeExpandVolume of a raw block volume does nothing).
+        let node_expansion_required = match v.fs() {
+            Some(fs) => fs != "block",
+            None => !cap.as_ref().is_some_and(|c| c.is_block()),
+        };
         let size = range.lv_size(vg.extent_size)?;
         if size <= v.lv.size {
             return Ok(Response::new(ControllerExpandVolumeResponse {
@@ -1037,8 +1081,11 @@ impl Controller for ControllerService {
                 ..v.tags.clone()
             };
             // The size tag is informational (CreateVolume compares the LV's real size), so
-            // a failure to update it is only logged.
-            if let Err(e) = self.driver.retag(&id, &v.tags, &new).await {
+            // a failure to update it is only logged. A static volume gets no vglet tags:
+            // they would make it look created by us, and deletable.
+            if v.adopted.is_none()
+                && let Err(e) = self.driver.retag(&id, &v.tags, &new).await
+            {
                 tracing::warn!(error = %e, "could not update the size tag");
             }
         }
@@ -1088,5 +1135,245 @@ mod tests {
         assert!(validate_name("").is_err());
         assert!(validate_name("a\nb").is_err());
         assert!(validate_name(&"x".repeat(300)).is_err());
+    }
+
+    /// Static volumes against a fake lvm: which RPCs act on which LVs, and which lvm
+    /// commands they run (none that changes an LV without the matching opt-in).
+    mod adoption {
+        use std::sync::Mutex;
+
+        use vglet_runner::{FakeRunner, Reply};
+
+        use super::*;
+
+        const ADOPT: &str = "vglet.adopt=lvm.vglet.io";
+        const DELETE: &str = "vglet.adopt.delete=lvm.vglet.io";
+
+        fn lv_json(name: &str, attr: &str, role: &str, tags: &[&str]) -> String {
+            format!(
+                r#"{{"vg_name":"vg0","lv_name":"{name}","lv_uuid":"U-{name}","lv_attr":"{attr}","lv_size":"67108864","lv_active":"active","lv_tags":"{}","lv_path":"/dev/vg0/{name}","lv_dm_path":"/dev/mapper/vg0-{name}","lv_layout":"linear","lv_role":"{role}","pool_lv":"","origin":"","data_percent":""}}"#,
+                tags.join(",")
+            )
+        }
+
+        /// The LVs lvm reports; lvremove takes the named LV out of it.
+        struct Fake {
+            lvs: Arc<Mutex<Vec<(String, String)>>>,
+            runner: FakeRunner,
+        }
+
+        fn fake() -> Fake {
+            let lvs = Arc::new(Mutex::new(vec![
+                (
+                    "plain".to_string(),
+                    lv_json("plain", "-wi-a-----", "public", &["team=a"]),
+                ),
+                (
+                    "adopted".to_string(),
+                    lv_json("adopted", "-wi-a-----", "public", &[ADOPT]),
+                ),
+                (
+                    "deletable".to_string(),
+                    lv_json("deletable", "-wi-a-----", "public", &[ADOPT, DELETE]),
+                ),
+                (
+                    "pool".to_string(),
+                    lv_json("pool", "twi-a-tz--", "private,thin,pool", &[ADOPT, DELETE]),
+                ),
+                (
+                    "cow".to_string(),
+                    lv_json(
+                        "cow",
+                        "swi-a-s---",
+                        "public,snapshot,thicksnapshot",
+                        &[ADOPT],
+                    ),
+                ),
+                (
+                    "csi-ours".to_string(),
+                    lv_json(
+                        "csi-ours",
+                        "-wi-a-----",
+                        "public",
+                        &[
+                            "vglet.owner=lvm.vglet.io",
+                            "vglet.name=pvc-1",
+                            "vglet.size=67108864",
+                            "vglet.fs=ext4",
+                        ],
+                    ),
+                ),
+            ]));
+            let state = lvs.clone();
+            let runner = FakeRunner::with(move |c| {
+                let args = c.arg_strings();
+                match args.first().map(String::as_str) {
+                    Some("version") => Reply::ok("  LVM version:     2.03.16(2) (2022-05-18)\n"),
+                    Some("fullreport") => {
+                        let lvs: Vec<String> =
+                            state.lock().unwrap().iter().map(|l| l.1.clone()).collect();
+                        Reply::ok(format!(
+                            r#"{{"report":[{{"vg":[{{"vg_name":"vg0","vg_size":"1073741824","vg_free":"536870912","vg_extent_size":"4194304","vg_lock_type":""}}],"pv":[],"lv":[{}]}}]}}"#,
+                            lvs.join(",")
+                        ))
+                    }
+                    Some("lvremove") => {
+                        let target = args
+                            .last()
+                            .unwrap()
+                            .strip_prefix("vg0/")
+                            .unwrap()
+                            .to_string();
+                        state.lock().unwrap().retain(|l| l.0 != target);
+                        Reply::ok("")
+                    }
+                    Some("lvextend") => Reply::ok(""),
+                    _ => Reply::fail(5, "unexpected"),
+                }
+            });
+            Fake { lvs, runner }
+        }
+
+        async fn service(f: &Fake) -> ControllerService {
+            #[derive(clap::Parser)]
+            struct Args {
+                #[command(flatten)]
+                config: crate::Config,
+            }
+            let args = <Args as clap::Parser>::parse_from([
+                "csi-driver",
+                "--node-id=n1",
+                "--volume-group=vg0",
+                "--lvm=/bin/sh",
+                "--restrict-scan=false",
+                "--mode=controller",
+            ]);
+            let driver = crate::build_driver_with(args.config, Arc::new(f.runner.clone()))
+                .await
+                .unwrap();
+            ControllerService {
+                driver: Arc::new(driver),
+            }
+        }
+
+        fn changes(f: &Fake) -> Vec<String> {
+            f.runner
+                .call_lines()
+                .into_iter()
+                .filter(|l| !l.contains(" fullreport") && !l.contains(" version"))
+                .collect()
+        }
+
+        fn present(f: &Fake, name: &str) -> bool {
+            f.lvs.lock().unwrap().iter().any(|l| l.0 == name)
+        }
+
+        async fn delete(c: &ControllerService, lv: &str) -> Result<(), Status> {
+            c.delete_volume(Request::new(DeleteVolumeRequest {
+                volume_id: format!("vg0/{lv}"),
+                ..Default::default()
+            }))
+            .await
+            .map(drop)
+        }
+
+        #[tokio::test]
+        async fn delete_removes_only_with_the_opt_in() {
+            let f = fake();
+            let c = service(&f).await;
+            for lv in ["plain", "adopted", "pool", "cow"] {
+                let e = delete(&c, lv).await.unwrap_err();
+                assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{lv}: {e:?}");
+                assert!(present(&f, lv), "{lv}");
+            }
+            assert_eq!(changes(&f), Vec::<String>::new());
+            let e = delete(&c, "plain").await.unwrap_err();
+            assert!(
+                e.message()
+                    .contains("lvchange --addtag vglet.adopt=lvm.vglet.io vg0/plain"),
+                "{e:?}"
+            );
+            let e = delete(&c, "adopted").await.unwrap_err();
+            assert!(e.message().contains("Retain"), "{e:?}");
+            assert!(e.message().contains(DELETE), "{e:?}");
+            let e = delete(&c, "pool").await.unwrap_err();
+            assert!(e.message().contains("cannot be a volume"), "{e:?}");
+
+            delete(&c, "deletable").await.unwrap();
+            assert!(!present(&f, "deletable"));
+            assert_eq!(
+                changes(&f),
+                vec![format!(
+                    r#"sh lvremove -y --select lv_tags="{DELETE}" vg0/deletable"#
+                )]
+            );
+            // Idempotent: gone is gone.
+            delete(&c, "deletable").await.unwrap();
+        }
+
+        #[tokio::test]
+        async fn adopted_volumes_are_reported_listed_and_expanded_without_retagging() {
+            let f = fake();
+            let c = service(&f).await;
+            let got = c
+                .controller_get_volume(Request::new(ControllerGetVolumeRequest {
+                    volume_id: "vg0/adopted".into(),
+                }))
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(got.volume.unwrap().capacity_bytes, 64 << 20);
+            let e = c
+                .controller_get_volume(Request::new(ControllerGetVolumeRequest {
+                    volume_id: "vg0/plain".into(),
+                }))
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+
+            let listed: Vec<String> = c
+                .list_volumes(Request::new(ListVolumesRequest::default()))
+                .await
+                .unwrap()
+                .into_inner()
+                .entries
+                .into_iter()
+                .map(|e| e.volume.unwrap().volume_id)
+                .collect();
+            assert_eq!(listed, ["vg0/adopted", "vg0/csi-ours", "vg0/deletable"]);
+
+            let r = c
+                .controller_expand_volume(Request::new(ControllerExpandVolumeRequest {
+                    volume_id: "vg0/adopted".into(),
+                    capacity_range: Some(CapacityRange {
+                        required_bytes: 128 << 20,
+                        limit_bytes: 0,
+                    }),
+                    ..Default::default()
+                }))
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(r.node_expansion_required);
+            // Grown, and no vglet tag written: it must not start to look created by us.
+            assert_eq!(changes(&f), vec!["sh lvextend -L 134217728b vg0/adopted"]);
+        }
+
+        #[tokio::test]
+        async fn adopted_volumes_are_no_snapshot_or_clone_source() {
+            let f = fake();
+            let c = service(&f).await;
+            let e = c
+                .create_snapshot(Request::new(CreateSnapshotRequest {
+                    source_volume_id: "vg0/adopted".into(),
+                    name: "s1".into(),
+                    ..Default::default()
+                }))
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+            assert!(e.message().contains("static volume"), "{e:?}");
+            assert_eq!(changes(&f), Vec::<String>::new());
+        }
     }
 }

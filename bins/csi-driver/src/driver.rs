@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tonic::Status;
-use vglet_lvm::{Lv, Lvm, Report, Vg, tags::VolumeTags};
+use vglet_lvm::tags::{self, Claim, VolumeTags};
+use vglet_lvm::{Lv, Lvm, Report, Vg};
 use vglet_mount::{Filesystems, Mounter};
 
 use crate::capability::VgKind;
@@ -35,12 +36,51 @@ pub struct Driver {
     pub state: Option<vglet_state::StateStore>,
 }
 
-/// An LV this driver owns, with what its tags say.
+/// An LV this driver may act on, with what its tags say.
 #[derive(Debug, Clone)]
 pub struct OwnedVolume {
     pub id: VolumeId,
     pub lv: Lv,
+    /// For an adopted LV, stand-ins: no name, the LV's size and an empty fs (use
+    /// [`OwnedVolume::fs`]); nothing of them is ever written to the LV.
     pub tags: VolumeTags,
+    /// Set when the LV was created elsewhere and handed over with the adopt tag.
+    pub adopted: Option<Adopted>,
+}
+
+/// A static volume: an LV the operator handed to the driver (see docs/static-volumes.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Adopted {
+    /// `vglet.adopt.delete=<driver>` is set too: DeleteVolume may remove the LV.
+    pub may_delete: bool,
+}
+
+impl OwnedVolume {
+    /// What the volume was created as ("block" or a filesystem type); `None` for an adopted
+    /// LV, whose content only the device itself can tell.
+    pub fn fs(&self) -> Option<&str> {
+        match self.adopted {
+            Some(_) => None,
+            None => Some(&self.tags.fs),
+        }
+    }
+}
+
+/// Whether an adopt-tagged LV can serve as a volume at all: LVM's internal sub-LVs, pools
+/// and copy-on-write snapshot stores hold no filesystem of their own, and writing to them
+/// (or removing them) would corrupt what they serve.
+pub fn check_adoptable(lv: &Lv) -> Result<(), String> {
+    if lv.is_hidden() {
+        return Err("it is an internal logical volume of LVM".into());
+    }
+    if lv.segtype.ends_with("pool") {
+        return Err(format!("it is a {}", lv.segtype));
+    }
+    let roles: Vec<&str> = lv.role.split(',').collect();
+    if roles.contains(&"thicksnapshot") || lv.attr.starts_with(['s', 'S']) {
+        return Err("it is a copy-on-write snapshot".into());
+    }
+    Ok(())
 }
 
 impl Driver {
@@ -107,12 +147,28 @@ impl Driver {
     }
 
     /// Looks a volume id up: NOT_FOUND when the VG is not ours or the LV is missing;
-    /// FAILED_PRECONDITION when the LV exists but was not created by this driver.
+    /// FAILED_PRECONDITION when the LV exists but was not created by this driver. Adopted
+    /// LVs are refused too: this is for the operations that use a volume as the source of
+    /// new LVs (snapshots, clones), which static volumes do not support.
     pub async fn owned_volume(&self, id: &VolumeId) -> Result<OwnedVolume, Status> {
+        let v = self.usable_volume(id).await?;
+        if v.adopted.is_some() {
+            return Err(Status::failed_precondition(format!(
+                "volume {id} is a static volume (adopted, not created by {}); snapshots and clones of static volumes are not supported",
+                self.cfg.driver_name
+            )));
+        }
+        Ok(v)
+    }
+
+    /// [`Self::owned_volume`] that also accepts LVs the operator handed over with the
+    /// adopt tag: for staging, publishing, expanding, reporting and (only with the delete
+    /// opt-in) deleting.
+    pub async fn usable_volume(&self, id: &VolumeId) -> Result<OwnedVolume, Status> {
         Ok(self.volume_in_vg(id).await?.0)
     }
 
-    /// [`Self::owned_volume`] with its VG and the whole report they came from: one
+    /// [`Self::usable_volume`] with its VG and the whole report they came from: one
     /// `lvm fullreport` for everything an RPC needs to know before it acts.
     pub async fn volume_in_vg(&self, id: &VolumeId) -> Result<(OwnedVolume, Vg, Report), Status> {
         if !self.serves_vg(&id.vg) {
@@ -138,19 +194,56 @@ impl Driver {
             .find(|l| l.vg == id.vg && l.name == id.lv)
             .cloned()
             .ok_or_else(|| Status::not_found(format!("volume {id} does not exist")))?;
-        let tags = self.ownership(id, &lv)?;
-        let v = OwnedVolume {
-            id: id.clone(),
-            lv,
-            tags,
-        };
+        let v = self.claim(id, lv)?;
         Ok((v, vg, report))
     }
 
-    /// The driver never touches an LV it did not create: the ownership tag must name us.
+    /// The driver never touches an LV it neither created (the ownership tag names us) nor
+    /// was explicitly handed (the adopt tag names us).
+    pub fn claim(&self, id: &VolumeId, lv: Lv) -> Result<OwnedVolume, Status> {
+        let driver = &self.cfg.driver_name;
+        match tags::claim(&lv.tags, driver) {
+            Claim::Created(tags) => Ok(OwnedVolume {
+                id: id.clone(),
+                lv,
+                tags,
+                adopted: None,
+            }),
+            Claim::Adopted { may_delete } => {
+                check_adoptable(&lv).map_err(|why| {
+                    Status::failed_precondition(format!(
+                        "logical volume {id} carries {} but cannot be a volume: {why}",
+                        tags::adopt_tag(driver)
+                    ))
+                })?;
+                Ok(OwnedVolume {
+                    id: id.clone(),
+                    tags: VolumeTags {
+                        owner: driver.clone(),
+                        name: String::new(),
+                        size: lv.size,
+                        fs: String::new(),
+                    },
+                    lv,
+                    adopted: Some(Adopted { may_delete }),
+                })
+            }
+            Claim::Foreign => Err(Status::failed_precondition(format!(
+                "logical volume {id} carries vglet tags of another driver, snapshot or unfinished volume; refusing to touch it"
+            ))),
+            Claim::NotAdopted => Err(Status::failed_precondition(format!(
+                "logical volume {id} exists but was not created by {driver}; refusing to touch it. \
+                 To use it as a static volume, tag it: lvchange --addtag {} {id}",
+                tags::adopt_tag(driver)
+            ))),
+        }
+    }
+
+    /// Only the volumes this driver created: what CreateVolume may find under a name and
+    /// what start-up reconciliation may clean up. Adopted LVs are not among them.
     pub fn ownership(&self, id: &VolumeId, lv: &Lv) -> Result<VolumeTags, Status> {
-        match VolumeTags::from_tags(&lv.tags) {
-            Some(t) if t.owner == self.cfg.driver_name => Ok(t),
+        match tags::claim(&lv.tags, &self.cfg.driver_name) {
+            Claim::Created(t) => Ok(t),
             _ => Err(Status::failed_precondition(format!(
                 "logical volume {id} exists but was not created by {}; refusing to touch it",
                 self.cfg.driver_name

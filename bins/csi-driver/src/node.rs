@@ -233,19 +233,17 @@ impl NodeService {
         }
     }
 
-    /// The capability must agree with what the volume was created as.
+    /// The capability must agree with what the volume was created as. A static volume
+    /// has no record of that; staging checks its content instead.
     fn check_matches_volume(cap: &Capability, v: &OwnedVolume) -> Result<(), Status> {
         let want = cap.fs_type().unwrap_or("block");
-        if want != v.tags.fs {
-            return Err(invalid(
+        match v.fs() {
+            Some(fs) if fs != want => Err(invalid(
                 "volume_capability",
-                format!(
-                    "volume {} was created as {:?}, not {want:?}",
-                    v.id, v.tags.fs
-                ),
-            ));
+                format!("volume {} was created as {fs:?}, not {want:?}", v.id),
+            )),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// A fresh staging mount of an fsdax volume must show DAX in the mount table (xfs turns
@@ -284,6 +282,7 @@ impl NodeService {
         if cap.is_read_only_mode() {
             flags.push("ro".into());
         }
+        flags.extend(vglet_mount::implied_mount_flags(fs_type));
         let opts = vglet_mount::volume_mount_options(&flags, fsdax)
             .map_err(|e| invalid("volume_capability.mount.mount_flags", e))?;
         let mkfs_options = if fsdax {
@@ -327,6 +326,17 @@ impl NodeService {
             .await
             .map_err(|e| mount_status("probing the device", e))?;
         match found {
+            // lvcreate zeroed the start of the LVs we created, so "no signature" means
+            // empty. An adopted LV had no such guarantee: its data may simply be of a kind
+            // blkid does not know, so it is never formatted.
+            None if v.adopted.is_some() => {
+                return Err(Status::failed_precondition(format!(
+                    "static volume {} holds no recognisable filesystem and is never formatted by the driver; \
+                     create the filesystem yourself (mkfs.{fs_type} {}) if it is really empty",
+                    v.id,
+                    dev.display()
+                )));
+            }
             None => {
                 tracing::info!(device = %dev.display(), fs = %fs_type, "formatting");
                 self.driver
@@ -616,7 +626,7 @@ impl Node for NodeService {
         let req = req.into_inner();
         let id = parse_id(&req.volume_id)?;
         let path = parse_path("volume_path", &req.volume_path)?;
-        let v = self.driver.owned_volume(&id).await?;
+        let v = self.driver.usable_volume(&id).await?;
         let md = std::fs::metadata(&path)
             .map_err(|e| Status::not_found(format!("volume_path {}: {e}", path.display())))?;
         let cond;
@@ -718,14 +728,20 @@ impl Node for NodeService {
                 v.lv.size, range.required
             )));
         }
-        let is_block = v.tags.fs == "block"
+        let is_block = v.fs() == Some("block")
             || req.volume_capability.as_ref().is_some_and(|c| {
                 matches!(c.access_type, Some(volume_capability::AccessType::Block(_)))
-            });
+            })
+            // A static volume without a capability: a raw block volume is published as a
+            // device file, a filesystem as a directory.
+            || (v.fs().is_none() && req.volume_capability.is_none() && !path.is_dir());
         if !is_block {
             let mount = mounted_at(&path)?.ok_or_else(|| {
                 Status::not_found(format!("volume {id} is not mounted at {}", path.display()))
             })?;
+            // A static volume's filesystem is whatever the kernel mounted (staging refused
+            // any other than the capability's).
+            let fs_type = v.fs().unwrap_or(&mount.fs_type).to_string();
             let dev = Self::device_path(&v);
             if !same_device(&mount, device_numbers(&dev)?) {
                 return Err(invalid(
@@ -735,7 +751,7 @@ impl Node for NodeService {
             }
             self.driver
                 .fs
-                .grow(&v.tags.fs, &dev, &path)
+                .grow(&fs_type, &dev, &path)
                 .await
                 .map_err(|e| mount_status(&format!("growing the filesystem of {id}"), e))?;
             tracing::info!(bytes = v.lv.size, "filesystem grown");

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use vglet_lvm::tags::{VgPmem, VolumeTags};
+use vglet_lvm::tags::{Claim, VgPmem};
 use vglet_lvm::{Activation, Lv, Lvm, LvmError, Vg};
 use vglet_mount::{CheckOutcome, Filesystems, MountEntry, Mounter};
 use vglet_state::{Record, StateError, StateStore};
@@ -259,11 +259,13 @@ impl Reviver {
                 return Ok(Some(why));
             }
         };
-        match VolumeTags::from_tags(&lv.tags) {
-            Some(t) if t.owner == record.driver => {}
-            _ => {
+        // A static volume (adopted) comes back like a created one, for as long as it keeps
+        // the adopt tag: withdrawing it withdraws the permission to mount it again.
+        match vglet_lvm::tags::claim(&lv.tags, &record.driver) {
+            Claim::Created(_) | Claim::Adopted { .. } => {}
+            Claim::Foreign | Claim::NotAdopted => {
                 return Err(Failure(format!(
-                    "LV {} does not carry the ownership tag of {}; not touched",
+                    "LV {} carries neither the ownership nor the adopt tag of {}; not touched",
                     record.volume_id, record.driver
                 )));
             }
@@ -375,6 +377,7 @@ impl Reviver {
         if record.read_only {
             flags.push("ro".into());
         }
+        flags.extend(vglet_mount::implied_mount_flags(fs));
         let opts = vglet_mount::volume_mount_options(&flags, fsdax)?;
         if let Err(e) = self.mounter.mount(dev, staging, fs, &opts) {
             let mut why = format!("mounting {} at {}: {e}", dev.display(), staging.display());

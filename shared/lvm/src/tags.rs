@@ -12,6 +12,14 @@ pub const NAME_PREFIX: &str = "vglet.name=";
 pub const SIZE_PREFIX: &str = "vglet.size=";
 /// `vglet.fs=<fs type>` or `vglet.fs=block`.
 pub const FS_PREFIX: &str = "vglet.fs=";
+/// `vglet.adopt=<driver name>`, set by the operator on an LV that vglet did not create: the
+/// named driver may use it as a static volume (stage, publish, expand, report) but never
+/// removes it. It names the driver, as the owner tag does, so that one driver instance's
+/// permission is not another's.
+pub const ADOPT_PREFIX: &str = "vglet.adopt=";
+/// `vglet.adopt.delete=<driver name>`: a second, separate opt-in that lets DeleteVolume
+/// remove an adopted LV. Without `vglet.adopt=` as well it grants nothing.
+pub const ADOPT_DELETE_PREFIX: &str = "vglet.adopt.delete=";
 
 /// What the vglet tags of one LV say.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -152,6 +160,67 @@ pub fn is_owned_by(tags: &[String], driver_name: &str) -> bool {
     tags.contains(&want)
 }
 
+/// Why a driver may act on an LV, decided from its tags alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Created by this driver; the tags say what it is. Adopt tags on it change nothing.
+    Created(VolumeTags),
+    /// Created by someone else and handed to this driver with [`ADOPT_PREFIX`].
+    Adopted { may_delete: bool },
+    /// Carries vglet tags of another driver, of a snapshot or of an unfinished create, or
+    /// malformed ones: the adopt tag cannot override them.
+    Foreign,
+    /// No vglet tags at all and no adopt tag for this driver.
+    NotAdopted,
+}
+
+/// What `driver_name` may do with an LV carrying `tags`.
+///
+/// Any `vglet.` tag other than the adopt tags means the LV came from some vglet instance
+/// (a volume, a snapshot, a half-done create): such an LV is never adoptable, so adopting
+/// cannot turn another driver's volume or one of our snapshots into a volume.
+pub fn claim(tags: &[String], driver_name: &str) -> Claim {
+    if let Some(t) = VolumeTags::from_tags(tags) {
+        // An adopt tag on a volume we created changes nothing: it was always ours.
+        if t.owner == driver_name {
+            return Claim::Created(t);
+        }
+        return Claim::Foreign;
+    }
+    if tags
+        .iter()
+        .any(|t| t.starts_with("vglet.") && !is_adopt_tag(t))
+    {
+        return Claim::Foreign;
+    }
+    let names = |prefix| values(tags, prefix).map(decode_tag_value);
+    let mut adopters = names(ADOPT_PREFIX);
+    if !adopters.any(|n| n.as_deref() == Some(driver_name)) {
+        return Claim::NotAdopted;
+    }
+    let may_delete = names(ADOPT_DELETE_PREFIX).any(|n| n.as_deref() == Some(driver_name));
+    Claim::Adopted { may_delete }
+}
+
+/// The adopt tags, and their bare names (a likely operator slip, answered with the right
+/// spelling rather than "foreign").
+fn is_adopt_tag(t: &str) -> bool {
+    t.starts_with(ADOPT_PREFIX)
+        || t.starts_with(ADOPT_DELETE_PREFIX)
+        || t == "vglet.adopt"
+        || t == "vglet.adopt.delete"
+}
+
+/// The tag that lets `driver_name` adopt an LV, as `lvchange --addtag` takes it.
+pub fn adopt_tag(driver_name: &str) -> String {
+    format!("{ADOPT_PREFIX}{}", encode_tag_value(driver_name))
+}
+
+/// The tag that lets `driver_name` remove an adopted LV.
+pub fn adopt_delete_tag(driver_name: &str) -> String {
+    format!("{ADOPT_DELETE_PREFIX}{}", encode_tag_value(driver_name))
+}
+
 fn values<'a>(tags: &'a [String], prefix: &'a str) -> impl Iterator<Item = &'a str> {
     tags.iter().filter_map(move |t| t.strip_prefix(prefix))
 }
@@ -242,6 +311,61 @@ mod tests {
         let mut t = sample().to_tags();
         t.push("vglet.fs=ext4".into());
         assert_eq!(VolumeTags::from_tags(&t), Some(sample()));
+    }
+
+    #[test]
+    fn claims() {
+        let d = "lvm.vglet.io";
+        let adopt = adopt_tag(d);
+        let delete = adopt_delete_tag(d);
+        assert_eq!(adopt, "vglet.adopt=lvm.vglet.io");
+        assert_eq!(delete, "vglet.adopt.delete=lvm.vglet.io");
+        for t in [&adopt, &delete] {
+            crate::naming::validate_tag(t).unwrap();
+        }
+        let s = |v: &[&str]| v.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+
+        assert_eq!(claim(&sample().to_tags(), d), Claim::Created(sample()));
+        assert_eq!(claim(&sample().to_tags(), "other"), Claim::Foreign);
+        assert_eq!(claim(&[], d), Claim::NotAdopted);
+        assert_eq!(claim(&s(&["backup", "team=a"]), d), Claim::NotAdopted);
+        assert_eq!(
+            claim(&s(&["backup", &adopt]), d),
+            Claim::Adopted { may_delete: false }
+        );
+        assert_eq!(
+            claim(&s(&[&delete, &adopt]), d),
+            Claim::Adopted { may_delete: true }
+        );
+        // The delete opt-in alone adopts nothing.
+        assert_eq!(claim(&s(&[&delete]), d), Claim::NotAdopted);
+        // Another driver's permission is not ours, nor is a prefix of our name.
+        assert_eq!(claim(&s(&["vglet.adopt=other.io"]), d), Claim::NotAdopted);
+        assert_eq!(claim(&s(&["vglet.adopt=lvm.vglet"]), d), Claim::NotAdopted);
+        assert_eq!(claim(&s(&["vglet.adopt"]), d), Claim::NotAdopted);
+        assert_eq!(
+            claim(&s(&[&adopt, "vglet.adopt.delete=other.io"]), d),
+            Claim::Adopted { may_delete: false }
+        );
+        // Adoption never overrides vglet's own tags: a volume of another driver, a
+        // snapshot, an unfinished create, half a tag set.
+        let mut other = sample();
+        other.owner = "other.io".into();
+        let mut t = other.to_tags();
+        t.push(adopt.clone());
+        assert_eq!(claim(&t, d), Claim::Foreign);
+        // Our own volume stays ours with an adopt tag added.
+        let mut t = sample().to_tags();
+        t.extend([adopt.clone()]);
+        assert_eq!(claim(&t, d), Claim::Created(sample()));
+        for marker in [
+            "vglet.snapshot-name=s1",
+            "vglet.creating",
+            "vglet.owner=lvm.vglet.io",
+            "vglet.fs=ext4",
+        ] {
+            assert_eq!(claim(&s(&[marker, &adopt]), d), Claim::Foreign, "{marker}");
+        }
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub use mountinfo::{
     MountEntry, is_mount_point, mount_at, mounts, mounts_of_device, parse_mountinfo,
     unescape_mountinfo,
 };
-pub use options::{MountOptions, parse_mount_flags};
+pub use options::{MountOptions, implied_mount_flags, parse_mount_flags};
 pub use paths::{MAX_PATH_BYTES, ensure_dir, ensure_file, validate_target_path};
 pub use stats::{FsStats, block_device_size, fs_stats};
 

@@ -170,6 +170,21 @@ const BARE_DATA_OPTIONS: &[&str] = &[
     "noacl",
 ];
 
+/// Options every mount of `fs` gets, whatever the capability says.
+///
+/// xfs: `nouuid`. A restored snapshot or a clone is a block copy of its source, xfs UUID
+/// included, and xfs refuses to mount a second filesystem with a UUID already mounted
+/// ("duplicate UUID"): without it a restore could not be used on the node where its origin
+/// is. Regenerating the UUID (`xfs_admin -U generate`) instead would need a clean log,
+/// which a snapshot of a busy filesystem does not promise. The driver never refers to
+/// filesystems by UUID, so nothing else depends on them being unique.
+pub fn implied_mount_flags(fs: &str) -> Vec<String> {
+    match fs {
+        "xfs" => vec!["nouuid".to_string()],
+        _ => Vec::new(),
+    }
+}
+
 /// Turns CSI `mount_flags` into [`MountOptions`]. Each entry must be exactly one option from
 /// the allow-list: the strings come from users' StorageClasses and PVs, and the mount runs
 /// as root on the node, so "bind", "remount", "uid=0", or "noatime,loop" smuggled into one
@@ -314,6 +329,17 @@ mod tests {
 
     fn parse(v: &[&str]) -> Result<MountOptions, MountError> {
         parse_mount_flags(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn xfs_always_mounts_nouuid_once() {
+        assert!(implied_mount_flags("ext4").is_empty());
+        let mut flags = vec!["nouuid".to_string(), "noatime".to_string()];
+        flags.extend(implied_mount_flags("xfs"));
+        let o = parse_mount_flags(&flags).unwrap();
+        assert_eq!(o.data, "nouuid");
+        let o = parse_mount_flags(&implied_mount_flags("xfs")).unwrap();
+        assert_eq!(o.data, "nouuid");
     }
 
     fn rejected(option: &str) -> String {

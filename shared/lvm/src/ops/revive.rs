@@ -23,7 +23,8 @@ impl Lvm {
         argv.extend([
             "-y".to_string(),
             "--select".to_string(),
-            format!("lv_tags={tag}"),
+            // Quoted: a tag may hold '&' and '=', which select would otherwise parse.
+            format!("lv_tags=\"{tag}\""),
             format!("{vg}/{lv}"),
         ]);
         self.run(argv, Some(vg), Some(lv)).await?;
@@ -48,7 +49,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             runner.call_lines(),
-            vec!["lvm lvremove -y --select lv_tags=vglet.creating vg0/csi-a"]
+            vec![r#"lvm lvremove -y --select lv_tags="vglet.creating" vg0/csi-a"#]
         );
         assert!(matches!(
             lvm.remove_lv_if_tagged("vg0", "csi-a", "a b").await,
