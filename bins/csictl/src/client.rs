@@ -3,8 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::{Channel, Endpoint};
 
 /// Where the plugin listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,20 +71,7 @@ pub async fn connect(
                 .connect()
                 .await
         }
-        Target::Unix(path) => {
-            let path = path.clone();
-            // The URI is required by the API but unused: the connector below ignores it.
-            Endpoint::try_from("http://[::]:50051")?
-                .connect_timeout(timeout)
-                .connect_with_connector(tower::service_fn(move |_: Uri| {
-                    let path = path.clone();
-                    async move {
-                        let stream = tokio::net::UnixStream::connect(path).await?;
-                        Ok::<_, std::io::Error>(TokioIo::new(stream))
-                    }
-                }))
-                .await
-        }
+        Target::Unix(path) => vglet_csi_proto::connect_unix(path, timeout).await,
     }
 }
 

@@ -18,6 +18,26 @@ pub mod v1 {
     tonic::include_proto!("csi.v1");
 }
 
+/// A gRPC channel to a CSI endpoint on a unix socket, the transport kubelet and the
+/// sidecars use; `timeout` bounds the connection attempt.
+pub async fn connect_unix(
+    path: &std::path::Path,
+    timeout: std::time::Duration,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let path = path.to_path_buf();
+    // The URI is required by the API but unused: the connector below ignores it.
+    tonic::transport::Endpoint::try_from("http://[::]:50051")?
+        .connect_timeout(timeout)
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await
+}
+
 /// Encoded `FileDescriptorSet` of `csi.proto` and its imports, e.g. for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/csi_descriptor.bin"));

@@ -42,7 +42,8 @@ impl ReadCoalescer {
             .entry(key.to_string())
             .or_default()
             .clone();
-        slot.waiting.fetch_add(1, Ordering::SeqCst);
+        // Counted out by the guard even when the caller is cancelled while it waits.
+        let waiting = Waiting::enter(&slot);
         // Every read with a larger id starts after this point.
         let arrived = slot.started.load(Ordering::SeqCst);
         let mut last = slot.last.lock().await;
@@ -55,12 +56,42 @@ impl ReadCoalescer {
                 r
             }
         };
-        if slot.waiting.fetch_sub(1, Ordering::SeqCst) == 1 {
+        if waiting.leave() {
             // Nobody queued: no one can use the kept report any more (a later caller needs
             // a newer read), so do not hold a large VG's report in memory.
             *last = None;
         }
         result
+    }
+}
+
+/// One caller counted in [`Slot::waiting`] from arrival until it leaves or is dropped.
+struct Waiting<'a> {
+    slot: &'a Slot,
+    counted: bool,
+}
+
+impl<'a> Waiting<'a> {
+    fn enter(slot: &'a Slot) -> Waiting<'a> {
+        slot.waiting.fetch_add(1, Ordering::SeqCst);
+        Waiting {
+            slot,
+            counted: true,
+        }
+    }
+
+    /// Whether this caller was the last one waiting.
+    fn leave(mut self) -> bool {
+        self.counted = false;
+        self.slot.waiting.fetch_sub(1, Ordering::SeqCst) == 1
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.counted {
+            self.slot.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
@@ -111,6 +142,36 @@ mod tests {
         // A caller arriving after everything finished reads anew.
         let r = c.read("vg", || slow_read(reads.clone())).await.unwrap();
         assert_eq!(r.vgs[0].name, "read3");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_caller_is_counted_out() {
+        let c = Arc::new(ReadCoalescer::default());
+        let leader = {
+            let c = c.clone();
+            tokio::spawn(async move {
+                c.read("vg", || async {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Ok(report(1))
+                })
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let waiter = {
+            let c = c.clone();
+            tokio::spawn(async move { c.read("vg", || async { Ok(report(2)) }).await })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waiter.abort();
+        let _ = waiter.await;
+        leader.await.unwrap().unwrap();
+        let slot = c.slots.lock().unwrap().get("vg").unwrap().clone();
+        assert_eq!(slot.waiting.load(Ordering::SeqCst), 0);
+        assert!(
+            slot.last.lock().await.is_none(),
+            "nobody waits: nothing kept"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -17,7 +17,9 @@ const GROW_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// worse than waiting.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
-const EXT4_DEFAULT_EXTENDED: &str = "nodiscard,lazy_itable_init=1,lazy_journal_init=1";
+/// mkfs.ext4 `-E` options always used: no discard (minutes on a large thin or SAN LV),
+/// lazy init. Public so a benchmark floor runs mkfs exactly as the driver does.
+pub const EXT4_DEFAULT_EXTENDED: &str = "nodiscard,lazy_itable_init=1,lazy_journal_init=1";
 /// Options users may pass to mkfs; each takes exactly one value.
 const EXT4_MKFS_OPTIONS: &[&str] = &["-b", "-i", "-I", "-m", "-L", "-O", "-E", "-T", "-N"];
 const XFS_MKFS_OPTIONS: &[&str] = &["-b", "-i", "-m", "-n", "-l", "-d", "-L", "-s"];

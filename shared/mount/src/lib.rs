@@ -17,7 +17,8 @@ pub use dax::{
 };
 pub use error::MountError;
 pub use fs::{
-    CheckOutcome, Filesystems, MKFS_TIMEOUT, SUPPORTED_FILESYSTEMS, Signature, validate_fs_type,
+    CheckOutcome, EXT4_DEFAULT_EXTENDED, Filesystems, MKFS_TIMEOUT, SUPPORTED_FILESYSTEMS,
+    Signature, validate_fs_type,
 };
 pub use mounter::{FailWhen, MountCall, Mounter, RecordingMounter, SystemMounter};
 pub use mountinfo::{

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use vglet_csi_proto::v1::controller_client::ControllerClient;
 use vglet_csi_proto::v1::identity_client::IdentityClient;
 use vglet_csi_proto::v1::node_client::NodeClient;
@@ -147,17 +147,7 @@ impl Drop for DriverProcess {
 }
 
 pub async fn channel(socket: &Path) -> Channel {
-    let path = socket.to_path_buf();
-    Endpoint::try_from("http://[::]:50051")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(path).await?,
-                ))
-            }
-        }))
+    vglet_csi_proto::connect_unix(socket, Duration::from_secs(30))
         .await
         .expect("connect to csi-driver")
 }

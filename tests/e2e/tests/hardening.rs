@@ -282,6 +282,17 @@ async fn fifty_concurrent_creates(c: &mut Clients) -> Vec<String> {
     assert_eq!(ids.len(), 50, "50 distinct volume ids");
     let owned = owned_lvs();
     assert_eq!(owned.len(), 50, "lvs shows 50 driver LVs: {owned:?}");
+    // The creation markers of concurrent creates are removed in batches; one left behind
+    // would make the start-up reconcile delete a volume the CO was told exists.
+    let marked: Vec<String> = lvs(VG)
+        .into_iter()
+        .filter(|l| l.2.split(',').any(|t| t == "vglet.creating"))
+        .map(|l| l.0)
+        .collect();
+    assert!(
+        marked.is_empty(),
+        "LVs still marked as creating: {marked:?}"
+    );
     for id in &ids {
         let lv = id.split_once('/').unwrap().1;
         assert!(owned.iter().any(|o| o == lv), "{id} not in lvs");

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use vglet_csi_proto::v1::controller_client::ControllerClient;
 use vglet_csi_proto::v1::identity_client::IdentityClient;
 use vglet_csi_proto::v1::node_client::NodeClient;
@@ -96,17 +96,7 @@ impl Drop for DriverProcess {
 }
 
 pub async fn channel(socket: &Path) -> Result<Channel> {
-    let path = socket.to_path_buf();
-    Ok(Endpoint::try_from("http://[::]:50051")?
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(path).await?,
-                ))
-            }
-        }))
-        .await?)
+    Ok(vglet_csi_proto::connect_unix(socket, Duration::from_secs(10)).await?)
 }
 
 #[derive(Clone)]

@@ -77,13 +77,7 @@ pub fn mkfs(fs: &str, dev: &Path) -> Result<Duration> {
     match fs {
         "ext4" => run(
             "mkfs.ext4",
-            &[
-                "-F",
-                "-q",
-                "-E",
-                "nodiscard,lazy_itable_init=1,lazy_journal_init=1",
-                dev,
-            ],
+            &["-F", "-q", "-E", vglet_mount::EXT4_DEFAULT_EXTENDED, dev],
         ),
         "xfs" => run("mkfs.xfs", &["-q", "-K", dev]),
         other => bail!("no floor for fs {other}"),

@@ -184,7 +184,7 @@ impl Bench {
             c.publish(&id, &staging, &target, fs).await?;
             vt.push(t.elapsed());
             ensure!(
-                mounted(&target)?,
+                vglet_mount::is_mount_point(&target)?,
                 "NodePublishVolume returned but {} is not a mount point",
                 target.display()
             );
@@ -199,13 +199,6 @@ impl Bench {
             floor: Summary::of(&ft),
         })
     }
-}
-
-fn mounted(path: &Path) -> Result<bool> {
-    let p = path.to_str().context("path")?;
-    Ok(std::fs::read_to_string("/proc/self/mountinfo")?
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some(p)))
 }
 
 /// Settles before an idle measurement: the runtime's worker threads park, start-up buffers
