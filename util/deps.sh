@@ -6,11 +6,13 @@
 #   harness: qemu-system-x86 linux-image-amd64 busybox-static kmod cpio python3
 #   guest tools under test: lvm2 lvm2-lockd sanlock thin-provisioning-tools xfsprogs e2fsprogs
 #                           ndctl udev util-linux
+#   two-host dlm test: corosync dlm-controld iproute2 (guests joined by a QEMU UDP link)
 set -euo pipefail
 
 PKGS=(
   qemu-system-x86 linux-image-amd64 busybox-static kmod cpio python3
   lvm2 lvm2-lockd sanlock thin-provisioning-tools xfsprogs e2fsprogs ndctl udev util-linux
+  corosync dlm-controld iproute2
 )
 
 missing=()

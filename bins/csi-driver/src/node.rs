@@ -127,12 +127,22 @@ fn stage_record(
     }
 }
 
+/// Names the host holding an LV's sanlock lease: its node (from the tag vg-init wrote on
+/// that host) when known, and always its host_id, which is what sanlock itself reports.
+fn holder_text(host_id: u64, vg_tags: &[String]) -> String {
+    match vglet_lvm::tags::sanlock_host_node(vg_tags, host_id) {
+        Some(node) => format!("; the lock is held by node {node} (sanlock host_id {host_id})"),
+        None => format!("; the lock is held by the host with sanlock host_id {host_id}"),
+    }
+}
+
 impl NodeService {
     /// Makes the LV's device node exist on this node. Local VGs: plain activation.
     /// Shared VGs: exclusive, except raw block with a multi-node mode (shared lock).
     async fn activate(
         &self,
         v: &OwnedVolume,
+        vg_tags: &[String],
         kind: VgKind,
         cap: &Capability,
     ) -> Result<(), Status> {
@@ -146,7 +156,7 @@ impl NodeService {
             // not retry here (the CO retries; a loop would only hide the conflict).
             Err(vglet_lvm::LvmError::Locked(msg)) => {
                 let holder = match self.driver.lvm.lock_holder(&v.lv).await {
-                    Some(id) => format!("; the lock is held by the host with sanlock host_id {id}"),
+                    Some(id) => holder_text(id, vg_tags),
                     None => String::new(),
                 };
                 Err(Status::failed_precondition(format!(
@@ -405,7 +415,7 @@ impl Node for NodeService {
             vglet_mount::check_dax_flags(mount_flags, fsdax)
                 .map_err(|e| invalid("volume_capability.mount.mount_flags", e))?;
         }
-        self.activate(&v, kind, &cap).await?;
+        self.activate(&v, &vg.tags, kind, &cap).await?;
         let dev = Self::device_path(&v);
         let mounted = if cap.is_block() {
             false
@@ -794,5 +804,23 @@ impl Node for NodeService {
                 segments: self.driver.node_topology().await,
             }),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::holder_text;
+
+    #[test]
+    fn a_refusal_names_the_holding_node_when_vg_init_recorded_it() {
+        let tags = vec![vglet_lvm::tags::sanlock_host_tag(2, "worker-2")];
+        assert_eq!(
+            holder_text(2, &tags),
+            "; the lock is held by node worker-2 (sanlock host_id 2)"
+        );
+        assert_eq!(
+            holder_text(3, &tags),
+            "; the lock is held by the host with sanlock host_id 3"
+        );
     }
 }

@@ -37,6 +37,12 @@ pub struct Cli {
     #[arg(long, env = "VGLET_LOCK_TYPE", value_parser = ["sanlock", "dlm", "idm", "none"])]
     pub lock_type: Option<String>,
 
+    /// This host's Kubernetes node name (in a pod: from `spec.nodeName`). With a sanlock VG,
+    /// vg-init tags the VG `vglet.sanlock-host.<host_id>=<node>`, so that a volume refused
+    /// because another host holds it names that node, not only its sanlock host_id.
+    #[arg(long, env = "VGLET_NODE_NAME", value_name = "NAME")]
+    pub node_name: Option<String>,
+
     /// System ID of a local VG on storage other hosts can see: `auto` = this host's lvm
     /// system ID (lvm.conf global/system_id_source must give one), `none` = the VG must
     /// have none, or an ID that must equal this host's. Unset: left to lvm.

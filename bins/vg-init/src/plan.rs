@@ -155,6 +155,11 @@ pub fn plan(req: &Request, st: &State) -> Result<Plan, VgInitError> {
         return Err(VgInitError::Failed(missing.join("\n")));
     }
     let shared = req.lock_type.is_some();
+    // vg-init's own tags plus this host's sanlock host tag, which replaces an older one for
+    // the same host_id (a node rebuilt under another name keeps its host_id).
+    let mut want_tags = req.tags.clone();
+    let host_tag = sanlock_host_tag_wanted(req, st);
+    want_tags.extend(host_tag.as_ref().map(|(_, tag)| tag.clone()));
 
     let outcome;
     match &st.vg {
@@ -173,7 +178,7 @@ pub fn plan(req: &Request, st: &State) -> Result<Plan, VgInitError> {
             }
             actions.push(Action::CreateVg {
                 devices: added.clone(),
-                tags: req.tags.clone(),
+                tags: want_tags.clone(),
                 lock_type: req.lock_type,
             });
             if shared {
@@ -207,14 +212,19 @@ pub fn plan(req: &Request, st: &State) -> Result<Plan, VgInitError> {
             let stale: Vec<String> = vg
                 .tags
                 .iter()
-                .filter(|t| t.starts_with(VERSION_TAG_PREFIX) && !req.tags.contains(t))
+                .filter(|t| {
+                    let replaced = t.starts_with(VERSION_TAG_PREFIX)
+                        || host_tag
+                            .as_ref()
+                            .is_some_and(|(prefix, _)| t.starts_with(prefix.as_str()));
+                    replaced && !want_tags.contains(t)
+                })
                 .cloned()
                 .collect();
             if !stale.is_empty() {
                 changes.push(Action::DelTags(stale));
             }
-            let missing_tags: Vec<String> = req
-                .tags
+            let missing_tags: Vec<String> = want_tags
                 .iter()
                 .filter(|t| !vg.tags.contains(t))
                 .cloned()
@@ -309,6 +319,20 @@ pub fn lock_problems(lt: LockType, env: &LockEnv) -> Vec<String> {
         );
     }
     p
+}
+
+/// The tag that maps this host's sanlock host_id to its node name, when both are known, with
+/// the prefix every tag of that host_id shares (`vglet.sanlock-host.<id>=`).
+fn sanlock_host_tag_wanted(req: &Request, st: &State) -> Option<(String, String)> {
+    if req.lock_type != Some(LockType::Sanlock) {
+        return None;
+    }
+    let node = req.node_name.as_deref()?;
+    let host_id = st.lock.as_ref().map(|e| e.host_id).filter(|id| *id > 0)?;
+    Some((
+        vglet_lvm::tags::sanlock_host_prefix(host_id),
+        vglet_lvm::tags::sanlock_host_tag(host_id, node),
+    ))
 }
 
 /// The existing VG must already be what was asked for in the ways vg-init does not change.
@@ -496,6 +520,7 @@ mod tests {
             devices: devices.iter().map(|d| d.to_string()).collect(),
             tags: vec![MANAGED_TAG.into(), version_tag(), "team=a".into()],
             lock_type: None,
+            node_name: None,
             system_id: SystemIdWish::Unmanaged,
             thin_pool: None,
             metadata_size: 16 << 20,
@@ -899,6 +924,59 @@ mod tests {
         assert!(
             matches!(plan(&r, &st), Err(VgInitError::Refused(m)) if m.contains("does not convert"))
         );
+    }
+
+    #[test]
+    fn sanlock_vg_is_tagged_with_this_hosts_node_name() {
+        let mut r = req(&["/dev/vdc"]);
+        r.lock_type = Some(LockType::Sanlock);
+        r.node_name = Some("worker-1".into());
+        let st = State {
+            devices: vec![blank("/dev/vdc")],
+            lock: Some(lock_ok()),
+            ..Default::default()
+        };
+        let host_tag = vglet_lvm::tags::sanlock_host_tag(1, "worker-1");
+        let Action::CreateVg { tags, .. } = &plan(&r, &st).unwrap().actions[0] else {
+            panic!()
+        };
+        assert!(tags.contains(&host_tag), "{tags:?}");
+
+        // Another host joining: only its own tag is added; a stale tag of the same host_id
+        // (the node was rebuilt under another name) is replaced, other hosts' are kept.
+        let other = vglet_lvm::tags::sanlock_host_tag(2, "worker-2");
+        let stale = vglet_lvm::tags::sanlock_host_tag(1, "old-name");
+        let mut vg = existing(
+            &[MANAGED_TAG, &version_tag(), "team=a", &other, &stale],
+            &["/dev/vdc"],
+        );
+        vg.lock_type = "sanlock".into();
+        let mut env = lock_ok();
+        env.lvmlockd = Ok(vec!["vg0".into()]);
+        let mut st = State {
+            vg: Some(vg),
+            lock: Some(env),
+            ..Default::default()
+        };
+        r.devices.clear();
+        assert_eq!(
+            plan(&r, &st).unwrap().actions,
+            vec![
+                Action::DelTags(vec![stale]),
+                Action::AddTags(vec![host_tag.clone()])
+            ]
+        );
+        st.vg.as_mut().unwrap().tags = vec![
+            MANAGED_TAG.into(),
+            version_tag(),
+            "team=a".into(),
+            other,
+            host_tag,
+        ];
+        assert_eq!(plan(&r, &st).unwrap().outcome, Outcome::Unchanged);
+        // dlm has no host_id to map; without --node-name nothing is tagged.
+        r.node_name = None;
+        assert_eq!(plan(&r, &st).unwrap().outcome, Outcome::Unchanged);
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub struct Request {
     pub tags: Vec<String>,
     /// `Some`: shared VG with this lock manager.
     pub lock_type: Option<LockType>,
+    /// This host's node name, for the sanlock host tag.
+    pub node_name: Option<String>,
     pub system_id: SystemIdWish,
     pub thin_pool: Option<ThinPoolWish>,
     pub metadata_size: u64,
@@ -203,11 +205,22 @@ impl Request {
             return Err(usage("--metadata-size: at least 1MiB"));
         }
 
+        let node_name = match cli.node_name.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(n) if n.len() > 253 || n.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+                return Err(usage(format!(
+                    "--node-name {n:?}: not a node name (at most 253 characters, no spaces)"
+                )));
+            }
+            Some(n) => Some(n.to_string()),
+        };
+
         Ok(Request {
             vg: cli.vg.clone(),
             devices,
             tags,
             lock_type,
+            node_name,
             system_id,
             thin_pool,
             metadata_size,

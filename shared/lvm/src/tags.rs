@@ -221,6 +221,27 @@ pub fn adopt_delete_tag(driver_name: &str) -> String {
     format!("{ADOPT_DELETE_PREFIX}{}", encode_tag_value(driver_name))
 }
 
+/// VG tag `vglet.sanlock-host.<host_id>=<node>`, written by vg-init on each node that joins a
+/// sanlock VG: a lease names its holder only by host_id, and an operator reading "in use on
+/// another node" wants the node's name.
+pub const SANLOCK_HOST_PREFIX: &str = "vglet.sanlock-host.";
+
+/// The prefix of the host tag of `host_id`, up to and including the `=`.
+pub fn sanlock_host_prefix(host_id: u64) -> String {
+    format!("{SANLOCK_HOST_PREFIX}{host_id}=")
+}
+
+/// The VG tag saying that `node` uses sanlock `host_id`.
+pub fn sanlock_host_tag(host_id: u64, node: &str) -> String {
+    format!("{}{}", sanlock_host_prefix(host_id), encode_tag_value(node))
+}
+
+/// The node that uses sanlock `host_id`, from the VG's tags; `None` when no vg-init said so,
+/// or two disagree.
+pub fn sanlock_host_node(vg_tags: &[String], host_id: u64) -> Option<String> {
+    single_value(vg_tags, &sanlock_host_prefix(host_id))
+}
+
 fn values<'a>(tags: &'a [String], prefix: &'a str) -> impl Iterator<Item = &'a str> {
     tags.iter().filter_map(move |t| t.strip_prefix(prefix))
 }
@@ -238,6 +259,19 @@ fn single_value(tags: &[String], prefix: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn sanlock_host_tags_name_the_node_of_a_host_id() {
+        let t = sanlock_host_tag(7, "worker-3.example.com");
+        assert!(t.starts_with("vglet.sanlock-host.7="), "{t}");
+        let tags = vec![t, sanlock_host_tag(17, "worker-9"), "other".to_string()];
+        assert_eq!(
+            sanlock_host_node(&tags, 7).as_deref(),
+            Some("worker-3.example.com")
+        );
+        assert_eq!(sanlock_host_node(&tags, 17).as_deref(), Some("worker-9"));
+        assert_eq!(sanlock_host_node(&tags, 1), None);
+    }
     use super::*;
 
     fn sample() -> VolumeTags {

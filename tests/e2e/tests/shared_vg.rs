@@ -1,9 +1,12 @@
-//! Two hosts, one LUN: two QEMU guests share one raw disk, each with its own sanlock host
-//! id and lvmlockd, and each runs csi-driver. The guests coordinate through marker files in
-//! a shared 9p directory. What is proven: the LV lock (not hope) keeps a filesystem volume
-//! on one node at a time; raw block volumes can be shared; a volume can be expanded from the
-//! controller while another node uses it; and after a node dies without unstaging, the other
-//! takes the volume once the dead node's lease expires, with the data intact.
+//! Two hosts, one LUN: two QEMU guests share one raw disk, each with its own lock manager
+//! and lvmlockd, and each runs csi-driver. The guests coordinate through marker files in a
+//! shared 9p directory. What is proven, for sanlock (disk leases) and for dlm (corosync over
+//! a network link between the guests): the LV lock (not hope) keeps a filesystem volume on
+//! one node at a time; raw block volumes can be shared; a volume can be expanded from the
+//! controller while another node uses it; and after a node dies without unstaging, the
+//! other takes the volume once the dead node's lock is released (sanlock: its lease
+//! expires; dlm: corosync sees the node leave and dlm recovers its locks), with the data
+//! intact.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,17 +21,29 @@ use vglet_e2e::{Clients, DriverProcess, clients, in_guest, mount_at, sh};
 
 const VG: &str = "svg";
 const MIB: i64 = 1 << 20;
+/// UDP ports on the host's loopback that carry the dlm test's network link (a, b).
+const LINK_PORTS: (u16, u16) = (47_311, 47_312);
 
 #[test]
 fn shared_vg_two_hosts() {
+    two_hosts("sanlock");
+}
+
+#[test]
+fn shared_vg_two_hosts_dlm() {
+    two_hosts("dlm");
+}
+
+fn two_hosts(lock_type: &str) {
     if in_guest() {
         return;
     }
-    if vglet_vmh::skip_vm_tests("shared_vg_two_hosts") {
+    let test = format!("shared_vg_two_hosts ({lock_type})");
+    if vglet_vmh::skip_vm_tests(&test) {
         return;
     }
     vglet_e2e::bin("csi-driver");
-    let work = vglet_vmh::WorkDir::new("shared-vg").expect("work dir");
+    let work = vglet_vmh::WorkDir::new(&format!("shared-{lock_type}")).expect("work dir");
     // Not on tmpfs: the shared disk is opened with O_DIRECT (cache=none).
     let disk = work
         .sparse_file("shared.img", 2 << 30)
@@ -40,7 +55,7 @@ fn shared_vg_two_hosts() {
         exe.display()
     );
     let guest = |role: &str| {
-        vglet_vmh::Vm::new(format!("host-{role}"))
+        let mut vm = vglet_vmh::Vm::new(format!("host-{role}"))
             .mem_mib(1024)
             .cpus(1)
             .shared_disk(&disk)
@@ -48,8 +63,21 @@ fn shared_vg_two_hosts() {
             .udev(true)
             .modules(["dm_mod", "ext4"])
             .env("VGLET_ROLE", role)
+            .env("VGLET_LOCK_TYPE", lock_type)
             .env("VGLET_SYNC", sync.display().to_string())
-            .timeout(Duration::from_secs(900))
+            .timeout(Duration::from_secs(900));
+        if lock_type == "dlm" {
+            let (mine, peer) = if role == "a" {
+                LINK_PORTS
+            } else {
+                (LINK_PORTS.1, LINK_PORTS.0)
+            };
+            vm = vm
+                .udp_link(mine, peer)
+                .modules(["virtio_net", "dlm", "configfs"])
+                .env("VGLET_LINK_MAC", vglet_vmh::link_mac(mine));
+        }
+        vm
     };
     let start = Instant::now();
     let a = guest("a").spawn(&cmd).expect("start guest a");
@@ -58,11 +86,11 @@ fn shared_vg_two_hosts() {
     let rb = b.wait();
     for role in ["a", "b"] {
         if let Ok(t) = std::fs::read_to_string(sync.join(format!("timings-{role}"))) {
-            eprintln!("timings of host {role}:\n{t}");
+            eprintln!("timings of host {role} ({lock_type}):\n{t}");
         }
     }
     eprintln!(
-        "two-host scenario: {:.0}s wall",
+        "two-host scenario ({lock_type}): {:.0}s wall",
         start.elapsed().as_secs_f64()
     );
     // Host a powers itself off mid-use in step 6, so it reports no exit status; the marker
@@ -254,7 +282,12 @@ fn vg_init(args: &str) -> String {
     ))
 }
 
-/// Starts sanlock and lvmlockd with this host's id (a=1, b=2).
+fn lock_type() -> String {
+    std::env::var("VGLET_LOCK_TYPE").expect("VGLET_LOCK_TYPE")
+}
+
+/// Starts this host's lock manager and lvmlockd: sanlock with host_id a=1, b=2; or dlm over
+/// a two-node corosync cluster (node ids a=1, b=2) on the guests' network link.
 fn start_lock_managers(role: &str) {
     let host_id = if role == "a" { 1 } else { 2 };
     sh("sed -i 's/^global {/global {\\n\\tuse_lvmlockd = 1/' /etc/lvm/lvm.conf");
@@ -263,10 +296,16 @@ fn start_lock_managers(role: &str) {
         format!("local {{\n\thost_id = {host_id}\n}}\n"),
     )
     .unwrap();
-    sh("mkdir -p /run/lvm /run/sanlock");
-    sh("sanlock daemon -w 0 -U root -G root");
-    // -o 2: 2 s sanlock I/O timeout keeps lockstart and lease expiry short in a test.
-    sh("lvmlockd -g sanlock -o 2");
+    sh("mkdir -p /run/lvm");
+    if lock_type() == "dlm" {
+        start_corosync_dlm(host_id);
+        sh("lvmlockd -g dlm");
+    } else {
+        sh("mkdir -p /run/sanlock");
+        sh("sanlock daemon -w 0 -U root -G root");
+        // -o 2: 2 s sanlock I/O timeout keeps lockstart and lease expiry short in a test.
+        sh("lvmlockd -g sanlock -o 2");
+    }
     let t = Instant::now();
     while sh("lvmlockctl --info >/dev/null 2>&1 && echo up || true").trim() != "up" {
         assert!(
@@ -274,6 +313,80 @@ fn start_lock_managers(role: &str) {
             "lvmlockd did not come up"
         );
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Brings up the network link, a two-node corosync cluster over it and dlm_controld, and
+/// waits until the cluster is quorate with both nodes (the first start of a `two_node`
+/// cluster waits for all) and dlm_controld answers.
+fn start_corosync_dlm(node_id: u32) {
+    let mac = std::env::var("VGLET_LINK_MAC").expect("VGLET_LINK_MAC");
+    let nic = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|e| std::fs::read_to_string(e.path().join("address")).is_ok_and(|a| a.trim() == mac))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .unwrap_or_else(|| panic!("no network card with MAC {mac}"));
+    sh(&format!(
+        "ip link set lo up && ip link set {nic} up && ip addr add 10.77.0.{node_id}/24 dev {nic}"
+    ));
+    // Token 10 s: under emulation a busy guest can stall for seconds, and a spurious
+    // membership change would look like a node failure.
+    let conf = "totem {\n\tversion: 2\n\tcluster_name: vglet\n\ttransport: knet\n\t\
+         crypto_cipher: none\n\tcrypto_hash: none\n\ttoken: 10000\n}\n\
+         nodelist {\n\tnode {\n\t\tring0_addr: 10.77.0.1\n\t\tname: host-a\n\t\tnodeid: 1\n\t}\n\
+         \tnode {\n\t\tring0_addr: 10.77.0.2\n\t\tname: host-b\n\t\tnodeid: 2\n\t}\n}\n\
+         quorum {\n\tprovider: corosync_votequorum\n\ttwo_node: 1\n}\n\
+         logging {\n\tto_stderr: no\n\tto_syslog: no\n\tto_logfile: yes\n\t\
+         logfile: /var/log/corosync.log\n\ttimestamp: on\n}\n";
+    sh("mkdir -p /etc/corosync /var/lib/corosync /run/corosync /etc/dlm /run/dlm");
+    std::fs::write("/etc/corosync/corosync.conf", conf).unwrap();
+    sh("corosync");
+    let t = Instant::now();
+    loop {
+        let q = sh("corosync-quorumtool -s 2>&1 || true");
+        let field = |name: &str| {
+            q.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim_start_matches(':').trim().to_string())
+        };
+        if field("Quorate").as_deref() == Some("Yes")
+            && field("Total votes").as_deref() == Some("2")
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "corosync never became quorate with both nodes:\n{q}\n{}",
+            sh("tail -30 /var/log/corosync.log 2>&1 || true")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    sh("mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config");
+    // No fencing agent exists between two test guests; dlm recovers a dead node's locks
+    // once corosync has removed it from the membership.
+    std::fs::write("/etc/dlm/dlm.conf", "enable_fencing=0\n").unwrap();
+    // dlm_controld opens its misc devices under /dev/misc, where no udev rule of the
+    // guest puts them; devtmpfs has them at the top.
+    sh("modprobe dlm && mkdir -p /dev/misc && \
+        for d in dlm-control dlm-monitor dlm_plock; do ln -sfn ../$d /dev/misc/$d; done");
+    sh("dlm_controld");
+    let t = Instant::now();
+    // dlm_controld answers before it has joined: lockspaces can only be made once it
+    // reports the cluster quorate (it writes the cluster name into configfs then).
+    loop {
+        let st = sh("dlm_tool status 2>&1 || true");
+        if st
+            .lines()
+            .any(|l| l.starts_with("cluster nodeid") && l.contains("quorate 1"))
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "dlm_controld never saw a quorate cluster:\n{st}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
     }
 }
 
@@ -303,7 +416,10 @@ fn guest_shared_vg() {
     let mut s = Sync::new();
     let role = s.role.clone();
     let dev = "/dev/vda";
-    s.time("sanlock + lvmlockd up", || start_lock_managers(&role));
+    let lt = lock_type();
+    s.time(&format!("{lt} + lvmlockd up"), || {
+        start_lock_managers(&role)
+    });
     s.signal(&format!("{role}-ready"));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let socket = PathBuf::from("/run/vglet/csi.sock");
@@ -311,9 +427,9 @@ fn guest_shared_vg() {
     // Step 1: A creates the shared VG and starts its lockspace; B starts it too.
     if role == "a" {
         s.wait("b-ready");
-        let out = s.time("vg-init --shared (sanlock): VG + lockspace", || {
+        let out = s.time(&format!("vg-init --shared ({lt}): VG + lockspace"), || {
             vg_init(&format!(
-                "--vg {VG} --device {dev} --shared --lock-type sanlock"
+                "--vg {VG} --device {dev} --shared --lock-type {lt} --node-name host-{role}"
             ))
         });
         assert!(out.contains("\"action\":\"created\""), "{out}");
@@ -323,7 +439,7 @@ fn guest_shared_vg() {
         // The same stage on the second host joins the VG: it only starts the lockspace.
         let out = s.time("vg-init on b: lockstart", || {
             vg_init(&format!(
-                "--vg {VG} --device {dev} --shared --lock-type sanlock"
+                "--vg {VG} --device {dev} --shared --lock-type {lt} --node-name host-{role}"
             ))
         });
         assert!(out.contains("\"action\":\"updated\""), "{out}");
@@ -520,11 +636,15 @@ async fn b_steps(s: &mut Sync, c: &mut Clients) {
     s.record("NodeStage refused on b", t.elapsed());
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     eprintln!("[b] refused as expected: {}", e.message());
-    assert!(
-        e.message().contains("host_id 1"),
-        "the refusal names the holder: {}",
-        e.message()
-    );
+    // sanlock: the lease names host_id 1, the VG tag vg-init wrote maps it to the node.
+    // dlm keeps the exclusive lock on its master node only; nothing here can name it.
+    if lock_type() == "sanlock" {
+        assert!(
+            e.message().contains("node host-a (sanlock host_id 1)"),
+            "the refusal names the holder: {}",
+            e.message()
+        );
+    }
     assert!(
         mount_at(&p.staging).is_none(),
         "nothing half-done after the refusal"
@@ -603,8 +723,13 @@ async fn b_steps(s: &mut Sync, c: &mut Clients) {
             Err(e) => panic!("unexpected error while a's lease is live: {e:?}"),
         }
     }
+    let released = if lock_type() == "dlm" {
+        "corosync dropped dead host a, dlm recovered its locks"
+    } else {
+        "lease of dead host a expired"
+    };
     s.record(
-        &format!("lease of dead host a expired; b staged ({attempts} attempts)"),
+        &format!("{released}; b staged ({attempts} attempts)"),
         t.elapsed(),
     );
     publish(c, &id, &p, &fs).await;

@@ -151,6 +151,11 @@ impl VmOutcome {
     }
 }
 
+/// The MAC address of the card of a [`Vm::udp_link`] that listens on `port`.
+pub fn link_mac(port: u16) -> String {
+    format!("52:54:00:00:{:02x}:{:02x}", port >> 8, port & 0xff)
+}
+
 #[derive(Clone, Debug)]
 enum DiskSpec {
     Existing(PathBuf),
@@ -183,6 +188,14 @@ pub struct Vm {
     kernel_args: Vec<String>,
     qemu_args: Vec<String>,
     guest_unplug: bool,
+    links: Vec<UdpLink>,
+}
+
+/// A point-to-point Ethernet link to another guest over UDP on the host's loopback.
+#[derive(Clone, Copy, Debug)]
+struct UdpLink {
+    local_port: u16,
+    peer_port: u16,
 }
 
 impl Vm {
@@ -205,6 +218,7 @@ impl Vm {
             kernel_args: Vec::new(),
             qemu_args: Vec::new(),
             guest_unplug: false,
+            links: Vec::new(),
         }
     }
 
@@ -336,6 +350,21 @@ impl Vm {
         self
     }
 
+    /// Joins this guest to another by a virtio network card whose frames travel as UDP
+    /// datagrams on the host's loopback: this guest listens on `local_port` and sends to
+    /// `peer_port`; the peer is built with the two ports swapped. No bridge, tap device or
+    /// root on the host, and neither guest has to start first (UDP needs no connection),
+    /// which is what two guests spawned back to back need. The guest command configures the
+    /// card itself (load `virtio_net`; the MAC is `52:54:00:00:` + `local_port` in hex, so
+    /// each end is told apart); use ports no one else on the host uses.
+    pub fn udp_link(mut self, local_port: u16, peer_port: u16) -> Self {
+        self.links.push(UdpLink {
+            local_port,
+            peer_port,
+        });
+        self
+    }
+
     /// Extra QEMU argument, appended verbatim.
     pub fn qemu_arg(mut self, arg: impl Into<String>) -> Self {
         self.qemu_args.push(arg.into());
@@ -455,6 +484,18 @@ impl Vm {
                 "virtio-blk-pci,id=vd{i},drive=d{i},serial={serial}{dev_extra}"
             ));
             disk_ids.push((serial, format!("vd{i}")));
+        }
+        for (i, l) in self.links.iter().enumerate() {
+            args.push("-netdev".into());
+            args.push(format!(
+                "socket,id=n{i},udp=127.0.0.1:{},localaddr=127.0.0.1:{}",
+                l.peer_port, l.local_port
+            ));
+            args.push("-device".into());
+            args.push(format!(
+                "virtio-net-pci,netdev=n{i},mac={}",
+                link_mac(l.local_port)
+            ));
         }
         let qmp_socket = if self.guest_unplug {
             let sock = work.path().join("qmp.sock");
@@ -638,6 +679,14 @@ impl Vm {
         }
         if self.cpus == 0 || self.mem_mib < 256 {
             return bad("need at least 1 vCPU and 256 MiB".into());
+        }
+        for l in &self.links {
+            if l.local_port == 0 || l.peer_port == 0 || l.local_port == l.peer_port {
+                return bad(format!(
+                    "udp link {}->{}: two different non-zero ports",
+                    l.local_port, l.peer_port
+                ));
+            }
         }
         for d in &self.disks {
             match d {
@@ -1106,6 +1155,8 @@ mod tests {
             Vm::new("ok").fresh_disk("this-name-is-way-too-long", 1),
             Vm::new("ok").env("A B", "x"),
             Vm::new("ok").disk("/nonexistent/x.img"),
+            Vm::new("ok").udp_link(4000, 4000),
+            Vm::new("ok").udp_link(0, 4000),
         ] {
             assert!(
                 matches!(vm.validate(), Err(HarnessError::Config(_))),
@@ -1113,6 +1164,8 @@ mod tests {
             );
         }
         assert!(Vm::new("ok").fresh_disk("d1", 1 << 30).validate().is_ok());
+        assert!(Vm::new("ok").udp_link(4000, 4001).validate().is_ok());
+        assert_eq!(link_mac(0x1f42), "52:54:00:00:1f:42");
     }
 
     #[test]
