@@ -745,3 +745,98 @@ async fn b_steps(s: &mut Sync, c: &mut Clients) {
     s.signal("b-PASS");
     eprintln!("\nE2E SHARED VG (host b): ALL STEPS PASSED");
 }
+
+/// idm needs an lvm2 built with it, and Debian's is not: a request for it, and a shared VG
+/// of that lock type (made here by rewriting a VG's metadata, since no tool on this host can
+/// create one), are refused clearly by vg-init and by csi-driver, and nothing changes.
+#[test]
+fn unsupported_lock_type_is_refused() {
+    if in_guest() {
+        return;
+    }
+    let vm = vglet_vmh::Vm::new("e2e-idm")
+        .mem_mib(1024)
+        .cpus(2)
+        .fresh_disk("d1", 1 << 30)
+        .modules(["dm_mod"])
+        .udev(false)
+        .timeout(Duration::from_secs(300));
+    vglet_e2e::run_guest_test("guest_unsupported_lock_type", vm);
+}
+
+#[test]
+#[ignore = "runs inside a QEMU guest through unsupported_lock_type_is_refused"]
+fn guest_unsupported_lock_type() {
+    assert!(in_guest(), "run through unsupported_lock_type_is_refused");
+    let vg_init = vglet_e2e::bin("vg-init");
+    let idm_args = [
+        "--vg",
+        "idmvg",
+        "--device",
+        "/dev/vda",
+        "--shared",
+        "--lock-type",
+        "idm",
+    ];
+    let r = vglet_e2e::run_program(&vg_init, &idm_args);
+    assert_eq!(r.code, 3, "vg-init refuses idm: {r:?}");
+    assert!(
+        r.stdout.contains(
+            "lock type idm is not supported by this lvm: it was built with sanlock and dlm"
+        ),
+        "{r:?}"
+    );
+    assert_eq!(
+        sh("blkid -p -o value -s TYPE /dev/vda || true").trim(),
+        "",
+        "the refused request wrote nothing to the disk"
+    );
+
+    // A shared VG whose metadata says idm. lvm reads its lock type only with lvmlockd on.
+    sh("vgcreate -q idmvg /dev/vda && vgcfgbackup -q -f /run/idm.vg idmvg");
+    sh(r#"sed -i '0,/^\tseqno = /s//\tlock_type = "idm"\n\tlock_args = "1.0.0"\n&/' /run/idm.vg"#);
+    sh("vgcfgrestore -q --force -y -f /run/idm.vg idmvg");
+    sh("sed -i 's/^global {/global {\\n\\tuse_lvmlockd = 1/' /etc/lvm/lvm.conf");
+    sh(
+        "mkdir -p /run/lvm /run/sanlock && sanlock daemon -w 0 -U root -G root && lvmlockd -g sanlock -o 2",
+    );
+    let t = Instant::now();
+    while sh("lvmlockctl --info >/dev/null 2>&1 && echo up || true").trim() != "up" {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "lvmlockd did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let seqno = || sh("vgs --noheadings -o vg_lock_type,vg_seqno idmvg 2>/dev/null");
+    let before = seqno();
+    assert!(
+        before.contains("idm"),
+        "the VG now has lock type idm: {before}"
+    );
+
+    let r = vglet_e2e::run_program(
+        &vglet_e2e::bin("csi-driver"),
+        &[
+            "--mode",
+            "all",
+            "--node-id",
+            "n1",
+            "--volume-group",
+            "idmvg",
+            "--endpoint",
+            "unix:///run/idm.sock",
+        ],
+    );
+    assert_eq!(r.code, 1, "csi-driver refuses to serve an idm VG: {r:?}");
+    assert!(
+        r.stderr.contains(
+            "volume group idmvg uses lock type idm, which this lvm does not support (built with: sanlock, dlm)"
+        ),
+        "{r:?}"
+    );
+    let r = vglet_e2e::run_program(&vg_init, &idm_args);
+    assert_eq!(r.code, 3, "vg-init refuses the existing idm VG too: {r:?}");
+    assert_eq!(seqno(), before, "nothing changed the VG");
+    eprintln!("\nE2E UNSUPPORTED LOCK TYPE: PASSED");
+}
