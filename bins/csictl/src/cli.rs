@@ -417,67 +417,12 @@ pub struct SecretArgs {
     pub secrets: Vec<(String, String)>,
 }
 
-/// Parses a byte count: plain bytes, or a number with a decimal (k, M, G, T, P) or binary
-/// (Ki, Mi, Gi, Ti, Pi) unit, optionally followed by `B`. Fractions are allowed when the
-/// result is a whole number of bytes (`1.5Gi`). The result must fit CSI's int64.
+/// A byte count as Kubernetes writes it (`1Gi`, `100M`, `1.5Gi`; see
+/// `vglet_common::size`), bounded by CSI's int64.
 pub fn parse_size(s: &str) -> Result<i64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let mult: u128 = match unit.trim() {
-        "" | "B" => 1,
-        "k" | "K" | "kB" | "KB" => 1000,
-        "M" | "MB" => 1000u128.pow(2),
-        "G" | "GB" => 1000u128.pow(3),
-        "T" | "TB" => 1000u128.pow(4),
-        "P" | "PB" => 1000u128.pow(5),
-        "Ki" | "KiB" => 1 << 10,
-        "Mi" | "MiB" => 1 << 20,
-        "Gi" | "GiB" => 1 << 30,
-        "Ti" | "TiB" => 1 << 40,
-        "Pi" | "PiB" => 1 << 50,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?} in {s:?}; use bytes or k, M, G, T, P, Ki, Mi, Gi, Ti, Pi"
-            ));
-        }
-    };
-    let (int, frac) = match num.split_once('.') {
-        Some((i, f)) => (i, f),
-        None => (num, ""),
-    };
-    let digits_ok = |d: &str| d.chars().all(|c| c.is_ascii_digit());
-    if (int.is_empty() && frac.is_empty()) || !digits_ok(int) || !digits_ok(frac) {
-        return Err(format!(
-            "{s:?} is not a size; examples: 1073741824, 1Gi, 512Mi, 100M"
-        ));
-    }
-    if frac.len() > 18 {
-        return Err(format!("{s:?}: too many decimals"));
-    }
-    let too_big = || format!("{s:?} is larger than CSI allows ({} bytes)", i64::MAX);
-    let int: u128 = if int.is_empty() {
-        0
-    } else {
-        int.parse().map_err(|_| too_big())?
-    };
-    let scale = 10u128.pow(frac.len() as u32);
-    let frac: u128 = if frac.is_empty() {
-        0
-    } else {
-        frac.parse().map_err(|_| too_big())?
-    };
-    let frac_bytes = frac * mult;
-    if frac_bytes / scale * scale != frac_bytes {
-        return Err(format!("{s:?} is not a whole number of bytes"));
-    }
-    let bytes = int
-        .checked_mul(mult)
-        .and_then(|b| b.checked_add(frac_bytes / scale))
-        .ok_or_else(too_big)?;
-    i64::try_from(bytes).map_err(|_| too_big())
+    let bytes = vglet_common::size::parse_size(s)?;
+    i64::try_from(bytes)
+        .map_err(|_| format!("{s:?} is larger than CSI allows ({} bytes)", i64::MAX))
 }
 
 /// Parses `key=value`. The key must not be empty; the value may be empty or contain `=`.

@@ -11,12 +11,11 @@ pub mod inventory;
 pub mod links;
 pub mod safety;
 pub mod selection;
-pub mod size;
 pub mod sysfs;
 pub mod table;
 
 pub use discover::{DiscoverOptions, Discoverer, PmemSource};
 pub use error::DevicesError;
 pub use selection::{Selection, SelectionSpec};
-pub use size::{format_size, parse_size};
 pub use sysfs::{BlockDevice, DeviceKind, Sysfs};
+pub use vglet_common::size::{format_size, parse_size};

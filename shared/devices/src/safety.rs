@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use vglet_mount::{MountEntry, Signature};
 
-use crate::size::format_size;
+use vglet_common::size::format_size;
 use crate::sysfs::BlockDevice;
 
 /// What blkid said.

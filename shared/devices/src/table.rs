@@ -1,7 +1,7 @@
 //! The inventory as a table for a person at a terminal (the JSON is for vg-init).
 
 use crate::inventory::{DeviceSource, Inventory};
-use crate::size::format_size;
+use vglet_common::size::format_size;
 
 /// Chosen devices first, then skipped ones with every reason.
 pub fn render(inv: &Inventory) -> String {

@@ -48,9 +48,13 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         frac.parse().map_err(|_| too_big())?
     };
     let scale = 10u128.pow(frac.len() as u32);
+    let frac_bytes = frac_value * mult;
+    if frac_bytes % scale != 0 {
+        return Err(format!("{s:?} is not a whole number of bytes"));
+    }
     let bytes = int
         .checked_mul(mult)
-        .and_then(|b| b.checked_add(frac_value * mult / scale))
+        .and_then(|b| b.checked_add(frac_bytes / scale))
         .ok_or_else(too_big)?;
     u64::try_from(bytes).map_err(|_| too_big())
 }
@@ -87,6 +91,7 @@ mod tests {
         assert_eq!(parse_size("1.5Gi").unwrap(), 3 << 29);
         assert_eq!(parse_size(" 2GiB ").unwrap(), 2 << 30);
         assert_eq!(parse_size("0").unwrap(), 0);
+        assert!(parse_size("1.5").is_err(), "half a byte");
         for bad in ["", "Gi", "1X", "-1", "1..2G", "99999999999999999999999P"] {
             assert!(parse_size(bad).is_err(), "{bad:?} accepted");
         }
