@@ -49,7 +49,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     };
     let scale = 10u128.pow(frac.len() as u32);
     let frac_bytes = frac_value * mult;
-    if frac_bytes % scale != 0 {
+    if !frac_bytes.is_multiple_of(scale) {
         return Err(format!("{s:?} is not a whole number of bytes"));
     }
     let bytes = int
