@@ -16,10 +16,11 @@ Examples:
   # label-less namespace is unused), then carve:
   pmem-ns-init --init-labels --use-for-fsdax 100 --output /run/vglet/pmem.json
 
-  # The chain to one VG per region and mode:
+  # The chain to one VG per region and mode (vg-init tags the VG vglet.pmem=fsdax and
+  # vglet.pmem-region=region0 from the inventory; csi-driver picks it by pmemMode):
   pmem-ns-init --region region0 --output pmem-r0.json
   disk-discover --pmem-namespaces pmem-r0.json --pmem-mode fsdax --output inv.json
-  vg-init --vg pmem-fsdax-region0 --inventory inv.json --tag vglet.pmem=fsdax
+  vg-init --vg pmem-fsdax-region0 --inventory inv.json
 
 Layout:
   Each region's capacity (its size rounded down to its alignment, 16 MiB on most
