@@ -24,6 +24,9 @@ use crate::volume_id::VolumeId;
 
 /// CSI names are free-form; this bound keeps the encoded tag far below LVM's 1024 bytes.
 const MAX_NAME_LEN: usize = 256;
+/// Creation markers dropped in one commit while more creates of the VG are queued: fewer
+/// commits in a burst, at most this many lvcreates of extra latency for the first caller.
+const MARKER_BATCH: usize = 8;
 
 #[derive(Debug, Clone)]
 pub struct ControllerService {
@@ -374,7 +377,11 @@ impl ControllerService {
             }
             self.driver
                 .lvm
-                .del_lv_tag_batched(&id.vg, &id.lv, CREATING_TAG)
+                .del_lv_tag_batched(&id.vg, &id.lv, CREATING_TAG, |queued| {
+                    // In a burst the creates queue on the VG lock; a marker commit of its
+                    // own after each would compete with every lvcreate for lvm's VG lock.
+                    queued < MARKER_BATCH && self.driver.vg_locks.busy(&id.vg)
+                })
                 .await
                 .map_err(|e| lvm_status(&format!("marking {id} complete"), e))
         };

@@ -58,6 +58,13 @@ impl VgWriteLocks {
         };
         m.lock_owned().await
     }
+
+    /// Whether an lvm write in `vg` is running or queued here. The lock is fair: when it is
+    /// free, nobody waits for it.
+    pub fn busy(&self, vg: &str) -> bool {
+        let map = self.locks.lock().expect("vg lock map poisoned");
+        map.get(vg).is_some_and(|m| m.try_lock().is_err())
+    }
 }
 
 #[cfg(test)]
@@ -73,5 +80,16 @@ mod tests {
         assert!(f.acquire("vg/b").is_ok());
         drop(g);
         assert!(f.acquire("vg/a").is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_vg_is_busy_while_its_write_lock_is_held() {
+        let l = VgWriteLocks::default();
+        assert!(!l.busy("vg0"));
+        let g = l.lock("vg0").await;
+        assert!(l.busy("vg0"));
+        assert!(!l.busy("vg1"));
+        drop(g);
+        assert!(!l.busy("vg0"));
     }
 }

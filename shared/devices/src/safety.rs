@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 
 use vglet_mount::{MountEntry, Signature};
 
-use vglet_common::size::format_size;
 use crate::sysfs::BlockDevice;
+use vglet_common::size::format_size;
 
 /// What blkid said.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
@@ -31,15 +32,23 @@ struct Queue {
 impl TagBatcher {
     /// Runs `batch(lvs)` for `lv` and everything queued with it; when the batch fails, each
     /// LV is retried alone with `single`, so every caller gets its own LV's outcome.
-    pub(crate) async fn run<B, BF, S, SF>(
+    ///
+    /// Before a batch starts, it waits (checking every [`HOLD_POLL`], at most
+    /// [`MAX_HOLD`]) while `hold(number of LVs queued)` is true: the caller knows when more
+    /// LVs are about to come (creates queued behind the VG lock) and that one commit for
+    /// all of them beats a commit that competes with each create for lvm's VG lock.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn run<H, B, BF, S, SF>(
         &self,
         vg: &str,
         tag: &str,
         lv: &str,
+        hold: H,
         batch: B,
         single: S,
     ) -> Result<(), LvmError>
     where
+        H: Fn(usize) -> bool,
         B: FnOnce(Vec<String>) -> BF,
         BF: Future<Output = Result<(), LvmError>>,
         S: Fn(String) -> SF,
@@ -56,6 +65,10 @@ impl TagBatcher {
         lock(&queue.pending).push((lv.to_string(), tx));
         {
             let _running = queue.running.lock().await;
+            let held = tokio::time::Instant::now();
+            while held.elapsed() < MAX_HOLD && hold(lock(&queue.pending).len()) {
+                tokio::time::sleep(HOLD_POLL).await;
+            }
             let waiters = std::mem::take(&mut *lock(&queue.pending));
             // Empty when an earlier caller's batch already took ours.
             if !waiters.is_empty() {
@@ -80,6 +93,11 @@ impl TagBatcher {
     }
 }
 
+/// How often a held batch looks again; small beside an lvm command (hundreds of ms).
+pub(crate) const HOLD_POLL: Duration = Duration::from_millis(20);
+/// The longest a batch is held for more LVs: bounds what holding adds to one caller.
+pub(crate) const MAX_HOLD: Duration = Duration::from_secs(5);
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -102,6 +120,7 @@ mod tests {
                     "vg",
                     "t",
                     &format!("lv{i}"),
+                    |_| false,
                     |lvs| async move {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         batches.lock().unwrap().push(lvs);
@@ -140,6 +159,7 @@ mod tests {
                     "vg",
                     "t",
                     &format!("lv{i}"),
+                    |_| false,
                     |_| async {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         Err(LvmError::LvNotFound("one of them".into()))
@@ -162,6 +182,51 @@ mod tests {
         let results: Vec<bool> = futures_join(handles).await;
         assert_eq!(results, [true, true, false, true]);
         assert_eq!(singles.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_batch_collects_until_released_or_bounded() {
+        let b = Arc::new(TagBatcher::default());
+        let batches = Arc::new(Mutex::new(Vec::<usize>::new()));
+        // Callers arrive one every 100 ms (as creates leave a serialised VG lock); the hold
+        // keeps the batch open until 8 are queued.
+        let mut handles = Vec::new();
+        for i in 0..16 {
+            let (b, batches) = (b.clone(), batches.clone());
+            handles.push(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(100 * i)).await;
+                b.run(
+                    "vg",
+                    "t",
+                    &format!("lv{i}"),
+                    |queued| queued < 8,
+                    |lvs| async move {
+                        batches.lock().unwrap().push(lvs.len());
+                        Ok(())
+                    },
+                    |_| async { panic!("no single retry when the batch works") },
+                )
+                .await
+            }));
+        }
+        for h in handles {
+            h.await.unwrap().unwrap();
+        }
+        assert_eq!(*batches.lock().unwrap(), vec![8, 8]);
+
+        // A hold that never lets go is bounded.
+        let start = tokio::time::Instant::now();
+        b.run(
+            "vg",
+            "t",
+            "alone",
+            |_| true,
+            |_| async { Ok(()) },
+            |_| async { Ok(()) },
+        )
+        .await
+        .unwrap();
+        assert!(start.elapsed() >= MAX_HOLD && start.elapsed() < MAX_HOLD * 2);
     }
 
     async fn futures_join(

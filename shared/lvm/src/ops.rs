@@ -359,8 +359,15 @@ impl Lvm {
     }
 
     /// Removes `tag` from `vg/lv`, batched with concurrent callers removing the same tag in
-    /// the same VG (one metadata commit for all of them; see batch.rs).
-    pub async fn del_lv_tag_batched(&self, vg: &str, lv: &str, tag: &str) -> Result<(), LvmError> {
+    /// the same VG (one metadata commit for all of them; see batch.rs). The batch waits for
+    /// more LVs (a few seconds at most) while `hold(number queued)` says more are coming.
+    pub async fn del_lv_tag_batched(
+        &self,
+        vg: &str,
+        lv: &str,
+        tag: &str,
+        hold: impl Fn(usize) -> bool,
+    ) -> Result<(), LvmError> {
         check_names(vg, lv)?;
         check_tags(&[tag.to_string()])?;
         self.untags
@@ -368,6 +375,7 @@ impl Lvm {
                 vg,
                 tag,
                 lv,
+                hold,
                 |lvs| async move {
                     let argv =
                         args::lvchange_del_tag_many(vg, &lvs, tag, &self.options(false).await);
