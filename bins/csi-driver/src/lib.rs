@@ -19,6 +19,7 @@ pub mod reconcile;
 pub mod rpc_layer;
 pub mod server;
 pub mod snapshot;
+pub mod staged;
 pub mod startup;
 pub mod status;
 pub mod volume_id;
