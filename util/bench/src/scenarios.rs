@@ -11,6 +11,32 @@ use crate::floor;
 use crate::report::{Burst, Latency, Stage};
 use crate::stats::Summary;
 
+/// Cold starts of the driver, from spawn.
+#[derive(Debug, Clone)]
+pub struct Startup {
+    /// To the first Probe answered, ready or not.
+    pub served: Summary,
+    /// To the first Probe answered ready.
+    pub ready: Summary,
+}
+
+/// Spawn → first Probe answered, `reps` cold starts, with no VG and no guest needed: the
+/// Identity service answers before the driver has read anything from lvm.
+pub async fn probe_served(
+    driver_bin: &Path,
+    work: &Path,
+    log: &str,
+    reps: usize,
+) -> Result<Summary> {
+    let mut times = Vec::new();
+    for _ in 0..reps.max(1) {
+        let d =
+            DriverProcess::start_until(driver_bin, "vglet-bench-none", work, log, false).await?;
+        times.push(d.served_after);
+    }
+    Summary::of(&times).context("no start")
+}
+
 pub struct Bench {
     pub vg: String,
     pub driver_bin: PathBuf,
@@ -29,17 +55,22 @@ fn progress(what: &str, i: usize, n: usize) {
 impl Bench {
     /// Starts the driver `reps` times (each a cold process) and returns the spawn→Probe
     /// times and the last driver, left running.
-    pub async fn start_driver(&self, reps: usize) -> Result<(Summary, DriverProcess)> {
-        let mut times = Vec::new();
+    pub async fn start_driver(&self, reps: usize) -> Result<(Startup, DriverProcess)> {
+        let (mut served, mut ready) = (Vec::new(), Vec::new());
         let mut last = None;
         for _ in 0..reps.max(1) {
             drop(last.take());
             let d = DriverProcess::start(&self.driver_bin, &self.vg, &self.work, &self.driver_log)
                 .await?;
-            times.push(d.ready_after);
+            served.push(d.served_after);
+            ready.push(d.ready_after);
             last = Some(d);
         }
-        Ok((Summary::of(&times).context("no start")?, last.unwrap()))
+        let startup = Startup {
+            served: Summary::of(&served).context("no start")?,
+            ready: Summary::of(&ready).context("no start")?,
+        };
+        Ok((startup, last.unwrap()))
     }
 
     /// `cycles` rounds of (bare lvcreate + lvremove) and (CreateVolume + DeleteVolume),
