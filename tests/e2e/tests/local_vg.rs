@@ -288,10 +288,19 @@ async fn filesystem_lifecycle(c: &mut Clients, driver: &DriverProcess, fs: &str,
     assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
 
     step(&format!("{fs}: stage (mkfs + mount), twice"));
+    let mark = driver.log_mark();
     c.node
         .node_stage_volume(stage_req(&id, &staging, cap.clone()))
         .await
         .unwrap();
+    // The log does show lvm commands, so their absence after a publish means something.
+    assert!(
+        driver
+            .commands_since(mark)
+            .iter()
+            .any(|l| l.contains("lvm") && l.contains("fullreport")),
+        "NodeStageVolume's lvm read is not in the driver's log"
+    );
     let m = mount_at(&staging).expect("staging path is mounted");
     assert_eq!(m.0, fs);
     assert!(m.2.contains("noatime"), "mount flags honoured: {}", m.2);
