@@ -598,6 +598,12 @@ fn guest_kill_during_creates() {
     step("restart: the unfinished LVs are gone before any retry");
     let t = Instant::now();
     let _d = DriverProcess::start(&args, sock);
+    // The socket serves before start-up ends; a ready Probe means the reconcile is done
+    // (and every CreateVolume retry waits for it).
+    rt.block_on(async {
+        let mut c = clients(sock).await;
+        vglet_e2e::wait_probe_ready(&mut c).await;
+    });
     let after_start: Vec<(String, u64, String)> = lvs(VG);
     assert!(
         after_start
