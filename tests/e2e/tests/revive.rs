@@ -474,6 +474,11 @@ fn guest_revive_boot2() {
                 .await
                 .unwrap_or_else(|e| panic!("stats {id}: {e}"));
         }
+        // kubelet stages and publishes again after a reboot: what the reviver restored is
+        // accepted as it is (the publish proven by the record, with new device numbers).
+        for (i, (id, _)) in sums.iter().enumerate() {
+            stage_and_publish(&mut c, id, i).await;
+        }
         let (id, i) = (&sums[3].0, 3);
         c.node
             .node_unpublish_volume(NodeUnpublishVolumeRequest {
