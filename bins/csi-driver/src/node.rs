@@ -296,9 +296,14 @@ impl NodeService {
                 None
             },
         };
-        let served = self.driver.serves_vg(&id.vg);
-        let driver = &self.driver.cfg.driver_name;
-        match staged::prove(id, driver, served, cap, staging, &record, &device, &seen) {
+        let ask = staged::Ask {
+            id,
+            cap,
+            staging,
+            driver_name: &self.driver.cfg.driver_name,
+            served: self.driver.serves_vg(&id.vg),
+        };
+        match staged::prove(&ask, &record, &seen) {
             Ok(p) => Ok(Some((record, p))),
             Err(why) => {
                 tracing::debug!(why, "staged volume not proven by its record; reading lvm");

@@ -30,6 +30,18 @@ pub struct Observed {
     pub staging_mount: Option<MountEntry>,
 }
 
+/// What a NodePublishVolume asks, as far as the proof needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask<'a> {
+    pub id: &'a VolumeId,
+    pub cap: Option<&'a VolumeCapability>,
+    pub staging: &'a Path,
+    /// This driver's name, which the record must carry.
+    pub driver_name: &'a str,
+    /// The volume's VG is one this driver serves.
+    pub served: bool,
+}
+
 /// A publish the record and the kernel prove.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Proven {
@@ -75,17 +87,14 @@ pub fn dm_uuid_is_lv(dm_uuid: &str, lv_uuid: &str) -> bool {
 
 /// Whether the request, its record and what the kernel shows agree on everything the lvm
 /// read would have established; `Err` says what did not (logged, then the lvm read runs).
-#[allow(clippy::too_many_arguments)]
-pub fn prove(
-    id: &VolumeId,
-    driver_name: &str,
-    served: bool,
-    cap: Option<&VolumeCapability>,
-    staging: &Path,
-    record: &Record,
-    device: &Path,
-    seen: &Observed,
-) -> Result<Proven, &'static str> {
+pub fn prove(ask: &Ask, record: &Record, seen: &Observed) -> Result<Proven, &'static str> {
+    let Ask {
+        id,
+        cap,
+        staging,
+        driver_name,
+        served,
+    } = *ask;
     if !served {
         return Err("the volume group is not served");
     }
@@ -134,7 +143,7 @@ pub fn prove(
         return Err("the device is not the recorded LV");
     }
     let source = if cap.is_block() {
-        device.to_path_buf()
+        device_path(id)
     } else {
         match &seen.staging_mount {
             Some(m) if (m.major as u64, m.minor as u64) == numbers => staging.to_path_buf(),
@@ -234,16 +243,15 @@ mod tests {
         record: &Record,
         seen: &Observed,
     ) -> Result<Proven, &'static str> {
-        prove(
-            &id(),
-            "lvm.vglet.io",
-            true,
-            Some(cap),
-            Path::new("/stage/pvc-1"),
-            record,
-            &device_path(&id()),
-            seen,
-        )
+        let id = id();
+        let ask = Ask {
+            id: &id,
+            cap: Some(cap),
+            staging: Path::new("/stage/pvc-1"),
+            driver_name: "lvm.vglet.io",
+            served: true,
+        };
+        prove(&ask, record, seen)
     }
 
     #[test]
@@ -340,16 +348,15 @@ mod tests {
             check(&cap, &r, &seen()).is_err(),
             "an old record without uuid"
         );
-        let served = prove(
-            &id(),
-            "lvm.vglet.io",
-            false,
-            Some(&cap),
-            Path::new("/stage/pvc-1"),
-            &record(ext4()),
-            &device_path(&id()),
-            &seen(),
-        );
+        let id = id();
+        let ask = Ask {
+            id: &id,
+            cap: Some(&cap),
+            staging: Path::new("/stage/pvc-1"),
+            driver_name: "lvm.vglet.io",
+            served: false,
+        };
+        let served = prove(&ask, &record(ext4()), &seen());
         assert!(served.is_err(), "a VG no longer served");
     }
 
