@@ -53,8 +53,8 @@ pub async fn run(plan: &Plan) -> Result<Report> {
 
     let (startup, driver) = bench.start_driver(plan.start_reps).await?;
     eprintln!(
-        "bench: start to Probe answered: {:?}; to Probe ready: {:?}",
-        startup.served, startup.ready
+        "bench: start to Probe answered: {:?}; to Probe ready: {:?}; csi-driver --version: {:?}",
+        startup.served, startup.ready, startup.process
     );
     let mut c = Clients::connect(&driver.socket).await?;
     settle().await;
@@ -116,6 +116,7 @@ pub async fn run(plan: &Plan) -> Result<Report> {
         },
         startup: Some(startup.ready),
         probe_served: Some(startup.served),
+        process_start: Some(startup.process),
         memory,
         latency,
         burst,

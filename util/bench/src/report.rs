@@ -15,6 +15,8 @@ pub struct Report {
     pub startup: Option<Summary>,
     /// Spawn → first Probe answered at all (ready or not): how soon the socket serves.
     pub probe_served: Option<Summary>,
+    /// The floor of both: spawn → exit of `csi-driver --version`.
+    pub process_start: Option<Summary>,
     pub memory: Memory,
     pub latency: Vec<Latency>,
     pub burst: Option<Burst>,
@@ -155,10 +157,14 @@ impl Report {
         // The target is about the socket serving (kubelet and the sidecars Probe until
         // ready); how long start-up's reads take is shown beside it.
         if let Some(s) = &self.probe_served {
+            let floor = match &self.process_start {
+                Some(f) => format!(" (process start alone: {:.0} ms)", f.p50_ms),
+                None => String::new(),
+            };
             rows.push((
                 "start to a served Probe (p50)".into(),
                 "≤ 100 ms".into(),
-                format!("{:.0} ms", s.p50_ms),
+                format!("{:.0} ms{floor}", s.p50_ms),
                 Some(s.p50_ms <= 100.0),
             ));
         }
@@ -255,12 +261,13 @@ impl Report {
         let mem = &self.memory;
         let _ = writeln!(
             s,
-            "\n### Memory and start-up\n\n| | |\n|---|---|\n| RSS idle | {:.1} MiB |\n| RSS after the burst | {:.1} MiB |\n| peak RSS | {:.1} MiB |\n| spawn → first Probe answered | {} |\n| spawn → Probe ready | {} |",
+            "\n### Memory and start-up\n\n| | |\n|---|---|\n| RSS idle | {:.1} MiB |\n| RSS after the burst | {:.1} MiB |\n| peak RSS | {:.1} MiB |\n| spawn → first Probe answered | {} |\n| spawn → Probe ready | {} |\n| spawn → exit of `csi-driver --version` (floor) | {} |",
             mem.idle_rss_kib as f64 / 1024.0,
             mem.after_burst_rss_kib as f64 / 1024.0,
             mem.peak_rss_kib as f64 / 1024.0,
             cell(&self.probe_served) + " ms",
-            cell(&self.startup) + " ms"
+            cell(&self.startup) + " ms",
+            cell(&self.process_start) + " ms"
         );
         s
     }

@@ -18,6 +18,19 @@ pub struct Startup {
     pub served: Summary,
     /// To the first Probe answered ready.
     pub ready: Summary,
+    /// The floor: spawn to exit of `csi-driver --version`, the same binary loaded and run
+    /// with nothing to serve.
+    pub process: Summary,
+}
+
+/// Spawn → exit of `csi-driver --version`, `reps` times: what starting the process costs
+/// on this machine before the driver does anything of its own.
+pub fn process_start(driver_bin: &Path, reps: usize) -> Result<Summary> {
+    let bin = driver_bin.display().to_string();
+    let times = (0..reps.max(1))
+        .map(|_| floor::run(&bin, &["--version"]))
+        .collect::<Result<Vec<_>>>()?;
+    Summary::of(&times).context("no start")
 }
 
 /// Spawn → first Probe answered, `reps` cold starts, with no VG and no guest needed: the
@@ -69,6 +82,7 @@ impl Bench {
         let startup = Startup {
             served: Summary::of(&served).context("no start")?,
             ready: Summary::of(&ready).context("no start")?,
+            process: process_start(&self.driver_bin, reps)?,
         };
         Ok((startup, last.unwrap()))
     }
