@@ -72,6 +72,13 @@ for _ in $(seq 100); do [[ -S $SOCK ]] && break; sleep 0.1; done
 [[ -S $SOCK ]] || { cat "$WORK/driver.log"; echo "demo: csi-driver did not start" >&2; exit 1; }
 ls -l "$SOCK"
 csictl identity info
+# The socket answers before start-up's lvm reads end; Probe says "not ready" (exit 4)
+# until they do.
+for _ in $(seq 300); do
+  "$BIN/csictl" --endpoint "unix://$SOCK" identity probe >/dev/null 2>&1 && break
+  kill -0 "$DRIVER" 2>/dev/null || break
+  sleep 0.1
+done
 csictl identity probe
 
 say "CreateVolume: 256 MiB, ext4"

@@ -6,6 +6,9 @@
 #   util/bench/run.sh --quick    # a smoke run with small numbers; docs/ are not touched
 #   util/bench/run.sh -- --cycles 500 --burst 200   # vglet-bench flags (see its --help)
 #
+# Without a guest, spawn → first Probe answered needs neither a VG nor root:
+#   cargo build --release -p csi-driver -p vglet-bench && target/release/vglet-bench --probe-only
+#
 # Builds csi-driver and vglet-bench in release mode, boots a guest with two blank 8 GiB
 # virtio disks (udev on, as on a real host), runs target/release/vglet-bench in it, and
 # copies its results into docs/. Needs root (util/deps.sh installs QEMU and the kernel).
@@ -28,8 +31,11 @@ util/deps.sh
 echo "==> building (release: the figures are for what ships)"
 cargo build -q --release -p csi-driver -p vglet-bench
 cargo build -q -p vglet-vmh --bin vmrun
+# The guest sees the host's root, so a CARGO_TARGET_DIR outside the repository works too.
+target=${CARGO_TARGET_DIR:-$ROOT/target}
+target=$(cd "$target" && pwd)
 
-out=$ROOT/target/bench
+out=$target/bench
 rm -rf "$out" && mkdir -p "$out"
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 env_desc="QEMU $(qemu-system-x86_64 --version | sed -n '1s/.*version \([^ ]*\).*/\1/p') TCG guest (software emulation) on ${cpu:-unknown CPU}, $(nproc) host cores"
@@ -40,11 +46,11 @@ if [[ $quick == 1 ]]; then
 fi
 
 echo "==> booting the guest and measuring (the full run takes about half an hour)"
-target/debug/vmrun --name vglet-bench --mem 2048 --cpus 2 \
+"$target/debug/vmrun" --name vglet-bench --mem 2048 --cpus 2 \
   --fresh-disk b1:8G --fresh-disk b2:8G \
   --module dm_mod --module ext4 --module xfs --module loop --udev \
   --share "$out" --timeout 7200 --env "VGLET_BENCH_ENVIRONMENT=$env_desc" \
-  -- "$ROOT/target/release/vglet-bench" "${args[@]}" "${extra[@]}"
+  -- "$target/release/vglet-bench" "${args[@]}" "${extra[@]}"
 
 if [[ $quick == 1 ]]; then
   echo "==> quick run: results in $out (docs/ unchanged)"

@@ -1,7 +1,5 @@
 //! CSI Identity service.
 
-use std::sync::Arc;
-
 use tonic::{Request, Response, Status};
 use vglet_csi_proto::v1::identity_server::Identity;
 use vglet_csi_proto::v1::{
@@ -10,11 +8,17 @@ use vglet_csi_proto::v1::{
 };
 
 use crate::capability::VgKind;
+use crate::config::Mode;
 use crate::driver::Driver;
+use crate::startup::StartupHandle;
 
+/// Served from the first instant: everything but Probe's health checks comes from the
+/// configuration, so none of it waits for start-up.
 #[derive(Debug, Clone)]
 pub struct IdentityService {
-    pub driver: Arc<Driver>,
+    pub driver_name: String,
+    pub mode: Mode,
+    pub startup: StartupHandle,
 }
 
 #[tonic::async_trait]
@@ -24,7 +28,7 @@ impl Identity for IdentityService {
         _req: Request<GetPluginInfoRequest>,
     ) -> Result<Response<GetPluginInfoResponse>, Status> {
         Ok(Response::new(GetPluginInfoResponse {
-            name: self.driver.cfg.driver_name.clone(),
+            name: self.driver_name.clone(),
             vendor_version: vglet_common::VERSION.to_string(),
             manifest: Default::default(),
         }))
@@ -36,7 +40,7 @@ impl Identity for IdentityService {
     ) -> Result<Response<GetPluginCapabilitiesResponse>, Status> {
         use plugin_capability::{Service, Type, VolumeExpansion, service, volume_expansion};
         let mut caps = Vec::new();
-        if self.driver.cfg.mode.controller() {
+        if self.mode.controller() {
             caps.push(Type::Service(Service {
                 r#type: service::Type::ControllerService as i32,
             }));
@@ -55,12 +59,16 @@ impl Identity for IdentityService {
         }))
     }
 
-    /// Ready only when lvm answers, every served VG is present, and every shared VG's
-    /// lockspace is started here: a node that cannot lock must not be handed volumes.
+    /// Not ready while start-up runs (the sidecars poll until ready). Then ready only when
+    /// lvm answers, every served VG is present, and every shared VG's lockspace is started
+    /// here: a node that cannot lock must not be handed volumes.
     async fn probe(&self, _req: Request<ProbeRequest>) -> Result<Response<ProbeResponse>, Status> {
+        let Some(driver) = self.startup.driver() else {
+            return Ok(Response::new(ProbeResponse { ready: Some(false) }));
+        };
         let mut shared = Vec::new();
-        for name in &self.driver.cfg.volume_groups {
-            match self.driver.lvm.vg(name).await {
+        for name in &driver.cfg.volume_groups {
+            match driver.lvm.vg(name).await {
                 Ok(vg) if Driver::vg_kind(&vg) == VgKind::Shared => shared.push(name.clone()),
                 Ok(_) => {}
                 Err(e) => {
@@ -72,7 +80,7 @@ impl Identity for IdentityService {
             }
         }
         if !shared.is_empty() {
-            let started = self.driver.lvm.started_lockspaces().await.map_err(|e| {
+            let started = driver.lvm.started_lockspaces().await.map_err(|e| {
                 tracing::warn!(error = %e, "probe: lvmlockd unavailable");
                 Status::failed_precondition(format!("shared volume groups need lvmlockd: {e}"))
             })?;

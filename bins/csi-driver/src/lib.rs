@@ -19,6 +19,8 @@ pub mod reconcile;
 pub mod rpc_layer;
 pub mod server;
 pub mod snapshot;
+pub mod staged;
+pub mod startup;
 pub mod status;
 pub mod volume_id;
 
@@ -134,13 +136,30 @@ async fn check_lock_type(lvm: &Lvm, vg: &str, lock_type: &str) -> anyhow::Result
 
 /// Serves until SIGTERM or SIGINT.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    let path = server::socket_path(&cfg.endpoint).map_err(anyhow::Error::msg)?;
     let metrics = Arc::new(metrics::Metrics::new());
     let runner = Arc::new(SystemRunner::with_observer(metrics.command_observer()));
-    let metrics_address = cfg.metrics_address;
-    let driver = Arc::new(build_driver_with(cfg, runner).await?);
+    run_with(cfg, runner, metrics, shutdown_signal()).await
+}
+
+/// [`run`] with the runner and the shutdown signal given.
+///
+/// The socket is served before start-up (lvm's version, the report, the reconcile) ends,
+/// so that Probe answers within milliseconds of the process starting; see
+/// [`server::serve_starting`]. A start-up that fails still fails the process: the server
+/// stops, the socket is removed and the error is returned, as before serving existed. A
+/// server that stayed up forever not ready would only hide the failure from the
+/// operator behind a livenessprobe's restarts, which the error and exit do at once.
+pub async fn run_with(
+    cfg: Config,
+    runner: Arc<dyn Runner>,
+    metrics: Arc<metrics::Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let path = server::socket_path(&cfg.endpoint).map_err(anyhow::Error::msg)?;
+    // What needs no lvm fails before anything is bound.
+    cfg.validate().map_err(anyhow::Error::msg)?;
     // Bound before serving CSI: a taken port must stop start-up, not lose metrics silently.
-    let metrics_listener = match metrics_address {
+    let metrics_listener = match cfg.metrics_address {
         Some(addr) => Some(
             metrics::bind(addr)
                 .await
@@ -149,14 +168,54 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         None => None,
     };
     let listener = server::bind(&path)?;
+    let (startup, handle) = startup::Startup::new();
+    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(server::serve_starting(
+        cfg.driver_name.clone(),
+        cfg.mode,
+        handle,
+        metrics.clone(),
+        listener,
+        path,
+        async move {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = server_stopped => {}
+            }
+        },
+    ));
+    let built = tokio::select! {
+        built = build_driver_with(cfg, runner) => built,
+        // Shut down (or the server failed) before start-up ended: nothing was served but
+        // Identity, nothing is left to finish.
+        served = &mut server => {
+            served.context("gRPC server task")??;
+            tracing::info!("stopped during start-up");
+            return Ok(());
+        }
+    };
+    let driver = match built {
+        Ok(d) => Arc::new(d),
+        Err(e) => {
+            startup.failed(&e);
+            let _ = stop_server.send(());
+            if let Ok(Err(serve_error)) = server.await {
+                tracing::warn!(error = %serve_error, "gRPC server after failed start-up");
+            }
+            return Err(e);
+        }
+    };
+    startup.ready(driver.clone());
+    tracing::info!("start-up complete");
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
     if let Some(l) = metrics_listener {
-        tokio::spawn(metrics::serve(l, metrics.clone(), driver.clone(), async {
+        tokio::spawn(metrics::serve(l, metrics, driver, async {
             let _ = metrics_stopped.await;
         }));
     }
-    server::serve_with_metrics(driver, metrics, listener, path, shutdown_signal()).await?;
+    let served = server.await.context("gRPC server task")?;
     let _ = stop_metrics.send(());
+    served?;
     tracing::info!("stopped");
     Ok(())
 }

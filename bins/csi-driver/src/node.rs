@@ -17,6 +17,7 @@ use vglet_state::{Record, StateError, Target, VolumeLock};
 use crate::capability::{self, Capability, VgKind};
 use crate::driver::{Driver, OwnedVolume};
 use crate::health;
+use crate::staged;
 use crate::status::{invalid, lvm_status, mount_status};
 use crate::volume_id::VolumeId;
 
@@ -65,7 +66,7 @@ fn is_read_only(m: &MountEntry) -> bool {
 
 /// How a volume is activated on this node. Local VGs: plain activation. Shared VGs:
 /// exclusive, except raw block with a multi-node mode and reader-only modes (shared lock).
-fn activation_for(kind: VgKind, cap: &Capability) -> Activation {
+pub(crate) fn activation_for(kind: VgKind, cap: &Capability) -> Activation {
     use vglet_csi_proto::v1::volume_capability::access_mode::Mode;
     match kind {
         VgKind::Local => Activation::Local,
@@ -269,6 +270,98 @@ impl NodeService {
         Err(Status::failed_precondition(format!(
             "volume {id} is on fsdax persistent memory, but the kernel mounted it without DAX (mount options {shown}); unmounted again"
         )))
+    }
+
+    /// A publish proven by the volume's state record and the kernel, without lvm (see
+    /// [`staged`]); `None` when they do not prove it, and the lvm read must decide.
+    fn staged_without_lvm(
+        &self,
+        id: &VolumeId,
+        cap: Option<&VolumeCapability>,
+        staging: &Path,
+    ) -> Result<Option<(Record, staged::Proven)>, Status> {
+        let Some(store) = &self.driver.state else {
+            return Ok(None);
+        };
+        let record = match store.get(&id.to_string()) {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                tracing::debug!(error = %e, "state record unreadable; reading lvm");
+                return Ok(None);
+            }
+        };
+        let device = staged::device_path(id);
+        let numbers = device_numbers(&device).ok();
+        let seen = staged::Observed {
+            device: numbers,
+            dm_uuid: numbers.and_then(|(major, minor)| {
+                std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/dm/uuid")).ok()
+            }),
+            staging_mount: if cap.is_some_and(|c| {
+                matches!(c.access_type, Some(volume_capability::AccessType::Mount(_)))
+            }) {
+                mounted_at(staging)?
+            } else {
+                None
+            },
+        };
+        let ask = staged::Ask {
+            id,
+            cap,
+            staging,
+            driver_name: &self.driver.cfg.driver_name,
+            served: self.driver.serves_vg(&id.vg),
+        };
+        match staged::prove(&ask, &record, &seen) {
+            Ok(p) => Ok(Some((record, p))),
+            Err(why) => {
+                tracing::debug!(why, "staged volume not proven by its record; reading lvm");
+                Ok(None)
+            }
+        }
+    }
+
+    /// What an lvm read says of a volume to publish: that it is ours, matches the
+    /// capability and is staged here (FAILED_PRECONDITION otherwise). The record returned
+    /// is the one to add the target to when the volume has none yet.
+    async fn staged_from_lvm(
+        &self,
+        id: &VolumeId,
+        cap: Option<&VolumeCapability>,
+        staging: &Path,
+    ) -> Result<(Record, staged::Proven), Status> {
+        let (v, vg, _) = self.driver.volume_in_vg(id).await?;
+        let kind = Driver::vg_kind(&vg);
+        let cap = capability::validate("volume_capability", cap, kind)?;
+        Self::check_matches_volume(&cap, &v)?;
+        let record = stage_record(&v, &self.driver.cfg.driver_name, kind, &cap, staging);
+        let (source, source_numbers) = if cap.is_block() {
+            let dev = Self::device_path(&v);
+            if !v.lv.active || !dev.exists() {
+                return Err(Status::failed_precondition(format!(
+                    "volume {id} is not active on this node; NodeStageVolume first"
+                )));
+            }
+            let numbers = device_numbers(&dev)?;
+            (dev, numbers)
+        } else {
+            let Some(m) = mounted_at(staging)? else {
+                return Err(Status::failed_precondition(format!(
+                    "volume {id} is not staged at {}; NodeStageVolume first",
+                    staging.display()
+                )));
+            };
+            (staging.to_path_buf(), (m.major as u64, m.minor as u64))
+        };
+        Ok((
+            record,
+            staged::Proven {
+                cap,
+                source,
+                source_numbers,
+            },
+        ))
     }
 
     async fn stage_filesystem(
@@ -503,39 +596,20 @@ impl Node for NodeService {
         }
         let _guard = self.driver.inflight.acquire(&id.to_string())?;
         let _lock = self.lock_state(&id)?;
-        let (v, vg, _) = self.driver.volume_in_vg(&id).await?;
-        let kind = Driver::vg_kind(&vg);
-        let cap = capability::validate("volume_capability", req.volume_capability.as_ref(), kind)?;
-        Self::check_matches_volume(&cap, &v)?;
+        let cap_req = req.volume_capability.as_ref();
+        let (record, proven) = match self.staged_without_lvm(&id, cap_req, &staging)? {
+            Some(known) => known,
+            None => self.staged_from_lvm(&id, cap_req, &staging).await?,
+        };
+        let staged::Proven {
+            cap,
+            source,
+            source_numbers,
+        } = proven;
         let readonly = req.readonly || cap.is_read_only_mode();
-        let record = stage_record(&v, &self.driver.cfg.driver_name, kind, &cap, &staging);
         let record_target = Target {
             path: target.clone(),
             read_only: readonly,
-        };
-
-        let source = if cap.is_block() {
-            let dev = Self::device_path(&v);
-            if !v.lv.active || !dev.exists() {
-                return Err(Status::failed_precondition(format!(
-                    "volume {id} is not active on this node; NodeStageVolume first"
-                )));
-            }
-            dev
-        } else {
-            if mounted_at(&staging)?.is_none() {
-                return Err(Status::failed_precondition(format!(
-                    "volume {id} is not staged at {}; NodeStageVolume first",
-                    staging.display()
-                )));
-            }
-            staging.clone()
-        };
-        let source_numbers = if cap.is_block() {
-            device_numbers(&source)?
-        } else {
-            let m = mounted_at(&staging)?.expect("checked above");
-            (m.major as u64, m.minor as u64)
         };
 
         if let Some(m) = mounted_at(&target)? {

@@ -1,22 +1,32 @@
 //! The gRPC server on a unix socket.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use thiserror::Error;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
+use tonic::body::Body;
+use tonic::codegen::http;
+use tonic::server::NamedService;
+use tower::ServiceExt;
 use vglet_csi_proto::v1::controller_server::ControllerServer;
 use vglet_csi_proto::v1::identity_server::IdentityServer;
 use vglet_csi_proto::v1::node_server::NodeServer;
 
+use crate::config::Mode;
 use crate::controller::ControllerService;
 use crate::driver::Driver;
 use crate::identity::IdentityService;
 use crate::metrics::Metrics;
 use crate::node::NodeService;
 use crate::rpc_layer::RpcLayer;
+use crate::startup::StartupHandle;
 
 #[derive(Debug, Error)]
 pub enum ServeError {
@@ -101,19 +111,43 @@ pub async fn serve_with_metrics(
     path: PathBuf,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let mode = driver.cfg.mode;
+    let (name, mode) = (driver.cfg.driver_name.clone(), driver.cfg.mode);
+    let startup = StartupHandle::started(driver);
+    serve_starting(name, mode, startup, metrics, listener, path, shutdown).await
+}
+
+/// Serves while the driver may still be starting: Identity at once, Controller and Node
+/// once `startup` completes.
+///
+/// Calls to Controller and Node before that wait for start-up rather than fail with
+/// UNAVAILABLE. The sidecars (provisioner, attacher, resizer, snapshotter) Probe until
+/// ready before they send anything else, so they never wait here; kubelet, however, calls
+/// NodeGetInfo as soon as node-driver-registrar, which asks only GetPluginInfo, announces
+/// the socket, and a failed NodeGetInfo fails the plugin's registration (the registrar
+/// exits and is restarted). Waiting costs such a caller the rest of start-up, bounded by
+/// `--command-timeout` per lvm command and by the caller's own deadline; and a failed
+/// start-up ends the process, so no call waits on a driver that will never be ready.
+pub async fn serve_starting(
+    driver_name: String,
+    mode: Mode,
+    startup: StartupHandle,
+    metrics: Arc<Metrics>,
+    listener: UnixListener,
+    path: PathBuf,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
     let identity = IdentityServer::new(IdentityService {
-        driver: driver.clone(),
+        driver_name,
+        mode,
+        startup: startup.clone(),
     });
-    let controller = mode.controller().then(|| {
-        ControllerServer::new(ControllerService {
-            driver: driver.clone(),
-        })
+    let controller = mode.controller().then(|| AfterStartup {
+        startup: startup.clone(),
+        make: |driver| ControllerServer::new(ControllerService { driver }),
     });
-    let node = mode.node().then(|| {
-        NodeServer::new(NodeService {
-            driver: driver.clone(),
-        })
+    let node = mode.node().then(|| AfterStartup {
+        startup: startup.clone(),
+        make: |driver| NodeServer::new(NodeService { driver }),
     });
     tracing::info!(socket = %path.display(), ?mode, "serving CSI");
     let result = tonic::transport::Server::builder()
@@ -125,6 +159,54 @@ pub async fn serve_with_metrics(
         .await;
     let _ = std::fs::remove_file(&path);
     result.map_err(ServeError::from)
+}
+
+/// A gRPC service that exists only once start-up is complete: each call waits for the
+/// driver, then goes to the service made from it.
+#[derive(Debug)]
+struct AfterStartup<S> {
+    startup: StartupHandle,
+    make: fn(Arc<Driver>) -> S,
+}
+
+impl<S> Clone for AfterStartup<S> {
+    fn clone(&self) -> Self {
+        AfterStartup {
+            startup: self.startup.clone(),
+            make: self.make,
+        }
+    }
+}
+
+impl<S: NamedService> NamedService for AfterStartup<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> tower::Service<http::Request<Body>> for AfterStartup<S>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let startup = self.startup.clone();
+        let make = self.make;
+        Box::pin(async move {
+            match startup.wait().await {
+                Ok(driver) => make(driver).oneshot(req).await,
+                Err(status) => Ok(status.into_http()),
+            }
+        })
+    }
 }
 
 #[cfg(test)]

@@ -110,20 +110,38 @@ pub fn mount_at(path: &Path) -> Option<(String, String, String)> {
 pub struct DriverProcess {
     child: Child,
     pub socket: PathBuf,
+    /// Where its log goes, when not to the console (see [`DriverProcess::start_logged`]).
+    log: Option<PathBuf>,
 }
 
 impl DriverProcess {
+    /// Starts the driver and waits for its socket. The socket serves Identity at once;
+    /// Controller and Node calls wait until the driver's start-up is complete.
     pub fn start(args: &[&str], socket: &Path) -> DriverProcess {
+        Self::spawn(args, socket, None)
+    }
+
+    /// [`Self::start`] with the log written to `log` in text, every external command
+    /// included (the runner's debug lines), so that a test can tell which commands an RPC
+    /// ran. The log is echoed to the console if the test fails.
+    pub fn start_logged(args: &[&str], socket: &Path, log: &Path) -> DriverProcess {
+        Self::spawn(args, socket, Some(log))
+    }
+
+    fn spawn(args: &[&str], socket: &Path, log: Option<&Path>) -> DriverProcess {
         let _ = std::fs::remove_file(socket);
-        let child = Command::new(bin("csi-driver"))
-            .args(args)
+        let mut cmd = Command::new(bin("csi-driver"));
+        cmd.args(args)
             .arg("--endpoint")
             .arg(format!("unix://{}", socket.display()))
             .env("VGLET_LOG", "info")
             .env("VGLET_LOG_FORMAT", "text")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn csi-driver");
+            .stdin(Stdio::null());
+        if let Some(log) = log {
+            let file = std::fs::File::create(log).expect("driver log file");
+            cmd.env("VGLET_LOG", "info,vglet_runner=debug").stderr(file);
+        }
+        let child = cmd.spawn().expect("spawn csi-driver");
         let start = Instant::now();
         while !socket.exists() {
             assert!(
@@ -135,7 +153,31 @@ impl DriverProcess {
         DriverProcess {
             child,
             socket: socket.to_path_buf(),
+            log: log.map(Path::to_path_buf),
         }
+    }
+
+    /// How far the log has been written: a mark for [`Self::commands_since`].
+    pub fn log_mark(&self) -> u64 {
+        let log = self.log.as_ref().expect("started with start_logged");
+        std::fs::metadata(log).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// The external commands the driver ran (their log lines) since `mark`. A command is
+    /// logged before the RPC that ran it answers, so after an answer its lines are there.
+    pub fn commands_since(&self, mark: u64) -> Vec<String> {
+        let log = self.log.as_ref().expect("started with start_logged");
+        let bytes = std::fs::read(log).expect("driver log");
+        let start = (mark as usize).min(bytes.len());
+        String::from_utf8_lossy(&bytes[start..])
+            .lines()
+            .filter(|l| {
+                l.contains("command ok")
+                    || l.contains("command failed")
+                    || l.contains("command timed out")
+            })
+            .map(str::to_string)
+            .collect()
     }
 }
 
@@ -143,6 +185,43 @@ impl Drop for DriverProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking()
+            && let Some(log) = &self.log
+        {
+            eprintln!(
+                "--- csi-driver log ({}):\n{}",
+                log.display(),
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+    }
+}
+
+/// Polls Probe until it answers ready. Start-up (lvm's version, one report, the
+/// reconcile) runs after the socket is served, so the first answers may be "not ready";
+/// returns whether the very first answer already was ready.
+pub async fn wait_probe_ready(c: &mut Clients) -> bool {
+    use vglet_csi_proto::v1::ProbeRequest;
+    let start = Instant::now();
+    let mut first = None;
+    loop {
+        let ready = c
+            .identity
+            .probe(ProbeRequest {})
+            .await
+            .expect("Probe answers from the start")
+            .into_inner()
+            .ready;
+        let ready = ready != Some(false);
+        first.get_or_insert(ready);
+        if ready {
+            return first == Some(true);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "Probe never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -243,6 +243,9 @@ fn guest_hardening() {
         );
         rt.block_on(async {
             let mut c = clients(&socket).await;
+            // The socket serves before start-up's own lvm commands end; those must be done
+            // before the PV freezes.
+            vglet_e2e::wait_probe_ready(&mut c).await;
             hung_command(&mut c).await;
         });
     }

@@ -11,7 +11,9 @@ use vglet_csi_proto::v1::volume_capability::{
     AccessMode, AccessType, BlockVolume, MountVolume, access_mode::Mode,
 };
 use vglet_csi_proto::v1::*;
-use vglet_e2e::{Clients, DriverProcess, clients, in_guest, lvs, mount_at, run_guest_test, sh};
+use vglet_e2e::{
+    Clients, DriverProcess, clients, in_guest, lvs, mount_at, run_guest_test, sh, wait_probe_ready,
+};
 
 const VG: &str = "e2evg";
 const MIB: i64 = 1 << 20;
@@ -132,7 +134,7 @@ fn guest_local_vg_lifecycle() {
         "lvcreate -q -y -n foreign -L 8M {VG} && mkfs.ext4 -q /dev/{VG}/foreign"
     ));
     let socket = PathBuf::from("/run/vglet/e2e.sock");
-    let _driver = DriverProcess::start(
+    let driver = DriverProcess::start_logged(
         &[
             "--mode",
             "all",
@@ -142,15 +144,16 @@ fn guest_local_vg_lifecycle() {
             VG,
         ],
         &socket,
+        Path::new("/tmp/e2e-local-driver.log"),
     );
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let mut c = clients(&socket).await;
         identity(&mut c).await;
         for (fs, size) in [("ext4", 64 * MIB), ("xfs", 320 * MIB)] {
-            filesystem_lifecycle(&mut c, fs, size).await;
+            filesystem_lifecycle(&mut c, &driver, fs, size).await;
         }
-        block_lifecycle(&mut c).await;
+        block_lifecycle(&mut c, &driver).await;
         bad_input(&mut c).await;
         pagination(&mut c).await;
         concurrent_same_name(&mut c).await;
@@ -166,7 +169,11 @@ fn guest_local_vg_lifecycle() {
 }
 
 async fn identity(c: &mut Clients) {
-    step("identity");
+    step("identity: Probe answers from the start, then becomes ready");
+    // The socket exists before start-up's lvm reads end: Probe answers at once (not ready
+    // while start-up runs) and turns ready when it is done.
+    let ready_at_once = wait_probe_ready(c).await;
+    eprintln!("first Probe already ready: {ready_at_once}");
     let info = c
         .identity
         .get_plugin_info(GetPluginInfoRequest {})
@@ -205,7 +212,24 @@ async fn identity(c: &mut Clients) {
     );
 }
 
-async fn filesystem_lifecycle(c: &mut Clients, fs: &str, size: i64) {
+/// Publishes (after a stage) and asserts that the driver ran no lvm command for it: the
+/// stage record and the staging mount prove the volume.
+async fn publish_without_lvm(
+    c: &mut Clients,
+    driver: &DriverProcess,
+    req: NodePublishVolumeRequest,
+) {
+    let mark = driver.log_mark();
+    c.node.node_publish_volume(req).await.unwrap();
+    let commands = driver.commands_since(mark);
+    assert!(
+        !commands.iter().any(|l| l.contains("lvm")),
+        "NodePublishVolume after NodeStageVolume ran lvm:\n{}",
+        commands.join("\n")
+    );
+}
+
+async fn filesystem_lifecycle(c: &mut Clients, driver: &DriverProcess, fs: &str, size: i64) {
     let name = format!("pvc-e2e-{fs}");
     let cap = mount_cap(fs, Mode::SingleNodeWriter);
     let base = PathBuf::from(format!("/run/e2e/{fs}"));
@@ -264,10 +288,19 @@ async fn filesystem_lifecycle(c: &mut Clients, fs: &str, size: i64) {
     assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
 
     step(&format!("{fs}: stage (mkfs + mount), twice"));
+    let mark = driver.log_mark();
     c.node
         .node_stage_volume(stage_req(&id, &staging, cap.clone()))
         .await
         .unwrap();
+    // The log does show lvm commands, so their absence after a publish means something.
+    assert!(
+        driver
+            .commands_since(mark)
+            .iter()
+            .any(|l| l.contains("lvm") && l.contains("fullreport")),
+        "NodeStageVolume's lvm read is not in the driver's log"
+    );
     let m = mount_at(&staging).expect("staging path is mounted");
     assert_eq!(m.0, fs);
     assert!(m.2.contains("noatime"), "mount flags honoured: {}", m.2);
@@ -276,16 +309,24 @@ async fn filesystem_lifecycle(c: &mut Clients, fs: &str, size: i64) {
         .await
         .unwrap();
 
-    step(&format!("{fs}: publish, twice"));
-    c.node
-        .node_publish_volume(publish_req(&id, &staging, &target, cap.clone()))
-        .await
-        .unwrap();
+    step(&format!("{fs}: publish, twice, without any lvm command"));
+    publish_without_lvm(c, driver, publish_req(&id, &staging, &target, cap.clone())).await;
     assert_eq!(mount_at(&target).expect("target is mounted").0, fs);
-    c.node
-        .node_publish_volume(publish_req(&id, &staging, &target, cap.clone()))
+    publish_without_lvm(c, driver, publish_req(&id, &staging, &target, cap.clone())).await;
+    // The record proves only what it holds: another filesystem goes to the lvm read,
+    // which refuses it as before.
+    let e = c
+        .node
+        .node_publish_volume(publish_req(
+            &id,
+            &staging,
+            &base.join("pods/other/mount"),
+            mount_cap(other_fs, Mode::SingleNodeWriter),
+        ))
         .await
-        .unwrap();
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(mount_at(&base.join("pods/other/mount")).is_none());
 
     step(&format!("{fs}: write known content"));
     let content = format!("vglet e2e {fs} {}\n", "x".repeat(1000));
@@ -299,6 +340,21 @@ async fn filesystem_lifecycle(c: &mut Clients, fs: &str, size: i64) {
         .unwrap();
     assert!(mount_at(&target).is_none());
     assert!(!target.exists(), "the driver removes the target it created");
+    // The record says staged, the kernel says otherwise (unmounted behind the driver's
+    // back): not published, and staging again repairs it.
+    sh(&format!("umount {}", staging.display()));
+    let e = c
+        .node
+        .node_publish_volume(publish_req(&id, &staging, &target, cap.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(mount_at(&target).is_none());
+    c.node
+        .node_stage_volume(stage_req(&id, &staging, cap.clone()))
+        .await
+        .unwrap();
+    assert!(mount_at(&staging).is_some());
     c.node
         .node_unpublish_volume(unpublish_req(&id, &target))
         .await
@@ -479,7 +535,7 @@ async fn filesystem_lifecycle(c: &mut Clients, fs: &str, size: i64) {
         .unwrap();
 }
 
-async fn block_lifecycle(c: &mut Clients) {
+async fn block_lifecycle(c: &mut Clients, driver: &DriverProcess) {
     let cap = block_cap(Mode::SingleNodeWriter);
     let staging = PathBuf::from("/run/e2e/block/staging");
     let target = PathBuf::from("/run/e2e/block/pods/dev/volume");
@@ -498,14 +554,8 @@ async fn block_lifecycle(c: &mut Clients) {
         .node_stage_volume(stage_req(&id, &staging, cap.clone()))
         .await
         .unwrap();
-    c.node
-        .node_publish_volume(publish_req(&id, &staging, &target, cap.clone()))
-        .await
-        .unwrap();
-    c.node
-        .node_publish_volume(publish_req(&id, &staging, &target, cap.clone()))
-        .await
-        .unwrap();
+    publish_without_lvm(c, driver, publish_req(&id, &staging, &target, cap.clone())).await;
+    publish_without_lvm(c, driver, publish_req(&id, &staging, &target, cap.clone())).await;
     assert!(mount_at(&target).is_some(), "block target is a bind mount");
 
     step("block: dd through the published file, read back from the LV");

@@ -474,6 +474,11 @@ fn guest_revive_boot2() {
                 .await
                 .unwrap_or_else(|e| panic!("stats {id}: {e}"));
         }
+        // kubelet stages and publishes again after a reboot: what the reviver restored is
+        // accepted as it is (the publish proven by the record, with new device numbers).
+        for (i, (id, _)) in sums.iter().enumerate() {
+            stage_and_publish(&mut c, id, i).await;
+        }
         let (id, i) = (&sums[3].0, 3);
         c.node
             .node_unpublish_volume(NodeUnpublishVolumeRequest {
@@ -598,6 +603,12 @@ fn guest_kill_during_creates() {
     step("restart: the unfinished LVs are gone before any retry");
     let t = Instant::now();
     let _d = DriverProcess::start(&args, sock);
+    // The socket serves before start-up ends; a ready Probe means the reconcile is done
+    // (and every CreateVolume retry waits for it).
+    rt.block_on(async {
+        let mut c = clients(sock).await;
+        vglet_e2e::wait_probe_ready(&mut c).await;
+    });
     let after_start: Vec<(String, u64, String)> = lvs(VG);
     assert!(
         after_start

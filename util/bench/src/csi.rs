@@ -16,14 +16,40 @@ use vglet_csi_proto::v1::*;
 pub struct DriverProcess {
     child: Child,
     pub socket: PathBuf,
-    /// From spawn to the first Probe answered ready.
+    /// From spawn to the first Probe answered, ready or not: how soon the socket serves.
+    pub served_after: Duration,
+    /// From spawn to the first Probe answered ready: start-up's reads done.
     pub ready_after: Duration,
+}
+
+/// Whether a Probe got an answer from the driver: OK, or an error the driver itself chose
+/// (a VG missing, a lockspace not started). UNAVAILABLE and UNKNOWN are what the client
+/// makes of a socket nobody serves yet.
+fn answered(r: &std::result::Result<tonic::Response<ProbeResponse>, tonic::Status>) -> bool {
+    match r {
+        Ok(_) => true,
+        Err(s) => !matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown),
+    }
 }
 
 impl DriverProcess {
     /// Starts `csi-driver --mode all` serving `vg` and waits until it answers Probe with
-    /// ready, polling every 2 ms (the start-up time figure is that wait).
+    /// ready, polling every 2 ms; the first answer of any kind and the ready one are the
+    /// start-up figures.
     pub async fn start(binary: &Path, vg: &str, work: &Path, log: &str) -> Result<DriverProcess> {
+        Self::start_until(binary, vg, work, log, true).await
+    }
+
+    /// [`Self::start`], returning at the first Probe answered when `until_ready` is false
+    /// (`ready_after` is then zero): what can be measured where `vg` does not exist, such
+    /// as a host without device-mapper.
+    pub async fn start_until(
+        binary: &Path,
+        vg: &str,
+        work: &Path,
+        log: &str,
+        until_ready: bool,
+    ) -> Result<DriverProcess> {
         let socket = work.join("csi.sock");
         let _ = std::fs::remove_file(&socket);
         let state = work.join("state");
@@ -48,8 +74,11 @@ impl DriverProcess {
         let mut d = DriverProcess {
             child,
             socket,
+            served_after: Duration::ZERO,
             ready_after: Duration::ZERO,
         };
+        let mut served = None;
+        let mut identity = None;
         loop {
             if t.elapsed() > Duration::from_secs(60) {
                 bail!("csi-driver did not answer Probe within 60 s");
@@ -57,13 +86,26 @@ impl DriverProcess {
             if let Some(status) = d.child.try_wait()? {
                 bail!("csi-driver exited during start-up: {status}");
             }
-            if d.socket.exists()
-                && let Ok(ch) = channel(&d.socket).await
-                && let Ok(r) = IdentityClient::new(ch).probe(ProbeRequest {}).await
-                && r.into_inner().ready != Some(false)
-            {
-                d.ready_after = t.elapsed();
-                return Ok(d);
+            if identity.is_none() && d.socket.exists() {
+                identity = channel(&d.socket).await.ok().map(IdentityClient::new);
+            }
+            if let Some(client) = identity.as_mut() {
+                let r = client.probe(ProbeRequest {}).await;
+                if answered(&r) {
+                    let served = *served.get_or_insert_with(|| t.elapsed());
+                    if !until_ready {
+                        d.served_after = served;
+                        return Ok(d);
+                    }
+                    if r.is_ok_and(|r| r.into_inner().ready != Some(false)) {
+                        d.served_after = served;
+                        d.ready_after = t.elapsed();
+                        return Ok(d);
+                    }
+                } else {
+                    // The connection may predate the server; make a new one.
+                    identity = None;
+                }
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }

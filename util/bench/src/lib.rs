@@ -52,7 +52,10 @@ pub async fn run(plan: &Plan) -> Result<Report> {
     };
 
     let (startup, driver) = bench.start_driver(plan.start_reps).await?;
-    eprintln!("bench: start to Probe: {startup:?}");
+    eprintln!(
+        "bench: start to Probe answered: {:?}; to Probe ready: {:?}; csi-driver --version: {:?}",
+        startup.served, startup.ready, startup.process
+    );
     let mut c = Clients::connect(&driver.socket).await?;
     settle().await;
     let mut memory = Memory {
@@ -111,7 +114,9 @@ pub async fn run(plan: &Plan) -> Result<Report> {
             volume_bytes: plan.volume_bytes,
             stage_bytes: plan.stage_bytes,
         },
-        startup: Some(startup),
+        startup: Some(startup.ready),
+        probe_served: Some(startup.served),
+        process_start: Some(startup.process),
         memory,
         latency,
         burst,

@@ -14,8 +14,13 @@ use clap::Parser;
 #[command(version, about, long_about)]
 struct Args {
     /// Blank block devices for the benchmark VG (all data on them is lost).
-    #[arg(long = "device", required = true)]
+    #[arg(long = "device", required_unless_present = "probe_only")]
     devices: Vec<String>,
+    /// Only measure spawn → first Probe answered (`--start-reps` cold starts) and print
+    /// it: needs no devices, no VG, no root and no guest, since Identity answers before
+    /// the driver reads anything from lvm.
+    #[arg(long)]
+    probe_only: bool,
     /// Name of the VG to create.
     #[arg(long, default_value = "benchvg")]
     vg: String,
@@ -73,6 +78,23 @@ async fn main() -> Result<()> {
             .context("binary directory")?
             .join("csi-driver"),
     };
+    if a.probe_only {
+        std::fs::create_dir_all(&a.work)?;
+        let s =
+            vglet_bench::scenarios::probe_served(&driver_bin, &a.work, &a.driver_log, a.start_reps)
+                .await?;
+        let floor = vglet_bench::scenarios::process_start(&driver_bin, a.start_reps)?;
+        println!(
+            "spawn → first Probe answered ({} starts): p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms; \
+             spawn → exit of csi-driver --version: p50 {:.1} ms",
+            a.start_reps.max(1),
+            s.p50_ms,
+            s.p95_ms,
+            s.p99_ms,
+            floor.p50_ms
+        );
+        return Ok(());
+    }
     let plan = vglet_bench::Plan {
         devices: a.devices,
         vg: a.vg,

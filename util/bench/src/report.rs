@@ -11,7 +11,12 @@ pub struct Report {
     pub date: String,
     pub machine: Machine,
     pub config: Config,
+    /// Spawn → first Probe answered ready (start-up's lvm reads and reconcile done).
     pub startup: Option<Summary>,
+    /// Spawn → first Probe answered at all (ready or not): how soon the socket serves.
+    pub probe_served: Option<Summary>,
+    /// The floor of both: spawn → exit of `csi-driver --version`.
+    pub process_start: Option<Summary>,
     pub memory: Memory,
     pub latency: Vec<Latency>,
     pub burst: Option<Burst>,
@@ -88,13 +93,19 @@ fn cell(s: &Option<Summary>) -> String {
     })
 }
 
-fn verdict(ok: bool) -> &'static str {
-    if ok { "met" } else { "missed" }
+/// `None`: a row with no target, shown for honesty beside one that has.
+fn verdict(ok: Option<bool>) -> &'static str {
+    match ok {
+        Some(true) => "met",
+        Some(false) => "missed",
+        None => "–",
+    }
 }
 
 impl Report {
-    /// The headline rows: each target, its measured value and whether it is met.
-    pub fn targets(&self) -> Vec<(String, String, String, bool)> {
+    /// The headline rows: each target, its measured value and whether it is met (`None`
+    /// when the row has no target).
+    pub fn targets(&self) -> Vec<(String, String, String, Option<bool>)> {
         let mut rows = Vec::new();
         if let Some(l) = self.latency.first() {
             let r = ratio(p50(&l.vglet_cycle), p50(&l.floor_cycle));
@@ -102,7 +113,7 @@ impl Report {
                 "create+delete p50, vglet / bare lvcreate+lvremove".into(),
                 "≤ 1.10".into(),
                 format!("{r:.2}"),
-                r <= 1.10,
+                Some(r <= 1.10),
             ));
         }
         if let Some(b) = &self.burst {
@@ -114,7 +125,7 @@ impl Report {
                 ),
                 "≤ 1.20, 0 failures".into(),
                 format!("{r:.2}, {} failures", b.create_failures),
-                r <= 1.2 && b.create_failures == 0,
+                Some(r <= 1.2 && b.create_failures == 0),
             ));
             let r = b.vglet_delete_s / b.floor_delete_s;
             rows.push((
@@ -124,7 +135,7 @@ impl Report {
                 ),
                 "(no target)".into(),
                 format!("{r:.2}, {} failures", b.delete_failures),
-                b.delete_failures == 0,
+                Some(b.delete_failures == 0),
             ));
         }
         for s in &self.stage {
@@ -133,7 +144,7 @@ impl Report {
                 format!("NodeStage+NodePublish {} / mkfs+mount+bind", s.fs),
                 "≤ 1.10".into(),
                 format!("{r:.2}"),
-                r <= 1.10,
+                Some(r <= 1.10),
             ));
         }
         let mib = self.memory.idle_rss_kib as f64 / 1024.0;
@@ -141,14 +152,28 @@ impl Report {
             "resident memory, idle".into(),
             "≤ 15 MiB".into(),
             format!("{mib:.1} MiB"),
-            mib <= 15.0,
+            Some(mib <= 15.0),
         ));
-        if let Some(s) = &self.startup {
+        // The target is about the socket serving (kubelet and the sidecars Probe until
+        // ready); how long start-up's reads take is shown beside it.
+        if let Some(s) = &self.probe_served {
+            let floor = match &self.process_start {
+                Some(f) => format!(" (process start alone: {:.0} ms)", f.p50_ms),
+                None => String::new(),
+            };
             rows.push((
                 "start to a served Probe (p50)".into(),
                 "≤ 100 ms".into(),
+                format!("{:.0} ms{floor}", s.p50_ms),
+                Some(s.p50_ms <= 100.0),
+            ));
+        }
+        if let Some(s) = &self.startup {
+            rows.push((
+                "start to Probe ready (p50)".into(),
+                "(no target)".into(),
                 format!("{:.0} ms", s.p50_ms),
-                s.p50_ms <= 100.0,
+                None,
             ));
         }
         rows
@@ -236,11 +261,13 @@ impl Report {
         let mem = &self.memory;
         let _ = writeln!(
             s,
-            "\n### Memory and start-up\n\n| | |\n|---|---|\n| RSS idle | {:.1} MiB |\n| RSS after the burst | {:.1} MiB |\n| peak RSS | {:.1} MiB |\n| spawn → Probe ready | {} |",
+            "\n### Memory and start-up\n\n| | |\n|---|---|\n| RSS idle | {:.1} MiB |\n| RSS after the burst | {:.1} MiB |\n| peak RSS | {:.1} MiB |\n| spawn → first Probe answered | {} |\n| spawn → Probe ready | {} |\n| spawn → exit of `csi-driver --version` (floor) | {} |",
             mem.idle_rss_kib as f64 / 1024.0,
             mem.after_burst_rss_kib as f64 / 1024.0,
             mem.peak_rss_kib as f64 / 1024.0,
-            cell(&self.startup) + " ms"
+            cell(&self.probe_served) + " ms",
+            cell(&self.startup) + " ms",
+            cell(&self.process_start) + " ms"
         );
         s
     }

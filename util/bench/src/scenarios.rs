@@ -11,6 +11,45 @@ use crate::floor;
 use crate::report::{Burst, Latency, Stage};
 use crate::stats::Summary;
 
+/// Cold starts of the driver, from spawn.
+#[derive(Debug, Clone)]
+pub struct Startup {
+    /// To the first Probe answered, ready or not.
+    pub served: Summary,
+    /// To the first Probe answered ready.
+    pub ready: Summary,
+    /// The floor: spawn to exit of `csi-driver --version`, the same binary loaded and run
+    /// with nothing to serve.
+    pub process: Summary,
+}
+
+/// Spawn → exit of `csi-driver --version`, `reps` times: what starting the process costs
+/// on this machine before the driver does anything of its own.
+pub fn process_start(driver_bin: &Path, reps: usize) -> Result<Summary> {
+    let bin = driver_bin.display().to_string();
+    let times = (0..reps.max(1))
+        .map(|_| floor::run(&bin, &["--version"]))
+        .collect::<Result<Vec<_>>>()?;
+    Summary::of(&times).context("no start")
+}
+
+/// Spawn → first Probe answered, `reps` cold starts, with no VG and no guest needed: the
+/// Identity service answers before the driver has read anything from lvm.
+pub async fn probe_served(
+    driver_bin: &Path,
+    work: &Path,
+    log: &str,
+    reps: usize,
+) -> Result<Summary> {
+    let mut times = Vec::new();
+    for _ in 0..reps.max(1) {
+        let d =
+            DriverProcess::start_until(driver_bin, "vglet-bench-none", work, log, false).await?;
+        times.push(d.served_after);
+    }
+    Summary::of(&times).context("no start")
+}
+
 pub struct Bench {
     pub vg: String,
     pub driver_bin: PathBuf,
@@ -29,17 +68,23 @@ fn progress(what: &str, i: usize, n: usize) {
 impl Bench {
     /// Starts the driver `reps` times (each a cold process) and returns the spawn→Probe
     /// times and the last driver, left running.
-    pub async fn start_driver(&self, reps: usize) -> Result<(Summary, DriverProcess)> {
-        let mut times = Vec::new();
+    pub async fn start_driver(&self, reps: usize) -> Result<(Startup, DriverProcess)> {
+        let (mut served, mut ready) = (Vec::new(), Vec::new());
         let mut last = None;
         for _ in 0..reps.max(1) {
             drop(last.take());
             let d = DriverProcess::start(&self.driver_bin, &self.vg, &self.work, &self.driver_log)
                 .await?;
-            times.push(d.ready_after);
+            served.push(d.served_after);
+            ready.push(d.ready_after);
             last = Some(d);
         }
-        Ok((Summary::of(&times).context("no start")?, last.unwrap()))
+        let startup = Startup {
+            served: Summary::of(&served).context("no start")?,
+            ready: Summary::of(&ready).context("no start")?,
+            process: process_start(&self.driver_bin, reps)?,
+        };
+        Ok((startup, last.unwrap()))
     }
 
     /// `cycles` rounds of (bare lvcreate + lvremove) and (CreateVolume + DeleteVolume),
