@@ -290,3 +290,41 @@ pub fn wait_for_file(path: &Path, limit: Duration) -> bool {
     }
     true
 }
+
+/// Request builders every scenario uses, so that a field added to the CSI messages is
+/// filled in one place.
+pub mod req {
+    use std::collections::HashMap;
+
+    use vglet_csi_proto::v1::VolumeCapability;
+    use vglet_csi_proto::v1::volume_capability::{
+        AccessMode, AccessType, BlockVolume, MountVolume, access_mode::Mode,
+    };
+
+    /// A filesystem capability: `fs` with mount `flags`, access `mode`.
+    pub fn mount_cap(fs: &str, flags: &[&str], mode: Mode) -> VolumeCapability {
+        VolumeCapability {
+            access_type: Some(AccessType::Mount(MountVolume {
+                fs_type: fs.into(),
+                mount_flags: flags.iter().map(|f| f.to_string()).collect(),
+                volume_mount_group: String::new(),
+            })),
+            access_mode: Some(AccessMode { mode: mode as i32 }),
+        }
+    }
+
+    /// A raw block capability with access `mode`.
+    pub fn block_cap(mode: Mode) -> VolumeCapability {
+        VolumeCapability {
+            access_type: Some(AccessType::Block(BlockVolume {})),
+            access_mode: Some(AccessMode { mode: mode as i32 }),
+        }
+    }
+
+    /// StorageClass-style parameters from pairs.
+    pub fn params(kv: &[(&str, &str)]) -> HashMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+}

@@ -14,10 +14,9 @@ use std::time::{Duration, Instant};
 
 use vglet_csi_proto::v1::controller_service_capability::rpc::Type as CtlCap;
 use vglet_csi_proto::v1::node_service_capability::rpc::Type as NodeCap;
-use vglet_csi_proto::v1::volume_capability::{
-    AccessMode, AccessType, MountVolume, access_mode::Mode,
-};
+use vglet_csi_proto::v1::volume_capability::access_mode::Mode;
 use vglet_csi_proto::v1::*;
+use vglet_e2e::req;
 use vglet_e2e::{Clients, DriverProcess, clients, in_guest, run_guest_test, sh};
 
 const VG: &str = "lossvg";
@@ -48,16 +47,7 @@ fn step(s: &str) {
 }
 
 fn cap() -> VolumeCapability {
-    VolumeCapability {
-        access_type: Some(AccessType::Mount(MountVolume {
-            fs_type: "ext4".into(),
-            mount_flags: vec![],
-            volume_mount_group: String::new(),
-        })),
-        access_mode: Some(AccessMode {
-            mode: Mode::SingleNodeWriter as i32,
-        }),
-    }
+    req::mount_cap("ext4", &[], Mode::SingleNodeWriter)
 }
 
 async fn create(c: &mut Clients, name: &str, kv: &[(&str, &str)]) -> String {

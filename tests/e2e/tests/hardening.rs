@@ -12,10 +12,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use tonic::Code;
-use vglet_csi_proto::v1::volume_capability::{
-    AccessMode, AccessType, BlockVolume, access_mode::Mode,
-};
+use vglet_csi_proto::v1::volume_capability::access_mode::Mode;
 use vglet_csi_proto::v1::*;
+use vglet_e2e::req;
 use vglet_e2e::{Clients, DriverProcess, clients, in_guest, lvs, run_guest_test, sh};
 
 const VG: &str = "hardvg";
@@ -44,12 +43,7 @@ fn step(s: &str) {
 }
 
 fn block_cap() -> VolumeCapability {
-    VolumeCapability {
-        access_type: Some(AccessType::Block(BlockVolume {})),
-        access_mode: Some(AccessMode {
-            mode: Mode::SingleNodeWriter as i32,
-        }),
-    }
+    req::block_cap(Mode::SingleNodeWriter)
 }
 
 fn create_req(name: &str, bytes: i64) -> CreateVolumeRequest {

@@ -11,11 +11,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use vglet_csi_proto::v1::volume_capability::{
-    AccessMode, AccessType, MountVolume, access_mode::Mode,
-};
+use vglet_csi_proto::v1::volume_capability::access_mode::Mode;
 use vglet_csi_proto::v1::*;
 use vglet_devices::inventory::Inventory;
+use vglet_e2e::req;
 use vglet_e2e::{CmdOut, DriverProcess, bin, clients, in_guest, mount_at, run_program, sh};
 
 const VG: &str = "hostvg";
@@ -292,16 +291,7 @@ fn guest_prep_first_boot() {
 }
 
 fn mount_cap() -> VolumeCapability {
-    VolumeCapability {
-        access_type: Some(AccessType::Mount(MountVolume {
-            fs_type: "ext4".into(),
-            mount_flags: vec![],
-            volume_mount_group: String::new(),
-        })),
-        access_mode: Some(AccessMode {
-            mode: Mode::SingleNodeWriter as i32,
-        }),
-    }
+    req::mount_cap("ext4", &[], Mode::SingleNodeWriter)
 }
 
 #[test]

@@ -3,15 +3,14 @@
 //! must show the layout asked for. Invalid combinations get their error and leave `lvs`
 //! unchanged. One boot for all of it.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tonic::Code;
-use vglet_csi_proto::v1::volume_capability::{
-    AccessMode, AccessType, MountVolume, access_mode::Mode,
-};
+use vglet_csi_proto::v1::volume_capability::access_mode::Mode;
 use vglet_csi_proto::v1::*;
+use vglet_e2e::req;
+use vglet_e2e::req::params;
 use vglet_e2e::{Clients, DriverProcess, clients, in_guest, lvs, run_guest_test, sh};
 
 const VG: &str = "layvg";
@@ -48,22 +47,7 @@ fn layouts_in_guest() {
 }
 
 fn cap() -> VolumeCapability {
-    VolumeCapability {
-        access_type: Some(AccessType::Mount(MountVolume {
-            fs_type: "ext4".into(),
-            mount_flags: vec![],
-            volume_mount_group: String::new(),
-        })),
-        access_mode: Some(AccessMode {
-            mode: Mode::SingleNodeWriter as i32,
-        }),
-    }
-}
-
-fn params(kv: &[(&str, &str)]) -> HashMap<String, String> {
-    kv.iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    req::mount_cap("ext4", &[], Mode::SingleNodeWriter)
 }
 
 fn create_req(name: &str, bytes: i64, kv: &[(&str, &str)]) -> CreateVolumeRequest {

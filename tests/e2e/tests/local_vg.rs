@@ -7,10 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tonic::Code;
-use vglet_csi_proto::v1::volume_capability::{
-    AccessMode, AccessType, BlockVolume, MountVolume, access_mode::Mode,
-};
+use vglet_csi_proto::v1::volume_capability::{AccessType, access_mode::Mode};
 use vglet_csi_proto::v1::*;
+use vglet_e2e::req;
 use vglet_e2e::{
     Clients, DriverProcess, clients, in_guest, lvs, mount_at, run_guest_test, sh, wait_probe_ready,
 };
@@ -35,21 +34,7 @@ fn local_vg_lifecycle_in_guest() {
 }
 
 fn mount_cap(fs: &str, mode: Mode) -> VolumeCapability {
-    VolumeCapability {
-        access_type: Some(AccessType::Mount(MountVolume {
-            fs_type: fs.into(),
-            mount_flags: vec!["noatime".into()],
-            volume_mount_group: String::new(),
-        })),
-        access_mode: Some(AccessMode { mode: mode as i32 }),
-    }
-}
-
-fn block_cap(mode: Mode) -> VolumeCapability {
-    VolumeCapability {
-        access_type: Some(AccessType::Block(BlockVolume {})),
-        access_mode: Some(AccessMode { mode: mode as i32 }),
-    }
+    req::mount_cap(fs, &["noatime"], mode)
 }
 
 fn create_req(name: &str, bytes: i64, cap: VolumeCapability) -> CreateVolumeRequest {
@@ -536,7 +521,7 @@ async fn filesystem_lifecycle(c: &mut Clients, driver: &DriverProcess, fs: &str,
 }
 
 async fn block_lifecycle(c: &mut Clients, driver: &DriverProcess) {
-    let cap = block_cap(Mode::SingleNodeWriter);
+    let cap = req::block_cap(Mode::SingleNodeWriter);
     let staging = PathBuf::from("/run/e2e/block/staging");
     let target = PathBuf::from("/run/e2e/block/pods/dev/volume");
     std::fs::create_dir_all(&staging).unwrap();
@@ -905,7 +890,7 @@ async fn bad_input(c: &mut Clients) {
         node.node_stage_volume(stage_req(
             &ours,
             &staging,
-            block_cap(Mode::SingleNodeWriter)
+            req::block_cap(Mode::SingleNodeWriter)
         ))
     );
     case!(
@@ -984,7 +969,7 @@ async fn bad_input(c: &mut Clients) {
 
 async fn pagination(c: &mut Clients) {
     step("ListVolumes pagination over 5 volumes, 2 per page");
-    let cap = block_cap(Mode::SingleNodeWriter);
+    let cap = req::block_cap(Mode::SingleNodeWriter);
     let mut ids = Vec::new();
     for i in 0..5 {
         let v = c
@@ -1054,7 +1039,7 @@ async fn pagination(c: &mut Clients) {
 
 async fn concurrent_same_name(c: &mut Clients) {
     step("10 concurrent CreateVolume with one name: one LV, every success names it");
-    let cap = block_cap(Mode::SingleNodeWriter);
+    let cap = req::block_cap(Mode::SingleNodeWriter);
     let mut tasks = Vec::new();
     for _ in 0..10 {
         let mut ctl = c.controller.clone();

@@ -14,12 +14,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tonic::Code;
-use vglet_csi_proto::v1::volume_capability::{
-    AccessMode, AccessType, MountVolume, access_mode::Mode,
-};
+use vglet_csi_proto::v1::volume_capability::access_mode::Mode;
 use vglet_csi_proto::v1::*;
 
 use vglet_devices::inventory::{DeviceSource, Inventory, PmemNamespaces};
+use vglet_e2e::req;
 use vglet_e2e::{
     Clients, CmdOut, DriverProcess, bin, clients, in_guest, lvs, mount_at, run_program, sh,
 };
@@ -300,16 +299,7 @@ const STATX_ATTR_DAX: u64 = 0x0020_0000;
 const STATE: &str = "/run/vglet/pmem-state";
 
 fn cap(fs: &str, flags: &[&str]) -> VolumeCapability {
-    VolumeCapability {
-        access_type: Some(AccessType::Mount(MountVolume {
-            fs_type: fs.into(),
-            mount_flags: flags.iter().map(|f| f.to_string()).collect(),
-            volume_mount_group: String::new(),
-        })),
-        access_mode: Some(AccessMode {
-            mode: Mode::SingleNodeWriter as i32,
-        }),
-    }
+    req::mount_cap(fs, flags, Mode::SingleNodeWriter)
 }
 
 fn create(

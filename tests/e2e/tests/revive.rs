@@ -13,10 +13,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tonic::Code;
-use vglet_csi_proto::v1::volume_capability::{
-    AccessMode, AccessType, BlockVolume, MountVolume, access_mode::Mode,
-};
+use vglet_csi_proto::v1::volume_capability::access_mode::Mode;
 use vglet_csi_proto::v1::*;
+use vglet_e2e::req;
 use vglet_e2e::{Clients, DriverProcess, bin, clients, in_guest, lvs, mount_at, run_program, sh};
 
 const VG: &str = "revvg";
@@ -88,20 +87,10 @@ fn kind_of(i: usize) -> Kind {
 }
 
 fn cap(kind: Kind) -> VolumeCapability {
-    let mode = Some(AccessMode {
-        mode: Mode::SingleNodeWriter as i32,
-    });
-    let access_type = match kind {
-        Kind::Block => AccessType::Block(BlockVolume {}),
-        Kind::Ext4 | Kind::Xfs => AccessType::Mount(MountVolume {
-            fs_type: if kind == Kind::Xfs { "xfs" } else { "ext4" }.into(),
-            mount_flags: vec!["noatime".into()],
-            volume_mount_group: String::new(),
-        }),
-    };
-    VolumeCapability {
-        access_type: Some(access_type),
-        access_mode: mode,
+    match kind {
+        Kind::Block => req::block_cap(Mode::SingleNodeWriter),
+        Kind::Ext4 => req::mount_cap("ext4", &["noatime"], Mode::SingleNodeWriter),
+        Kind::Xfs => req::mount_cap("xfs", &["noatime"], Mode::SingleNodeWriter),
     }
 }
 

@@ -13,10 +13,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tonic::Code;
-use vglet_csi_proto::v1::volume_capability::{
-    AccessMode, AccessType, BlockVolume, MountVolume, access_mode::Mode,
-};
+use vglet_csi_proto::v1::volume_capability::access_mode::Mode;
 use vglet_csi_proto::v1::*;
+use vglet_e2e::req;
 use vglet_e2e::{Clients, DriverProcess, clients, in_guest, mount_at, sh};
 
 const VG: &str = "svg";
@@ -181,21 +180,7 @@ impl Sync {
 }
 
 fn fs_cap(mode: Mode) -> VolumeCapability {
-    VolumeCapability {
-        access_type: Some(AccessType::Mount(MountVolume {
-            fs_type: "ext4".into(),
-            mount_flags: vec![],
-            volume_mount_group: String::new(),
-        })),
-        access_mode: Some(AccessMode { mode: mode as i32 }),
-    }
-}
-
-fn block_cap(mode: Mode) -> VolumeCapability {
-    VolumeCapability {
-        access_type: Some(AccessType::Block(BlockVolume {})),
-        access_mode: Some(AccessMode { mode: mode as i32 }),
-    }
+    req::mount_cap("ext4", &[], mode)
 }
 
 struct Paths {
@@ -535,7 +520,7 @@ async fn a_steps(s: &mut Sync, c: &mut Clients) {
     s.signal("a-released-fs");
 
     // Step 4: a raw block volume with multi-node access, staged on both at once.
-    let blk = block_cap(Mode::MultiNodeMultiWriter);
+    let blk = req::block_cap(Mode::MultiNodeMultiWriter);
     let bvol = c
         .controller
         .create_volume(CreateVolumeRequest {
@@ -653,7 +638,7 @@ async fn b_steps(s: &mut Sync, c: &mut Clients) {
 
     // Step 4: shared raw block: A's writes are read on B.
     let bid = s.wait("a-block-volume");
-    let blk = block_cap(Mode::MultiNodeMultiWriter);
+    let blk = req::block_cap(Mode::MultiNodeMultiWriter);
     let bp = paths("block");
     stage(c, &bid, &bp, &blk)
         .await

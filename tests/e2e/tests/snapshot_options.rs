@@ -4,16 +4,15 @@
 //! which a plain mount refuses); and `volumeGroupTag` choosing the tagged VG over a
 //! served VG with more free space.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tonic::Code;
-use vglet_csi_proto::v1::volume_capability::{
-    AccessMode, AccessType, MountVolume, access_mode::Mode,
-};
+use vglet_csi_proto::v1::volume_capability::access_mode::Mode;
 use vglet_csi_proto::v1::volume_content_source::{SnapshotSource, Type};
 use vglet_csi_proto::v1::*;
+use vglet_e2e::req;
+use vglet_e2e::req::params;
 use vglet_e2e::{Clients, DriverProcess, clients, in_guest, lvs, mount_at, run_guest_test, sh};
 
 const VG: &str = "optvg";
@@ -38,22 +37,7 @@ fn snapshot_options_in_guest() {
 }
 
 fn cap(fs: &str) -> VolumeCapability {
-    VolumeCapability {
-        access_type: Some(AccessType::Mount(MountVolume {
-            fs_type: fs.into(),
-            mount_flags: vec![],
-            volume_mount_group: String::new(),
-        })),
-        access_mode: Some(AccessMode {
-            mode: Mode::SingleNodeWriter as i32,
-        }),
-    }
-}
-
-fn params(kv: &[(&str, &str)]) -> HashMap<String, String> {
-    kv.iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    req::mount_cap(fs, &[], Mode::SingleNodeWriter)
 }
 
 async fn create(

@@ -4,7 +4,6 @@
 //! live volume holds its current data; deleting snapshots never harms the origin; a thick
 //! origin cannot be deleted or expanded while it has snapshots.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +15,7 @@ use vglet_csi_proto::v1::volume_capability::{
 };
 use vglet_csi_proto::v1::volume_content_source::{SnapshotSource, Type, VolumeSource};
 use vglet_csi_proto::v1::*;
+use vglet_e2e::req::params;
 use vglet_e2e::{Clients, DriverProcess, clients, in_guest, lvs, run_guest_test, sh};
 
 const VG: &str = "snapvg";
@@ -48,12 +48,6 @@ fn cap() -> VolumeCapability {
             mode: Mode::SingleNodeWriter as i32,
         }),
     }
-}
-
-fn params(kv: &[(&str, &str)]) -> HashMap<String, String> {
-    kv.iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 fn lv_of(id: &str) -> &str {

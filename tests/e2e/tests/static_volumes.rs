@@ -9,10 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tonic::Code;
-use vglet_csi_proto::v1::volume_capability::{
-    AccessMode, AccessType, BlockVolume, MountVolume, access_mode::Mode,
-};
+use vglet_csi_proto::v1::volume_capability::access_mode::Mode;
 use vglet_csi_proto::v1::*;
+use vglet_e2e::req;
 use vglet_e2e::{Clients, DriverProcess, clients, in_guest, lvs, mount_at, run_guest_test, sh};
 
 const VG: &str = "statvg";
@@ -36,25 +35,11 @@ fn static_volumes_in_guest() {
 }
 
 fn mount_cap(fs: &str) -> VolumeCapability {
-    VolumeCapability {
-        access_type: Some(AccessType::Mount(MountVolume {
-            fs_type: fs.into(),
-            mount_flags: vec![],
-            volume_mount_group: String::new(),
-        })),
-        access_mode: Some(AccessMode {
-            mode: Mode::SingleNodeWriter as i32,
-        }),
-    }
+    req::mount_cap(fs, &[], Mode::SingleNodeWriter)
 }
 
 fn block_cap() -> VolumeCapability {
-    VolumeCapability {
-        access_type: Some(AccessType::Block(BlockVolume {})),
-        access_mode: Some(AccessMode {
-            mode: Mode::SingleNodeWriter as i32,
-        }),
-    }
+    req::block_cap(Mode::SingleNodeWriter)
 }
 
 async fn stage(
