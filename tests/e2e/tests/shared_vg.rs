@@ -291,6 +291,11 @@ fn start_lock_managers(role: &str) {
         // -o 2: 2 s sanlock I/O timeout keeps lockstart and lease expiry short in a test.
         sh("lvmlockd -g sanlock -o 2");
     }
+    wait_for_lvmlockd();
+}
+
+/// Waits until lvmlockd answers on its socket.
+fn wait_for_lvmlockd() {
     let t = Instant::now();
     while sh("lvmlockctl --info >/dev/null 2>&1 && echo up || true").trim() != "up" {
         assert!(
@@ -785,14 +790,7 @@ fn guest_unsupported_lock_type() {
     sh(
         "mkdir -p /run/lvm /run/sanlock && sanlock daemon -w 0 -U root -G root && lvmlockd -g sanlock -o 2",
     );
-    let t = Instant::now();
-    while sh("lvmlockctl --info >/dev/null 2>&1 && echo up || true").trim() != "up" {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "lvmlockd did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_lvmlockd();
     let seqno = || sh("vgs --noheadings -o vg_lock_type,vg_seqno idmvg 2>/dev/null");
     let before = seqno();
     assert!(
