@@ -328,3 +328,34 @@ pub mod req {
             .collect()
     }
 }
+
+/// CSI calls that every scenario makes the same way.
+pub mod rpc {
+    use std::path::Path;
+
+    use vglet_csi_proto::v1::{DeleteVolumeRequest, NodeUnstageVolumeRequest};
+
+    use crate::Clients;
+
+    /// NodeUnstageVolume; panics (naming the volume) if it fails.
+    pub async fn unstage(c: &mut Clients, id: &str, path: &Path) {
+        c.node
+            .node_unstage_volume(NodeUnstageVolumeRequest {
+                volume_id: id.into(),
+                staging_target_path: path.display().to_string(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("unstage {id}: {e:?}"));
+    }
+
+    /// DeleteVolume; the status is the caller's to assert on.
+    pub async fn delete(c: &mut Clients, id: &str) -> Result<(), tonic::Status> {
+        c.controller
+            .delete_volume(DeleteVolumeRequest {
+                volume_id: id.into(),
+                ..Default::default()
+            })
+            .await
+            .map(drop)
+    }
+}

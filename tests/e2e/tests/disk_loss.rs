@@ -17,6 +17,7 @@ use vglet_csi_proto::v1::node_service_capability::rpc::Type as NodeCap;
 use vglet_csi_proto::v1::volume_capability::access_mode::Mode;
 use vglet_csi_proto::v1::*;
 use vglet_e2e::req;
+use vglet_e2e::rpc::unstage;
 use vglet_e2e::{Clients, DriverProcess, clients, in_guest, run_guest_test, sh};
 
 const VG: &str = "lossvg";
@@ -84,16 +85,6 @@ async fn stage(c: &mut Clients, id: &str, path: &Path) {
         })
         .await
         .unwrap_or_else(|e| panic!("stage {id}: {e:?}"));
-}
-
-async fn unstage(c: &mut Clients, id: &str, path: &Path) {
-    c.node
-        .node_unstage_volume(NodeUnstageVolumeRequest {
-            volume_id: id.into(),
-            staging_target_path: path.display().to_string(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("unstage {id}: {e:?}"));
 }
 
 async fn node_condition(c: &mut Clients, id: &str, path: &Path) -> VolumeCondition {

@@ -11,6 +11,7 @@ use vglet_csi_proto::v1::volume_capability::access_mode::Mode;
 use vglet_csi_proto::v1::*;
 use vglet_e2e::req;
 use vglet_e2e::req::params;
+use vglet_e2e::rpc::unstage;
 use vglet_e2e::{Clients, DriverProcess, clients, in_guest, lvs, run_guest_test, sh};
 
 const VG: &str = "layvg";
@@ -83,16 +84,6 @@ async fn stage(c: &mut Clients, id: &str, path: &Path) {
         })
         .await
         .unwrap_or_else(|e| panic!("stage {id}: {e:?}"));
-}
-
-async fn unstage(c: &mut Clients, id: &str, path: &Path) {
-    c.node
-        .node_unstage_volume(NodeUnstageVolumeRequest {
-            volume_id: id.into(),
-            staging_target_path: path.display().to_string(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("unstage {id}: {e:?}"));
 }
 
 /// Create, stage, write, unstage, stage, read back, unstage, delete; checks the layout.

@@ -13,6 +13,7 @@ use vglet_csi_proto::v1::volume_content_source::{SnapshotSource, Type};
 use vglet_csi_proto::v1::*;
 use vglet_e2e::req;
 use vglet_e2e::req::params;
+use vglet_e2e::rpc::unstage;
 use vglet_e2e::{Clients, DriverProcess, clients, in_guest, lvs, mount_at, run_guest_test, sh};
 
 const VG: &str = "optvg";
@@ -85,16 +86,6 @@ async fn stage(c: &mut Clients, id: &str, path: &Path, fs: &str) {
         .await
         .unwrap_or_else(|e| panic!("stage {id}: {e:?}"));
     eprintln!("  stage {id} in {:?}", t.elapsed());
-}
-
-async fn unstage(c: &mut Clients, id: &str, path: &Path) {
-    c.node
-        .node_unstage_volume(NodeUnstageVolumeRequest {
-            volume_id: id.into(),
-            staging_target_path: path.display().to_string(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("unstage {id}: {e:?}"));
 }
 
 async fn delete(c: &mut Clients, id: &str) {

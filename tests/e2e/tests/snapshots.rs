@@ -16,6 +16,7 @@ use vglet_csi_proto::v1::volume_capability::{
 use vglet_csi_proto::v1::volume_content_source::{SnapshotSource, Type, VolumeSource};
 use vglet_csi_proto::v1::*;
 use vglet_e2e::req::params;
+use vglet_e2e::rpc::{delete, unstage};
 use vglet_e2e::{Clients, DriverProcess, clients, in_guest, lvs, run_guest_test, sh};
 
 const VG: &str = "snapvg";
@@ -95,26 +96,6 @@ async fn stage(c: &mut Clients, id: &str, path: &Path) {
         })
         .await
         .unwrap_or_else(|e| panic!("stage {id}: {e:?}"));
-}
-
-async fn unstage(c: &mut Clients, id: &str, path: &Path) {
-    c.node
-        .node_unstage_volume(NodeUnstageVolumeRequest {
-            volume_id: id.into(),
-            staging_target_path: path.display().to_string(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("unstage {id}: {e:?}"));
-}
-
-async fn delete(c: &mut Clients, id: &str) -> Result<(), tonic::Status> {
-    c.controller
-        .delete_volume(DeleteVolumeRequest {
-            volume_id: id.into(),
-            ..Default::default()
-        })
-        .await
-        .map(drop)
 }
 
 async fn snapshot(c: &mut Clients, name: &str, source: &str) -> Result<Snapshot, tonic::Status> {

@@ -12,6 +12,7 @@ use tonic::Code;
 use vglet_csi_proto::v1::volume_capability::access_mode::Mode;
 use vglet_csi_proto::v1::*;
 use vglet_e2e::req;
+use vglet_e2e::rpc::{delete, unstage};
 use vglet_e2e::{Clients, DriverProcess, clients, in_guest, lvs, mount_at, run_guest_test, sh};
 
 const VG: &str = "statvg";
@@ -66,16 +67,6 @@ async fn stage(
     r
 }
 
-async fn unstage(c: &mut Clients, id: &str, path: &Path) {
-    c.node
-        .node_unstage_volume(NodeUnstageVolumeRequest {
-            volume_id: id.into(),
-            staging_target_path: path.display().to_string(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("unstage {id}: {e:?}"));
-}
-
 async fn publish(c: &mut Clients, id: &str, staging: &Path, target: &Path, cap: VolumeCapability) {
     c.node
         .node_publish_volume(NodePublishVolumeRequest {
@@ -97,16 +88,6 @@ async fn unpublish(c: &mut Clients, id: &str, target: &Path) {
         })
         .await
         .unwrap_or_else(|e| panic!("unpublish {id}: {e:?}"));
-}
-
-async fn delete(c: &mut Clients, id: &str) -> Result<(), tonic::Status> {
-    c.controller
-        .delete_volume(DeleteVolumeRequest {
-            volume_id: id.into(),
-            ..Default::default()
-        })
-        .await
-        .map(drop)
 }
 
 /// Deterministic, incompressible-looking content, so a formatted or zeroed LV cannot pass.
