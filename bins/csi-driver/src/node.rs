@@ -238,7 +238,7 @@ impl NodeService {
 
     fn device_path(v: &OwnedVolume) -> PathBuf {
         if v.lv.path.is_empty() {
-            PathBuf::from(format!("/dev/{}/{}", v.id.vg, v.id.lv))
+            crate::staged::device_path(&v.id)
         } else {
             PathBuf::from(&v.lv.path)
         }
