@@ -21,6 +21,7 @@ use crate::reconcile::{CREATING_TAG, is_unfinished};
 use crate::snapshot;
 use crate::status::{invalid, lvm_status};
 use crate::volume_id::VolumeId;
+use crate::vouched::Vouched;
 
 /// CSI names are free-form; this bound keeps the encoded tag far below LVM's 1024 bytes.
 const MAX_NAME_LEN: usize = 256;
@@ -511,6 +512,8 @@ impl Controller for ControllerService {
                 .map_err(|e| invalid(&format!("parameters.{}", params::MKFS_OPTIONS), e))?;
         }
         let context = volume_context(&params);
+        // Only where staging needs nothing else from LVM (see crate::vouched).
+        let vouch = kind == VgKind::Local && !fsdax;
         let content_source = source.as_ref().map(Source::content_source);
 
         if let Some(v) = existing {
@@ -542,6 +545,15 @@ impl Controller for ControllerService {
                 )))
             } else {
                 tracing::info!(volume = %v.id, "volume already exists");
+                if vouch && !v.lv.uuid.is_empty() {
+                    self.driver.created.remember(
+                        &v.id,
+                        Vouched {
+                            lv_uuid: v.lv.uuid.clone(),
+                            created_as: v.tags.fs.clone(),
+                        },
+                    );
+                }
                 let mut m = self.volume_message(&v, kind);
                 m.volume_context = context;
                 m.content_source = content_source;
@@ -660,6 +672,23 @@ impl Controller for ControllerService {
                 .ok_or_else(|| Status::internal(format!("{id} vanished right after creation")))?
         };
         tracing::info!(volume = %id, bytes = lv.size, layout = %layout.lv_type, instant, from = ?source.as_ref().map(|s| s.id().to_string()), "volume created");
+        if vouch {
+            // A linear LV was not read back: device-mapper tells its uuid, as it is active
+            // here. Not active here: nothing is remembered and NodeStageVolume reads lvm.
+            let lv_uuid = match lv.uuid.is_empty() {
+                false => Some(lv.uuid.clone()),
+                true => crate::vouched::active_lv_uuid(&id, &vg.uuid),
+            };
+            if let Some(lv_uuid) = lv_uuid {
+                self.driver.created.remember(
+                    &id,
+                    Vouched {
+                        lv_uuid,
+                        created_as: fs.clone(),
+                    },
+                );
+            }
+        }
         let v = OwnedVolume {
             id,
             lv,
@@ -688,6 +717,8 @@ impl Controller for ControllerService {
             )));
         }
         let _guard = self.driver.inflight.acquire(&id.to_string())?;
+        // Whatever happens next, the LV is no longer one to stage without reading lvm.
+        self.driver.created.forget(&id);
         let (v, report) = match self.driver.volume_in_vg(&id).await {
             Err(s) if s.code() == tonic::Code::NotFound => {
                 tracing::info!("volume already gone");

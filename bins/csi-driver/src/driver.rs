@@ -34,6 +34,8 @@ pub struct Driver {
     pub vg_locks: VgWriteLocks,
     /// The node's record of staged/published volumes (node mode only).
     pub state: Option<vglet_state::StateStore>,
+    /// Volumes this process created, which NodeStageVolume may stage without an lvm read.
+    pub created: crate::vouched::Created,
 }
 
 /// An LV this driver may act on, with what its tags say.

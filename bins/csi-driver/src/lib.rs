@@ -23,6 +23,7 @@ pub mod staged;
 pub mod startup;
 pub mod status;
 pub mod volume_id;
+pub mod vouched;
 
 use std::sync::Arc;
 
@@ -103,6 +104,7 @@ pub async fn build_driver_with(
         mounter: Arc::new(SystemMounter),
         inflight: Default::default(),
         vg_locks: Default::default(),
+        created: Default::default(),
         state,
         lvm,
         cfg,

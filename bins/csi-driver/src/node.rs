@@ -20,6 +20,7 @@ use crate::health;
 use crate::staged;
 use crate::status::{invalid, lvm_status, mount_status};
 use crate::volume_id::VolumeId;
+use crate::vouched;
 
 #[derive(Debug, Clone)]
 pub struct NodeService {
@@ -92,9 +93,41 @@ fn state_status(context: &str, e: StateError) -> Status {
     }
 }
 
+/// The LV a NodeStageVolume works on, as the lvm read or the vouched volume context
+/// ([`crate::vouched`]) describes it.
+#[derive(Debug, Clone)]
+struct StageTarget {
+    id: VolumeId,
+    lv_uuid: String,
+    /// What the volume was created as ("block" or a filesystem); `None` for a static
+    /// volume, whose content only the device itself can tell.
+    created_as: Option<String>,
+    adopted: bool,
+    kind: VgKind,
+    fsdax: bool,
+    dev: PathBuf,
+}
+
+impl StageTarget {
+    fn from_lvm(v: &OwnedVolume, vg: &vglet_lvm::Vg) -> StageTarget {
+        StageTarget {
+            id: v.id.clone(),
+            lv_uuid: v.lv.uuid.clone(),
+            created_as: v.fs().map(str::to_string),
+            adopted: v.adopted.is_some(),
+            kind: Driver::vg_kind(vg),
+            // The VG's tags, not the volume context, say whether this is fsdax memory: a
+            // PV made by hand in such a VG gets DAX as well.
+            fsdax: VgPmem::from_tags(&vg.tags).is_fsdax(),
+            dev: NodeService::device_path(v),
+        }
+    }
+}
+
 /// The record the reviver needs to put this volume back after a reboot.
 fn stage_record(
-    v: &OwnedVolume,
+    id: &VolumeId,
+    lv_uuid: &str,
     driver: &str,
     kind: VgKind,
     cap: &Capability,
@@ -102,10 +135,10 @@ fn stage_record(
 ) -> Record {
     Record {
         version: vglet_state::RECORD_VERSION,
-        volume_id: v.id.to_string(),
-        vg: v.id.vg.clone(),
-        lv: v.id.lv.clone(),
-        lv_uuid: v.lv.uuid.clone(),
+        volume_id: id.to_string(),
+        vg: id.vg.clone(),
+        lv: id.lv.clone(),
+        lv_uuid: lv_uuid.to_string(),
         driver: driver.to_string(),
         access: match &cap.access {
             capability::Access::Block => vglet_state::Access::Block,
@@ -246,12 +279,16 @@ impl NodeService {
 
     /// The capability must agree with what the volume was created as. A static volume
     /// has no record of that; staging checks its content instead.
-    fn check_matches_volume(cap: &Capability, v: &OwnedVolume) -> Result<(), Status> {
+    fn check_matches_volume(
+        cap: &Capability,
+        id: &VolumeId,
+        created_as: Option<&str>,
+    ) -> Result<(), Status> {
         let want = cap.fs_type().unwrap_or("block");
-        match v.fs() {
+        match created_as {
             Some(fs) if fs != want => Err(invalid(
                 "volume_capability",
-                format!("volume {} was created as {fs:?}, not {want:?}", v.id),
+                format!("volume {id} was created as {fs:?}, not {want:?}"),
             )),
             _ => Ok(()),
         }
@@ -291,13 +328,10 @@ impl NodeService {
                 return Ok(None);
             }
         };
-        let device = staged::device_path(id);
-        let numbers = device_numbers(&device).ok();
+        let dm = staged::dm_device(&staged::device_path(id));
         let seen = staged::Observed {
-            device: numbers,
-            dm_uuid: numbers.and_then(|(major, minor)| {
-                std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/dm/uuid")).ok()
-            }),
+            device: dm.as_ref().map(|(numbers, _)| *numbers),
+            dm_uuid: dm.map(|(_, uuid)| uuid),
             staging_mount: if cap.is_some_and(|c| {
                 matches!(c.access_type, Some(volume_capability::AccessType::Mount(_)))
             }) {
@@ -334,8 +368,15 @@ impl NodeService {
         let (v, vg, _) = self.driver.volume_in_vg(id).await?;
         let kind = Driver::vg_kind(&vg);
         let cap = capability::validate("volume_capability", cap, kind)?;
-        Self::check_matches_volume(&cap, &v)?;
-        let record = stage_record(&v, &self.driver.cfg.driver_name, kind, &cap, staging);
+        Self::check_matches_volume(&cap, id, v.fs())?;
+        let record = stage_record(
+            id,
+            &v.lv.uuid,
+            &self.driver.cfg.driver_name,
+            kind,
+            &cap,
+            staging,
+        );
         let (source, source_numbers) = if cap.is_block() {
             let dev = Self::device_path(&v);
             if !v.lv.active || !dev.exists() {
@@ -364,15 +405,55 @@ impl NodeService {
         ))
     }
 
+    /// A volume NodeStageVolume may stage without reading lvm: this process created it
+    /// and the kernel shows that very LV active here (see [`crate::vouched`]); `None` sends
+    /// the caller to the lvm read.
+    fn vouched_target(&self, id: &VolumeId) -> Option<StageTarget> {
+        let vouched = self.driver.created.get(id)?;
+        if !self.driver.serves_vg(&id.vg) {
+            return None;
+        }
+        let dev = staged::device_path(id);
+        if !vouched::device_is_lv(&dev, &vouched.lv_uuid) {
+            tracing::debug!("the LV created here is not active under its uuid; reading lvm");
+            return None;
+        }
+        Some(StageTarget {
+            id: id.clone(),
+            lv_uuid: vouched.lv_uuid,
+            created_as: Some(vouched.created_as),
+            adopted: false,
+            // Vouched only for node-local VGs without fsdax memory.
+            kind: VgKind::Local,
+            fsdax: false,
+            dev,
+        })
+    }
+
+    /// Whether the start of a volume we created still holds lvcreate's zeroes, so that
+    /// nothing was ever written there and blkid need not run (see [`vglet_mount::head_is_zeroed`]).
+    /// Any doubt (a device that cannot be read directly) answers no, and blkid decides.
+    fn head_untouched(t: &StageTarget) -> bool {
+        if t.adopted {
+            return false;
+        }
+        match vglet_mount::head_is_zeroed(&t.dev) {
+            Ok(zeroed) => zeroed,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the device's start directly; probing with blkid");
+                false
+            }
+        }
+    }
+
     async fn stage_filesystem(
         &self,
-        v: &OwnedVolume,
-        dev: &Path,
+        t: &StageTarget,
         staging: &Path,
         cap: &Capability,
         mkfs_options: &[String],
-        fsdax: bool,
     ) -> Result<bool, Status> {
+        let (dev, fsdax) = (t.dev.as_path(), t.fsdax);
         let capability::Access::Mount {
             fs_type,
             mount_flags,
@@ -406,14 +487,14 @@ impl NodeService {
             if cap.is_read_only_mode() != is_read_only(&m) {
                 return Err(Status::already_exists(format!(
                     "volume {} is already staged at {} with another read-only setting",
-                    v.id,
+                    t.id,
                     staging.display()
                 )));
             }
             if fsdax && !vglet_mount::mount_has_dax(&m) {
                 return Err(Status::failed_precondition(format!(
                     "volume {} is on fsdax persistent memory but staged at {} without DAX; unstage it and stage it again",
-                    v.id,
+                    t.id,
                     staging.display()
                 )));
             }
@@ -422,21 +503,25 @@ impl NodeService {
         vglet_mount::ensure_dir(staging).map_err(|e| mount_status("creating staging path", e))?;
         // Any signature counts, partition tables included: mkfs only ever runs on a device
         // that holds nothing at all.
-        let found = self
-            .driver
-            .fs
-            .detect_any_signature(dev)
-            .await
-            .map_err(|e| mount_status("probing the device", e))?;
+        let found = if Self::head_untouched(t) {
+            tracing::debug!(device = %dev.display(), "start of the LV still zeroed by lvcreate: empty");
+            None
+        } else {
+            self.driver
+                .fs
+                .detect_any_signature(dev)
+                .await
+                .map_err(|e| mount_status("probing the device", e))?
+        };
         match found {
             // lvcreate zeroed the start of the LVs we created, so "no signature" means
             // empty. An adopted LV had no such guarantee: its data may simply be of a kind
             // blkid does not know, so it is never formatted.
-            None if v.adopted.is_some() => {
+            None if t.adopted => {
                 return Err(Status::failed_precondition(format!(
                     "static volume {} holds no recognisable filesystem and is never formatted by the driver; \
                      create the filesystem yourself (mkfs.{fs_type} {}) if it is really empty",
-                    v.id,
+                    t.id,
                     dev.display()
                 )));
             }
@@ -454,7 +539,7 @@ impl NodeService {
             Some(other) => {
                 return Err(Status::failed_precondition(format!(
                     "volume {} holds {other}, the capability asks for {fs_type}; refusing to format over data",
-                    v.id
+                    t.id
                 )));
             }
         }
@@ -473,7 +558,7 @@ impl NodeService {
                 )
             })?;
         if fsdax {
-            self.require_dax(&v.id, staging)?;
+            self.require_dax(&t.id, staging)?;
         }
         tracing::info!(staging = %staging.display(), dax = fsdax, "staged");
         Ok(true)
@@ -497,19 +582,24 @@ impl Node for NodeService {
         }
         let _guard = self.driver.inflight.acquire(&id.to_string())?;
         let _lock = self.lock_state(&id)?;
-        let (v, vg, _) = self.driver.volume_in_vg(&id).await?;
-        let kind = Driver::vg_kind(&vg);
-        // The VG's tags, not the volume context, say whether this is fsdax memory: a PV made
-        // by hand in such a VG gets DAX as well.
-        let fsdax = VgPmem::from_tags(&vg.tags).is_fsdax();
+        let (target, read) = match self.vouched_target(&id) {
+            Some(t) => (t, None),
+            None => {
+                let (v, vg, _) = self.driver.volume_in_vg(&id).await?;
+                (StageTarget::from_lvm(&v, &vg), Some((v, vg)))
+            }
+        };
+        let kind = target.kind;
         let cap = capability::validate("volume_capability", req.volume_capability.as_ref(), kind)?;
-        Self::check_matches_volume(&cap, &v)?;
+        Self::check_matches_volume(&cap, &id, target.created_as.as_deref())?;
         if let capability::Access::Mount { mount_flags, .. } = &cap.access {
-            vglet_mount::check_dax_flags(mount_flags, fsdax)
+            vglet_mount::check_dax_flags(mount_flags, target.fsdax)
                 .map_err(|e| invalid("volume_capability.mount.mount_flags", e))?;
         }
-        self.activate(&v, &vg.tags, kind, &cap).await?;
-        let dev = Self::device_path(&v);
+        // A vouched target is active already; the one the lvm read found may need it.
+        if let Some((v, vg)) = &read {
+            self.activate(v, &vg.tags, kind, &cap).await?;
+        }
         let mounted = if cap.is_block() {
             false
         } else {
@@ -520,10 +610,17 @@ impl Node for NodeService {
                 .get(crate::params::CONTEXT_MKFS_OPTIONS)
                 .map(|o| o.split_whitespace().map(str::to_string).collect())
                 .unwrap_or_default();
-            self.stage_filesystem(&v, &dev, &staging, &cap, &mkfs_options, fsdax)
+            self.stage_filesystem(&target, &staging, &cap, &mkfs_options)
                 .await?
         };
-        let record = stage_record(&v, &self.driver.cfg.driver_name, kind, &cap, &staging);
+        let record = stage_record(
+            &id,
+            &target.lv_uuid,
+            &self.driver.cfg.driver_name,
+            kind,
+            &cap,
+            &staging,
+        );
         if let Err(e) = self.save_stage(record) {
             if mounted {
                 self.undo_mount(&staging);

@@ -57,6 +57,23 @@ pub fn device_path(id: &VolumeId) -> PathBuf {
     PathBuf::from(format!("/dev/{}/{}", id.vg, id.lv))
 }
 
+/// The device numbers of `dev` and its device-mapper uuid (`/sys/dev/block/M:m/dm/uuid`);
+/// `None` when there is no such device node or it is not a device-mapper device.
+pub fn dm_device(dev: &Path) -> Option<((u64, u64), String)> {
+    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(dev).ok()?;
+    if !md.file_type().is_block_device() {
+        return None;
+    }
+    let (major, minor) = (
+        nix::sys::stat::major(md.rdev()),
+        nix::sys::stat::minor(md.rdev()),
+    );
+    let uuid = std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/dm/uuid")).ok()?;
+    Some(((major, minor), uuid))
+}
+
 /// The VG's kind as the record's activation tells it: only shared VGs take LV locks.
 fn kind_of(record: &Record) -> VgKind {
     match record.activation {

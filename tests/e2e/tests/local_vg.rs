@@ -139,6 +139,7 @@ fn guest_local_vg_lifecycle() {
             filesystem_lifecycle(&mut c, &driver, fs, size).await;
         }
         block_lifecycle(&mut c, &driver).await;
+        vouched_stage(&mut c, &driver).await;
         bad_input(&mut c).await;
         pagination(&mut c).await;
         concurrent_same_name(&mut c).await;
@@ -214,6 +215,175 @@ async fn publish_without_lvm(
     );
 }
 
+/// The commands since `mark` that ran lvm, and those that ran blkid.
+fn lvm_and_blkid(driver: &DriverProcess, mark: u64) -> (Vec<String>, Vec<String>) {
+    let commands = driver.commands_since(mark);
+    let of = |tool: &str| -> Vec<String> {
+        commands
+            .iter()
+            .filter(|l| l.contains(&format!("/{tool} ")))
+            .cloned()
+            .collect()
+    };
+    (of("lvm"), of("blkid"))
+}
+
+/// NodeStageVolume of a volume this driver process created: what CreateVolume learned
+/// (the LV's uuid, checked against device-mapper) replaces the lvm read, and a head still
+/// zeroed by lvcreate replaces blkid. An LV re-created under the name reads lvm, and a
+/// head with something on it is probed by blkid as before.
+async fn vouched_stage(c: &mut Clients, driver: &DriverProcess) {
+    let cap = mount_cap("ext4", Mode::SingleNodeWriter);
+    let base = PathBuf::from("/run/e2e/vouched");
+    let staging = base.join("staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    let id = c
+        .controller
+        .create_volume(create_req("pvc-e2e-vouched", 64 * MIB, cap.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap()
+        .volume_id;
+
+    step("vouched: another filesystem is refused without reading lvm");
+    let mark = driver.log_mark();
+    let e = c
+        .node
+        .node_stage_volume(stage_req(
+            &id,
+            &staging,
+            mount_cap("xfs", Mode::SingleNodeWriter),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(mount_at(&staging).is_none());
+    assert!(lvm_and_blkid(driver, mark).0.is_empty());
+
+    step("vouched: first stage runs mkfs and mount only (no lvm read, no blkid)");
+    let mark = driver.log_mark();
+    c.node
+        .node_stage_volume(stage_req(&id, &staging, cap.clone()))
+        .await
+        .unwrap();
+    let (lvm, blkid) = lvm_and_blkid(driver, mark);
+    assert!(
+        lvm.is_empty(),
+        "stage of a volume created here ran lvm:\n{}",
+        lvm.join("\n")
+    );
+    assert!(
+        blkid.is_empty(),
+        "zeroed head still probed:\n{}",
+        blkid.join("\n")
+    );
+    assert!(
+        driver
+            .commands_since(mark)
+            .iter()
+            .any(|l| l.contains("mkfs.ext4")),
+        "the fresh volume was formatted"
+    );
+    assert_eq!(mount_at(&staging).expect("staged").0, "ext4");
+    std::fs::write(staging.join("kept.txt"), "vouched data\n").unwrap();
+    c.node
+        .node_unstage_volume(unstage_req(&id, &staging))
+        .await
+        .unwrap();
+
+    step("vouched: the second stage keeps the data (blkid sees the filesystem, no mkfs)");
+    let mark = driver.log_mark();
+    c.node
+        .node_stage_volume(stage_req(&id, &staging, cap.clone()))
+        .await
+        .unwrap();
+    let (lvm, blkid) = lvm_and_blkid(driver, mark);
+    assert!(lvm.is_empty(), "{lvm:?}");
+    assert_eq!(blkid.len(), 1, "a written head is probed: {blkid:?}");
+    assert!(
+        !driver
+            .commands_since(mark)
+            .iter()
+            .any(|l| l.contains("mkfs"))
+    );
+    assert_eq!(
+        std::fs::read_to_string(staging.join("kept.txt")).unwrap(),
+        "vouched data\n"
+    );
+    c.node
+        .node_unstage_volume(unstage_req(&id, &staging))
+        .await
+        .unwrap();
+
+    step("vouched: an LV re-created under the name (new uuid) sends NodeStage to the lvm read");
+    let tags = sh(&format!("lvs --noheadings -o lv_tags {id}"));
+    let add: String = tags
+        .trim()
+        .split(',')
+        .map(|t| format!(" --addtag {t}"))
+        .collect();
+    sh(&format!(
+        "lvremove -q -y {id} && lvcreate -q -y -Wy -Zy -L 64M -n {} {add} {VG}",
+        lv_of(&id)
+    ));
+    let mark = driver.log_mark();
+    c.node
+        .node_stage_volume(stage_req(&id, &staging, cap.clone()))
+        .await
+        .unwrap();
+    assert!(
+        lvm_and_blkid(driver, mark)
+            .0
+            .iter()
+            .any(|l| l.contains("fullreport")),
+        "the lvm read decided"
+    );
+    assert_eq!(mount_at(&staging).expect("staged").0, "ext4");
+    assert!(
+        !staging.join("kept.txt").exists(),
+        "a new LV, a new filesystem"
+    );
+    c.node
+        .node_unstage_volume(unstage_req(&id, &staging))
+        .await
+        .unwrap();
+
+    step("vouched: something written on a fresh volume's head is never formatted over");
+    let id2 = c
+        .controller
+        .create_volume(create_req("pvc-e2e-vouched-2", 64 * MIB, cap.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap()
+        .volume_id;
+    let dev2 = format!("/dev/{id2}");
+    sh(&format!("mkswap -q {dev2}"));
+    let mark = driver.log_mark();
+    let e = c
+        .node
+        .node_stage_volume(stage_req(&id2, &staging, cap.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("swap"), "{e:?}");
+    let (lvm, blkid) = lvm_and_blkid(driver, mark);
+    assert!(lvm.is_empty(), "{lvm:?}");
+    assert_eq!(blkid.len(), 1, "blkid decided");
+    assert!(mount_at(&staging).is_none());
+    assert_eq!(
+        sh(&format!("blkid -p -o value -s TYPE {dev2}")).trim(),
+        "swap"
+    );
+
+    for v in [&id, &id2] {
+        vglet_e2e::rpc::delete(c, v).await.unwrap();
+    }
+}
+
 async fn filesystem_lifecycle(c: &mut Clients, driver: &DriverProcess, fs: &str, size: i64) {
     let name = format!("pvc-e2e-{fs}");
     let cap = mount_cap(fs, Mode::SingleNodeWriter);
@@ -278,13 +448,13 @@ async fn filesystem_lifecycle(c: &mut Clients, driver: &DriverProcess, fs: &str,
         .node_stage_volume(stage_req(&id, &staging, cap.clone()))
         .await
         .unwrap();
-    // The log does show lvm commands, so their absence after a publish means something.
+    // The log does show the commands, so their absence after a publish means something.
     assert!(
         driver
             .commands_since(mark)
             .iter()
-            .any(|l| l.contains("lvm") && l.contains("fullreport")),
-        "NodeStageVolume's lvm read is not in the driver's log"
+            .any(|l| l.contains(&format!("mkfs.{fs}"))),
+        "NodeStageVolume's mkfs is not in the driver's log"
     );
     let m = mount_at(&staging).expect("staging path is mounted");
     assert_eq!(m.0, fs);

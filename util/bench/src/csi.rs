@@ -158,6 +158,18 @@ impl Clients {
 
     /// CreateVolume as the external-provisioner sends it for a filesystem PVC; the volume id.
     pub async fn create(&mut self, name: &str, vg: &str, bytes: i64, fs: &str) -> Result<String> {
+        Ok(self.create_volume(name, vg, bytes, fs).await?.volume_id)
+    }
+
+    /// CreateVolume, answering the whole volume: its context is what a CO hands to
+    /// NodeStageVolume.
+    pub async fn create_volume(
+        &mut self,
+        name: &str,
+        vg: &str,
+        bytes: i64,
+        fs: &str,
+    ) -> Result<Volume> {
         let r = self
             .controller
             .create_volume(CreateVolumeRequest {
@@ -172,7 +184,7 @@ impl Clients {
             })
             .await
             .with_context(|| format!("CreateVolume {name}"))?;
-        Ok(r.into_inner().volume.context("no volume")?.volume_id)
+        r.into_inner().volume.context("no volume")
     }
 
     pub async fn delete(&mut self, id: &str) -> Result<()> {
@@ -186,12 +198,20 @@ impl Clients {
         Ok(())
     }
 
-    pub async fn stage(&mut self, id: &str, staging: &Path, fs: &str) -> Result<()> {
+    /// NodeStageVolume with the volume context CreateVolume answered, as kubelet passes it.
+    pub async fn stage(
+        &mut self,
+        id: &str,
+        staging: &Path,
+        fs: &str,
+        context: &HashMap<String, String>,
+    ) -> Result<()> {
         self.node
             .node_stage_volume(NodeStageVolumeRequest {
                 volume_id: id.into(),
                 staging_target_path: staging.display().to_string(),
                 volume_capability: Some(mount_cap(fs)),
+                volume_context: context.clone(),
                 ..Default::default()
             })
             .await

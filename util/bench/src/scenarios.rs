@@ -221,11 +221,12 @@ impl Bench {
             std::fs::remove_dir(&target)?;
             floor::lvremove(&self.vg, &name)?;
 
-            let id = c
-                .create(&format!("stage-{fs}-{i}"), &self.vg, bytes as i64, fs)
+            let vol = c
+                .create_volume(&format!("stage-{fs}-{i}"), &self.vg, bytes as i64, fs)
                 .await?;
+            let id = vol.volume_id;
             let t = Instant::now();
-            c.stage(&id, &staging, fs).await?;
+            c.stage(&id, &staging, fs, &vol.volume_context).await?;
             c.publish(&id, &staging, &target, fs).await?;
             vt.push(t.elapsed());
             ensure!(
