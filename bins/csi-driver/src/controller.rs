@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 use vglet_csi_proto::v1::controller_server::Controller;
@@ -71,6 +72,22 @@ enum How<'a> {
         source: &'a Source,
     },
 }
+
+/// A CreateVolumeRequest, checked.
+#[derive(Clone, Copy)]
+struct Ask<'a> {
+    req: &'a CreateVolumeRequest,
+    params: &'a Params,
+    range: &'a Range,
+    lv_name: &'a str,
+    source: Option<&'a Source>,
+}
+
+/// How old the last read of the VG may be for CreateVolume to skip its own (see
+/// `ControllerService::optimistic_report`). The read's free space may be out of date (lvm
+/// re-checks it); the VG's kind and extent size change only by an operator's hand, and not
+/// within this bound unnoticed for long.
+const OPTIMISTIC_VG_AGE: Duration = Duration::from_secs(30);
 
 /// What the node service needs from the StorageClass, carried in the volume context.
 fn volume_context(params: &Params) -> HashMap<String, String> {
@@ -400,39 +417,55 @@ impl ControllerService {
         }
         Ok(())
     }
-}
 
-#[tonic::async_trait]
-impl Controller for ControllerService {
-    async fn create_volume(
-        &self,
-        req: Request<CreateVolumeRequest>,
-    ) -> Result<Response<CreateVolumeResponse>, Status> {
-        let req = req.into_inner();
-        crate::limits::check(&req)?;
-        validate_name(&req.name)?;
-        let span = tracing::info_span!("CreateVolume", name = %req.name);
-        let _e = span.enter();
-        let params = params::parse("parameters", &req.parameters)?;
-        let range = Range::parse("capacity_range", req.capacity_range.as_ref())?;
-        if !req.mutable_parameters.is_empty() {
-            return Err(invalid(
-                "mutable_parameters",
-                "MODIFY_VOLUME is not supported",
-            ));
-        }
-        let lv_name = vglet_lvm::naming::lv_name_for(&req.name);
-        let _guard = self
-            .driver
-            .inflight
-            .acquire(&format!("name:{}", req.name))?;
-        let source = match &req.volume_content_source {
-            Some(cs) => Some(clone::resolve(&self.driver, cs).await?),
-            None => None,
+    /// A report to create on without reading lvm, where lvm itself re-checks everything it
+    /// could get wrong: one served VG (lvm keeps LV names unique per VG, so an LV of this
+    /// name from an earlier attempt makes lvcreate fail), node-local, a linear volume
+    /// without content source, and the VG as a read at most [`OPTIMISTIC_VG_AGE`] old showed
+    /// it. The report holds no LVs: an existing LV of the name or a lack of space shows up
+    /// as lvcreate's refusal, after which the fresh read decides (see `create_volume`).
+    fn optimistic_report(&self, ask: &Ask<'_>) -> Option<Report> {
+        let [vg] = self.driver.cfg.volume_groups.as_slice() else {
+            return None;
         };
+        if ask.source.is_some() || ask.params.layout.lv_type != LvType::Linear {
+            return None;
+        }
+        // A volume this process made under the name: a retry, which the read answers
+        // without a refused lvcreate.
+        if self
+            .driver
+            .created
+            .get(&VolumeId::new(vg.clone(), ask.lv_name))
+            .is_some()
+        {
+            return None;
+        }
+        let (vg, pvs) = self.driver.lvm.recent_vg(vg, OPTIMISTIC_VG_AGE)?;
+        (Driver::vg_kind(&vg) == VgKind::Local).then(|| Report {
+            vgs: vec![vg],
+            pvs,
+            lvs: Vec::new(),
+        })
+    }
 
-        // Validate against the kind of the VG the volume would land in before anything else.
-        let mut report = self.served_report().await?;
+    /// CreateVolume decided on `report`: a fresh read, or the optimistic one of
+    /// [`Self::optimistic_report`].
+    async fn create_from(
+        &self,
+        ask: &Ask<'_>,
+        mut report: Report,
+    ) -> Result<Response<CreateVolumeResponse>, Status> {
+        let Ask {
+            req,
+            params,
+            range,
+            lv_name,
+            source,
+        } = *ask;
+        let lv_name = lv_name.to_string();
+        let range = *range;
+        let source: Option<Source> = source.cloned();
         let existing = match self.find_by_name(&report, &lv_name)? {
             // Left by an interrupted attempt (this process holds the name now): start over.
             Some(v) if is_unfinished(&v.lv) => {
@@ -466,7 +499,7 @@ impl Controller for ControllerService {
                 vg
             }
             (None, None) => {
-                self.choose_vg_for(&report, &params, req.accessibility_requirements.as_ref())?
+                self.choose_vg_for(&report, params, req.accessibility_requirements.as_ref())?
             }
         };
         let kind = Driver::vg_kind(&vg);
@@ -511,7 +544,7 @@ impl Controller for ControllerService {
             vglet_mount::fsdax_mkfs_options(&fs, &params.mkfs_options, vglet_mount::page_size())
                 .map_err(|e| invalid(&format!("parameters.{}", params::MKFS_OPTIONS), e))?;
         }
-        let context = volume_context(&params);
+        let context = volume_context(params);
         // Only where staging needs nothing else from LVM (see crate::vouched).
         let vouch = kind == VgKind::Local && !fsdax;
         let content_source = source.as_ref().map(Source::content_source);
@@ -699,6 +732,56 @@ impl Controller for ControllerService {
         m.volume_context = context;
         m.content_source = content_source;
         Ok(Response::new(CreateVolumeResponse { volume: Some(m) }))
+    }
+}
+
+#[tonic::async_trait]
+impl Controller for ControllerService {
+    async fn create_volume(
+        &self,
+        req: Request<CreateVolumeRequest>,
+    ) -> Result<Response<CreateVolumeResponse>, Status> {
+        let req = req.into_inner();
+        crate::limits::check(&req)?;
+        validate_name(&req.name)?;
+        let span = tracing::info_span!("CreateVolume", name = %req.name);
+        let _e = span.enter();
+        let params = params::parse("parameters", &req.parameters)?;
+        let range = Range::parse("capacity_range", req.capacity_range.as_ref())?;
+        if !req.mutable_parameters.is_empty() {
+            return Err(invalid(
+                "mutable_parameters",
+                "MODIFY_VOLUME is not supported",
+            ));
+        }
+        let lv_name = vglet_lvm::naming::lv_name_for(&req.name);
+        let _guard = self
+            .driver
+            .inflight
+            .acquire(&format!("name:{}", req.name))?;
+        let source = match &req.volume_content_source {
+            Some(cs) => Some(clone::resolve(&self.driver, cs).await?),
+            None => None,
+        };
+        let ask = Ask {
+            req: &req,
+            params: &params,
+            range: &range,
+            lv_name: &lv_name,
+            source: source.as_ref(),
+        };
+        if let Some(report) = self.optimistic_report(&ask) {
+            match self.create_from(&ask, report).await {
+                Ok(created) => return Ok(created),
+                // The attempt created nothing, or removed what it created: the read decides
+                // as if it had not been made (the name exists, the space is gone, ...).
+                Err(s) => {
+                    tracing::debug!(code = ?s.code(), error = %s.message(), "optimistic create did not succeed; reading lvm")
+                }
+            }
+        }
+        let report = self.served_report().await?;
+        self.create_from(&ask, report).await
     }
 
     async fn delete_volume(

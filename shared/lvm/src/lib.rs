@@ -14,6 +14,7 @@ pub mod lockd;
 pub mod lockspace;
 pub mod naming;
 mod ops;
+mod recent;
 pub mod report;
 mod requests;
 mod size;

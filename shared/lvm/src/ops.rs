@@ -33,6 +33,7 @@ pub struct Lvm {
     version: OnceLock<LvmVersion>,
     reads: crate::coalesce::ReadCoalescer,
     untags: crate::batch::TagBatcher,
+    recent: crate::recent::RecentVgs,
 }
 
 fn read<T: Clone>(lock: &RwLock<T>) -> T {
@@ -77,6 +78,7 @@ impl Lvm {
             version: OnceLock::new(),
             reads: Default::default(),
             untags: Default::default(),
+            recent: Default::default(),
         }
     }
 
@@ -193,14 +195,26 @@ impl Lvm {
         if let Some(vg) = vg {
             validate_vg_name(vg).map_err(invalid)?;
         }
+        let asked = std::time::Instant::now();
         // Concurrent callers share a read that started after they asked (see coalesce.rs).
-        self.reads
+        let report = self
+            .reads
             .read(vg.unwrap_or(""), || async {
                 let argv = args::fullreport(vg, &self.options(false).await);
                 let out = self.run(argv, vg, None).await?;
                 parse_fullreport(&out.stdout_lossy()).map_err(LvmError::Parse)
             })
-            .await
+            .await;
+        if let Ok(r) = &report {
+            self.recent.record(vg, asked, r);
+        }
+        report
+    }
+
+    /// The VG and its PVs as a read asked for at most `max_age` ago showed them, without
+    /// running lvm: only for a decision lvm re-checks itself (see recent.rs).
+    pub fn recent_vg(&self, vg: &str, max_age: Duration) -> Option<(Vg, Vec<crate::report::Pv>)> {
+        self.recent.get(vg, max_age)
     }
 
     /// The VG, or [`LvmError::VgNotFound`].

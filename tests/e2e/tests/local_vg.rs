@@ -140,6 +140,7 @@ fn guest_local_vg_lifecycle() {
         }
         block_lifecycle(&mut c, &driver).await;
         vouched_stage(&mut c, &driver).await;
+        optimistic_create(&mut c, &driver).await;
         bad_input(&mut c).await;
         pagination(&mut c).await;
         concurrent_same_name(&mut c).await;
@@ -382,6 +383,117 @@ async fn vouched_stage(c: &mut Clients, driver: &DriverProcess) {
     for v in [&id, &id2] {
         vglet_e2e::rpc::delete(c, v).await.unwrap();
     }
+}
+
+/// GetCapacity reads the VG: the read an optimistic CreateVolume may rely on.
+async fn read_vg(c: &mut Clients) {
+    c.controller
+        .get_capacity(GetCapacityRequest::default())
+        .await
+        .unwrap();
+}
+
+/// CreateVolume with one served VG and a recent read of it runs lvcreate without reading
+/// again: lvm itself refuses an existing name or missing space, and then the read decides
+/// exactly as without the attempt.
+async fn optimistic_create(c: &mut Clients, driver: &DriverProcess) {
+    let cap = mount_cap("ext4", Mode::SingleNodeWriter);
+
+    step("optimistic create: lvcreate and the marker's removal, no read");
+    read_vg(c).await;
+    let mark = driver.log_mark();
+    let vol = c
+        .controller
+        .create_volume(create_req("pvc-e2e-optimistic", 64 * MIB, cap.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let (lvm, _) = lvm_and_blkid(driver, mark);
+    assert!(
+        lvm.iter().any(|l| l.contains("lvcreate")) && !lvm.iter().any(|l| l.contains("fullreport")),
+        "{lvm:#?}"
+    );
+    let lv = lvs(VG)
+        .into_iter()
+        .find(|l| l.0 == lv_of(&vol.volume_id))
+        .expect("lvs shows the new LV");
+    assert_eq!(lv.1 as i64, 64 * MIB);
+    assert!(
+        lv.2.contains("vglet.owner=lvm.vglet.io") && !lv.2.contains("vglet.creating"),
+        "{}",
+        lv.2
+    );
+
+    step("optimistic create: a retry is answered by the read, the same volume");
+    let mark = driver.log_mark();
+    let again = c
+        .controller
+        .create_volume(create_req("pvc-e2e-optimistic", 64 * MIB, cap.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(again.volume_id, vol.volume_id);
+    assert_eq!(again.capacity_bytes, 64 * MIB);
+    let (lvm, _) = lvm_and_blkid(driver, mark);
+    assert!(!lvm.iter().any(|l| l.contains("lvcreate")), "{lvm:#?}");
+
+    step("optimistic create: an LV of the name that is not ours is refused and left alone");
+    sh(&format!(
+        "lvcreate -q -y -n csi-pvc-e2e-collide -L 8M {VG} && mkfs.ext4 -q /dev/{VG}/csi-pvc-e2e-collide"
+    ));
+    read_vg(c).await;
+    let mark = driver.log_mark();
+    let e = c
+        .controller
+        .create_volume(create_req("pvc-e2e-collide", 64 * MIB, cap.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+    let (lvm, _) = lvm_and_blkid(driver, mark);
+    assert!(
+        lvm.iter().any(|l| l.contains("lvcreate")),
+        "lvm refused the optimistic lvcreate: {lvm:#?}"
+    );
+    assert!(
+        lvm.iter().any(|l| l.contains("fullreport")),
+        "then the read decided: {lvm:#?}"
+    );
+    let foreign = lvs(VG)
+        .into_iter()
+        .find(|l| l.0 == "csi-pvc-e2e-collide")
+        .expect("the foreign LV is still there");
+    assert_eq!(foreign.1, 8 << 20);
+    assert_eq!(foreign.2, "", "no tag was written on it");
+    sh(&format!(
+        "blkid -p /dev/{VG}/csi-pvc-e2e-collide | grep -q ext4"
+    ));
+    sh(&format!("lvremove -q -y {VG}/csi-pvc-e2e-collide"));
+
+    step("optimistic create: too big for the free space is RESOURCE_EXHAUSTED, nothing created");
+    let free: i64 = sh(&format!(
+        "vgs --noheadings --units b --nosuffix -o vg_free {VG}"
+    ))
+    .trim()
+    .parse()
+    .unwrap();
+    let before = lvs(VG);
+    read_vg(c).await;
+    let e = c
+        .controller
+        .create_volume(create_req("pvc-e2e-too-big", free + 64 * MIB, cap.clone()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e.code(), Code::ResourceExhausted | Code::OutOfRange),
+        "{e:?}"
+    );
+    assert_eq!(lvs(VG), before, "nothing created");
+
+    vglet_e2e::rpc::delete(c, &vol.volume_id).await.unwrap();
 }
 
 async fn filesystem_lifecycle(c: &mut Clients, driver: &DriverProcess, fs: &str, size: i64) {
