@@ -93,8 +93,8 @@ fn state_status(context: &str, e: StateError) -> Status {
     }
 }
 
-/// The LV a NodeStageVolume works on, as the lvm read or the vouched volume context
-/// ([`crate::vouched`]) describes it.
+/// The LV a NodeStageVolume works on, as the lvm read describes it or as this process's
+/// CreateVolume remembered it ([`crate::vouched`]).
 #[derive(Debug, Clone)]
 struct StageTarget {
     id: VolumeId,

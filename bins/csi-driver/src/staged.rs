@@ -91,15 +91,22 @@ fn same_activation(a: Activation, b: vglet_state::Activation) -> bool {
     )
 }
 
-/// Whether a device-mapper uuid is the one LVM gives the LV `lv_uuid`: `LVM-`, the VG's
-/// uuid and the LV's, both without dashes (32 characters each). A suffix (`-real`,
-/// `-cow`, ...) would be one of LVM's internal layers, never the LV's own device.
+/// The VG's and the LV's uuid in the device-mapper uuid LVM gives an LV's own device:
+/// `LVM-`, then both without dashes (32 characters each). A suffix (`-real`, `-cow`, ...)
+/// marks one of LVM's internal layers, never the LV's own device: `None`.
+pub fn dm_lv_ids(dm_uuid: &str) -> Option<(&str, &str)> {
+    let ids = dm_uuid.trim_end().strip_prefix("LVM-")?;
+    (ids.len() == 64 && ids.is_ascii()).then(|| ids.split_at(32))
+}
+
+/// An lvm uuid as device-mapper spells it: without dashes.
+pub fn without_dashes(lvm_uuid: &str) -> String {
+    lvm_uuid.chars().filter(|c| *c != '-').collect()
+}
+
+/// Whether a device-mapper uuid is the one LVM gives the LV `lv_uuid` (see [`dm_lv_ids`]).
 pub fn dm_uuid_is_lv(dm_uuid: &str, lv_uuid: &str) -> bool {
-    let lv: String = lv_uuid.chars().filter(|c| *c != '-').collect();
-    let Some(ids) = dm_uuid.trim_end().strip_prefix("LVM-") else {
-        return false;
-    };
-    lv.len() == 32 && ids.len() == 64 && ids.is_char_boundary(32) && ids[32..] == lv
+    dm_lv_ids(dm_uuid).is_some_and(|(_, lv)| lv == without_dashes(lv_uuid))
 }
 
 /// Whether the request, its record and what the kernel shows agree on everything the lvm

@@ -57,12 +57,6 @@ impl Created {
     }
 }
 
-/// The 32 characters of an lvm uuid without its dashes, if it is one.
-fn raw_uuid(lvm_uuid: &str) -> Option<String> {
-    let raw: String = lvm_uuid.chars().filter(|c| *c != '-').collect();
-    (raw.len() == 32 && raw.chars().all(|c| c.is_ascii_alphanumeric())).then_some(raw)
-}
-
 /// lvm's text form of a uuid (6-4-4-4-4-4-6 characters) from its 32 characters.
 pub fn lvm_uuid_text(raw: &str) -> Option<String> {
     if raw.len() != 32 || !raw.chars().all(|c| c.is_ascii_alphanumeric()) {
@@ -90,12 +84,10 @@ pub fn active_lv_uuid(id: &VolumeId, vg_uuid: &str) -> Option<String> {
 
 /// The LV part of a device-mapper uuid `LVM-<vg><lv>` whose VG part is `vg_uuid`.
 fn lv_uuid_in_vg(dm_uuid: &str, vg_uuid: &str) -> Option<String> {
-    let ids = dm_uuid.trim_end().strip_prefix("LVM-")?;
-    let vg = raw_uuid(vg_uuid)?;
-    if ids.len() != 64 || !ids.is_char_boundary(32) || ids[..32] != vg {
-        return None;
-    }
-    lvm_uuid_text(&ids[32..])
+    let (vg, lv) = staged::dm_lv_ids(dm_uuid)?;
+    (vg == staged::without_dashes(vg_uuid))
+        .then(|| lvm_uuid_text(lv))
+        .flatten()
 }
 
 /// Whether `dev` is the active LV with uuid `lv_uuid`.

@@ -15,7 +15,7 @@ use std::path::Path;
 use crate::MountError;
 
 /// What `lvcreate -Z y` zeroes.
-pub const ZEROED_HEAD_BYTES: usize = 4096;
+const ZEROED_HEAD_BYTES: usize = 4096;
 
 /// O_DIRECT needs a buffer aligned to the device's logical block size (at most 4 KiB).
 #[repr(C, align(4096))]

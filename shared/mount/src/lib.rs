@@ -21,7 +21,7 @@ pub use fs::{
     CheckOutcome, EXT4_DEFAULT_EXTENDED, Filesystems, MKFS_TIMEOUT, SUPPORTED_FILESYSTEMS,
     Signature, validate_fs_type,
 };
-pub use head::{ZEROED_HEAD_BYTES, head_is_zeroed};
+pub use head::head_is_zeroed;
 pub use mounter::{FailWhen, MountCall, Mounter, RecordingMounter, SystemMounter};
 pub use mountinfo::{
     MountEntry, is_mount_point, mount_at, mounts, mounts_of_device, parse_mountinfo,

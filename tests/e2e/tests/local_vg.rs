@@ -50,6 +50,17 @@ fn create_req(name: &str, bytes: i64, cap: VolumeCapability) -> CreateVolumeRequ
     }
 }
 
+/// CreateVolume that must succeed; the volume.
+async fn create(c: &mut Clients, name: &str, bytes: i64, cap: VolumeCapability) -> Volume {
+    c.controller
+        .create_volume(create_req(name, bytes, cap))
+        .await
+        .unwrap_or_else(|e| panic!("create {name}: {e:?}"))
+        .into_inner()
+        .volume
+        .unwrap()
+}
+
 fn stage_req(id: &str, staging: &Path, cap: VolumeCapability) -> NodeStageVolumeRequest {
     NodeStageVolumeRequest {
         volume_id: id.into(),
@@ -79,13 +90,6 @@ fn unpublish_req(id: &str, target: &Path) -> NodeUnpublishVolumeRequest {
     NodeUnpublishVolumeRequest {
         volume_id: id.into(),
         target_path: target.display().to_string(),
-    }
-}
-
-fn unstage_req(id: &str, staging: &Path) -> NodeUnstageVolumeRequest {
-    NodeUnstageVolumeRequest {
-        volume_id: id.into(),
-        staging_target_path: staging.display().to_string(),
     }
 }
 
@@ -238,14 +242,8 @@ async fn vouched_stage(c: &mut Clients, driver: &DriverProcess) {
     let base = PathBuf::from("/run/e2e/vouched");
     let staging = base.join("staging");
     std::fs::create_dir_all(&staging).unwrap();
-    let id = c
-        .controller
-        .create_volume(create_req("pvc-e2e-vouched", 64 * MIB, cap.clone()))
+    let id = create(c, "pvc-e2e-vouched", 64 * MIB, cap.clone())
         .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap()
         .volume_id;
 
     step("vouched: another filesystem is refused without reading lvm");
@@ -289,10 +287,7 @@ async fn vouched_stage(c: &mut Clients, driver: &DriverProcess) {
     );
     assert_eq!(mount_at(&staging).expect("staged").0, "ext4");
     std::fs::write(staging.join("kept.txt"), "vouched data\n").unwrap();
-    c.node
-        .node_unstage_volume(unstage_req(&id, &staging))
-        .await
-        .unwrap();
+    vglet_e2e::rpc::unstage(c, &id, &staging).await;
 
     step("vouched: the second stage keeps the data (blkid sees the filesystem, no mkfs)");
     let mark = driver.log_mark();
@@ -313,10 +308,7 @@ async fn vouched_stage(c: &mut Clients, driver: &DriverProcess) {
         std::fs::read_to_string(staging.join("kept.txt")).unwrap(),
         "vouched data\n"
     );
-    c.node
-        .node_unstage_volume(unstage_req(&id, &staging))
-        .await
-        .unwrap();
+    vglet_e2e::rpc::unstage(c, &id, &staging).await;
 
     step("vouched: an LV re-created under the name (new uuid) sends NodeStage to the lvm read");
     let tags = sh(&format!("lvs --noheadings -o lv_tags {id}"));
@@ -346,20 +338,11 @@ async fn vouched_stage(c: &mut Clients, driver: &DriverProcess) {
         !staging.join("kept.txt").exists(),
         "a new LV, a new filesystem"
     );
-    c.node
-        .node_unstage_volume(unstage_req(&id, &staging))
-        .await
-        .unwrap();
+    vglet_e2e::rpc::unstage(c, &id, &staging).await;
 
     step("vouched: something written on a fresh volume's head is never formatted over");
-    let id2 = c
-        .controller
-        .create_volume(create_req("pvc-e2e-vouched-2", 64 * MIB, cap.clone()))
+    let id2 = create(c, "pvc-e2e-vouched-2", 64 * MIB, cap.clone())
         .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap()
         .volume_id;
     let dev2 = format!("/dev/{id2}");
     sh(&format!("mkswap -q {dev2}"));
@@ -402,14 +385,7 @@ async fn optimistic_create(c: &mut Clients, driver: &DriverProcess) {
     step("optimistic create: lvcreate and the marker's removal, no read");
     read_vg(c).await;
     let mark = driver.log_mark();
-    let vol = c
-        .controller
-        .create_volume(create_req("pvc-e2e-optimistic", 64 * MIB, cap.clone()))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let vol = create(c, "pvc-e2e-optimistic", 64 * MIB, cap.clone()).await;
     let (lvm, _) = lvm_and_blkid(driver, mark);
     assert!(
         lvm.iter().any(|l| l.contains("lvcreate")) && !lvm.iter().any(|l| l.contains("fullreport")),
@@ -428,14 +404,7 @@ async fn optimistic_create(c: &mut Clients, driver: &DriverProcess) {
 
     step("optimistic create: a retry is answered by the read, the same volume");
     let mark = driver.log_mark();
-    let again = c
-        .controller
-        .create_volume(create_req("pvc-e2e-optimistic", 64 * MIB, cap.clone()))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let again = create(c, "pvc-e2e-optimistic", 64 * MIB, cap.clone()).await;
     assert_eq!(again.volume_id, vol.volume_id);
     assert_eq!(again.capacity_bytes, 64 * MIB);
     let (lvm, _) = lvm_and_blkid(driver, mark);
@@ -473,25 +442,29 @@ async fn optimistic_create(c: &mut Clients, driver: &DriverProcess) {
     ));
     sh(&format!("lvremove -q -y {VG}/csi-pvc-e2e-collide"));
 
-    step("optimistic create: too big for the free space is RESOURCE_EXHAUSTED, nothing created");
-    let free: i64 = sh(&format!(
-        "vgs --noheadings --units b --nosuffix -o vg_free {VG}"
-    ))
-    .trim()
-    .parse()
-    .unwrap();
-    let before = lvs(VG);
+    step("optimistic create: space taken since the last read is refused by lvm, then by the read");
+    // The read still shows the space; an operator takes all of it afterwards.
     read_vg(c).await;
+    sh(&format!("lvcreate -q -y -n filler -l 100%FREE {VG}"));
+    let before = lvs(VG);
+    let mark = driver.log_mark();
     let e = c
         .controller
-        .create_volume(create_req("pvc-e2e-too-big", free + 64 * MIB, cap.clone()))
+        .create_volume(create_req("pvc-e2e-no-space", 64 * MIB, cap.clone()))
         .await
         .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    let (lvm, _) = lvm_and_blkid(driver, mark);
     assert!(
-        matches!(e.code(), Code::ResourceExhausted | Code::OutOfRange),
-        "{e:?}"
+        lvm.iter().any(|l| l.contains("lvcreate")),
+        "the optimistic lvcreate was tried: {lvm:#?}"
+    );
+    assert!(
+        lvm.iter().any(|l| l.contains("fullreport")),
+        "then the read decided: {lvm:#?}"
     );
     assert_eq!(lvs(VG), before, "nothing created");
+    sh(&format!("lvremove -q -y {VG}/filler"));
 
     vglet_e2e::rpc::delete(c, &vol.volume_id).await.unwrap();
 }
@@ -505,14 +478,7 @@ async fn filesystem_lifecycle(c: &mut Clients, driver: &DriverProcess, fs: &str,
     std::fs::create_dir_all(&staging).unwrap();
 
     step(&format!("{fs}: create"));
-    let vol = c
-        .controller
-        .create_volume(create_req(&name, size, cap.clone()))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let vol = create(c, &name, size, cap.clone()).await;
     let id = vol.volume_id.clone();
     assert_eq!(vol.capacity_bytes, size);
     let lv = lvs(VG)
@@ -526,14 +492,7 @@ async fn filesystem_lifecycle(c: &mut Clients, driver: &DriverProcess, fs: &str,
     step(&format!(
         "{fs}: create again is idempotent; incompatible size is ALREADY_EXISTS"
     ));
-    let again = c
-        .controller
-        .create_volume(create_req(&name, size, cap.clone()))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let again = create(c, &name, size, cap.clone()).await;
     assert_eq!(again.volume_id, id);
     assert_eq!(again.capacity_bytes, size);
     let e = c
@@ -626,15 +585,9 @@ async fn filesystem_lifecycle(c: &mut Clients, driver: &DriverProcess, fs: &str,
         .node_unpublish_volume(unpublish_req(&id, &target))
         .await
         .unwrap();
-    c.node
-        .node_unstage_volume(unstage_req(&id, &staging))
-        .await
-        .unwrap();
+    vglet_e2e::rpc::unstage(c, &id, &staging).await;
     assert!(mount_at(&staging).is_none());
-    c.node
-        .node_unstage_volume(unstage_req(&id, &staging))
-        .await
-        .unwrap();
+    vglet_e2e::rpc::unstage(c, &id, &staging).await;
 
     step(&format!(
         "{fs}: stage + publish again: the content reads back (no reformat)"
@@ -781,10 +734,7 @@ async fn filesystem_lifecycle(c: &mut Clients, driver: &DriverProcess, fs: &str,
         .node_unpublish_volume(unpublish_req(&id, &target))
         .await
         .unwrap();
-    c.node
-        .node_unstage_volume(unstage_req(&id, &staging))
-        .await
-        .unwrap();
+    vglet_e2e::rpc::unstage(c, &id, &staging).await;
     c.controller
         .delete_volume(DeleteVolumeRequest {
             volume_id: id.clone(),
@@ -808,14 +758,7 @@ async fn block_lifecycle(c: &mut Clients, driver: &DriverProcess) {
     let target = PathBuf::from("/run/e2e/block/pods/dev/volume");
     std::fs::create_dir_all(&staging).unwrap();
     step("block: create, stage, publish");
-    let vol = c
-        .controller
-        .create_volume(create_req("pvc-e2e-block", 16 * MIB, cap.clone()))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let vol = create(c, "pvc-e2e-block", 16 * MIB, cap.clone()).await;
     let id = vol.volume_id;
     c.node
         .node_stage_volume(stage_req(&id, &staging, cap.clone()))
@@ -855,10 +798,7 @@ async fn block_lifecycle(c: &mut Clients, driver: &DriverProcess) {
         .unwrap();
     assert!(mount_at(&target).is_none());
     assert!(!target.exists());
-    c.node
-        .node_unstage_volume(unstage_req(&id, &staging))
-        .await
-        .unwrap();
+    vglet_e2e::rpc::unstage(c, &id, &staging).await;
     c.controller
         .delete_volume(DeleteVolumeRequest {
             volume_id: id.clone(),
@@ -874,14 +814,8 @@ async fn bad_input(c: &mut Clients) {
     step("bad input: each gets the right code and changes nothing");
     let good = mount_cap("ext4", Mode::SingleNodeWriter);
     // A real volume of ours for the requests that need one (staged nowhere).
-    let ours = c
-        .controller
-        .create_volume(create_req("pvc-e2e-bad", 8 * MIB, good.clone()))
+    let ours = create(c, "pvc-e2e-bad", 8 * MIB, good.clone())
         .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap()
         .volume_id;
     let before = lvs(VG);
     let vg_size: i64 = sh(&format!(
@@ -1254,14 +1188,7 @@ async fn pagination(c: &mut Clients) {
     let cap = req::block_cap(Mode::SingleNodeWriter);
     let mut ids = Vec::new();
     for i in 0..5 {
-        let v = c
-            .controller
-            .create_volume(create_req(&format!("pvc-page-{i}"), 4 * MIB, cap.clone()))
-            .await
-            .unwrap()
-            .into_inner()
-            .volume
-            .unwrap();
+        let v = create(c, &format!("pvc-page-{i}"), 4 * MIB, cap.clone()).await;
         ids.push(v.volume_id);
     }
     let mut seen = Vec::new();
@@ -1340,14 +1267,7 @@ async fn concurrent_same_name(c: &mut Clients) {
     assert_eq!(ids.len(), 1);
     assert_eq!(lvs(VG).iter().filter(|l| l.0 == lv_of(&ids[0])).count(), 1);
     // A retry after the race settles succeeds with the same volume.
-    let again = c
-        .controller
-        .create_volume(create_req("pvc-race", 4 * MIB, cap))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let again = create(c, "pvc-race", 4 * MIB, cap).await;
     assert_eq!(again.volume_id, ids[0]);
     c.controller
         .delete_volume(DeleteVolumeRequest {
