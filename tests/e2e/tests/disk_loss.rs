@@ -181,7 +181,15 @@ fn copy_percent(lv: &str) -> String {
 
 /// Asks the host to hot-unplug the virtio disk `name` and waits for its answer.
 fn unplug(name: &str) {
-    std::fs::write(format!("{RC}/unplug-req/{name}"), "").expect("unplug request");
+    // The request directory is shared over 9p; right after the host removed a request
+    // there, creating the next one has been seen to fail once with ENOENT: retry briefly.
+    let req = format!("{RC}/unplug-req/{name}");
+    let mut tries = 0;
+    while let Err(e) = std::fs::write(&req, "") {
+        tries += 1;
+        assert!(tries < 50, "unplug request {req}: {e}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let done = PathBuf::from(format!("{RC}/unplug-done/{name}"));
     let start = Instant::now();
     while !done.exists() {

@@ -133,11 +133,14 @@ fn guest_requested_disk_unplug() {
     let script = r#"set -euo pipefail
 [ -b /dev/vda ] && [ -b /dev/vdb ]
 [ "$(cat /sys/block/vdb/serial)" = gone ]
-touch /run/vglet-rc/unplug-req/nosuchdisk
+# The request directory is shared over 9p; right after the host removed a request there,
+# creating the next one has been seen to fail once with ENOENT, so a request is retried.
+req() { for i in $(seq 50); do touch "/run/vglet-rc/unplug-req/$1" 2>/dev/null && return; sleep 0.1; done; return 1; }
+req nosuchdisk
 for i in $(seq 600); do [ -e /run/vglet-rc/unplug-done/nosuchdisk ] && break; sleep 0.1; done
 grep -q '^error: .*no disk named' /run/vglet-rc/unplug-done/nosuchdisk
 [ -b /dev/vdb ]
-touch /run/vglet-rc/unplug-req/gone
+req gone
 for i in $(seq 900); do [ -e /run/vglet-rc/unplug-done/gone ] && break; sleep 0.1; done
 cat /run/vglet-rc/unplug-done/gone
 [ "$(cat /run/vglet-rc/unplug-done/gone)" = ok ]
