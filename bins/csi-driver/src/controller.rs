@@ -21,7 +21,7 @@ use crate::pmem;
 use crate::reconcile::{CREATING_TAG, is_unfinished};
 use crate::snapshot;
 use crate::status::{invalid, lvm_status};
-use crate::volume_id::VolumeId;
+use crate::volume_id::{self, VolumeId};
 use crate::vouched::Vouched;
 
 /// CSI names are free-form; this bound keeps the encoded tag far below LVM's 1024 bytes.
@@ -53,10 +53,6 @@ fn validate_name(name: &str) -> Result<(), Status> {
         return Err(invalid("name", "must not contain control characters"));
     }
     Ok(())
-}
-
-fn parse_id(id: &str) -> Result<VolumeId, Status> {
-    VolumeId::parse(id).map_err(|e| invalid("volume_id", e))
 }
 
 /// How CreateVolume makes the new LV.
@@ -191,6 +187,27 @@ impl ControllerService {
             "volume {id} has copy-on-write snapshots ({}); it cannot be {what} until they are deleted",
             snaps.join(", ")
         )))
+    }
+
+    /// FAILED_PRECONDITION while the volume is in use on this node (see [`crate::in_use`]):
+    /// nothing is changed, and the message says what holds it.
+    fn refuse_in_use(&self, v: &OwnedVolume) -> Result<(), Status> {
+        let record = match &self.driver.state {
+            Some(state) => state.get(&v.id.to_string()).map_err(|e| {
+                Status::internal(format!(
+                    "volume {}: cannot read this node's record of it, so cannot tell whether it is in use; not removed: {e}",
+                    v.id
+                ))
+            })?,
+            None => None,
+        };
+        match crate::in_use::holder(&v.lv, record.as_ref(), &self.driver.cfg.node_id) {
+            Some(why) => Err(Status::failed_precondition(format!(
+                "volume {} is in use: {why}; not removed",
+                v.id
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// [`Self::choose_vg`] with the StorageClass's other constraints: a VG tag
@@ -790,7 +807,9 @@ impl Controller for ControllerService {
     ) -> Result<Response<DeleteVolumeResponse>, Status> {
         let req = req.into_inner();
         crate::limits::check(&req)?;
-        let id = parse_id(&req.volume_id)?;
+        let Some(id) = volume_id::to_delete("volume_id", &req.volume_id)? else {
+            return Ok(Response::new(DeleteVolumeResponse {}));
+        };
         let span = tracing::info_span!("DeleteVolume", volume_id = %id);
         let _e = span.enter();
         if !self.driver.serves_vg(&id.vg) {
@@ -822,6 +841,7 @@ impl Controller for ControllerService {
             )));
         }
         Self::refuse_with_thick_snapshots(&report, &id, "deleted")?;
+        self.refuse_in_use(&v)?;
         let _w = self.driver.vg_locks.lock(&id.vg).await;
         // An adopted LV goes only while it still carries the delete opt-in, checked by lvm
         // under the VG lock: an operator withdrawing it a moment ago wins.
@@ -837,6 +857,22 @@ impl Controller for ControllerService {
         };
         match removed {
             Ok(()) | Err(vglet_lvm::LvmError::LvNotFound(_)) => {}
+            // Another host uses the LV of a shared VG: it holds the LV's lock.
+            Err(e @ vglet_lvm::LvmError::Locked(_)) => {
+                return Err(lvm_status(
+                    &format!(
+                        "volume {id} is in use: another node holds its lock in shared volume group {}; not removed",
+                        id.vg
+                    ),
+                    e,
+                ));
+            }
+            Err(e @ vglet_lvm::LvmError::InUse(_)) => {
+                return Err(lvm_status(
+                    &format!("volume {id} is in use; not removed"),
+                    e,
+                ));
+            }
             Err(e) => return Err(lvm_status(&format!("removing {id}"), e)),
         }
         // A conditional lvremove that selects nothing succeeds: say so rather than OK.
@@ -871,7 +907,7 @@ impl Controller for ControllerService {
     ) -> Result<Response<ValidateVolumeCapabilitiesResponse>, Status> {
         let req = req.into_inner();
         crate::limits::check(&req)?;
-        let id = parse_id(&req.volume_id)?;
+        let id = volume_id::lookup("volume_id", "volume", &req.volume_id)?;
         if req.volume_capabilities.is_empty() {
             return Err(invalid("volume_capabilities", "at least one is required"));
         }
@@ -1138,7 +1174,7 @@ impl Controller for ControllerService {
     ) -> Result<Response<ControllerExpandVolumeResponse>, Status> {
         let req = req.into_inner();
         crate::limits::check(&req)?;
-        let id = parse_id(&req.volume_id)?;
+        let id = volume_id::lookup("volume_id", "volume", &req.volume_id)?;
         let span = tracing::info_span!("ControllerExpandVolume", volume_id = %id);
         let _e = span.enter();
         let range = Range::parse("capacity_range", req.capacity_range.as_ref())?;
@@ -1161,6 +1197,14 @@ impl Controller for ControllerService {
             Some(fs) => fs != "block",
             None => !cap.as_ref().is_some_and(|c| c.is_block()),
         };
+        // LVs never shrink: a limit below the current size cannot be met (CSI spec,
+        // ControllerExpandVolume: "Unsupported capacity | 11 OUT_OF_RANGE").
+        if range.limit > 0 && range.limit < v.lv.size {
+            return Err(Status::out_of_range(format!(
+                "capacity_range: limit_bytes {} is below the volume's current size of {} bytes; volumes do not shrink",
+                range.limit, v.lv.size
+            )));
+        }
         let size = range.lv_size(vg.extent_size)?;
         if size <= v.lv.size {
             return Ok(Response::new(ControllerExpandVolumeResponse {
@@ -1221,7 +1265,7 @@ impl Controller for ControllerService {
         &self,
         req: Request<ControllerGetVolumeRequest>,
     ) -> Result<Response<ControllerGetVolumeResponse>, Status> {
-        let id = parse_id(&req.into_inner().volume_id)?;
+        let id = volume_id::lookup("volume_id", "volume", &req.into_inner().volume_id)?;
         let (v, vg, _) = self.driver.volume_in_vg(&id).await?;
         Ok(Response::new(ControllerGetVolumeResponse {
             volume: Some(self.volume_message(&v, Driver::vg_kind(&vg))),
@@ -1345,6 +1389,10 @@ mod tests {
                             .strip_prefix("vg0/")
                             .unwrap()
                             .to_string();
+                        // lvm's refusal of an LV open where the report did not show it.
+                        if target == "csi-busy" {
+                            return Reply::fail(5, "  Logical volume vg0/csi-busy in use.\n");
+                        }
                         state.lock().unwrap().retain(|l| l.0 != target);
                         Reply::ok("")
                     }
@@ -1478,6 +1526,135 @@ mod tests {
             assert!(r.node_expansion_required);
             // Grown, and no vglet tag written: it must not start to look created by us.
             assert_eq!(changes(&f), vec!["sh lvextend -L 134217728b vg0/adopted"]);
+        }
+
+        fn add_ours(f: &Fake, name: &str, attr: &str) {
+            let tags = [
+                "vglet.owner=lvm.vglet.io",
+                "vglet.name=pvc-x",
+                "vglet.size=67108864",
+                "vglet.fs=block",
+            ];
+            f.lvs
+                .lock()
+                .unwrap()
+                .push((name.to_string(), lv_json(name, attr, "public", &tags)));
+        }
+
+        #[tokio::test]
+        async fn volumes_in_use_are_not_deleted() {
+            let f = fake();
+            add_ours(&f, "csi-open", "-wi-ao----");
+            add_ours(&f, "csi-busy", "-wi-a-----");
+            let c = service(&f).await;
+            let e = delete(&c, "csi-open").await.unwrap_err();
+            assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+            assert!(
+                e.message()
+                    .contains("is in use: its device is open on node n1"),
+                "{e:?}"
+            );
+            // Refused before lvm was asked to remove anything.
+            assert_eq!(changes(&f), Vec::<String>::new());
+            assert!(present(&f, "csi-open"));
+            // lvm's own refusal is the same answer, never INTERNAL.
+            let e = delete(&c, "csi-busy").await.unwrap_err();
+            assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+            assert!(e.message().contains("csi-busy in use"), "{e:?}");
+            assert!(present(&f, "csi-busy"));
+        }
+
+        #[tokio::test]
+        async fn never_issued_ids_get_the_spec_codes_and_run_nothing() {
+            let f = fake();
+            let c = service(&f).await;
+            let before = f.runner.call_lines().len();
+            for id in ["fake-vol-id-1", "../x", "vg0/a b", "vg0/csi-ours/x"] {
+                let codes = [
+                    c.delete_volume(Request::new(DeleteVolumeRequest {
+                        volume_id: id.into(),
+                        ..Default::default()
+                    }))
+                    .await
+                    .map(drop),
+                    c.validate_volume_capabilities(Request::new(
+                        ValidateVolumeCapabilitiesRequest {
+                            volume_id: id.into(),
+                            volume_capabilities: vec![VolumeCapability::default()],
+                            ..Default::default()
+                        },
+                    ))
+                    .await
+                    .map(drop),
+                    c.controller_get_volume(Request::new(ControllerGetVolumeRequest {
+                        volume_id: id.into(),
+                    }))
+                    .await
+                    .map(drop),
+                    c.controller_expand_volume(Request::new(ControllerExpandVolumeRequest {
+                        volume_id: id.into(),
+                        capacity_range: Some(CapacityRange {
+                            required_bytes: 1 << 30,
+                            limit_bytes: 0,
+                        }),
+                        ..Default::default()
+                    }))
+                    .await
+                    .map(drop),
+                    c.delete_snapshot(Request::new(DeleteSnapshotRequest {
+                        snapshot_id: id.into(),
+                        ..Default::default()
+                    }))
+                    .await
+                    .map(drop),
+                ];
+                let codes: Vec<tonic::Code> = codes
+                    .iter()
+                    .map(|r| r.as_ref().err().map_or(tonic::Code::Ok, |e| e.code()))
+                    .collect();
+                use tonic::Code::{NotFound, Ok};
+                assert_eq!(codes, [Ok, NotFound, NotFound, NotFound, Ok], "{id}");
+            }
+            // An empty id is a missing required field.
+            let e = c
+                .delete_volume(Request::new(DeleteVolumeRequest::default()))
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+            assert_eq!(f.runner.call_lines().len(), before, "an lvm command ran");
+        }
+
+        #[tokio::test]
+        async fn expansion_below_the_current_size_is_out_of_range() {
+            let f = fake();
+            let c = service(&f).await;
+            let e = c
+                .controller_expand_volume(Request::new(ControllerExpandVolumeRequest {
+                    volume_id: "vg0/csi-ours".into(),
+                    capacity_range: Some(CapacityRange {
+                        required_bytes: 0,
+                        limit_bytes: 32 << 20,
+                    }),
+                    ..Default::default()
+                }))
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), tonic::Code::OutOfRange, "{e:?}");
+            // A limit at the current size is met: OK with the size, nothing changed.
+            let r = c
+                .controller_expand_volume(Request::new(ControllerExpandVolumeRequest {
+                    volume_id: "vg0/csi-ours".into(),
+                    capacity_range: Some(CapacityRange {
+                        required_bytes: 0,
+                        limit_bytes: 64 << 20,
+                    }),
+                    ..Default::default()
+                }))
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(r.capacity_bytes, 64 << 20);
+            assert_eq!(changes(&f), Vec::<String>::new());
         }
 
         #[tokio::test]

@@ -8,6 +8,7 @@ pub mod controller;
 pub mod driver;
 pub mod health;
 pub mod identity;
+pub mod in_use;
 pub mod inflight;
 pub mod layout;
 pub mod limits;

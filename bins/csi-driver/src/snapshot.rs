@@ -31,7 +31,7 @@ use crate::capability::VgKind;
 use crate::driver::Driver;
 use crate::params;
 use crate::status::{invalid, lvm_status};
-use crate::volume_id::VolumeId;
+use crate::volume_id::{self, VolumeId};
 
 pub const SNAPSHOT_NAME_PREFIX: &str = "vglet.snapshot-name=";
 pub const SOURCE_PREFIX: &str = "vglet.source=";
@@ -181,10 +181,6 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
-fn parse_snapshot_id(field: &str, id: &str) -> Result<VolumeId, Status> {
-    VolumeId::parse(id).map_err(|e| invalid(field, e))
-}
-
 /// The snapshot LV of this name in any served VG.
 async fn find_by_name(driver: &Driver, lv_name: &str) -> Result<Option<(VolumeId, Lv)>, Status> {
     for vg in &driver.cfg.volume_groups {
@@ -213,7 +209,6 @@ pub async fn create(
     if req.source_volume_id.is_empty() {
         return Err(invalid("source_volume_id", "must not be empty"));
     }
-    let source_id = parse_snapshot_id("source_volume_id", &req.source_volume_id)?;
     let p = params::parse_snapshot("parameters", &req.parameters)?;
     let lv_name = snapshot_lv_name(&req.name);
     let _guard = driver.inflight.acquire(&format!("snapshot:{}", req.name))?;
@@ -225,10 +220,12 @@ pub async fn create(
                 driver.cfg.driver_name
             ))
         })?;
-        if snap.tags.name != req.name || snap.tags.source != source_id.to_string() {
+        // The name decides first: a snapshot of the name from another source is
+        // ALREADY_EXISTS, whether or not the source asked for exists.
+        if snap.tags.name != req.name || snap.tags.source != req.source_volume_id {
             return Err(Status::already_exists(format!(
-                "snapshot {:?} exists with source {}, not {source_id}",
-                snap.tags.name, snap.tags.source
+                "snapshot {:?} exists with source {}, not {:?}",
+                snap.tags.name, snap.tags.source, req.source_volume_id
             )));
         }
         tracing::info!(snapshot = %id, "snapshot already exists");
@@ -237,6 +234,7 @@ pub async fn create(
         });
     }
 
+    let source_id = volume_id::lookup("source_volume_id", "volume", &req.source_volume_id)?;
     let source = driver.owned_volume(&source_id).await?;
     let vg = driver.vg(&source_id.vg).await?;
     if Driver::vg_kind(&vg) == VgKind::Shared {
@@ -299,10 +297,9 @@ pub async fn create(
 }
 
 pub async fn delete(driver: &Driver, req: DeleteSnapshotRequest) -> Result<(), Status> {
-    if req.snapshot_id.is_empty() {
-        return Err(invalid("snapshot_id", "must not be empty"));
-    }
-    let id = parse_snapshot_id("snapshot_id", &req.snapshot_id)?;
+    let Some(id) = volume_id::to_delete("snapshot_id", &req.snapshot_id)? else {
+        return Ok(());
+    };
     if !driver.serves_vg(&id.vg) {
         return Err(Status::failed_precondition(format!(
             "snapshot {id}: volume group {} is not served by this driver; refusing",

@@ -13,6 +13,8 @@ pub fn lvm_status(context: &str, e: LvmError) -> Status {
         LvmError::AlreadyExists(_) => Status::already_exists(msg),
         LvmError::InsufficientSpace { .. } => Status::resource_exhausted(msg),
         LvmError::Locked(_) => Status::failed_precondition(msg),
+        // CSI spec, DeleteVolume: "Volume in use | 9 FAILED_PRECONDITION".
+        LvmError::InUse(_) => Status::failed_precondition(msg),
         LvmError::LockManager(_) => Status::unavailable(msg),
         LvmError::Timeout(_) => Status::deadline_exceeded(msg),
         _ => Status::internal(msg),

@@ -3,7 +3,10 @@
 
 use std::fmt;
 
+use tonic::Status;
 use vglet_lvm::naming::{validate_lv_name, validate_vg_name};
+
+use crate::status::invalid;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct VolumeId {
@@ -33,6 +36,56 @@ impl VolumeId {
         validate_lv_name(lv).map_err(|e| format!("{id:?}: logical volume part: {e}"))?;
         Ok(VolumeId::new(vg, lv))
     }
+
+    /// Tells an id vglet could have issued from one it never did. The CSI spec answers
+    /// the two differently: a missing required field is INVALID_ARGUMENT, while an id of a
+    /// volume that does not exist is NOT_FOUND (or OK for the deletes); an id that is no
+    /// valid `<vg>/<lv>` names a volume that cannot exist. Either way the id stays out of
+    /// every command and path: only [`Parsed::Issued`] carries a usable id.
+    pub fn parse_issued(id: &str) -> Result<Parsed, String> {
+        if id.is_empty() {
+            return Err("must not be empty".into());
+        }
+        Ok(match VolumeId::parse(id) {
+            Ok(v) => Parsed::Issued(v),
+            Err(why) => Parsed::NeverIssued(why),
+        })
+    }
+}
+
+/// The id a lookup RPC was handed (`what`: "volume", "snapshot"): INVALID_ARGUMENT when
+/// the field is empty, NOT_FOUND when vglet never issued it (the spec's "Volume does not
+/// exist | 5 NOT_FOUND" row of ValidateVolumeCapabilities, ControllerGetVolume,
+/// ControllerExpandVolume, and CreateVolume's "Source does not exist").
+pub fn lookup(field: &str, what: &str, id: &str) -> Result<VolumeId, Status> {
+    match VolumeId::parse_issued(id).map_err(|e| invalid(field, e))? {
+        Parsed::Issued(v) => Ok(v),
+        Parsed::NeverIssued(why) => Err(Status::not_found(format!(
+            "{field}: no {what} has this id: {why}"
+        ))),
+    }
+}
+
+/// The id a delete RPC was handed: `None` when vglet never issued it, which the spec
+/// answers OK ("If a volume corresponding to the specified volume_id does not exist ...
+/// the Plugin MUST reply 0 OK", the same for snapshots).
+pub fn to_delete(field: &str, id: &str) -> Result<Option<VolumeId>, Status> {
+    match VolumeId::parse_issued(id).map_err(|e| invalid(field, e))? {
+        Parsed::Issued(v) => Ok(Some(v)),
+        Parsed::NeverIssued(why) => {
+            tracing::info!(%field, reason = %why, "never issued by this driver: nothing to delete");
+            Ok(None)
+        }
+    }
+}
+
+/// A non-empty id from the CO, see [`VolumeId::parse_issued`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    /// Of the form vglet issues: the volume may exist.
+    Issued(VolumeId),
+    /// Not a valid `<vg>/<lv>`: no volume of vglet has this id; says why.
+    NeverIssued(String),
 }
 
 impl fmt::Display for VolumeId {
@@ -72,5 +125,49 @@ mod tests {
         ] {
             assert!(VolumeId::parse(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn tells_never_issued_ids_from_missing_ones() {
+        assert!(VolumeId::parse_issued("").is_err());
+        assert_eq!(
+            VolumeId::parse_issued("vg0/csi-pvc-1"),
+            Ok(Parsed::Issued(VolumeId::new("vg0", "csi-pvc-1")))
+        );
+        // A well-formed id of a VG nobody serves is still of our form: the caller decides.
+        assert_eq!(
+            VolumeId::parse_issued("othervg/lv1"),
+            Ok(Parsed::Issued(VolumeId::new("othervg", "lv1")))
+        );
+        for never in [
+            "fake-vol-id-123",
+            "non-existing-snapshot-id",
+            "../x",
+            "vg/lv;rm",
+            "vg/lv/extra",
+            "/lv",
+            "vg/",
+            "vg/..",
+            "vg/$(reboot)",
+            "vg/snapshot1",
+        ] {
+            assert!(
+                matches!(VolumeId::parse_issued(never), Ok(Parsed::NeverIssued(_))),
+                "{never:?}"
+            );
+            let e = lookup("volume_id", "volume", never).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::NotFound, "{never:?}");
+            assert_eq!(to_delete("volume_id", never).unwrap(), None);
+        }
+        for f in [
+            lookup("volume_id", "volume", "").map(drop),
+            to_delete("volume_id", "").map(drop),
+        ] {
+            assert_eq!(f.unwrap_err().code(), tonic::Code::InvalidArgument);
+        }
+        assert_eq!(
+            to_delete("volume_id", "vg0/csi-a").unwrap(),
+            Some(VolumeId::new("vg0", "csi-a"))
+        );
     }
 }

@@ -31,6 +31,10 @@ pub enum LvmError {
     /// The LV (or VG) lock is held by another host: the LV is active there.
     #[error("locked by another host: {0}")]
     Locked(String),
+    /// The LV is in use on this host (a mounted filesystem, an open device, a device-mapper
+    /// device stacked on it): lvm refuses to remove or deactivate it.
+    #[error("in use: {0}")]
+    InUse(String),
     /// lvmlockd is not running, the VG's lockspace is not started, sanlock lease trouble.
     #[error("lock manager problem: {0}")]
     LockManager(String),
@@ -68,6 +72,12 @@ static LOCKED: LazyLock<Regex> = LazyLock::new(|| {
 static LOCK_MANAGER: LazyLock<Regex> = LazyLock::new(|| {
     re(
         r"(?i)lock failed|locking failed|failed to lock|requires lvmlockd|lvmlockd is not (running|enabled)|lvmlockd process is not running|lockspace (is|not)|global lockspace|due to failed lock|lock manager|for sanlock leases",
+    )
+});
+// lib/metadata/lv.c (lv_check_not_in_use) and lib/activate/activate.c of lvm2 2.03.
+static IN_USE: LazyLock<Regex> = LazyLock::new(|| {
+    re(
+        r"(?i)Logical volume \S+ (in use|contains a filesystem in use|is used by another device)|Can't remove open logical volume",
     )
 });
 static ALREADY_EXISTS: LazyLock<Regex> = LazyLock::new(|| {
@@ -126,6 +136,9 @@ pub fn classify_stderr(stderr: &str, vg: Option<&str>, lv: Option<&str>) -> Opti
     }
     if LOCK_MANAGER.is_match(&text) {
         return Some(LvmError::LockManager(text));
+    }
+    if IN_USE.is_match(&text) {
+        return Some(LvmError::InUse(text));
     }
     if let Some(c) = ALREADY_EXISTS.captures(&text) {
         return Some(LvmError::AlreadyExists(format!("{}/{}", &c[2], &c[1])));
@@ -356,6 +369,29 @@ mod tests {
             assert!(matches!(e, LvmError::LockManager(_)), "{stderr:?} -> {e:?}");
             assert!(e.is_transient());
         }
+    }
+
+    // lvm2 2.03.16 in the guest: lvremove of a mounted LV, of an LV held open by a process,
+    // and of an LV with a device-mapper device stacked on it.
+    #[test]
+    fn in_use_refusals() {
+        for stderr in [
+            "  Logical volume vg0/lv0 contains a filesystem in use.\n",
+            "  Logical volume vg0/lv0 in use.\n",
+            "  Logical volume vg0/lv0 is used by another device.\n",
+            "  Can't remove open logical volume \"lv0\"\n",
+        ] {
+            let e = classify_vl(&format!("{WARN}{stderr}"));
+            assert!(
+                matches!(&e, LvmError::InUse(m) if !m.contains("WARNING")),
+                "{stderr:?} -> {e:?}"
+            );
+            assert!(!e.is_transient());
+        }
+        // Lock trouble still wins: another host's lock says more than what lvm saw here.
+        let e =
+            classify_vl("  LV locked by other host: vg0/lv0\n  Logical volume vg0/lv0 in use.\n");
+        assert!(matches!(e, LvmError::Locked(_)), "{e:?}");
     }
 
     #[test]
