@@ -821,13 +821,13 @@ impl Controller for ControllerService {
         let _guard = self.driver.inflight.acquire(&id.to_string())?;
         // Whatever happens next, the LV is no longer one to stage without reading lvm.
         self.driver.created.forget(&id);
-        let (v, report) = match self.driver.volume_in_vg(&id).await {
+        let (v, vg, report) = match self.driver.volume_in_vg(&id).await {
             Err(s) if s.code() == tonic::Code::NotFound => {
                 tracing::info!("volume already gone");
                 return Ok(Response::new(DeleteVolumeResponse {}));
             }
             Err(s) => return Err(s),
-            Ok((v, _, report)) => (v, report),
+            Ok(found) => found,
         };
         // Not OK without removing: the CO would take the volume for gone while the LV and
         // its data stay, and the spec's OK means the volume no longer exists. The error
@@ -858,14 +858,15 @@ impl Controller for ControllerService {
         match removed {
             Ok(()) | Err(vglet_lvm::LvmError::LvNotFound(_)) => {}
             // Another host uses the LV of a shared VG: it holds the LV's lock.
-            Err(e @ vglet_lvm::LvmError::Locked(_)) => {
-                return Err(lvm_status(
-                    &format!(
-                        "volume {id} is in use: another node holds its lock in shared volume group {}; not removed",
-                        id.vg
-                    ),
-                    e,
-                ));
+            Err(vglet_lvm::LvmError::Locked(msg)) => {
+                let holder = match self.driver.lvm.lock_holder(&v.lv).await {
+                    Some(host_id) => crate::in_use::lock_holder(host_id, &vg.tags),
+                    None => "another node".to_string(),
+                };
+                return Err(Status::failed_precondition(format!(
+                    "volume {id} is in use: {holder} holds its lock in shared volume group {} ({msg}); not removed",
+                    id.vg
+                )));
             }
             Err(e @ vglet_lvm::LvmError::InUse(_)) => {
                 return Err(lvm_status(

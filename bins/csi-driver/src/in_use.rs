@@ -48,6 +48,15 @@ pub fn holder(lv: &Lv, record: Option<&Record>, node: &str) -> Option<String> {
     None
 }
 
+/// The holder of a shared-VG LV's sanlock lease: its node (from the tag vg-init wrote on
+/// that host) when known, and always the host_id, which is what sanlock itself reports.
+pub fn lock_holder(host_id: u64, vg_tags: &[String]) -> String {
+    match vglet_lvm::tags::sanlock_host_node(vg_tags, host_id) {
+        Some(node) => format!("node {node} (sanlock host_id {host_id})"),
+        None => format!("the host with sanlock host_id {host_id}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
@@ -124,6 +133,13 @@ mod tests {
         // The uuid compares without lvm's dashes.
         let plain = without_dashes(UUID);
         assert!(holder(&lv("-wi-a-----"), Some(&record(&[], &plain)), "n1").is_some());
+    }
+
+    #[test]
+    fn lock_holders_are_named_by_node_when_tagged() {
+        let tags = vec![vglet_lvm::tags::sanlock_host_tag(2, "node-b")];
+        assert_eq!(lock_holder(2, &tags), "node node-b (sanlock host_id 2)");
+        assert_eq!(lock_holder(3, &tags), "the host with sanlock host_id 3");
     }
 
     #[test]
