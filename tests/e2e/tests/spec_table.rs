@@ -192,21 +192,21 @@ fn world(devices: &[&str]) -> World {
         })
         .collect();
     mounts.sort();
-    let files = sh(&format!(
-        "find /run/spec {STATE} -path '*/.locks' -prune -o -print | sort | while read -r p; do \
-           if [ -f \"$p\" ] && [ ! -b \"$p\" ]; then echo \"$p $(sha256sum < \"$p\" | cut -c1-16)\"; else echo \"$p\"; fi; done"
-    ))
-    .lines()
-    .map(str::to_string)
-    .collect();
-    let devices = devices
-        .iter()
-        .map(|d| {
-            sh(&format!("sha256sum < {d} | cut -c1-16"))
-                .trim()
-                .to_string()
-        })
-        .collect();
+    // One exec each: in the guest an exec costs ~50 ms, and this runs after every node row.
+    let dirs = format!("/run/spec {STATE}");
+    let listing = sh(&format!(
+        "find {dirs} -path '*/.locks' -prune -o -print | sort; \
+         find {dirs} -path '*/.locks' -prune -o -type f -exec sha256sum {{}} + | sort"
+    ));
+    let files = listing.lines().map(str::to_string).collect();
+    let devices = if devices.is_empty() {
+        Vec::new()
+    } else {
+        sh(&format!("sha256sum {}", devices.join(" ")))
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
     World {
         lvs: lvs(VG),
         mounts,
