@@ -105,24 +105,25 @@ mod tests {
         assert_eq!(id.to_string(), "vg0/csi-pvc-1");
     }
 
+    const HOSTILE: &[&str] = &[
+        "novg",
+        "../x",
+        "vg/lv;rm",
+        "vg/lv/extra",
+        "/lv",
+        "vg/",
+        "vg/..",
+        "vg/.",
+        "vg/-x",
+        "vg/a b",
+        "vg/$(reboot)",
+        "v g/lv",
+        "vg/snapshot1",
+    ];
+
     #[test]
     fn rejects_hostile_ids() {
-        for bad in [
-            "",
-            "novg",
-            "../x",
-            "vg/lv;rm",
-            "vg/lv/extra",
-            "/lv",
-            "vg/",
-            "vg/..",
-            "vg/.",
-            "vg/-x",
-            "vg/a b",
-            "vg/$(reboot)",
-            "v g/lv",
-            "vg/snapshot1",
-        ] {
+        for bad in HOSTILE.iter().chain(&[""]) {
             assert!(VolumeId::parse(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -139,18 +140,10 @@ mod tests {
             VolumeId::parse_issued("othervg/lv1"),
             Ok(Parsed::Issued(VolumeId::new("othervg", "lv1")))
         );
-        for never in [
-            "fake-vol-id-123",
-            "non-existing-snapshot-id",
-            "../x",
-            "vg/lv;rm",
-            "vg/lv/extra",
-            "/lv",
-            "vg/",
-            "vg/..",
-            "vg/$(reboot)",
-            "vg/snapshot1",
-        ] {
+        for &never in HOSTILE
+            .iter()
+            .chain(&["fake-vol-id-123", "non-existing-snapshot-id"])
+        {
             assert!(
                 matches!(VolumeId::parse_issued(never), Ok(Parsed::NeverIssued(_))),
                 "{never:?}"

@@ -321,6 +321,25 @@ pub mod req {
         }
     }
 
+    /// CreateVolume of `bytes` with one capability, in VG `vg` (the `volumeGroup` parameter).
+    pub fn create_volume(
+        name: &str,
+        bytes: i64,
+        cap: VolumeCapability,
+        vg: &str,
+    ) -> vglet_csi_proto::v1::CreateVolumeRequest {
+        vglet_csi_proto::v1::CreateVolumeRequest {
+            name: name.into(),
+            capacity_range: Some(vglet_csi_proto::v1::CapacityRange {
+                required_bytes: bytes,
+                limit_bytes: 0,
+            }),
+            volume_capabilities: vec![cap],
+            parameters: params(&[("volumeGroup", vg)]),
+            ..Default::default()
+        }
+    }
+
     /// StorageClass-style parameters from pairs.
     pub fn params(kv: &[(&str, &str)]) -> HashMap<String, String> {
         kv.iter()

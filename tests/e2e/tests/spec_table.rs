@@ -6,7 +6,6 @@
 //! no process holding it, a mounted filesystem, a device held open by a process, a staged
 //! block volume) is FAILED_PRECONDITION with the LV and its data intact.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -50,16 +49,7 @@ fn blk_cap() -> VolumeCapability {
 }
 
 fn create_req(name: &str, bytes: i64, cap: VolumeCapability) -> CreateVolumeRequest {
-    CreateVolumeRequest {
-        name: name.into(),
-        capacity_range: Some(CapacityRange {
-            required_bytes: bytes,
-            limit_bytes: 0,
-        }),
-        volume_capabilities: vec![cap],
-        parameters: HashMap::from([("volumeGroup".to_string(), VG.to_string())]),
-        ..Default::default()
-    }
+    req::create_volume(name, bytes, cap, VG)
 }
 
 fn from_source(name: &str, source: Type) -> CreateVolumeRequest {
