@@ -812,6 +812,9 @@ impl Controller for ControllerService {
         };
         let span = tracing::info_span!("DeleteVolume", volume_id = %id);
         let _e = span.enter();
+        // Not the spec's OK for a missing volume: an id of our form in a VG this instance
+        // does not serve may be a live volume of another instance (another node's VG, or a
+        // VG dropped from --volume-group), and OK would let the CO forget it.
         if !self.driver.serves_vg(&id.vg) {
             return Err(Status::failed_precondition(format!(
                 "volume {id}: volume group {} is not served by this driver; refusing",
