@@ -63,7 +63,12 @@ enum State {
     /// Passing this many payload bytes of a frame that is not a header block.
     Pass(usize),
     /// Collecting the payload of a HEADERS or CONTINUATION frame.
-    Block { ty: u8, flags: u8, stream: u32, len: usize },
+    Block {
+        ty: u8,
+        flags: u8,
+        stream: u32,
+        len: usize,
+    },
 }
 
 /// A header block begun by HEADERS and not yet ended.

@@ -111,12 +111,24 @@ fn a_path_authority_becomes_localhost_and_nothing_else_changes() {
     assert_eq!(seen[0], want);
     let f = frames(&out[PREFACE.len()..]);
     assert_eq!(f[0].ty, 0x4);
-    assert_eq!((f[2].ty, f[2].flags, &f[2].payload[..]), (0x0, END_STREAM, &[0u8; 5][..]));
+    assert_eq!(
+        (f[2].ty, f[2].flags, &f[2].payload[..]),
+        (0x0, END_STREAM, &[0u8; 5][..])
+    );
     // %-encoded and empty authorities are refused by h2 too.
     for bad in ["%2Ftmp%2Fcsi.sock", "", "a b"] {
         let mut input = PREFACE.to_vec();
-        input.extend(frame(HEADERS, END_HEADERS, 1, &encode(&mut Encoder::new(), &request(bad, &[]))));
-        assert_eq!(authority_of(&server_view(&rewrite(&input))[0]), REPLACEMENT, "{bad:?}");
+        input.extend(frame(
+            HEADERS,
+            END_HEADERS,
+            1,
+            &encode(&mut Encoder::new(), &request(bad, &[])),
+        ));
+        assert_eq!(
+            authority_of(&server_view(&rewrite(&input))[0]),
+            REPLACEMENT,
+            "{bad:?}"
+        );
     }
 }
 
@@ -124,8 +136,16 @@ fn a_path_authority_becomes_localhost_and_nothing_else_changes() {
 fn a_valid_authority_is_kept() {
     for good in ["localhost", "csi.sock", "10.0.0.1:8080", "unix"] {
         let mut input = PREFACE.to_vec();
-        input.extend(frame(HEADERS, END_HEADERS, 1, &encode(&mut Encoder::new(), &request(good, &[]))));
-        assert_eq!(authority_of(&server_view(&rewrite(&input))[0]), good.as_bytes());
+        input.extend(frame(
+            HEADERS,
+            END_HEADERS,
+            1,
+            &encode(&mut Encoder::new(), &request(good, &[])),
+        ));
+        assert_eq!(
+            authority_of(&server_view(&rewrite(&input))[0]),
+            good.as_bytes()
+        );
     }
 }
 
@@ -207,7 +227,11 @@ fn a_huge_block_is_split_into_continuations() {
     let mut chunks = block.chunks(10_000).peekable();
     let mut first = true;
     while let Some(c) = chunks.next() {
-        let end = if chunks.peek().is_none() { END_HEADERS } else { 0 };
+        let end = if chunks.peek().is_none() {
+            END_HEADERS
+        } else {
+            0
+        };
         let ty = if first { HEADERS } else { CONTINUATION };
         input.extend(frame(ty, end, 5, c));
         first = false;
@@ -232,8 +256,21 @@ fn broken_input_is_a_connection_error() {
             |e| matches!(e, RewriteError::Interleaved { got: 0, .. }),
         ),
         (
-            [frame(HEADERS, 0, 1, &block[..5]), frame(CONTINUATION, END_HEADERS, 3, &block[5..])].concat(),
-            |e| matches!(e, RewriteError::Interleaved { stream: 3, open: 1, .. }),
+            [
+                frame(HEADERS, 0, 1, &block[..5]),
+                frame(CONTINUATION, END_HEADERS, 3, &block[5..]),
+            ]
+            .concat(),
+            |e| {
+                matches!(
+                    e,
+                    RewriteError::Interleaved {
+                        stream: 3,
+                        open: 1,
+                        ..
+                    }
+                )
+            },
         ),
         (frame(CONTINUATION, END_HEADERS, 1, &block), |e| {
             matches!(e, RewriteError::StrayContinuation(1))
@@ -241,9 +278,10 @@ fn broken_input_is_a_connection_error() {
         (frame(HEADERS, PADDED | END_HEADERS, 1, &[200, 1, 2]), |e| {
             matches!(e, RewriteError::BadPadding(1))
         }),
-        (frame(HEADERS, END_HEADERS, 1, &[0xff, 0xff, 0xff, 0x7f]), |e| {
-            matches!(e, RewriteError::Hpack(_))
-        }),
+        (
+            frame(HEADERS, END_HEADERS, 1, &[0xff, 0xff, 0xff, 0x7f]),
+            |e| matches!(e, RewriteError::Hpack(_)),
+        ),
     ];
     for (i, (frames, ok)) in cases.into_iter().enumerate() {
         let mut input = PREFACE.to_vec();
