@@ -250,7 +250,8 @@ fn a_huge_block_is_split_into_continuations() {
 #[test]
 fn broken_input_is_a_connection_error() {
     let block = encode(&mut Encoder::new(), &request("/s", &[]));
-    let cases: Vec<(Vec<u8>, fn(&RewriteError) -> bool)> = vec![
+    type Case = (Vec<u8>, fn(&RewriteError) -> bool);
+    let cases: Vec<Case> = vec![
         (
             [frame(HEADERS, 0, 1, &block[..5]), frame(0x0, 0, 1, b"x")].concat(),
             |e| matches!(e, RewriteError::Interleaved { got: 0, .. }),
