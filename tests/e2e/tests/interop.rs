@@ -123,13 +123,16 @@ fn step(s: &str) {
 #[ignore = "runs inside the QEMU guest through interop_in_guest"]
 fn guest_interop() {
     assert!(in_guest(), "run through interop_in_guest");
+    // The metrics listener is on 127.0.0.1: the guest's loopback starts down.
+    sh("ip link set lo up");
     sh(&format!(
         "pvcreate -q /dev/vda && vgcreate -q {VG} /dev/vda"
     ));
     // Not a driver volume: the pool the thin volumes go to. --errorwhenfull: a full pool
     // fails writes at once instead of queueing them for 60 s.
     sh(&format!(
-        "lvcreate -q -y --type thin-pool -L 32M -n {POOL} --errorwhenfull y {VG}"
+        "lvcreate -q -y --type thin-pool -L 32M -n {POOL} {VG} && \
+         lvchange -q --errorwhenfull y {VG}/{POOL} && lvs -o lv_when_full {VG}/{POOL}"
     ));
     let socket = PathBuf::from("/run/vglet/interop.sock");
     let _driver = DriverProcess::start_logged(
