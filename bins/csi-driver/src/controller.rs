@@ -991,7 +991,8 @@ impl Controller for ControllerService {
                 // reported like any other volume's.
                 let id = VolumeId::new(vg.clone(), lv.name.clone());
                 if let Ok(v) = self.driver.claim(&id, lv.clone()) {
-                    vols.push((v, kind));
+                    let cond = condition(&v, &report);
+                    vols.push((v, kind, cond));
                 }
             }
         }
@@ -1005,7 +1006,8 @@ impl Controller for ControllerService {
         } else {
             req.max_entries as usize
         };
-        let page: Vec<&(OwnedVolume, VgKind)> = vols[start..].iter().take(max).collect();
+        let page: Vec<&(OwnedVolume, VgKind, VolumeCondition)> =
+            vols[start..].iter().take(max).collect();
         let next_token = if start + page.len() < vols.len() {
             page.last().map(|v| v.0.id.to_string()).unwrap_or_default()
         } else {
@@ -1014,11 +1016,11 @@ impl Controller for ControllerService {
         Ok(Response::new(ListVolumesResponse {
             entries: page
                 .into_iter()
-                .map(|(v, kind)| list_volumes_response::Entry {
+                .map(|(v, kind, cond)| list_volumes_response::Entry {
                     volume: Some(self.volume_message(v, *kind)),
                     status: Some(list_volumes_response::VolumeStatus {
                         published_node_ids: vec![],
-                        volume_condition: Some(condition(v)),
+                        volume_condition: Some(cond.clone()),
                     }),
                 })
                 .collect(),
@@ -1270,12 +1272,12 @@ impl Controller for ControllerService {
         req: Request<ControllerGetVolumeRequest>,
     ) -> Result<Response<ControllerGetVolumeResponse>, Status> {
         let id = volume_id::lookup("volume_id", "volume", &req.into_inner().volume_id)?;
-        let (v, vg, _) = self.driver.volume_in_vg(&id).await?;
+        let (v, vg, report) = self.driver.volume_in_vg(&id).await?;
         Ok(Response::new(ControllerGetVolumeResponse {
             volume: Some(self.volume_message(&v, Driver::vg_kind(&vg))),
             status: Some(controller_get_volume_response::VolumeStatus {
                 published_node_ids: vec![],
-                volume_condition: Some(condition(&v)),
+                volume_condition: Some(condition(&v, &report)),
             }),
         }))
     }
@@ -1288,10 +1290,22 @@ impl Controller for ControllerService {
     }
 }
 
-/// Controller-side health from the LV alone (the controller sees no mount, and a shared
-/// VG's LVs are inactive here by design). See [`crate::health`].
-pub fn condition(v: &OwnedVolume) -> VolumeCondition {
-    crate::health::volume_condition(Some(&v.lv), None, None, Default::default())
+/// Controller-side health from the LV and its thin pool in `report` (the controller sees
+/// no mount, and a shared VG's LVs are inactive here by design). See [`crate::health`].
+pub fn condition(v: &OwnedVolume, report: &Report) -> VolumeCondition {
+    let pool = thin_pool_of(&v.lv, report.lvs_in(&v.lv.vg));
+    crate::health::volume_condition(Some(&v.lv), pool, None, Default::default())
+}
+
+/// The thin pool of `lv` among `lvs` (its VG's), when it is a thin volume.
+pub fn thin_pool_of<'a>(
+    lv: &vglet_lvm::Lv,
+    mut lvs: impl Iterator<Item = &'a vglet_lvm::Lv>,
+) -> Option<&'a vglet_lvm::Lv> {
+    if lv.pool_lv.is_empty() {
+        return None;
+    }
+    lvs.find(|l| l.name == lv.pool_lv && l.segtype == "thin-pool")
 }
 
 #[cfg(test)]

@@ -101,6 +101,11 @@ fn lv_problems(lv: &Lv, expect: Expect, problems: &mut Vec<String>) {
 }
 
 fn pool_problems(pool: &Lv, problems: &mut Vec<String>) {
+    let name = format!("{}/{}", pool.vg, pool.name);
+    if let Some(fault) = pool_fault(pool) {
+        problems.push(format!("thin pool {name} {}", fault.describe(&name)));
+        return;
+    }
     for (what, pct) in [
         ("data", pool.data_percent),
         ("metadata", pool.metadata_percent),
@@ -109,17 +114,89 @@ fn pool_problems(pool: &Lv, problems: &mut Vec<String>) {
             && p >= THIN_POOL_NEAR_FULL_PERCENT
         {
             problems.push(format!(
-                "thin pool {}/{} {what} is {p:.1}% full",
-                pool.vg, pool.name
+                "thin pool {name} {what} is {p:.1}% full: {}",
+                PoolFault::advice(what == "metadata", &name)
             ));
         }
     }
-    let health = pool.attr.chars().nth(8).unwrap_or('-');
-    if matches!(health, 'F' | 'M' | 'D') {
-        problems.push(format!(
-            "thin pool {}/{} has failed or is read-only",
-            pool.vg, pool.name
-        ));
+}
+
+/// Why a thin pool cannot take writes (every thin volume in it is then abnormal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolFault {
+    OutOfData,
+    OutOfMetadata,
+    /// Metadata switched read-only (lvm does so when metadata space ran out or on an error).
+    ReadOnly,
+    Failed,
+    NeedsCheck,
+}
+
+/// The pool's fault, from `lv_attr` (9th character), `lv_health_status` and the use
+/// percentages: lvm 2.03.16 reports a full pool in some of them, depending on how it
+/// filled (and `data_percent` reaches 100 before the kernel flags the pool).
+pub fn pool_fault(pool: &Lv) -> Option<PoolFault> {
+    let by_attr = match pool.attr.chars().nth(8) {
+        Some('F') => Some(PoolFault::Failed),
+        Some('D') => Some(PoolFault::OutOfData),
+        Some('M') => Some(PoolFault::ReadOnly),
+        _ => None,
+    };
+    let by_status = match pool.health_status.trim() {
+        "failed" => Some(PoolFault::Failed),
+        "out_of_data" => Some(PoolFault::OutOfData),
+        "metadata_read_only" => Some(PoolFault::ReadOnly),
+        "needs_check" => Some(PoolFault::NeedsCheck),
+        _ => None,
+    };
+    let full = |p: Option<f64>| p.is_some_and(|p| p >= 100.0);
+    by_attr.or(by_status).or_else(|| {
+        if full(pool.metadata_percent) {
+            Some(PoolFault::OutOfMetadata)
+        } else if full(pool.data_percent) {
+            Some(PoolFault::OutOfData)
+        } else {
+            None
+        }
+    })
+}
+
+impl PoolFault {
+    /// What is wrong and what to do, for the pool named `name` (`vg/pool`).
+    fn describe(self, name: &str) -> String {
+        match self {
+            PoolFault::OutOfData => format!(
+                "is out of data space, writes to its thin volumes fail: {}",
+                Self::advice(false, name)
+            ),
+            PoolFault::OutOfMetadata => format!(
+                "is out of metadata space, writes to its thin volumes fail: {}",
+                Self::advice(true, name)
+            ),
+            PoolFault::ReadOnly => format!(
+                "metadata is read-only, writes to its thin volumes fail: {}, then repair it \
+                 (lvconvert --repair {name})",
+                Self::advice(true, name)
+            ),
+            PoolFault::Failed => {
+                format!("has failed: repair it (lvconvert --repair {name}) or restore it")
+            }
+            PoolFault::NeedsCheck => {
+                format!("needs a check: deactivate it and run lvconvert --repair {name}")
+            }
+        }
+    }
+
+    fn advice(metadata: bool, name: &str) -> String {
+        let vg = name.split('/').next().unwrap_or(name);
+        let how = if metadata {
+            format!("lvextend --poolmetadatasize +SIZE {name}")
+        } else {
+            format!("lvextend -L +SIZE {name}")
+        };
+        format!(
+            "extend the pool ({how}), after growing the VG (vgextend {vg} DEVICE) if it has no free space"
+        )
     }
 }
 
@@ -248,6 +325,82 @@ mod tests {
             "{}",
             c.message
         );
+    }
+
+    #[test]
+    fn full_or_failed_pool_makes_every_thin_volume_abnormal() {
+        let mut thin = lv("Vwi-aotz--");
+        thin.segtype = "thin".into();
+        let pool = |attr: &str, status: &str, data: f64, meta: f64| {
+            let mut p = lv(attr);
+            p.name = "pool0".into();
+            p.segtype = "thin-pool".into();
+            p.health_status = status.into();
+            p.data_percent = Some(data);
+            p.metadata_percent = Some(meta);
+            p
+        };
+        for (p, fault, words) in [
+            (
+                pool("twi-aotzD-", "", 100.0, 10.0),
+                PoolFault::OutOfData,
+                "out of data space",
+            ),
+            (
+                pool("twi-aotz--", "out_of_data", 99.0, 10.0),
+                PoolFault::OutOfData,
+                "lvextend -L +SIZE vg0/pool0",
+            ),
+            (
+                pool("twi-aotz--", "", 100.0, 10.0),
+                PoolFault::OutOfData,
+                "vgextend vg0 DEVICE",
+            ),
+            (
+                pool("twi-aotz--", "", 50.0, 100.0),
+                PoolFault::OutOfMetadata,
+                "--poolmetadatasize",
+            ),
+            (
+                pool("twi-aotzM-", "", 50.0, 10.0),
+                PoolFault::ReadOnly,
+                "read-only",
+            ),
+            (
+                pool("twi-aotz--", "metadata_read_only", 50.0, 10.0),
+                PoolFault::ReadOnly,
+                "--repair",
+            ),
+            (
+                pool("twi-aotzF-", "", 0.0, 0.0),
+                PoolFault::Failed,
+                "has failed",
+            ),
+            (
+                pool("twi-aotz--", "needs_check", 0.0, 0.0),
+                PoolFault::NeedsCheck,
+                "needs a check",
+            ),
+        ] {
+            assert_eq!(
+                pool_fault(&p),
+                Some(fault),
+                "{} {}",
+                p.attr,
+                p.health_status
+            );
+            let c = volume_condition(Some(&thin), Some(&p), None, Expect::default());
+            assert!(c.abnormal);
+            assert!(
+                c.message.starts_with("thin pool vg0/pool0 "),
+                "{}",
+                c.message
+            );
+            assert!(c.message.contains(words), "{words}: {}", c.message);
+        }
+        let ok = pool("twi-aotz--", "", 89.9, 10.0);
+        assert_eq!(pool_fault(&ok), None);
+        assert!(!volume_condition(Some(&thin), Some(&ok), None, Expect::default()).abnormal);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! vglet's CSI driver as a library: the binary only parses flags and calls [`run`].
 
+pub mod authority;
 pub mod capability;
 pub mod capacity;
 pub mod clone;

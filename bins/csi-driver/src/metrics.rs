@@ -92,6 +92,7 @@ pub struct Metrics {
     volumes: Family<VgLabel, Gauge>,
     thin_data: Family<PoolLabels, Percent>,
     thin_metadata: Family<PoolLabels, Percent>,
+    thin_full: Family<PoolLabels, Gauge>,
     raid_sync: Family<LvLabels, Percent>,
     vg_report_errors: Counter,
     last_refresh: tokio::sync::Mutex<Option<Instant>>,
@@ -161,6 +162,13 @@ impl Metrics {
             "Metadata space used in a thin pool, percent",
             thin_metadata.clone(),
         );
+        let thin_full = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            "vglet_thin_pool_full",
+            "1 when a thin pool cannot take writes (out of data or metadata space, read-only, \
+             failed or needing a check), else 0: every thin volume in it is abnormal",
+            thin_full.clone(),
+        );
         let raid_sync = Family::<LvLabels, Percent>::default();
         registry.register(
             "vglet_raid_sync_percent",
@@ -183,6 +191,7 @@ impl Metrics {
             volumes,
             thin_data,
             thin_metadata,
+            thin_full,
             raid_sync,
             vg_report_errors,
             last_refresh: tokio::sync::Mutex::new(None),
@@ -227,6 +236,7 @@ impl Metrics {
         self.volumes.clear();
         self.thin_data.clear();
         self.thin_metadata.clear();
+        self.thin_full.clear();
         self.raid_sync.clear();
         for vg in report.vgs.iter().filter(|v| served.contains(&v.name)) {
             let label = VgLabel {
@@ -254,6 +264,8 @@ impl Metrics {
                     if let Some(p) = lv.metadata_percent {
                         self.thin_metadata.get_or_create(&pool).set(p);
                     }
+                    let full = crate::health::pool_fault(lv).is_some();
+                    self.thin_full.get_or_create(&pool).set(i64::from(full));
                 }
                 let copies = lv.segtype.starts_with("raid") || lv.segtype == "mirror";
                 if copies
@@ -415,6 +427,8 @@ mod tests {
         let mut pool = lv("vg0", "pool0", "thin-pool");
         pool.data_percent = Some(42.5);
         pool.metadata_percent = Some(7.25);
+        let mut full = lv("vg0", "full0", "thin-pool");
+        full.attr = "twi-aotzD-".into();
         let mut raid = lv("vg0", "csi-r", "raid1");
         raid.copy_percent = Some(63.0);
         raid.tags = owned.clone();
@@ -437,7 +451,7 @@ mod tests {
                 },
             ],
             pvs: vec![],
-            lvs: vec![a, pool, raid, image, other],
+            lvs: vec![a, pool, full, raid, image, other],
         }
     }
 
@@ -452,6 +466,8 @@ mod tests {
             "vglet_volumes{vg=\"vg0\"} 2",
             "vglet_thin_pool_data_percent{vg=\"vg0\",pool=\"pool0\"} 42.5",
             "vglet_thin_pool_metadata_percent{vg=\"vg0\",pool=\"pool0\"} 7.25",
+            "vglet_thin_pool_full{vg=\"vg0\",pool=\"pool0\"} 0",
+            "vglet_thin_pool_full{vg=\"vg0\",pool=\"full0\"} 1",
             "vglet_raid_sync_percent{vg=\"vg0\",lv=\"csi-r\"} 63.0",
         ] {
             assert!(

@@ -150,12 +150,16 @@ pub async fn serve_starting(
         make: |driver| NodeServer::new(NodeService { driver }),
     });
     tracing::info!(socket = %path.display(), ?mode, "serving CSI");
+    // Every connection's request headers pass the authority fix (see crate::authority).
+    let incoming = tokio_stream::StreamExt::map(UnixListenerStream::new(listener), |conn| {
+        conn.map(crate::authority::AnyAuthority::new)
+    });
     let result = tonic::transport::Server::builder()
         .layer(RpcLayer::new(metrics))
         .add_service(identity)
         .add_optional_service(controller)
         .add_optional_service(node)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     let _ = std::fs::remove_file(&path);
     result.map_err(ServeError::from)

@@ -192,10 +192,7 @@ impl StateStore {
         json.push(b'\n');
         // One temp name per record: writers of one volume are serialised by its lock, and a
         // crashed write leaves at most one stray file per volume, overwritten next time.
-        let file_name = path.file_name().expect("record path has a file name");
-        let tmp = self
-            .dir
-            .join(format!(".{}.tmp", file_name.to_string_lossy()));
+        let tmp = tmp_path_of(&path);
         {
             let mut f = OpenOptions::new()
                 .write(true)
@@ -324,7 +321,9 @@ impl StateStore {
     pub fn try_lock(&self, volume_id: &str) -> Result<VolumeLock, StateError> {
         let name = encode_file_name(volume_id)
             .ok_or_else(|| StateError::BadVolumeId(volume_id.to_string()))?;
-        VolumeLock::try_acquire(&self.dir.join(LOCK_DIR), &name, volume_id)
+        let record = self.path_of(volume_id)?;
+        let tmp = tmp_path_of(&record);
+        VolumeLock::try_acquire(&self.dir.join(LOCK_DIR), &name, volume_id, record, tmp)
     }
 
     /// Like [`StateStore::try_lock`], retrying every 100 ms for up to `wait`.
@@ -349,6 +348,12 @@ impl StateStore {
             .and_then(|d| d.sync_all())
             .map_err(io("fsync of", &self.dir))
     }
+}
+
+/// The temp file a record is written to before it is renamed into place.
+fn tmp_path_of(record: &Path) -> PathBuf {
+    let file_name = record.file_name().expect("record path has a file name");
+    record.with_file_name(format!(".{}.tmp", file_name.to_string_lossy()))
 }
 
 enum ReadError {

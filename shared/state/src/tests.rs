@@ -176,3 +176,87 @@ fn locks_exclude_other_holders_until_dropped() {
     // Lock files never show up as records.
     assert_eq!(s.list().unwrap(), (vec![], vec![]));
 }
+
+fn lock_files(s: &StateStore) -> Vec<String> {
+    match std::fs::read_dir(s.dir().join(LOCK_DIR)) {
+        Ok(d) => d
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => vec![],
+    }
+}
+
+#[test]
+fn lock_file_lives_only_while_the_volume_has_a_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = StateStore::open(dir.path()).unwrap();
+    // Locked and released without a record (an unstage, a repeated unpublish): no file.
+    drop(s.try_lock("vg0/a").unwrap());
+    assert!(lock_files(&s).is_empty());
+    // With a record the file stays...
+    let l = s.try_lock("vg0/a").unwrap();
+    assert_eq!(lock_files(&s), vec!["vg0%2Fa.lock".to_string()]);
+    s.put(&record("vg0/a")).unwrap();
+    drop(l);
+    assert_eq!(lock_files(&s), vec!["vg0%2Fa.lock".to_string()]);
+    // ...until a holder finds the record gone; a crashed write's temp file goes with it.
+    let l = s.try_lock("vg0/a").unwrap();
+    s.remove("vg0/a").unwrap();
+    let tmp = dir.path().join(".vg0%2Fa.json.tmp");
+    std::fs::write(&tmp, b"{").unwrap();
+    drop(l);
+    assert!(lock_files(&s).is_empty());
+    assert!(!tmp.exists());
+    // Other volumes' files are not touched.
+    s.put(&record("vg0/b")).unwrap();
+    drop(s.try_lock("vg0/b").unwrap());
+    drop(s.try_lock("vg0/a").unwrap());
+    assert_eq!(lock_files(&s), vec!["vg0%2Fb.lock".to_string()]);
+}
+
+/// Threads (each its own open file, like separate processes) lock one volume in a loop,
+/// creating and removing its record, so the lock file is removed and re-created all the
+/// time: never two holders at once.
+#[test]
+fn removing_lock_files_never_lets_two_hold_one_volume() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let s = StateStore::open(dir.path()).unwrap();
+    let holders = AtomicUsize::new(0);
+    let (acquired, retries) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let (s, holders, acquired, retries) = (&s, &holders, &acquired, &retries);
+            scope.spawn(move || {
+                let mut done = 0;
+                while done < 500 {
+                    let l = match s.try_lock("vg0/a") {
+                        Ok(l) => l,
+                        Err(StateError::Locked(_)) => {
+                            retries.fetch_add(1, Ordering::Relaxed);
+                            std::thread::yield_now();
+                            continue;
+                        }
+                        Err(e) => panic!("{e}"),
+                    };
+                    assert_eq!(holders.fetch_add(1, Ordering::SeqCst), 0, "two holders");
+                    if (done + t) % 3 == 0 {
+                        s.put(&record("vg0/a")).unwrap();
+                    } else {
+                        s.remove("vg0/a").unwrap();
+                    }
+                    std::thread::yield_now();
+                    holders.fetch_sub(1, Ordering::SeqCst);
+                    drop(l);
+                    acquired.fetch_add(1, Ordering::Relaxed);
+                    done += 1;
+                }
+            });
+        }
+    });
+    assert_eq!(acquired.load(Ordering::Relaxed), 2000);
+    eprintln!("contended attempts: {}", retries.load(Ordering::Relaxed));
+    s.remove("vg0/a").unwrap();
+    drop(s.try_lock("vg0/a").unwrap());
+    assert!(lock_files(&s).is_empty());
+}
