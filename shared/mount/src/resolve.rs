@@ -106,6 +106,24 @@ fn open_path(dir: &OwnedFd, name: &OsStr) -> Result<OwnedFd, Errno> {
     open_name(dir, name, OFlags::PATH, Mode::empty())
 }
 
+fn normal_names(path: &Path) -> Vec<&OsStr> {
+    path.components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An absolute path without `.` components, repeated or trailing slashes: the form in
+/// which the driver records and compares the paths a CO hands over (`/a/./b/` and `/a/b`
+/// are one publish target).
+pub fn normalize_path(path: &Path) -> PathBuf {
+    std::iter::once(OsStr::new("/"))
+        .chain(normal_names(path))
+        .collect()
+}
+
 /// Resolves `path` (absolute, no `..`: [`validate_target_path`]) component by component
 /// without following a symlink anywhere, creating what `create` allows.
 pub fn resolve(path: &Path, create: Create) -> Result<Resolved, MountError> {
@@ -117,16 +135,8 @@ pub fn resolve(path: &Path, create: Create) -> Result<Resolved, MountError> {
             "a trailing slash names a directory, not a file",
         ));
     }
-    let names: Vec<&OsStr> = path
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n),
-            _ => None,
-        })
-        .collect();
-    let clean: PathBuf = std::iter::once(OsStr::new("/"))
-        .chain(names.iter().copied())
-        .collect();
+    let names = normal_names(path);
+    let clean = normalize_path(path);
     let root = rustix::fs::open(
         "/",
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -397,6 +407,13 @@ mod tests {
             "{:?}",
             r.proc_path()
         );
+    }
+
+    #[test]
+    fn normal_form() {
+        assert_eq!(normalize_path(Path::new("/a/./b//c/")), Path::new("/a/b/c"));
+        assert_eq!(normalize_path(Path::new("/")), Path::new("/"));
+        assert_eq!(normalize_path(Path::new("/a")), Path::new("/a"));
     }
 
     #[test]
