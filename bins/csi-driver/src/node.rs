@@ -792,21 +792,16 @@ impl Node for NodeService {
             )));
         }
         // Resolved (and created) before anything is activated or formatted: a symlink
-        // anywhere in the path is refused here and never followed later.
-        let staging_dir = if cap.is_block() {
-            None
-        } else {
-            Some(resolve_path(
-                "staging_target_path",
-                &staging_asked,
-                Create::Dir,
-            )?)
-        };
+        // anywhere in the path is refused here and never followed later. A raw block
+        // volume mounts nothing there, but its record names the path all the same.
+        let staging_dir = resolve_path("staging_target_path", &staging_asked, Create::Dir)?;
         // A vouched target is active already; the one the lvm read found may need it.
         if let Some((v, vg)) = &read {
             self.activate(v, &vg.tags, kind, &cap).await?;
         }
-        let mounted = if let Some(staging_dir) = &staging_dir {
+        let mounted = if cap.is_block() {
+            false
+        } else {
             // The StorageClass's mkfsOptions, validated by CreateVolume and again by the
             // mount layer's per-filesystem allow-list before they reach mkfs.
             let mkfs_options: Vec<String> = req
@@ -814,10 +809,8 @@ impl Node for NodeService {
                 .get(crate::params::CONTEXT_MKFS_OPTIONS)
                 .map(|o| o.split_whitespace().map(str::to_string).collect())
                 .unwrap_or_default();
-            self.stage_filesystem(&target, staging_dir, &cap, &mkfs_options)
+            self.stage_filesystem(&target, &staging_dir, &cap, &mkfs_options)
                 .await?
-        } else {
-            false
         };
         let record = stage_record(
             &id,
@@ -828,10 +821,8 @@ impl Node for NodeService {
             &staging,
         );
         if let Err(e) = self.save_stage(record) {
-            if let (true, Some(dir), Ok(device)) =
-                (mounted, &staging_dir, device_numbers(&target.dev))
-            {
-                self.undo_mount(dir, device, false);
+            if let (true, Ok(device)) = (mounted, device_numbers(&target.dev)) {
+                self.undo_mount(&staging_dir, device, false);
             }
             return Err(e);
         }
