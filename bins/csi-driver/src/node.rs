@@ -300,21 +300,41 @@ impl NodeService {
     }
 
     /// Unmounts the mount `r` resolved to, which the caller proved to be the volume's
-    /// (device numbers `device`), through its descriptor, never a new lookup of the name;
-    /// then checks the name no longer shows a mount of the volume (stacked mounts).
-    fn unmount_proven(&self, r: &Resolved, device: (u64, u64), block: bool) -> Result<(), Status> {
-        self.unmount(&r.proc_path())?;
-        let still = match r.reopen() {
-            Ok(now) => proof_at(&now, Some(device), block)? == MountProof::Ours,
-            Err(_) => false,
-        };
-        if still {
-            return Err(Status::internal(format!(
-                "{} is still mounted after unmount (stacked mounts?)",
-                r.path().display()
+    /// (device numbers `device`). The descriptor is given up first (an open one keeps the
+    /// mount busy); the unmount then goes through the resolved parent directory and the
+    /// name, only if the name still leads to the very mount proven (its mount id), never
+    /// through a symlink. Afterwards the name must no longer show a mount of the volume
+    /// (stacked mounts). Returns what is at the name now.
+    fn unmount_proven(
+        &self,
+        r: Resolved,
+        device: (u64, u64),
+        block: bool,
+    ) -> Result<Option<Resolved>, Status> {
+        let at = r
+            .release_for_unmount()
+            .map_err(|e| mount_status("preparing the unmount", e))?;
+        if !at
+            .is_same_mount()
+            .map_err(|e| mount_status("checking the mount", e))?
+        {
+            return Err(Status::aborted(format!(
+                "the mount at {} changed while it was being unmounted; nothing unmounted, retry",
+                at.path().display()
             )));
         }
-        Ok(())
+        self.unmount(&at.proc_path())?;
+        let now = match at.reopen() {
+            Ok(now) => now,
+            Err(_) => return Ok(None),
+        };
+        if proof_at(&now, Some(device), block)? == MountProof::Ours {
+            return Err(Status::internal(format!(
+                "{} is still mounted after unmount (stacked mounts?)",
+                at.path().display()
+            )));
+        }
+        Ok(Some(now))
     }
 
     /// Looks at the name `r` was resolved from again and unmounts what is there only when
@@ -329,7 +349,7 @@ impl NodeService {
             .reopen()
             .map_err(|e| mount_status("looking at the path again", e))?;
         match (proof_at(&now, device, block)?, device) {
-            (MountProof::Ours, Some(d)) => self.unmount_proven(&now, d, block).map(|()| true),
+            (MountProof::Ours, Some(d)) => self.unmount_proven(now, d, block).map(|_| true),
             _ => Ok(false),
         }
     }
@@ -870,7 +890,7 @@ impl Node for NodeService {
         }
         match vglet_mount::resolve(&staging_asked, Create::Nothing) {
             Ok(r) => match (proof_at(&r, device, false)?, device) {
-                (MountProof::Ours, Some(d)) => self.unmount_proven(&r, d, false)?,
+                (MountProof::Ours, Some(d)) => drop(self.unmount_proven(r, d, false)?),
                 (MountProof::NotMounted, _) => {}
                 _ => {
                     // The record stays: the volume's mount may be under this one.
@@ -1045,27 +1065,32 @@ impl Node for NodeService {
                     None => &[false, true],
                 };
                 let mut proof = MountProof::NotMounted;
+                let mut ours_as = None;
                 for block in kinds {
                     match proof_at(&r, device, *block)? {
                         MountProof::Ours => {
-                            self.unmount_proven(&r, device.unwrap_or_default(), *block)?;
-                            proof = MountProof::Ours;
+                            ours_as = Some(*block);
                             break;
                         }
                         p => proof = p,
                     }
                 }
-                if proof == MountProof::Foreign {
-                    // The record keeps the target: the volume may be mounted below.
-                    tracing::warn!(target = %target.display(),
-                        "something else is mounted at the target; left alone");
-                    return ok();
-                }
+                let below = match (ours_as, device) {
+                    (Some(block), Some(d)) => self.unmount_proven(r, d, block)?,
+                    _ if proof == MountProof::Foreign => {
+                        // The record keeps the target: the volume may be mounted below.
+                        tracing::warn!(target = %target.display(),
+                            "something else is mounted at the target; left alone");
+                        return ok();
+                    }
+                    _ => Some(r),
+                };
                 // The spec asks the SP to remove the file or directory it created there;
                 // only an empty one is taken, through the resolved parent.
-                if !r
-                    .remove_created()
-                    .map_err(|e| mount_status("removing the target", e))?
+                if let Some(below) = below
+                    && !below
+                        .remove_created()
+                        .map_err(|e| mount_status("removing the target", e))?
                 {
                     tracing::warn!(target = %target.display(), "the target is not empty; left in place");
                 }

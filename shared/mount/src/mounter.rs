@@ -125,7 +125,9 @@ impl Mounter for SystemMounter {
         tracing::info!(target = %target.display(), "unmount");
         // No MNT_DETACH: a lazy detach "succeeds" on a busy mount and leaves the filesystem
         // alive behind the caller's back, so the LV could never be deactivated.
-        umount2(target, MntFlags::empty()).map_err(|errno| match errno {
+        // UMOUNT_NOFOLLOW: a symlink planted at the target is never followed to another
+        // mount (the caller proved what is mounted at the name, not at a link's target).
+        umount2(target, MntFlags::UMOUNT_NOFOLLOW).map_err(|errno| match errno {
             Errno::EINVAL | Errno::ENOENT => MountError::NotMounted {
                 path: target.to_path_buf(),
             },

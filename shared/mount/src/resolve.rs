@@ -271,24 +271,10 @@ impl Resolved {
     /// Looks at the same path again (after a mount or unmount there), from the same parent
     /// directory: the file now on top at that name, never a symlink.
     pub fn reopen(&self) -> Result<Resolved, MountError> {
-        let Some((dir, name)) = &self.parent else {
-            return resolve(&self.path, Create::Nothing);
-        };
-        let fd = open_path(dir, name).map_err(|e| match e {
-            Errno::NOENT => MountError::NotFound {
-                path: self.path.clone(),
-            },
-            Errno::LOOP | Errno::XDEV => invalid(&self.path, "is now a symlink"),
-            e => io_err("open", &self.path, e),
-        })?;
-        let dir = dir
-            .try_clone()
-            .map_err(|e| MountError::io("dup", &self.path, e))?;
-        Ok(Resolved {
-            fd,
-            parent: Some((dir, name.clone())),
-            path: self.path.clone(),
-        })
+        match &self.parent {
+            Some((dir, name)) => reopen_at(dir, name, &self.path),
+            None => resolve(&self.path, Create::Nothing),
+        }
     }
 
     /// Removes the empty directory or empty regular file at this name, as NodeUnpublish
@@ -322,8 +308,105 @@ impl Resolved {
         }
     }
 
+    /// Gives up the descriptor of the mount this path resolved to, so that it can be
+    /// unmounted: any open file in a mount, an `O_PATH` one included, makes umount2(2)
+    /// fail with EBUSY. What is kept is the parent directory (in the mount below) and the
+    /// name, and the mount's id to check the name still leads to the very same mount.
+    pub fn release_for_unmount(self) -> Result<MountName, MountError> {
+        let Some((parent, name)) = self.parent else {
+            return Err(invalid(&self.path, "the root directory is never unmounted"));
+        };
+        let mnt_id = mount_id(&self.fd, OsStr::new(""), AtFlags::EMPTY_PATH, &self.path)?;
+        Ok(MountName {
+            parent,
+            name,
+            mnt_id,
+            path: self.path,
+        })
+    }
+
     pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+}
+
+/// The file now at `name` in the resolved directory `dir`, never through a symlink.
+fn reopen_at(dir: &OwnedFd, name: &OsStr, path: &Path) -> Result<Resolved, MountError> {
+    let fd = open_path(dir, name).map_err(|e| match e {
+        Errno::NOENT => MountError::NotFound {
+            path: path.to_path_buf(),
+        },
+        Errno::LOOP | Errno::XDEV => invalid(path, "is now a symlink"),
+        e => io_err("open", path, e),
+    })?;
+    let dir = dir
+        .try_clone()
+        .map_err(|e| MountError::io("dup", path, e))?;
+    Ok(Resolved {
+        fd,
+        parent: Some((dir, name.to_os_string())),
+        path: path.to_path_buf(),
+    })
+}
+
+fn mount_id<Fd: AsFd>(
+    fd: Fd,
+    name: &OsStr,
+    flags: AtFlags,
+    path: &Path,
+) -> Result<u64, MountError> {
+    let st = rustix::fs::statx(fd, name, flags, StatxFlags::MNT_ID)
+        .map_err(|e| io_err("stat", path, e))?;
+    if st.stx_mask & StatxFlags::MNT_ID.bits() == 0 {
+        return Err(io_err("statx (mount id)", path, Errno::NOSYS));
+    }
+    Ok(st.stx_mnt_id)
+}
+
+/// A mount to unmount, named by its parent directory's descriptor and its name there (see
+/// [`Resolved::release_for_unmount`]).
+#[derive(Debug)]
+pub struct MountName {
+    parent: OwnedFd,
+    name: OsString,
+    mnt_id: u64,
+    path: PathBuf,
+}
+
+impl MountName {
+    /// What umount2(2) is given: `/proc/self/fd/<parent>/<name>`, looked up in the
+    /// resolved parent; the unmount must not follow a symlink at `name` (UMOUNT_NOFOLLOW,
+    /// as [`crate::SystemMounter`] does).
+    pub fn proc_path(&self) -> PathBuf {
+        Path::new(&format!("/proc/self/fd/{}", self.parent.as_raw_fd())).join(&self.name)
+    }
+
+    /// Whether the name still leads to the mount that was proven, right before the
+    /// unmount: a directory renamed into its place meanwhile shows another mount id.
+    pub fn is_same_mount(&self) -> Result<bool, MountError> {
+        match mount_id(
+            &self.parent,
+            &self.name,
+            AtFlags::SYMLINK_NOFOLLOW,
+            &self.path,
+        ) {
+            Ok(id) => Ok(id == self.mnt_id),
+            Err(MountError::Io { source, .. })
+                if source.raw_os_error() == Some(Errno::NOENT.raw_os_error()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file at the name now (after the unmount: the directory or file below).
+    pub fn reopen(&self) -> Result<Resolved, MountError> {
+        reopen_at(&self.parent, &self.name, &self.path)
     }
 }
 
