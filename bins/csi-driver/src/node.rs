@@ -1335,7 +1335,23 @@ impl Node for NodeService {
 
 #[cfg(test)]
 mod tests {
-    use super::holder_text;
+    use super::{holder_text, parse_node_id};
+
+    #[test]
+    fn ids_not_of_the_form_are_not_found_malformed_ones_invalid() {
+        use tonic::Code;
+        assert_eq!(parse_node_id("vg0/csi-pvc-1").unwrap().lv, "csi-pvc-1");
+        for (id, code) in [
+            ("fake-vol-id-1", Code::NotFound),
+            ("non-existing-snapshot-id", Code::NotFound),
+            ("", Code::InvalidArgument),
+            ("vg/lv;rm", Code::InvalidArgument),
+            ("../x", Code::InvalidArgument),
+            ("vg/", Code::InvalidArgument),
+        ] {
+            assert_eq!(parse_node_id(id).unwrap_err().code(), code, "{id:?}");
+        }
+    }
 
     #[test]
     fn a_refusal_names_the_holding_node_when_vg_init_recorded_it() {
