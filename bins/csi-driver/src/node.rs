@@ -746,6 +746,8 @@ impl NodeService {
             }
         }
         // Onto the resolved directory: mount(2) follows /proc/self/fd/N to exactly it.
+        // mount(2) rather than fsopen/fsmount: the checked options (flags + data string)
+        // go to the kernel as they always did, with no per-option fsconfig translation.
         self.driver
             .mounter
             .mount(dev, &staging.proc_path(), fs_type, &opts)

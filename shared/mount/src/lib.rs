@@ -31,8 +31,7 @@ pub use mountinfo::{
 pub use options::{MountOptions, implied_mount_flags, parse_mount_flags};
 pub use paths::{MAX_PATH_BYTES, ensure_dir, ensure_file, validate_target_path};
 pub use resolve::{
-    Create, Identity, Kind, MountName, MountProof, Resolved, block_device_numbers, mount_proof,
-    normalize_path, resolve,
+    Create, Identity, Kind, MountName, MountProof, Resolved, mount_proof, normalize_path, resolve,
 };
 pub use stats::{FsStats, block_device_size, fs_stats};
 

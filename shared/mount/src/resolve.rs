@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, ResolveFlags, StatxAttributes, StatxFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, StatxAttributes, StatxFlags};
 use rustix::io::Errno;
 
 use crate::MountError;
@@ -439,14 +439,6 @@ pub fn mount_proof(id: &Identity, device: (u64, u64), block: bool) -> MountProof
     } else {
         MountProof::Foreign
     }
-}
-
-/// The kernel's numbers of a device node reached through `dev` (which may be a symlink the
-/// driver itself built, like `/dev/<vg>/<lv>`), `None` when it is not a block device.
-pub fn block_device_numbers(dev: &Path) -> Option<(u64, u64)> {
-    let st = rustix::fs::statx(CWD, dev, AtFlags::empty(), StatxFlags::TYPE).ok()?;
-    (FileType::from_raw_mode(st.stx_mode.into()) == FileType::BlockDevice)
-        .then(|| (st.stx_rdev_major.into(), st.stx_rdev_minor.into()))
 }
 
 #[cfg(test)]
