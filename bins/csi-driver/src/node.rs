@@ -11,7 +11,7 @@ use vglet_csi_proto::v1::node_server::Node;
 use vglet_csi_proto::v1::*;
 use vglet_lvm::Activation;
 use vglet_lvm::tags::VgPmem;
-use vglet_mount::{MountEntry, Signature};
+use vglet_mount::{Create, MountEntry, MountProof, Resolved, Signature};
 use vglet_state::{Record, StateError, Target, VolumeLock};
 
 use crate::capability::{self, Capability, VgKind};
@@ -40,8 +40,46 @@ fn parse_path(field: &str, p: &str) -> Result<PathBuf, Status> {
     Ok(path)
 }
 
-fn blocking_err(context: &str, e: impl std::fmt::Display) -> Status {
-    Status::internal(format!("{context}: {e}"))
+/// A volume id as the node RPCs take it. An id not even of the form `<vg>/<lv>` (for
+/// example csi-sanity's `fake-vol-id-1`) names no volume vglet could have issued: the
+/// spec's row for it is "volume does not exist", NOT_FOUND, in every node RPC's table
+/// (NodeStage, NodeUnstage, NodePublish, NodeUnpublish, NodeGetVolumeStats, NodeExpand).
+/// It never reaches a command or a path. An id of that form with a name LVM would refuse
+/// stays INVALID_ARGUMENT, like an empty one.
+fn parse_node_id(id: &str) -> Result<VolumeId, Status> {
+    if !id.is_empty() && !id.contains('/') {
+        return Err(Status::not_found(format!(
+            "volume_id {id:?} is not a volume of this driver (not of the form <vg>/<lv>)"
+        )));
+    }
+    parse_id(id)
+}
+
+/// A path from the request resolved without following any symlink (see
+/// [`vglet_mount::resolve`]): what every later step acts on.
+fn resolve_path(field: &str, path: &Path, create: Create) -> Result<Resolved, Status> {
+    vglet_mount::resolve(path, create).map_err(|e| mount_status(field, e))
+}
+
+/// The device numbers of the volume's LV on this node, proven by device-mapper to be the
+/// LV with `lv_uuid` (not another one re-created under its name); `None` when it is not
+/// active here.
+fn volume_device(id: &VolumeId, lv_uuid: &str) -> Option<(u64, u64)> {
+    let (numbers, uuid) = staged::dm_device(&staged::device_path(id))?;
+    staged::dm_uuid_is_lv(&uuid, lv_uuid).then_some(numbers)
+}
+
+/// Whether `r` is a mount of the volume with device numbers `device` (`None`: not active
+/// here, so nothing there can be its mount).
+fn proof_at(r: &Resolved, device: Option<(u64, u64)>, block: bool) -> Result<MountProof, Status> {
+    let id = r
+        .identity()
+        .map_err(|e| mount_status("inspecting the path", e))?;
+    Ok(match device {
+        Some(d) => vglet_mount::mount_proof(&id, d, block),
+        None if id.mount_root => MountProof::Foreign,
+        None => MountProof::NotMounted,
+    })
 }
 
 /// The mount at `path`, if any (top of the stack).
@@ -55,14 +93,6 @@ fn device_numbers(dev: &Path) -> Result<(u64, u64), Status> {
         .map_err(|e| Status::failed_precondition(format!("device {}: {e}", dev.display())))?;
     let rdev = md.rdev();
     Ok((nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev)))
-}
-
-fn same_device(m: &MountEntry, dev: (u64, u64)) -> bool {
-    (m.major as u64, m.minor as u64) == dev
-}
-
-fn is_read_only(m: &MountEntry) -> bool {
-    m.options.iter().any(|o| o == "ro")
 }
 
 /// How a volume is activated on this node. Local VGs: plain activation. Shared VGs:
@@ -262,11 +292,169 @@ impl NodeService {
 
     /// Undoes a mount made by this call when its record could not be written: a mount the
     /// reviver does not know of would not come back after a reboot.
-    fn undo_mount(&self, path: &Path) {
-        if let Err(e) = self.driver.mounter.unmount(path) {
-            tracing::error!(path = %path.display(), error = %e,
+    fn undo_mount(&self, r: &Resolved, device: (u64, u64), block: bool) {
+        if let Err(e) = self.unmount_if_ours(r, Some(device), block) {
+            tracing::error!(path = %r.path().display(), error = %e.message(),
                 "cannot undo the mount whose state record failed; the CO's retry records it");
         }
+    }
+
+    /// Unmounts the mount `r` resolved to, which the caller proved to be the volume's
+    /// (device numbers `device`). The descriptor is given up first (an open one keeps the
+    /// mount busy); the unmount then goes through the resolved parent directory and the
+    /// name, only if the name still leads to the very mount proven (its mount id), never
+    /// through a symlink. Afterwards the name must no longer show a mount of the volume
+    /// (stacked mounts). Returns what is at the name now.
+    fn unmount_proven(
+        &self,
+        r: Resolved,
+        device: (u64, u64),
+        block: bool,
+    ) -> Result<Option<Resolved>, Status> {
+        let at = r
+            .release_for_unmount()
+            .map_err(|e| mount_status("preparing the unmount", e))?;
+        if !at
+            .is_same_mount()
+            .map_err(|e| mount_status("checking the mount", e))?
+        {
+            return Err(Status::aborted(format!(
+                "the mount at {} changed while it was being unmounted; nothing unmounted, retry",
+                at.path().display()
+            )));
+        }
+        self.unmount(&at.proc_path())?;
+        let now = match at.reopen() {
+            Ok(now) => now,
+            Err(_) => return Ok(None),
+        };
+        if proof_at(&now, Some(device), block)? == MountProof::Ours {
+            return Err(Status::internal(format!(
+                "{} is still mounted after unmount (stacked mounts?)",
+                at.path().display()
+            )));
+        }
+        Ok(Some(now))
+    }
+
+    /// Looks at the name `r` was resolved from again and unmounts what is there only when
+    /// it is a mount of the volume; `false` when it was not.
+    fn unmount_if_ours(
+        &self,
+        r: &Resolved,
+        device: Option<(u64, u64)>,
+        block: bool,
+    ) -> Result<bool, Status> {
+        let now = r
+            .reopen()
+            .map_err(|e| mount_status("looking at the path again", e))?;
+        match (proof_at(&now, device, block)?, device) {
+            (MountProof::Ours, Some(d)) => self.unmount_proven(now, d, block).map(|_| true),
+            _ => Ok(false),
+        }
+    }
+
+    fn remove_record(&self, id: &VolumeId) -> Result<(), Status> {
+        match &self.driver.state {
+            Some(store) => store
+                .remove(&id.to_string())
+                .map_err(|e| state_status("removing the state record", e)),
+            None => Ok(()),
+        }
+    }
+
+    /// The volume's state record; an unreadable one counts as none (the reviver reports it).
+    fn record_of(&self, id: &VolumeId) -> Option<Record> {
+        let store = self.driver.state.as_ref()?;
+        store
+            .get(&id.to_string())
+            .inspect_err(|e| tracing::warn!(error = %e, "state record unreadable"))
+            .ok()
+            .flatten()
+    }
+
+    /// The LV uuid of the volume: from its record, or else from an lvm read. `None` when
+    /// no LV of this driver has that id (missing, foreign, or in a VG not served): then
+    /// nothing on this node can be the volume's, and nothing may be touched for it.
+    async fn lv_uuid_of(
+        &self,
+        id: &VolumeId,
+        record: Option<&Record>,
+    ) -> Result<Option<String>, Status> {
+        if let Some(r) = record.filter(|r| !r.lv_uuid.is_empty()) {
+            return Ok(Some(r.lv_uuid.clone()));
+        }
+        match self.driver.volume_in_vg(id).await {
+            Ok((v, _, _)) => Ok(Some(v.lv.uuid.clone())),
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::NotFound
+                        | tonic::Code::FailedPrecondition
+                        | tonic::Code::InvalidArgument
+                ) =>
+            {
+                tracing::info!(why = %s.message(), "no volume of this driver by that id");
+                Ok(None)
+            }
+            Err(s) => Err(s),
+        }
+    }
+
+    /// Where the volume is still published on this node: each recorded target that is
+    /// still a mount of the volume's device, and (filesystems) any other mount of its
+    /// device besides the staging mount, recorded or not.
+    fn remaining_publishes(
+        &self,
+        record: Option<&Record>,
+        device: Option<(u64, u64)>,
+        staging: &Path,
+    ) -> Result<Vec<PathBuf>, Status> {
+        let Some(device) = device else {
+            return Ok(Vec::new());
+        };
+        let block = record.is_some_and(Record::is_block);
+        let mut left = Vec::new();
+        for t in record.map(|r| r.targets.as_slice()).unwrap_or_default() {
+            if let Ok(r) = vglet_mount::resolve(&t.path, Create::Nothing)
+                && proof_at(&r, Some(device), block)? == MountProof::Ours
+            {
+                left.push(r.path().to_path_buf());
+            }
+        }
+        if !block {
+            let (major, minor) = (device.0 as u32, device.1 as u32);
+            let mounts = vglet_mount::mounts_of_device(major, minor)
+                .map_err(|e| mount_status("reading the mount table", e))?;
+            for m in mounts {
+                if m.mount_point != staging && !left.contains(&m.mount_point) {
+                    left.push(m.mount_point);
+                }
+            }
+        }
+        Ok(left)
+    }
+
+    /// The other path at which this very LV is staged per its record, if any.
+    fn staged_elsewhere(&self, id: &VolumeId, lv_uuid: &str, staging: &Path) -> Option<PathBuf> {
+        let r = self.record_of(id)?;
+        let same_lv = r.lv_uuid.is_empty() || r.lv_uuid == lv_uuid;
+        let at = vglet_mount::normalize_path(&r.staging_path);
+        (same_lv && at != staging).then_some(at)
+    }
+
+    /// A publish of a SINGLE_NODE_SINGLE_WRITER volume that a new read/write one at
+    /// `target` would be a second of (see [`staged::single_writer_conflict`]).
+    fn single_writer_conflict(
+        &self,
+        id: &VolumeId,
+        cap: &Capability,
+        read_only: bool,
+        target: &Path,
+    ) -> Option<PathBuf> {
+        let record = self.record_of(id)?;
+        staged::single_writer_conflict(cap, read_only, &record.targets, target)
+            .map(|t| t.path.clone())
     }
 
     fn device_path(v: &OwnedVolume) -> PathBuf {
@@ -297,13 +485,18 @@ impl NodeService {
     /// A fresh staging mount of an fsdax volume must show DAX in the mount table (xfs turns
     /// `dax=always` off by itself on a device without DAX support); otherwise it is
     /// unmounted again, so that no one uses the volume believing it is DAX.
-    fn require_dax(&self, id: &VolumeId, staging: &Path) -> Result<(), Status> {
-        let m = mounted_at(staging)?;
+    fn require_dax(
+        &self,
+        id: &VolumeId,
+        staging: &Resolved,
+        device: (u64, u64),
+    ) -> Result<(), Status> {
+        let m = mounted_at(staging.path())?;
         if m.as_ref().is_some_and(vglet_mount::mount_has_dax) {
             return Ok(());
         }
         let shown = m.map(|m| m.options.join(",")).unwrap_or_default();
-        self.unmount(staging)?;
+        self.unmount_if_ours(staging, Some(device), false)?;
         Err(Status::failed_precondition(format!(
             "volume {id} is on fsdax persistent memory, but the kernel mounted it without DAX (mount options {shown}); unmounted again"
         )))
@@ -449,7 +642,7 @@ impl NodeService {
     async fn stage_filesystem(
         &self,
         t: &StageTarget,
-        staging: &Path,
+        staging: &Resolved,
         cap: &Capability,
         mkfs_options: &[String],
     ) -> Result<bool, Status> {
@@ -476,31 +669,40 @@ impl NodeService {
             mkfs_options.to_vec()
         };
         let numbers = device_numbers(dev)?;
-        if let Some(m) = mounted_at(staging)? {
-            if !same_device(&m, numbers) {
+        // What is at the resolved staging directory itself decides, not a mount table
+        // entry found by its name.
+        let here = staging
+            .identity()
+            .map_err(|e| mount_status("inspecting the staging path", e))?;
+        if here.mount_root {
+            if vglet_mount::mount_proof(&here, numbers, false) != MountProof::Ours {
+                let m = mounted_at(staging.path())?;
                 return Err(Status::already_exists(format!(
                     "staging path {} already has another device mounted ({})",
-                    staging.display(),
-                    m.source.as_deref().unwrap_or("?")
+                    staging.path().display(),
+                    m.as_ref().and_then(|m| m.source.as_deref()).unwrap_or("?")
                 )));
             }
-            if cap.is_read_only_mode() != is_read_only(&m) {
+            if cap.is_read_only_mode() != here.read_only {
                 return Err(Status::already_exists(format!(
                     "volume {} is already staged at {} with another read-only setting",
                     t.id,
-                    staging.display()
+                    staging.path().display()
                 )));
             }
-            if fsdax && !vglet_mount::mount_has_dax(&m) {
+            if fsdax
+                && !mounted_at(staging.path())?
+                    .as_ref()
+                    .is_some_and(vglet_mount::mount_has_dax)
+            {
                 return Err(Status::failed_precondition(format!(
                     "volume {} is on fsdax persistent memory but staged at {} without DAX; unstage it and stage it again",
                     t.id,
-                    staging.display()
+                    staging.path().display()
                 )));
             }
             return Ok(false);
         }
-        vglet_mount::ensure_dir(staging).map_err(|e| mount_status("creating staging path", e))?;
         // Any signature counts, partition tables included: mkfs only ever runs on a device
         // that holds nothing at all.
         let found = if Self::head_untouched(t) {
@@ -543,9 +745,12 @@ impl NodeService {
                 )));
             }
         }
+        // Onto the resolved directory: mount(2) follows /proc/self/fd/N to exactly it.
+        // mount(2) rather than fsopen/fsmount: the checked options (flags + data string)
+        // go to the kernel as they always did, with no per-option fsconfig translation.
         self.driver
             .mounter
-            .mount(dev, staging, fs_type, &opts)
+            .mount(dev, &staging.proc_path(), fs_type, &opts)
             .map_err(|e| {
                 let hint = if fsdax {
                     " (fsdax volume mounted with dax=always: xfs must be without reflink, ext4 with page-sized blocks)"
@@ -553,14 +758,18 @@ impl NodeService {
                     ""
                 };
                 mount_status(
-                    &format!("mounting {} at {}{hint}", dev.display(), staging.display()),
+                    &format!(
+                        "mounting {} at {}{hint}",
+                        dev.display(),
+                        staging.path().display()
+                    ),
                     e,
                 )
             })?;
         if fsdax {
-            self.require_dax(&t.id, staging)?;
+            self.require_dax(&t.id, staging, numbers)?;
         }
-        tracing::info!(staging = %staging.display(), dax = fsdax, "staged");
+        tracing::info!(staging = %staging.path().display(), dax = fsdax, "staged");
         Ok(true)
     }
 }
@@ -573,10 +782,11 @@ impl Node for NodeService {
     ) -> Result<Response<NodeStageVolumeResponse>, Status> {
         let req = req.into_inner();
         crate::limits::check(&req)?;
-        let id = parse_id(&req.volume_id)?;
+        let id = parse_node_id(&req.volume_id)?;
         let span = tracing::info_span!("NodeStageVolume", volume_id = %id);
         let _e = span.enter();
-        let staging = parse_path("staging_target_path", &req.staging_target_path)?;
+        let staging_asked = parse_path("staging_target_path", &req.staging_target_path)?;
+        let staging = vglet_mount::normalize_path(&staging_asked);
         if req.volume_capability.is_none() {
             return Err(invalid("volume_capability", "is required"));
         }
@@ -596,6 +806,17 @@ impl Node for NodeService {
             vglet_mount::check_dax_flags(mount_flags, target.fsdax)
                 .map_err(|e| invalid("volume_capability.mount.mount_flags", e))?;
         }
+        // One staging path per volume: a second one would mount it twice.
+        if let Some(first) = self.staged_elsewhere(&id, &target.lv_uuid, &staging) {
+            return Err(Status::failed_precondition(format!(
+                "volume {id} is already staged at {}; NodeUnstageVolume it there first",
+                first.display()
+            )));
+        }
+        // Resolved (and created) before anything is activated or formatted: a symlink
+        // anywhere in the path is refused here and never followed later. A raw block
+        // volume mounts nothing there, but its record names the path all the same.
+        let staging_dir = resolve_path("staging_target_path", &staging_asked, Create::Dir)?;
         // A vouched target is active already; the one the lvm read found may need it.
         if let Some((v, vg)) = &read {
             self.activate(v, &vg.tags, kind, &cap).await?;
@@ -610,7 +831,7 @@ impl Node for NodeService {
                 .get(crate::params::CONTEXT_MKFS_OPTIONS)
                 .map(|o| o.split_whitespace().map(str::to_string).collect())
                 .unwrap_or_default();
-            self.stage_filesystem(&target, &staging, &cap, &mkfs_options)
+            self.stage_filesystem(&target, &staging_dir, &cap, &mkfs_options)
                 .await?
         };
         let record = stage_record(
@@ -622,8 +843,8 @@ impl Node for NodeService {
             &staging,
         );
         if let Err(e) = self.save_stage(record) {
-            if mounted {
-                self.undo_mount(&staging);
+            if let (true, Ok(device)) = (mounted, device_numbers(&target.dev)) {
+                self.undo_mount(&staging_dir, device, false);
             }
             return Err(e);
         }
@@ -635,28 +856,64 @@ impl Node for NodeService {
         req: Request<NodeUnstageVolumeRequest>,
     ) -> Result<Response<NodeUnstageVolumeResponse>, Status> {
         let req = req.into_inner();
-        let id = parse_id(&req.volume_id)?;
+        let id = parse_node_id(&req.volume_id)?;
         let span = tracing::info_span!("NodeUnstageVolume", volume_id = %id);
         let _e = span.enter();
-        let staging = parse_path("staging_target_path", &req.staging_target_path)?;
+        let staging_asked = parse_path("staging_target_path", &req.staging_target_path)?;
+        let staging = vglet_mount::normalize_path(&staging_asked);
         let _guard = self.driver.inflight.acquire(&id.to_string())?;
         let _lock = self.lock_state(&id)?;
-        if mounted_at(&staging)?.is_some() {
-            self.unmount(&staging)?;
-            if mounted_at(&staging)?.is_some() {
-                return Err(Status::internal(format!(
-                    "{} is still mounted after unmount (stacked mounts?)",
-                    staging.display()
+        // Only what is provably this volume's is touched: its record names this staging
+        // path, and what is mounted there is its LV. Anything else is not this volume
+        // staged here, which is an OK with nothing changed (the spec's idempotent row).
+        let record = self.record_of(&id);
+        if let Some(r) = &record
+            && vglet_mount::normalize_path(&r.staging_path) != staging
+        {
+            tracing::info!(staged_at = %r.staging_path.display(), "not staged at this path; nothing touched");
+            return Ok(Response::new(NodeUnstageVolumeResponse {}));
+        }
+        let Some(lv_uuid) = self.lv_uuid_of(&id, record.as_ref()).await? else {
+            if record.is_some() {
+                // The LV is gone: nothing of it can be mounted (lvremove refuses an open
+                // LV), only the record is left.
+                self.remove_record(&id)?;
+            }
+            return Ok(Response::new(NodeUnstageVolumeResponse {}));
+        };
+        let device = volume_device(&id, &lv_uuid);
+        let left = self.remaining_publishes(record.as_ref(), device, &staging)?;
+        if !left.is_empty() {
+            let left: Vec<String> = left.iter().map(|p| p.display().to_string()).collect();
+            return Err(Status::failed_precondition(format!(
+                "volume {id} is still published at {}; NodeUnpublishVolume first",
+                left.join(", ")
+            )));
+        }
+        match vglet_mount::resolve(&staging_asked, Create::Nothing) {
+            Ok(r) => match (proof_at(&r, device, false)?, device) {
+                (MountProof::Ours, Some(d)) => drop(self.unmount_proven(r, d, false)?),
+                (MountProof::NotMounted, _) => {}
+                _ => {
+                    // The record stays: the volume's mount may be under this one.
+                    tracing::warn!("something else is mounted at the staging path; left alone");
+                    return Ok(Response::new(NodeUnstageVolumeResponse {}));
+                }
+            },
+            Err(vglet_mount::MountError::NotFound { .. }) => {}
+            Err(e @ vglet_mount::MountError::InvalidPath { .. }) if record.is_some() => {
+                return Err(Status::failed_precondition(format!(
+                    "the staging path of volume {id} cannot be reached without following a symlink, so its mount is left alone: {e}"
                 )));
             }
+            Err(vglet_mount::MountError::InvalidPath { .. }) => {
+                return Ok(Response::new(NodeUnstageVolumeResponse {}));
+            }
+            Err(e) => return Err(mount_status("resolving staging_target_path", e)),
         }
         // Only once nothing is mounted: a record may outlive its mount (the reviver then
         // mounts it again), a mount must never outlive its record.
-        if let Some(store) = &self.driver.state {
-            store
-                .remove(&id.to_string())
-                .map_err(|e| state_status("removing the state record", e))?;
-        }
+        self.remove_record(&id)?;
         // Shared VGs must give the LV lock back so another node can take the volume; local
         // LVs stay active (cheap, and the next stage on this node skips activation).
         let shared = match self.driver.serves_vg(&id.vg) {
@@ -683,11 +940,13 @@ impl Node for NodeService {
     ) -> Result<Response<NodePublishVolumeResponse>, Status> {
         let req = req.into_inner();
         crate::limits::check(&req)?;
-        let id = parse_id(&req.volume_id)?;
+        let id = parse_node_id(&req.volume_id)?;
         let span = tracing::info_span!("NodePublishVolume", volume_id = %id);
         let _e = span.enter();
-        let target = parse_path("target_path", &req.target_path)?;
-        let staging = parse_path("staging_target_path", &req.staging_target_path)?;
+        let target_asked = parse_path("target_path", &req.target_path)?;
+        let target = vglet_mount::normalize_path(&target_asked);
+        let staging_asked = parse_path("staging_target_path", &req.staging_target_path)?;
+        let staging = vglet_mount::normalize_path(&staging_asked);
         if req.volume_capability.is_none() {
             return Err(invalid("volume_capability", "is required"));
         }
@@ -704,52 +963,65 @@ impl Node for NodeService {
             source_numbers,
         } = proven;
         let readonly = req.readonly || cap.is_read_only_mode();
+        if let Some(other) = self.single_writer_conflict(&id, &cap, readonly, &target) {
+            return Err(Status::failed_precondition(format!(
+                "volume {id} is SINGLE_NODE_SINGLE_WRITER and already published read/write at {}; it can only be published once as read/write",
+                other.display()
+            )));
+        }
         let record_target = Target {
             path: target.clone(),
             read_only: readonly,
         };
-
-        if let Some(m) = mounted_at(&target)? {
-            // A bind of a device node shows devtmpfs' numbers, so for block compare the
-            // mounted file's own device numbers instead.
-            let same = if cap.is_block() {
-                device_numbers(&target).ok() == Some(source_numbers)
-            } else {
-                same_device(&m, source_numbers)
-            };
-            if !same {
+        // kubelet normally creates the parent; other COs (and csictl) may not. Resolution
+        // creates what is missing, relative to each resolved parent, and refuses a symlink
+        // in any component.
+        let block = cap.is_block();
+        let create = if block { Create::File } else { Create::Dir };
+        let target_at = resolve_path("target_path", &target_asked, create)?;
+        let here = target_at
+            .identity()
+            .map_err(|e| mount_status("inspecting the target path", e))?;
+        match vglet_mount::mount_proof(&here, source_numbers, block) {
+            MountProof::Ours => {
+                if readonly != here.read_only {
+                    return Err(Status::already_exists(format!(
+                        "volume {id} is already published at {} with another read-only setting",
+                        target.display()
+                    )));
+                }
+                self.save_target(record, record_target)?;
+                return Ok(Response::new(NodePublishVolumeResponse {}));
+            }
+            MountProof::Foreign => {
                 return Err(Status::already_exists(format!(
                     "target path {} already has something else mounted",
                     target.display()
                 )));
             }
-            if readonly != is_read_only(&m) {
-                return Err(Status::already_exists(format!(
-                    "volume {id} is already published at {} with another read-only setting",
-                    target.display()
+            MountProof::NotMounted => {}
+        }
+        // The bind's source is resolved as well: the staging mount itself, proven to be
+        // of the volume's device, or the device node the driver names.
+        let staging_at;
+        let source = if block {
+            source
+        } else {
+            staging_at = resolve_path("staging_target_path", &staging_asked, Create::Nothing)?;
+            if proof_at(&staging_at, Some(source_numbers), false)? != MountProof::Ours {
+                return Err(Status::failed_precondition(format!(
+                    "volume {id} is not staged at {}; NodeStageVolume first",
+                    staging.display()
                 )));
             }
-            self.save_target(record, record_target)?;
-            return Ok(Response::new(NodePublishVolumeResponse {}));
-        }
-        if cap.is_block() {
-            // kubelet normally creates the parent; other COs (and csictl) may not.
-            if let Some(parent) = target.parent() {
-                vglet_mount::ensure_dir(parent)
-                    .map_err(|e| mount_status("creating the target's directory", e))?;
-            }
-            vglet_mount::ensure_file(&target)
-                .map_err(|e| mount_status("creating target file", e))?;
-        } else {
-            vglet_mount::ensure_dir(&target)
-                .map_err(|e| mount_status("creating target path", e))?;
-        }
+            staging_at.proc_path()
+        };
         self.driver
             .mounter
-            .bind(&source, &target, readonly)
+            .bind(&source, &target_at.proc_path(), readonly)
             .map_err(|e| mount_status(&format!("bind-mounting {}", target.display()), e))?;
         if let Err(e) = self.save_target(record, record_target) {
-            self.undo_mount(&target);
+            self.undo_mount(&target_at, source_numbers, block);
             return Err(e);
         }
         tracing::info!(target = %target.display(), readonly, "published");
@@ -761,42 +1033,86 @@ impl Node for NodeService {
         req: Request<NodeUnpublishVolumeRequest>,
     ) -> Result<Response<NodeUnpublishVolumeResponse>, Status> {
         let req = req.into_inner();
-        let id = parse_id(&req.volume_id)?;
+        let id = parse_node_id(&req.volume_id)?;
         let span = tracing::info_span!("NodeUnpublishVolume", volume_id = %id);
         let _e = span.enter();
-        let target = parse_path("target_path", &req.target_path)?;
+        let target_asked = parse_path("target_path", &req.target_path)?;
+        let target = vglet_mount::normalize_path(&target_asked);
         let _guard = self.driver.inflight.acquire(&id.to_string())?;
         let _lock = self.lock_state(&id)?;
-        if mounted_at(&target)?.is_some() {
-            self.unmount(&target)?;
+        let ok = || Ok(Response::new(NodeUnpublishVolumeResponse {}));
+        // Only a target the volume's record names is unmounted or removed, and only when
+        // what is mounted there is the volume's LV; anything else means this volume is
+        // not published there: OK, nothing touched. Without a state directory there are
+        // no records, and the device proof alone decides.
+        let record = self.record_of(&id);
+        let recorded = record.as_ref().is_some_and(|r| {
+            r.targets
+                .iter()
+                .any(|t| vglet_mount::normalize_path(&t.path) == target)
+        });
+        if self.driver.state.is_some() && !recorded {
+            tracing::info!(target = %target.display(), "not published there; nothing touched");
+            return ok();
         }
-        if mounted_at(&target)?.is_some() {
-            return Err(Status::internal(format!(
-                "{} is still mounted after unmount",
-                target.display()
-            )));
-        }
-        // The spec asks the SP to remove the file or directory it created at target_path.
-        match std::fs::symlink_metadata(&target) {
-            Ok(md) if md.is_dir() => std::fs::remove_dir(&target)
-                .map_err(|e| blocking_err(&format!("removing {}", target.display()), e))?,
-            Ok(_) => std::fs::remove_file(&target)
-                .map_err(|e| blocking_err(&format!("removing {}", target.display()), e))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(blocking_err(&format!("inspecting {}", target.display()), e)),
-        }
-        if let Some(store) = &self.driver.state {
-            match store.remove_target(&id.to_string(), &target) {
-                Ok(()) => {}
-                // Nothing in an unreadable record can be edited; the reviver reports it.
-                Err(e @ StateError::Bad { .. }) => {
-                    tracing::warn!(error = %e, "state record unreadable; target not removed from it")
+        let Some(lv_uuid) = self.lv_uuid_of(&id, record.as_ref()).await? else {
+            return ok();
+        };
+        let device = volume_device(&id, &lv_uuid);
+        match vglet_mount::resolve(&target_asked, Create::Nothing) {
+            Ok(r) => {
+                // A record without its access kind (no record at all): either proof.
+                let kinds: &[bool] = match &record {
+                    Some(rec) => &[rec.is_block()],
+                    None => &[false, true],
+                };
+                let mut proof = MountProof::NotMounted;
+                let mut ours_as = None;
+                for block in kinds {
+                    match proof_at(&r, device, *block)? {
+                        MountProof::Ours => {
+                            ours_as = Some(*block);
+                            break;
+                        }
+                        p => proof = p,
+                    }
                 }
-                Err(e) => return Err(state_status("updating the state record", e)),
+                let below = match (ours_as, device) {
+                    (Some(block), Some(d)) => self.unmount_proven(r, d, block)?,
+                    _ if proof == MountProof::Foreign => {
+                        // The record keeps the target: the volume may be mounted below.
+                        tracing::warn!(target = %target.display(),
+                            "something else is mounted at the target; left alone");
+                        return ok();
+                    }
+                    _ => Some(r),
+                };
+                // The spec asks the SP to remove the file or directory it created there;
+                // only an empty one is taken, through the resolved parent.
+                if let Some(below) = below
+                    && !below
+                        .remove_created()
+                        .map_err(|e| mount_status("removing the target", e))?
+                {
+                    tracing::warn!(target = %target.display(), "the target is not empty; left in place");
+                }
             }
+            Err(vglet_mount::MountError::NotFound { .. }) => {}
+            Err(e @ vglet_mount::MountError::InvalidPath { .. }) => {
+                tracing::warn!(error = %e, "the target cannot be reached without a symlink; left alone");
+                return ok();
+            }
+            Err(e) => return Err(mount_status("resolving target_path", e)),
+        }
+        if let (Some(store), Some(mut rec)) = (&self.driver.state, record) {
+            rec.targets
+                .retain(|t| vglet_mount::normalize_path(&t.path) != target);
+            store
+                .put(&rec)
+                .map_err(|e| state_status("updating the state record", e))?;
         }
         tracing::info!("unpublished");
-        Ok(Response::new(NodeUnpublishVolumeResponse {}))
+        ok()
     }
 
     async fn node_get_volume_stats(
@@ -805,11 +1121,46 @@ impl Node for NodeService {
     ) -> Result<Response<NodeGetVolumeStatsResponse>, Status> {
         use volume_usage::Unit;
         let req = req.into_inner();
-        let id = parse_id(&req.volume_id)?;
-        let path = parse_path("volume_path", &req.volume_path)?;
+        let id = parse_node_id(&req.volume_id)?;
+        if req.volume_path.is_empty() {
+            return Err(invalid("volume_path", "is required"));
+        }
+        // A relative path, or one that is not the volume's mount (or device), is not a
+        // path of this volume: NOT_FOUND, the spec's row, and never another filesystem's
+        // numbers.
+        let asked = Path::new(&req.volume_path);
+        if !asked.is_absolute() {
+            return Err(Status::not_found(format!(
+                "volume_path {:?} is not an absolute path, so not a path of volume {id}",
+                req.volume_path
+            )));
+        }
+        let path = vglet_mount::normalize_path(&parse_path("volume_path", &req.volume_path)?);
         let v = self.driver.usable_volume(&id).await?;
-        let md = std::fs::metadata(&path)
-            .map_err(|e| Status::not_found(format!("volume_path {}: {e}", path.display())))?;
+        let at = vglet_mount::resolve(asked, Create::Nothing).map_err(|e| {
+            Status::not_found(format!(
+                "volume_path {} of volume {id}: {e}",
+                path.display()
+            ))
+        })?;
+        let here = at
+            .identity()
+            .map_err(|e| mount_status("inspecting volume_path", e))?;
+        let device = volume_device(&id, &v.lv.uuid)
+            .ok_or_else(|| Status::not_found(format!("volume {id} is not active on this node")))?;
+        let is_volume = match here.kind {
+            vglet_mount::Kind::Dir => {
+                vglet_mount::mount_proof(&here, device, false) == MountProof::Ours
+            }
+            vglet_mount::Kind::BlockDevice => here.rdev == device,
+            _ => false,
+        };
+        if !is_volume {
+            return Err(Status::not_found(format!(
+                "{} is not a mount or device of volume {id}",
+                path.display()
+            )));
+        }
         let cond;
         // A read-only mount is only a fault when the volume was not published read-only.
         let record = self
@@ -824,14 +1175,8 @@ impl Node for NodeService {
             "" => None,
             pool => self.driver.lvm.lv(&id.vg, pool).await.ok().flatten(),
         };
-        let usage = if md.is_dir() {
+        let usage = if here.kind == vglet_mount::Kind::Dir {
             let mount = mounted_at(&path)?;
-            if mount.is_none() {
-                return Err(Status::not_found(format!(
-                    "volume {id} is not mounted at {}",
-                    path.display()
-                )));
-            }
             cond = health::volume_condition(
                 Some(&v.lv),
                 pool.as_ref(),
@@ -841,7 +1186,8 @@ impl Node for NodeService {
                     read_only,
                 },
             );
-            let s = vglet_mount::fs_stats(&path).map_err(|e| mount_status("statvfs", e))?;
+            let s =
+                vglet_mount::fs_stats(&at.proc_path()).map_err(|e| mount_status("statvfs", e))?;
             vec![
                 VolumeUsage {
                     available: s.available_bytes as i64,
@@ -866,7 +1212,7 @@ impl Node for NodeService {
                     read_only,
                 },
             );
-            let size = vglet_mount::block_device_size(&path)
+            let size = vglet_mount::block_device_size(&at.proc_path())
                 .map_err(|e| mount_status("device size", e))?;
             vec![VolumeUsage {
                 available: 0,
@@ -887,10 +1233,16 @@ impl Node for NodeService {
     ) -> Result<Response<NodeExpandVolumeResponse>, Status> {
         let req = req.into_inner();
         crate::limits::check(&req)?;
-        let id = parse_id(&req.volume_id)?;
+        let id = parse_node_id(&req.volume_id)?;
         let span = tracing::info_span!("NodeExpandVolume", volume_id = %id);
         let _e = span.enter();
-        let path = parse_path("volume_path", &req.volume_path)?;
+        let asked = parse_path("volume_path", &req.volume_path)?;
+        // Resolved only to refuse a symlinked path; the grow tools take the path by name.
+        let at = vglet_mount::resolve(&asked, Create::Nothing).map_err(|e| match e {
+            e @ vglet_mount::MountError::NotFound { .. } => mount_status("volume_path", e),
+            e => invalid("volume_path", e),
+        })?;
+        let path = at.path().to_path_buf();
         let range = crate::capacity::Range::parse("capacity_range", req.capacity_range.as_ref())?;
         let _guard = self.driver.inflight.acquire(&id.to_string())?;
         let (v, vg, _) = self.driver.volume_in_vg(&id).await?;
@@ -915,7 +1267,9 @@ impl Node for NodeService {
             })
             // A static volume without a capability: a raw block volume is published as a
             // device file, a filesystem as a directory.
-            || (v.fs().is_none() && req.volume_capability.is_none() && !path.is_dir());
+            || (v.fs().is_none()
+                && req.volume_capability.is_none()
+                && at.identity().is_ok_and(|i| i.kind != vglet_mount::Kind::Dir));
         if !is_block {
             let mount = mounted_at(&path)?.ok_or_else(|| {
                 Status::not_found(format!("volume {id} is not mounted at {}", path.display()))
@@ -924,11 +1278,14 @@ impl Node for NodeService {
             // any other than the capability's).
             let fs_type = v.fs().unwrap_or(&mount.fs_type).to_string();
             let dev = Self::device_path(&v);
-            if !same_device(&mount, device_numbers(&dev)?) {
-                return Err(invalid(
-                    "volume_path",
-                    format!("{} is not a mount of volume {id}", path.display()),
-                ));
+            let here = at
+                .identity()
+                .map_err(|e| mount_status("inspecting volume_path", e))?;
+            if vglet_mount::mount_proof(&here, device_numbers(&dev)?, false) != MountProof::Ours {
+                return Err(Status::not_found(format!(
+                    "{} is not a mount of volume {id}",
+                    path.display()
+                )));
             }
             self.driver
                 .fs
@@ -980,7 +1337,23 @@ impl Node for NodeService {
 
 #[cfg(test)]
 mod tests {
-    use super::holder_text;
+    use super::{holder_text, parse_node_id};
+
+    #[test]
+    fn ids_not_of_the_form_are_not_found_malformed_ones_invalid() {
+        use tonic::Code;
+        assert_eq!(parse_node_id("vg0/csi-pvc-1").unwrap().lv, "csi-pvc-1");
+        for (id, code) in [
+            ("fake-vol-id-1", Code::NotFound),
+            ("non-existing-snapshot-id", Code::NotFound),
+            ("", Code::InvalidArgument),
+            ("vg/lv;rm", Code::InvalidArgument),
+            ("../x", Code::InvalidArgument),
+            ("vg/", Code::InvalidArgument),
+        ] {
+            assert_eq!(parse_node_id(id).unwrap_err().code(), code, "{id:?}");
+        }
+    }
 
     #[test]
     fn a_refusal_names_the_holding_node_when_vg_init_recorded_it() {

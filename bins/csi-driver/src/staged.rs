@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use vglet_csi_proto::v1::VolumeCapability;
 use vglet_lvm::Activation;
 use vglet_mount::MountEntry;
-use vglet_state::Record;
+use vglet_state::{Record, Target};
 
 use crate::capability::{self, Access, Capability, VgKind};
 use crate::volume_id::VolumeId;
@@ -107,6 +107,27 @@ pub fn without_dashes(lvm_uuid: &str) -> String {
 /// Whether a device-mapper uuid is the one LVM gives the LV `lv_uuid` (see [`dm_lv_ids`]).
 pub fn dm_uuid_is_lv(dm_uuid: &str, lv_uuid: &str) -> bool {
     dm_lv_ids(dm_uuid).is_some_and(|(_, lv)| lv == without_dashes(lv_uuid))
+}
+
+/// The publish that stands in the way of another read/write publish at `target` of a
+/// SINGLE_NODE_SINGLE_WRITER volume: the spec's "can only be published once as read/write
+/// at a single workload on a single node". Read-only publishes are not limited by it, and
+/// SINGLE_NODE_MULTI_WRITER (and SINGLE_NODE_WRITER, which Kubernetes' ReadWriteOnce uses
+/// for several pods on one node) allow any number; the record's targets say what is
+/// published.
+pub fn single_writer_conflict<'a>(
+    cap: &Capability,
+    read_only: bool,
+    targets: &'a [Target],
+    target: &Path,
+) -> Option<&'a Target> {
+    use vglet_csi_proto::v1::volume_capability::access_mode::Mode;
+    if cap.mode != Mode::SingleNodeSingleWriter || read_only {
+        return None;
+    }
+    targets
+        .iter()
+        .find(|t| !t.read_only && vglet_mount::normalize_path(&t.path) != target)
 }
 
 /// Whether the request, its record and what the kernel shows agree on everything the lvm
@@ -276,6 +297,43 @@ mod tests {
             served: true,
         };
         prove(&ask, record, seen)
+    }
+
+    #[test]
+    fn single_writer_is_published_read_write_once() {
+        use crate::capability::validate;
+        let cap = |mode| validate("c", Some(&mount_cap("ext4", mode)), VgKind::Local).unwrap();
+        let rw = Target {
+            path: "/pods/a/vol/".into(),
+            read_only: false,
+        };
+        let ro = Target {
+            path: "/pods/b/vol".into(),
+            read_only: true,
+        };
+        let single = cap(Mode::SingleNodeSingleWriter);
+        let targets = [ro.clone(), rw.clone()];
+        let other = Path::new("/pods/c/vol");
+        assert_eq!(
+            single_writer_conflict(&single, false, &targets, other),
+            Some(&rw)
+        );
+        // The same target again (its recorded path not normalised) is the idempotent repeat.
+        assert_eq!(
+            single_writer_conflict(&single, false, &targets, Path::new("/pods/a/vol")),
+            None
+        );
+        assert_eq!(single_writer_conflict(&single, true, &targets, other), None);
+        assert_eq!(
+            single_writer_conflict(&single, false, std::slice::from_ref(&ro), other),
+            None
+        );
+        for mode in [Mode::SingleNodeMultiWriter, Mode::SingleNodeWriter] {
+            assert_eq!(
+                single_writer_conflict(&cap(mode), false, &targets, other),
+                None
+            );
+        }
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub fn mount_status(context: &str, e: MountError) -> Status {
         | MountError::InvalidFsType(_)
         | MountError::InvalidArgument { .. } => Status::invalid_argument(msg),
         MountError::Busy { .. } => Status::failed_precondition(msg),
+        MountError::NotFound { .. } => Status::not_found(msg),
         _ => Status::internal(msg),
     }
 }

@@ -28,6 +28,10 @@ pub enum MountError {
     #[error("{path:?} is not mounted")]
     NotMounted { path: PathBuf },
 
+    /// A path (or one of its parents) that does not exist.
+    #[error("{path:?} does not exist")]
+    NotFound { path: PathBuf },
+
     #[error("{path:?} is busy (still in use)")]
     Busy { path: PathBuf },
 

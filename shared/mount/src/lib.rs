@@ -11,6 +11,7 @@ mod mounter;
 mod mountinfo;
 mod options;
 mod paths;
+mod resolve;
 mod stats;
 
 pub use dax::{
@@ -29,6 +30,9 @@ pub use mountinfo::{
 };
 pub use options::{MountOptions, implied_mount_flags, parse_mount_flags};
 pub use paths::{MAX_PATH_BYTES, ensure_dir, ensure_file, validate_target_path};
+pub use resolve::{
+    Create, Identity, Kind, MountName, MountProof, Resolved, mount_proof, normalize_path, resolve,
+};
 pub use stats::{FsStats, block_device_size, fs_stats};
 
 /// Re-exported so callers can build [`MountOptions`] by hand without depending on nix.

@@ -1,10 +1,12 @@
 use std::fmt::Debug;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags, umount2};
 use nix::sys::statvfs::{FsFlags, statvfs};
+use rustix::mount::{MoveMountFlags, OpenTreeFlags};
 
 use crate::MountError;
 use crate::options::{MountOptions, VFS_FLAGS};
@@ -66,34 +68,48 @@ impl Mounter for SystemMounter {
 
     fn bind(&self, source: &Path, target: &Path, readonly: bool) -> Result<(), MountError> {
         tracing::info!(source = %source.display(), target = %target.display(), readonly, "bind mount");
-        nix::mount::mount(
-            Some(source),
-            target,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(|errno| MountError::Bind {
+        // The new mount API instead of mount(MS_BIND): open_tree(OPEN_TREE_CLONE) gives a
+        // descriptor of the new bind mount itself, so the read-only remount below acts on
+        // exactly that mount. With mount(2) the remount has to find the mount again by
+        // the target's name, and a target given as /proc/self/fd/N (a path resolved
+        // without symlinks, see `resolve`) names the directory *under* the new mount.
+        // MOVE_MOUNT_T_SYMLINKS lets the kernel follow that /proc/self/fd/N link.
+        let bind_err = |errno: rustix::io::Errno| MountError::Bind {
             from: source.to_path_buf(),
             target: target.to_path_buf(),
-            errno,
-        })?;
+            errno: Errno::from_raw(errno.raw_os_error()),
+        };
+        let tree = rustix::mount::open_tree(
+            rustix::fs::CWD,
+            source,
+            OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+        )
+        .map_err(bind_err)?;
+        rustix::mount::move_mount(
+            &tree,
+            "",
+            rustix::fs::CWD,
+            target,
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_SYMLINKS,
+        )
+        .map_err(bind_err)?;
         if !readonly {
             return Ok(());
         }
+        let mounted = PathBuf::from(format!("/proc/self/fd/{}", tree.as_raw_fd()));
         // The kernel ignores MS_RDONLY on the bind call itself, so read-only takes a remount.
         // A bind remount replaces all per-mount flags: carry over nosuid/nodev/noexec/atime
         // from the new mount, or a remount would quietly drop them (and in a user namespace
         // the kernel refuses to drop locked ones).
-        let keep = statvfs(target)
+        let keep = statvfs(&mounted)
             .map(|s| msflags_of(s.flags()))
             .unwrap_or(MsFlags::empty());
         let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | keep;
         if let Err(errno) =
-            nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
+            nix::mount::mount(None::<&str>, &mounted, None::<&str>, flags, None::<&str>)
         {
             // A writable mount where a read-only one was asked for must not stay behind.
-            if let Err(e) = umount2(target, MntFlags::empty()) {
+            if let Err(e) = umount2(&mounted, MntFlags::empty()) {
                 tracing::error!(target = %target.display(), error = %e,
                     "read-only remount failed and the writable bind could not be undone");
             }
@@ -109,7 +125,9 @@ impl Mounter for SystemMounter {
         tracing::info!(target = %target.display(), "unmount");
         // No MNT_DETACH: a lazy detach "succeeds" on a busy mount and leaves the filesystem
         // alive behind the caller's back, so the LV could never be deactivated.
-        umount2(target, MntFlags::empty()).map_err(|errno| match errno {
+        // UMOUNT_NOFOLLOW: a symlink planted at the target is never followed to another
+        // mount (the caller proved what is mounted at the name, not at a link's target).
+        umount2(target, MntFlags::UMOUNT_NOFOLLOW).map_err(|errno| match errno {
             Errno::EINVAL | Errno::ENOENT => MountError::NotMounted {
                 path: target.to_path_buf(),
             },
