@@ -11,7 +11,7 @@ use vglet_csi_proto::v1::node_server::Node;
 use vglet_csi_proto::v1::*;
 use vglet_lvm::Activation;
 use vglet_lvm::tags::VgPmem;
-use vglet_mount::{MountEntry, Signature};
+use vglet_mount::MountEntry;
 use vglet_state::{Record, StateError, Target, VolumeLock};
 
 use crate::capability::{self, Capability, VgKind};
@@ -106,6 +106,8 @@ struct StageTarget {
     kind: VgKind,
     fsdax: bool,
     dev: PathBuf,
+    /// The first-format tag on the LV (shared VGs), see [`crate::first_format`].
+    formatting_tag: Option<String>,
 }
 
 impl StageTarget {
@@ -120,6 +122,7 @@ impl StageTarget {
             // PV made by hand in such a VG gets DAX as well.
             fsdax: VgPmem::from_tags(&vg.tags).is_fsdax(),
             dev: NodeService::device_path(v),
+            formatting_tag: crate::first_format::tag_on(&v.lv.tags),
         }
     }
 }
@@ -427,6 +430,7 @@ impl NodeService {
             kind: VgKind::Local,
             fsdax: false,
             dev,
+            formatting_tag: None,
         })
     }
 
@@ -502,7 +506,16 @@ impl NodeService {
         }
         vglet_mount::ensure_dir(staging).map_err(|e| mount_status("creating staging path", e))?;
         // Any signature counts, partition tables included: mkfs only ever runs on a device
-        // that holds nothing at all.
+        // that holds nothing at all, or, under a first-format mark, nothing but what our own
+        // interrupted mkfs left (see [`crate::first_format`]).
+        let store = self.driver.state.as_ref();
+        let mut mark = crate::first_format::Mark {
+            id: t.id.clone(),
+            lv_uuid: t.lv_uuid.clone(),
+            kind: t.kind,
+            tag: t.formatting_tag.clone(),
+        };
+        let marked = !t.adopted && mark.found(store)?;
         let found = if Self::head_untouched(t) {
             tracing::debug!(device = %dev.display(), "start of the LV still zeroed by lvcreate: empty");
             None
@@ -513,35 +526,25 @@ impl NodeService {
                 .await
                 .map_err(|e| mount_status("probing the device", e))?
         };
-        match found {
-            // lvcreate zeroed the start of the LVs we created, so "no signature" means
-            // empty. An adopted LV had no such guarantee: its data may simply be of a kind
-            // blkid does not know, so it is never formatted.
-            None if t.adopted => {
-                return Err(Status::failed_precondition(format!(
-                    "static volume {} holds no recognisable filesystem and is never formatted by the driver; \
-                     create the filesystem yourself (mkfs.{fs_type} {}) if it is really empty",
-                    t.id,
-                    dev.display()
-                )));
+        let plan = crate::first_format::plan(
+            &t.id,
+            dev,
+            fs_type,
+            t.adopted,
+            marked,
+            found.as_ref(),
+            || vglet_mount::mkfs_progress(dev, fs_type),
+        )?;
+        if plan == crate::first_format::Plan::Format {
+            if !marked {
+                mark.set(store, &self.driver.lvm, fs_type).await?;
             }
-            None => {
-                tracing::info!(device = %dev.display(), fs = %fs_type, "formatting");
-                self.driver
-                    .fs
-                    .mkfs(dev, fs_type, &mkfs_options)
-                    .await
-                    .map_err(|e| {
-                        mount_status(&format!("mkfs.{fs_type} on {}", dev.display()), e)
-                    })?;
-            }
-            Some(Signature::Content { type_name, .. }) if &type_name == fs_type => {}
-            Some(other) => {
-                return Err(Status::failed_precondition(format!(
-                    "volume {} holds {other}, the capability asks for {fs_type}; refusing to format over data",
-                    t.id
-                )));
-            }
+            tracing::info!(device = %dev.display(), fs = %fs_type, "formatting");
+            self.driver
+                .fs
+                .mkfs(dev, fs_type, &mkfs_options)
+                .await
+                .map_err(|e| mount_status(&format!("mkfs.{fs_type} on {}", dev.display()), e))?;
         }
         self.driver
             .mounter
@@ -559,6 +562,10 @@ impl NodeService {
             })?;
         if fsdax {
             self.require_dax(&t.id, staging)?;
+        }
+        // mkfs and the first mount succeeded: the first format is over.
+        if marked || plan == crate::first_format::Plan::Format {
+            mark.clear(store, &self.driver.lvm).await;
         }
         tracing::info!(staging = %staging.display(), dax = fsdax, "staged");
         Ok(true)
@@ -613,6 +620,18 @@ impl Node for NodeService {
             self.stage_filesystem(&target, &staging, &cap, &mkfs_options)
                 .await?
         };
+        if !mounted && !cap.is_block() {
+            // Staged already (the kernel mounted it, so its mkfs finished): a first-format
+            // mark a crash left after that mount is done with.
+            crate::first_format::Mark {
+                id: id.clone(),
+                lv_uuid: target.lv_uuid.clone(),
+                kind,
+                tag: target.formatting_tag.clone(),
+            }
+            .clear(self.driver.state.as_ref(), &self.driver.lvm)
+            .await;
+        }
         let record = stage_record(
             &id,
             &target.lv_uuid,

@@ -118,7 +118,10 @@ pub fn mkfs_progress(dev: &Path, fs: &str) -> Result<MkfsProgress, MountError> {
 
 /// [`MkfsProgress`] of `fs` from the first 4 KiB of its device.
 pub fn mkfs_progress_in(fs: &str, head: &[u8]) -> MkfsProgress {
-    let le16 = |at: usize| head.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let le16 = |at: usize| {
+        head.get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
     match fs {
         "xfs" => match (head.get(..4), head.get(XFS_SB_INPROGRESS)) {
             (Some(m), Some(0)) if m == XFS_MAGIC => MkfsProgress::Complete,
@@ -481,14 +484,23 @@ mod tests {
         ext4[1024 + 58] = 1;
         assert_eq!(mkfs_progress_in("ext4", &ext4), MkfsProgress::Complete);
         ext4[1024 + 58] = 3; // valid, with errors
-        assert!(matches!(mkfs_progress_in("ext4", &ext4), MkfsProgress::Other(_)));
+        assert!(matches!(
+            mkfs_progress_in("ext4", &ext4),
+            MkfsProgress::Other(_)
+        ));
         ext4[1024 + 58] = 0; // mounted without a journal, never cleanly unmounted
-        assert!(matches!(mkfs_progress_in("ext4", &ext4), MkfsProgress::Other(_)));
+        assert!(matches!(
+            mkfs_progress_in("ext4", &ext4),
+            MkfsProgress::Other(_)
+        ));
         assert!(matches!(
             mkfs_progress_in("ext4", &xfs),
             MkfsProgress::Other(_)
         ));
-        assert!(matches!(mkfs_progress_in("xfs", &[]), MkfsProgress::Other(_)));
+        assert!(matches!(
+            mkfs_progress_in("xfs", &[]),
+            MkfsProgress::Other(_)
+        ));
     }
 
     /// The real tools on an image file, where the host has them: a finished mkfs is
@@ -502,7 +514,11 @@ mod tests {
             };
             let img = tempfile::NamedTempFile::new().unwrap();
             img.as_file().set_len(320 << 20).unwrap();
-            let args: &[&str] = if fs == "xfs" { &["-q", "-K"] } else { &["-F", "-q"] };
+            let args: &[&str] = if fs == "xfs" {
+                &["-q", "-K"]
+            } else {
+                &["-F", "-q"]
+            };
             let ok = std::process::Command::new(tool)
                 .args(args)
                 .arg(img.path())

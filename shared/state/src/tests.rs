@@ -196,7 +196,12 @@ fn format_marks_are_durable_files_apart_from_the_records() {
     s.put_format_mark(&mark("vg0/a")).unwrap();
     s.put_format_mark(&mark("vg0/b")).unwrap();
     assert_eq!(s.format_mark("vg0/a").unwrap(), Some(mark("vg0/a")));
-    assert!(d.path().join(FORMAT_MARK_DIR).join("vg0%2Fa.json").is_file());
+    assert!(
+        d.path()
+            .join(FORMAT_MARK_DIR)
+            .join("vg0%2Fa.json")
+            .is_file()
+    );
     let (marks, bad) = s.format_marks().unwrap();
     assert_eq!(marks, vec![mark("vg0/a"), mark("vg0/b")]);
     assert!(bad.is_empty());
@@ -219,7 +224,10 @@ fn a_damaged_or_misplaced_format_mark_is_reported_not_used() {
     let (marks, bad) = s.format_marks().unwrap();
     assert_eq!(marks, vec![mark("vg0/a")]);
     assert_eq!(bad.len(), 2, "{bad:?}");
-    assert!(matches!(s.format_mark("vg0/bad"), Err(StateError::Bad { .. })));
+    assert!(matches!(
+        s.format_mark("vg0/bad"),
+        Err(StateError::Bad { .. })
+    ));
     assert!(matches!(
         s.format_mark("vg0/other"),
         Err(StateError::Bad { .. })
