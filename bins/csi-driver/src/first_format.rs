@@ -52,8 +52,17 @@ pub const STUCK_AFTER: Duration = Duration::from_secs(15 * 60);
 /// What NodeStageVolume does with the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Plan {
+    /// mkfs on a device that holds nothing.
     Format,
+    /// mkfs over the half-made filesystem an interrupted first format left.
+    FormatAgain,
     Mount,
+}
+
+impl Plan {
+    pub fn formats(self) -> bool {
+        matches!(self, Plan::Format | Plan::FormatAgain)
+    }
 }
 
 /// The format decision. `found` is what blkid saw (`None`: nothing); `progress` reads the
@@ -87,7 +96,7 @@ pub fn plan(
                 MkfsProgress::InProgress => {
                     tracing::warn!(volume = %id, fs = fs_type,
                         "the first format was interrupted and left a half-made filesystem; formatting again");
-                    Ok(Plan::Format)
+                    Ok(Plan::FormatAgain)
                 }
                 MkfsProgress::Other(why) => Err(Status::failed_precondition(format!(
                     "volume {id}: its first format was interrupted, and blkid finds {fs_type} that is neither \
@@ -386,7 +395,7 @@ mod tests {
         assert_eq!(p(None, MkfsProgress::Complete).unwrap(), Plan::Format);
         assert_eq!(
             p(Some(&sb), MkfsProgress::InProgress).unwrap(),
-            Plan::Format
+            Plan::FormatAgain
         );
         assert_eq!(p(Some(&sb), MkfsProgress::Complete).unwrap(), Plan::Mount);
         let e = p(Some(&sb), MkfsProgress::Other("state 0x3".into())).unwrap_err();

@@ -535,16 +535,18 @@ impl NodeService {
             found.as_ref(),
             || vglet_mount::mkfs_progress(dev, fs_type),
         )?;
-        if plan == crate::first_format::Plan::Format {
+        if plan.formats() {
             if !marked {
                 mark.set(store, &self.driver.lvm, fs_type).await?;
             }
             tracing::info!(device = %dev.display(), fs = %fs_type, "formatting");
-            self.driver
-                .fs
-                .mkfs(dev, fs_type, &mkfs_options)
-                .await
-                .map_err(|e| mount_status(&format!("mkfs.{fs_type} on {}", dev.display()), e))?;
+            let fs = &self.driver.fs;
+            if plan == crate::first_format::Plan::FormatAgain {
+                fs.mkfs_over_half_made(dev, fs_type, &mkfs_options).await
+            } else {
+                fs.mkfs(dev, fs_type, &mkfs_options).await
+            }
+            .map_err(|e| mount_status(&format!("mkfs.{fs_type} on {}", dev.display()), e))?;
         }
         self.driver
             .mounter
@@ -564,7 +566,7 @@ impl NodeService {
             self.require_dax(&t.id, staging)?;
         }
         // mkfs and the first mount succeeded: the first format is over.
-        if marked || plan == crate::first_format::Plan::Format {
+        if marked || plan.formats() {
             mark.clear(store, &self.driver.lvm).await;
         }
         tracing::info!(staging = %staging.display(), dax = fsdax, "staged");

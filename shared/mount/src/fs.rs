@@ -223,6 +223,28 @@ impl Filesystems {
     /// the options in a per-filesystem allow-list are accepted, so no extra positional
     /// argument (a second device, an ext4 size) can slip in.
     pub async fn mkfs(&self, dev: &Path, fs: &str, extra: &[String]) -> Result<(), MountError> {
+        self.mkfs_with(dev, fs, extra, false).await
+    }
+
+    /// [`Filesystems::mkfs`] over what an interrupted mkfs of `fs` left on `dev` (mkfs.xfs
+    /// refuses to overwrite its own half-made superblock without -f). The caller must have
+    /// proven that nothing else is there: [`mkfs_progress`] says `InProgress`.
+    pub async fn mkfs_over_half_made(
+        &self,
+        dev: &Path,
+        fs: &str,
+        extra: &[String],
+    ) -> Result<(), MountError> {
+        self.mkfs_with(dev, fs, extra, true).await
+    }
+
+    async fn mkfs_with(
+        &self,
+        dev: &Path,
+        fs: &str,
+        extra: &[String],
+        overwrite: bool,
+    ) -> Result<(), MountError> {
         let fs = validate_fs_type(fs)?;
         check_device_path("device", dev)?;
         let pairs = parse_mkfs_options(fs, extra)?;
@@ -244,6 +266,9 @@ impl Filesystems {
             }
             _ => {
                 let mut cmd = Command::new(program("mkfs.xfs")).args(["-q", "-K"]);
+                if overwrite {
+                    cmd = cmd.arg("-f");
+                }
                 for (o, v) in &pairs {
                     cmd = cmd.args([o, v]);
                 }
@@ -714,6 +739,18 @@ mod tests {
             vec!["mkfs.xfs -q -K -m reflink=1,crc=1 -d su=64k,sw=4 /dev/vg/lv"]
         );
         assert_eq!(f.calls()[0].timeout, MKFS_TIMEOUT);
+    }
+
+    #[tokio::test]
+    async fn mkfs_over_half_made_forces_only_there() {
+        let f = FakeRunner::new();
+        let fs = fs_with(f.clone());
+        let dev = Path::new("/dev/vg/lv");
+        fs.mkfs_over_half_made(dev, "xfs", &[]).await.unwrap();
+        fs.mkfs_over_half_made(dev, "ext4", &[]).await.unwrap();
+        let lines = f.call_lines();
+        assert_eq!(lines[0], "mkfs.xfs -q -K -f /dev/vg/lv");
+        assert!(lines[1].starts_with("mkfs.ext4 -F -q "), "{lines:?}");
     }
 
     #[tokio::test]
