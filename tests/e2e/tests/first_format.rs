@@ -309,6 +309,42 @@ async fn scenario() {
         keep.push((id, fs, sum));
     }
 
+    step("a raw block volume has nothing to format: no mark, nothing written");
+    let raw = c
+        .controller
+        .create_volume(CreateVolumeRequest {
+            name: "raw".into(),
+            capacity_range: Some(CapacityRange {
+                required_bytes: 64 * MIB,
+                limit_bytes: 0,
+            }),
+            volume_capabilities: vec![req::block_cap(Mode::SingleNodeWriter)],
+            parameters: HashMap::from([("volumeGroup".to_string(), VG.to_string())]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap()
+        .volume_id;
+    c.node
+        .node_stage_volume(NodeStageVolumeRequest {
+            volume_id: raw.clone(),
+            staging_target_path: staging(&raw).display().to_string(),
+            volume_capability: Some(req::block_cap(Mode::SingleNodeWriter)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(!mark_path(&raw).exists(), "no mark for a raw block volume");
+    assert!(
+        head_of(&dev(&raw)).iter().all(|b| *b == 0),
+        "nothing written"
+    );
+    rpc::unstage(&mut c, &raw, &staging(&raw)).await;
+    rpc::delete(&mut c, &raw).await.unwrap();
+
     step(
         "another signature under a mark (swap, ext4 asked), and a stuck mark for the start-up report",
     );
