@@ -178,6 +178,18 @@ fn is_mkfs(comm: &str) -> bool {
     comm.starts_with("mkfs.") || comm == "mke2fs"
 }
 
+/// The write system calls `pid` made so far (0 once it is gone).
+fn write_calls(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|l| l.strip_prefix("syscw:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn alive(pid: i32) -> bool {
     // A zombie is dead for our purpose: it no longer writes.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -248,8 +260,10 @@ enum KillAt {
     Exec,
     /// Once the xfs primary superblock says "in progress" (the state of issue #23).
     XfsInProgress,
-    /// After this share (percent) of a whole mkfs's measured duration.
-    Percent(u32),
+    /// Once mkfs made this many write system calls (`syscw` in /proc/PID/io): a point
+    /// inside mkfs that does not depend on timing (strace on the host: mkfs.xfs makes 65
+    /// writes on 320 MiB, mke2fs 318).
+    Writes(u64),
 }
 
 struct Timings {
@@ -290,7 +304,6 @@ async fn scenario() {
     wait_probe_ready(&mut c).await;
 
     step("reference volumes: a whole mkfs on the slowed PV, then data");
-    let mut mkfs_time = HashMap::new();
     let mut keep = Vec::new();
     for fs in ["xfs", "ext4"] {
         let id = create(&mut c, &format!("keep-{fs}"), 320 * MIB, fs).await;
@@ -303,7 +316,6 @@ async fn scenario() {
             format!("{fs}: first NodeStage with mkfs, {} ms/IO", delay_for(fs)),
             d,
         );
-        mkfs_time.insert(fs, d);
         assert!(!mark_path(&id).exists(), "the mark is gone after the stage");
         let sum = write_data(&id);
         keep.push((id, fs, sum));
@@ -356,10 +368,10 @@ async fn scenario() {
     let points: [(&str, KillAt); 6] = [
         ("xfs", KillAt::Exec),
         ("xfs", KillAt::XfsInProgress),
-        ("xfs", KillAt::Percent(60)),
+        ("xfs", KillAt::Writes(40)),
         ("ext4", KillAt::Exec),
-        ("ext4", KillAt::Percent(50)),
-        ("ext4", KillAt::Percent(90)),
+        ("ext4", KillAt::Writes(120)),
+        ("ext4", KillAt::Writes(240)),
     ];
     for (i, (fs, at)) in points.into_iter().enumerate() {
         step(&format!("{fs}: kill -9 of the driver and mkfs at {at:?}"));
@@ -388,14 +400,18 @@ async fn scenario() {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             }
-            KillAt::Percent(p) => {
-                tokio::time::sleep(mkfs_time[fs] * p / 100).await;
+            KillAt::Writes(n) => {
+                while write_calls(mkfs) < n {
+                    assert!(alive(mkfs), "mkfs ended before {n} writes");
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
             }
         }
         let drivers = pids_named(|c| c == "csi-driver");
         assert_eq!(drivers.len(), 1, "one driver runs: {drivers:?}");
         let mkfs_ran = t0.elapsed() - exec_at;
-        let mkfs_alive = alive(mkfs);
+        let (mkfs_alive, writes) = (alive(mkfs), write_calls(mkfs));
+        assert!(mkfs_alive, "the kill point is inside mkfs");
         unsafe {
             libc::kill(drivers[0], libc::SIGKILL);
             libc::kill(mkfs, libc::SIGKILL);
@@ -409,7 +425,7 @@ async fn scenario() {
             .unwrap()
             .expect_err("the killed stage has no answer");
         eprintln!(
-            "killed after {:.2} s of mkfs (still running: {mkfs_alive}); the stage saw: {}",
+            "killed after {:.2} s and {writes} writes of mkfs (still running: {mkfs_alive}); the stage saw: {}",
             mkfs_ran.as_secs_f64(),
             err.message()
         );
