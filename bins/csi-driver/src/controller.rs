@@ -879,6 +879,13 @@ impl Controller for ControllerService {
             }
             Err(e) => return Err(lvm_status(&format!("removing {id}"), e)),
         }
+        // An interrupted first format's mark goes with the LV (a shared VG's tag already
+        // has); one left behind is dropped by the node's start-up pass.
+        if let Some(store) = &self.driver.state
+            && let Err(e) = store.remove_format_mark(&id.to_string())
+        {
+            tracing::warn!(error = %e, "cannot remove the volume's first-format mark");
+        }
         // A conditional lvremove that selects nothing succeeds: say so rather than OK.
         if v.adopted.is_some()
             && let Ok(Some(_)) = self.driver.lvm.lv(&id.vg, &id.lv).await

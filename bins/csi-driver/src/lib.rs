@@ -7,6 +7,7 @@ pub mod clone;
 pub mod config;
 pub mod controller;
 pub mod driver;
+pub mod first_format;
 pub mod health;
 pub mod identity;
 pub mod in_use;
@@ -113,6 +114,9 @@ pub async fn build_driver_with(
     };
     if driver.cfg.mode.controller() {
         reconcile::at_start_from(&driver, report.as_ref()).await;
+    }
+    if driver.cfg.mode.node() {
+        reconcile::first_formats_at_start(&driver, report.as_ref());
     }
     Ok(driver)
 }

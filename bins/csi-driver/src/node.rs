@@ -11,7 +11,7 @@ use vglet_csi_proto::v1::node_server::Node;
 use vglet_csi_proto::v1::*;
 use vglet_lvm::Activation;
 use vglet_lvm::tags::VgPmem;
-use vglet_mount::{Create, MountEntry, MountProof, Resolved, Signature};
+use vglet_mount::{Create, MountEntry, MountProof, Resolved};
 use vglet_state::{Record, StateError, Target, VolumeLock};
 
 use crate::capability::{self, Capability, VgKind};
@@ -136,6 +136,8 @@ struct StageTarget {
     kind: VgKind,
     fsdax: bool,
     dev: PathBuf,
+    /// The first-format tag on the LV (shared VGs), see [`crate::first_format`].
+    formatting_tag: Option<String>,
 }
 
 impl StageTarget {
@@ -150,6 +152,7 @@ impl StageTarget {
             // PV made by hand in such a VG gets DAX as well.
             fsdax: VgPmem::from_tags(&vg.tags).is_fsdax(),
             dev: NodeService::device_path(v),
+            formatting_tag: crate::first_format::tag_on(&v.lv.tags),
         }
     }
 }
@@ -620,6 +623,7 @@ impl NodeService {
             kind: VgKind::Local,
             fsdax: false,
             dev,
+            formatting_tag: None,
         })
     }
 
@@ -704,7 +708,16 @@ impl NodeService {
             return Ok(false);
         }
         // Any signature counts, partition tables included: mkfs only ever runs on a device
-        // that holds nothing at all.
+        // that holds nothing at all, or, under a first-format mark, nothing but what our own
+        // interrupted mkfs left (see [`crate::first_format`]).
+        let store = self.driver.state.as_ref();
+        let mut mark = crate::first_format::Mark {
+            id: t.id.clone(),
+            lv_uuid: t.lv_uuid.clone(),
+            kind: t.kind,
+            tag: t.formatting_tag.clone(),
+        };
+        let marked = !t.adopted && mark.found(store)?;
         let found = if Self::head_untouched(t) {
             tracing::debug!(device = %dev.display(), "start of the LV still zeroed by lvcreate: empty");
             None
@@ -715,35 +728,27 @@ impl NodeService {
                 .await
                 .map_err(|e| mount_status("probing the device", e))?
         };
-        match found {
-            // lvcreate zeroed the start of the LVs we created, so "no signature" means
-            // empty. An adopted LV had no such guarantee: its data may simply be of a kind
-            // blkid does not know, so it is never formatted.
-            None if t.adopted => {
-                return Err(Status::failed_precondition(format!(
-                    "static volume {} holds no recognisable filesystem and is never formatted by the driver; \
-                     create the filesystem yourself (mkfs.{fs_type} {}) if it is really empty",
-                    t.id,
-                    dev.display()
-                )));
+        let plan = crate::first_format::plan(
+            &t.id,
+            dev,
+            fs_type,
+            t.adopted,
+            marked,
+            found.as_ref(),
+            || vglet_mount::mkfs_progress(dev, fs_type),
+        )?;
+        if plan.formats() {
+            if !marked {
+                mark.set(store, &self.driver.lvm, fs_type).await?;
             }
-            None => {
-                tracing::info!(device = %dev.display(), fs = %fs_type, "formatting");
-                self.driver
-                    .fs
-                    .mkfs(dev, fs_type, &mkfs_options)
-                    .await
-                    .map_err(|e| {
-                        mount_status(&format!("mkfs.{fs_type} on {}", dev.display()), e)
-                    })?;
+            tracing::info!(device = %dev.display(), fs = %fs_type, "formatting");
+            let fs = &self.driver.fs;
+            if plan == crate::first_format::Plan::FormatAgain {
+                fs.mkfs_over_half_made(dev, fs_type, &mkfs_options).await
+            } else {
+                fs.mkfs(dev, fs_type, &mkfs_options).await
             }
-            Some(Signature::Content { type_name, .. }) if &type_name == fs_type => {}
-            Some(other) => {
-                return Err(Status::failed_precondition(format!(
-                    "volume {} holds {other}, the capability asks for {fs_type}; refusing to format over data",
-                    t.id
-                )));
-            }
+            .map_err(|e| mount_status(&format!("mkfs.{fs_type} on {}", dev.display()), e))?;
         }
         // Onto the resolved directory: mount(2) follows /proc/self/fd/N to exactly it.
         // mount(2) rather than fsopen/fsmount: the checked options (flags + data string)
@@ -768,6 +773,10 @@ impl NodeService {
             })?;
         if fsdax {
             self.require_dax(&t.id, staging, numbers)?;
+        }
+        // mkfs and the first mount succeeded: the first format is over.
+        if marked || plan.formats() {
+            mark.clear(store, &self.driver.lvm).await;
         }
         tracing::info!(staging = %staging.path().display(), dax = fsdax, "staged");
         Ok(true)
@@ -834,6 +843,18 @@ impl Node for NodeService {
             self.stage_filesystem(&target, &staging_dir, &cap, &mkfs_options)
                 .await?
         };
+        if !mounted && !cap.is_block() {
+            // Staged already (the kernel mounted it, so its mkfs finished): a first-format
+            // mark a crash left after that mount is done with.
+            crate::first_format::Mark {
+                id: id.clone(),
+                lv_uuid: target.lv_uuid.clone(),
+                kind,
+                tag: target.formatting_tag.clone(),
+            }
+            .clear(self.driver.state.as_ref(), &self.driver.lvm)
+            .await;
+        }
         let record = stage_record(
             &id,
             &target.lv_uuid,

@@ -9,6 +9,10 @@
 //! lvm command, and the node side repairs itself on the CO's next call (every node RPC
 //! looks at the real state first) or through the reviver.
 //!
+//! On the node side, first formats a crash interrupted ([`crate::first_format`]) repair
+//! themselves on the CO's next NodeStageVolume; the start-up pass only reports the marks
+//! older than [`crate::first_format::STUCK_AFTER`] and drops those of LVs that are gone.
+//!
 //! LVs that carry our ownership tag but that no PersistentVolume refers to are never
 //! removed here: only the CO knows that, so `csictl controller orphans` reports them.
 
@@ -88,6 +92,21 @@ pub async fn at_start_from(driver: &Driver, known: Option<&vglet_lvm::Report>) -
     }
     if !out.removed.is_empty() || !out.failed.is_empty() {
         tracing::info!(removed = ?out.removed, failed = out.failed.len(), "reconciled interrupted CreateVolume calls");
+    }
+    out
+}
+
+/// Reports stuck first-format marks and drops those of LVs that no longer exist (node
+/// mode; see [`crate::first_format::at_start`]).
+pub fn first_formats_at_start(
+    driver: &Driver,
+    known: Option<&vglet_lvm::Report>,
+) -> crate::first_format::Startup {
+    let out =
+        crate::first_format::at_start_now(driver.state.as_ref(), known, &driver.cfg.volume_groups);
+    if !out.stuck.is_empty() || !out.stale.is_empty() {
+        let stuck: Vec<&str> = out.stuck.iter().map(|m| m.volume_id.as_str()).collect();
+        tracing::info!(?stuck, stale = ?out.stale, "first-format marks found at start-up");
     }
     out
 }

@@ -79,6 +79,70 @@ pub enum CheckOutcome {
     },
 }
 
+/// How far the mkfs of a filesystem got, by the filesystem's own evidence in its primary
+/// superblock (read past the page cache).
+///
+/// - **xfs**: mkfs.xfs writes the primary superblock early with `sb_inprogress` set and
+///   clears the flag in its very last write, after flushing everything else (the kernel
+///   refuses to mount a filesystem with the flag set: "Structure needs cleaning"). Seen
+///   with strace on xfsprogs 6.1: superblock at offset 0 written in the 2nd write of 65,
+///   rewritten with the flag cleared in the last one, then fsync.
+/// - **ext4**: mke2fs zeroes the superblock area first and writes the primary superblock
+///   (offset 1024) only in ext2fs_close, after an fsync of everything else (strace on
+///   e2fsprogs 1.47: the 318th of 318 writes, between two fsyncs). An interrupted mke2fs
+///   therefore leaves no ext4 signature at all; a primary superblock means mkfs finished.
+///   Its `s_state` must still say valid and error-free: anything else is a filesystem that
+///   was used, never a half-made one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MkfsProgress {
+    Complete,
+    /// An xfs primary superblock with `sb_inprogress` set: mkfs.xfs was interrupted.
+    InProgress,
+    /// Not what an interrupted or a finished mkfs of this filesystem leaves (says what).
+    Other(String),
+}
+
+/// Where each filesystem's primary superblock and its fields are.
+const XFS_MAGIC: &[u8; 4] = b"XFSB";
+const XFS_SB_INPROGRESS: usize = 126;
+const EXT4_SB: usize = 1024;
+const EXT4_MAGIC: u16 = 0xEF53;
+const EXT4_VALID_FS: u16 = 0x1;
+const EXT4_ERROR_FS: u16 = 0x2;
+
+/// [`MkfsProgress`] of `fs` on `dev`.
+pub fn mkfs_progress(dev: &Path, fs: &str) -> Result<MkfsProgress, MountError> {
+    let fs = validate_fs_type(fs)?;
+    Ok(mkfs_progress_in(fs, &crate::head::read_head(dev)?))
+}
+
+/// [`MkfsProgress`] of `fs` from the first 4 KiB of its device.
+pub fn mkfs_progress_in(fs: &str, head: &[u8]) -> MkfsProgress {
+    let le16 = |at: usize| {
+        head.get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    match fs {
+        "xfs" => match (head.get(..4), head.get(XFS_SB_INPROGRESS)) {
+            (Some(m), Some(0)) if m == XFS_MAGIC => MkfsProgress::Complete,
+            (Some(m), Some(_)) if m == XFS_MAGIC => MkfsProgress::InProgress,
+            _ => MkfsProgress::Other("no xfs primary superblock at offset 0".into()),
+        },
+        "ext4" => match (le16(EXT4_SB + 56), le16(EXT4_SB + 58)) {
+            (Some(EXT4_MAGIC), Some(state))
+                if state & EXT4_VALID_FS != 0 && state & EXT4_ERROR_FS == 0 =>
+            {
+                MkfsProgress::Complete
+            }
+            (Some(EXT4_MAGIC), Some(state)) => MkfsProgress::Other(format!(
+                "ext4 superblock state {state:#x} (not cleanly made: mke2fs writes it valid, once, at its end)"
+            )),
+            _ => MkfsProgress::Other("no ext4 primary superblock at offset 1024".into()),
+        },
+        other => MkfsProgress::Other(format!("{other} is not a filesystem vglet makes")),
+    }
+}
+
 /// blkid, mkfs, grow and fsck through the runner.
 #[derive(Debug, Clone)]
 pub struct Filesystems {
@@ -159,6 +223,28 @@ impl Filesystems {
     /// the options in a per-filesystem allow-list are accepted, so no extra positional
     /// argument (a second device, an ext4 size) can slip in.
     pub async fn mkfs(&self, dev: &Path, fs: &str, extra: &[String]) -> Result<(), MountError> {
+        self.mkfs_with(dev, fs, extra, false).await
+    }
+
+    /// [`Filesystems::mkfs`] over what an interrupted mkfs of `fs` left on `dev` (mkfs.xfs
+    /// refuses to overwrite its own half-made superblock without -f). The caller must have
+    /// proven that nothing else is there: [`mkfs_progress`] says `InProgress`.
+    pub async fn mkfs_over_half_made(
+        &self,
+        dev: &Path,
+        fs: &str,
+        extra: &[String],
+    ) -> Result<(), MountError> {
+        self.mkfs_with(dev, fs, extra, true).await
+    }
+
+    async fn mkfs_with(
+        &self,
+        dev: &Path,
+        fs: &str,
+        extra: &[String],
+        overwrite: bool,
+    ) -> Result<(), MountError> {
         let fs = validate_fs_type(fs)?;
         check_device_path("device", dev)?;
         let pairs = parse_mkfs_options(fs, extra)?;
@@ -180,6 +266,9 @@ impl Filesystems {
             }
             _ => {
                 let mut cmd = Command::new(program("mkfs.xfs")).args(["-q", "-K"]);
+                if overwrite {
+                    cmd = cmd.arg("-f");
+                }
                 for (o, v) in &pairs {
                     cmd = cmd.args([o, v]);
                 }
@@ -403,6 +492,82 @@ mod tests {
         v.iter().map(|s| s.to_string()).collect()
     }
 
+    #[test]
+    fn mkfs_progress_reads_each_filesystems_own_flag() {
+        let mut xfs = vec![0u8; 4096];
+        xfs[..4].copy_from_slice(b"XFSB");
+        xfs[126] = 1;
+        assert_eq!(mkfs_progress_in("xfs", &xfs), MkfsProgress::InProgress);
+        xfs[126] = 0;
+        assert_eq!(mkfs_progress_in("xfs", &xfs), MkfsProgress::Complete);
+        assert!(matches!(
+            mkfs_progress_in("xfs", &[0u8; 4096]),
+            MkfsProgress::Other(_)
+        ));
+        let mut ext4 = vec![0u8; 4096];
+        ext4[1024 + 56..1024 + 58].copy_from_slice(&0xEF53u16.to_le_bytes());
+        ext4[1024 + 58] = 1;
+        assert_eq!(mkfs_progress_in("ext4", &ext4), MkfsProgress::Complete);
+        ext4[1024 + 58] = 3; // valid, with errors
+        assert!(matches!(
+            mkfs_progress_in("ext4", &ext4),
+            MkfsProgress::Other(_)
+        ));
+        ext4[1024 + 58] = 0; // mounted without a journal, never cleanly unmounted
+        assert!(matches!(
+            mkfs_progress_in("ext4", &ext4),
+            MkfsProgress::Other(_)
+        ));
+        assert!(matches!(
+            mkfs_progress_in("ext4", &xfs),
+            MkfsProgress::Other(_)
+        ));
+        assert!(matches!(
+            mkfs_progress_in("xfs", &[]),
+            MkfsProgress::Other(_)
+        ));
+    }
+
+    /// The real tools on an image file, where the host has them: a finished mkfs is
+    /// Complete, and xfs with its in-progress flag set back is InProgress.
+    #[test]
+    fn mkfs_progress_of_real_filesystems() {
+        for fs in ["xfs", "ext4"] {
+            let Some(tool) = resolve_program(&format!("mkfs.{fs}")) else {
+                eprintln!("mkfs.{fs} not installed; skipped");
+                continue;
+            };
+            let img = tempfile::NamedTempFile::new().unwrap();
+            img.as_file().set_len(320 << 20).unwrap();
+            let args: &[&str] = if fs == "xfs" {
+                &["-q", "-K"]
+            } else {
+                &["-F", "-q"]
+            };
+            let ok = std::process::Command::new(tool)
+                .args(args)
+                .arg(img.path())
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "mkfs.{fs}");
+            let Ok(progress) = mkfs_progress(img.path(), fs) else {
+                eprintln!("no O_DIRECT on the temp directory; skipped");
+                return;
+            };
+            assert_eq!(progress, MkfsProgress::Complete, "{fs}");
+            if fs == "xfs" {
+                use std::os::unix::fs::FileExt;
+                img.as_file().write_at(&[1], 126).unwrap();
+                img.as_file().sync_all().unwrap();
+                assert_eq!(
+                    mkfs_progress(img.path(), fs).unwrap(),
+                    MkfsProgress::InProgress
+                );
+            }
+        }
+    }
+
     #[tokio::test]
     async fn detect_reads_blkid_type() {
         let f = FakeRunner::with(|_| Reply::ok("xfs\n"));
@@ -574,6 +739,18 @@ mod tests {
             vec!["mkfs.xfs -q -K -m reflink=1,crc=1 -d su=64k,sw=4 /dev/vg/lv"]
         );
         assert_eq!(f.calls()[0].timeout, MKFS_TIMEOUT);
+    }
+
+    #[tokio::test]
+    async fn mkfs_over_half_made_forces_only_there() {
+        let f = FakeRunner::new();
+        let fs = fs_with(f.clone());
+        let dev = Path::new("/dev/vg/lv");
+        fs.mkfs_over_half_made(dev, "xfs", &[]).await.unwrap();
+        fs.mkfs_over_half_made(dev, "ext4", &[]).await.unwrap();
+        let lines = f.call_lines();
+        assert_eq!(lines[0], "mkfs.xfs -q -K -f /dev/vg/lv");
+        assert!(lines[1].starts_with("mkfs.ext4 -F -q "), "{lines:?}");
     }
 
     #[tokio::test]

@@ -25,6 +25,12 @@ struct Block([u8; ZEROED_HEAD_BYTES]);
 /// filesystem's own writes may have bypassed a cached copy of zeroes. A device that cannot
 /// be read that way is an error, never a "yes".
 pub fn head_is_zeroed(dev: &Path) -> Result<bool, MountError> {
+    Ok(read_head(dev)?.iter().all(|b| *b == 0))
+}
+
+/// The first 4 KiB of `dev`, read past the page cache (O_DIRECT): what is on the device,
+/// not a cached copy from before a writer that bypassed the cache.
+pub(crate) fn read_head(dev: &Path) -> Result<[u8; ZEROED_HEAD_BYTES], MountError> {
     let io = |source| MountError::Io {
         op: "reading the start of",
         path: dev.to_path_buf(),
@@ -37,7 +43,7 @@ pub fn head_is_zeroed(dev: &Path) -> Result<bool, MountError> {
         .map_err(io)?;
     let mut block = Box::new(Block([0xff; ZEROED_HEAD_BYTES]));
     file.read_exact(&mut block.0).map_err(io)?;
-    Ok(block.0.iter().all(|b| *b == 0))
+    Ok(block.0)
 }
 
 #[cfg(test)]

@@ -19,8 +19,8 @@ pub use dax::{
 };
 pub use error::MountError;
 pub use fs::{
-    CheckOutcome, EXT4_DEFAULT_EXTENDED, Filesystems, MKFS_TIMEOUT, SUPPORTED_FILESYSTEMS,
-    Signature, validate_fs_type,
+    CheckOutcome, EXT4_DEFAULT_EXTENDED, Filesystems, MKFS_TIMEOUT, MkfsProgress,
+    SUPPORTED_FILESYSTEMS, Signature, mkfs_progress, mkfs_progress_in, validate_fs_type,
 };
 pub use head::head_is_zeroed;
 pub use mounter::{FailWhen, MountCall, Mounter, RecordingMounter, SystemMounter};

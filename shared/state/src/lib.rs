@@ -8,6 +8,7 @@
 //! A record that is damaged anyway (disk trouble, a hand edit) is reported by [`StateStore::list`]
 //! and skipped; it never stops the others from being read.
 
+mod format_mark;
 mod lock;
 mod name;
 
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use format_mark::{FORMAT_MARK_DIR, FORMAT_MARK_VERSION, FormatMark};
 pub use lock::VolumeLock;
 pub use name::{decode_file_name, encode_file_name};
 
@@ -161,13 +163,8 @@ pub struct StateStore {
 impl StateStore {
     /// Opens (creating, mode 0700) the directory.
     pub fn open(dir: impl Into<PathBuf>) -> Result<StateStore, StateError> {
-        use std::os::unix::fs::DirBuilderExt;
         let dir = dir.into();
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(io("creating", &dir))?;
+        create_private_dir(&dir)?;
         Ok(StateStore { dir })
     }
 
@@ -190,22 +187,7 @@ impl StateStore {
         let mut json =
             serde_json::to_vec_pretty(&record).map_err(|e| StateError::Encode(e.to_string()))?;
         json.push(b'\n');
-        // One temp name per record: writers of one volume are serialised by its lock, and a
-        // crashed write leaves at most one stray file per volume, overwritten next time.
-        let tmp = tmp_path_of(&path);
-        {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(io("creating", &tmp))?;
-            f.write_all(&json).map_err(io("writing", &tmp))?;
-            f.sync_all().map_err(io("fsync of", &tmp))?;
-        }
-        std::fs::rename(&tmp, &path).map_err(io("renaming into", &path))?;
-        self.sync_dir()
+        write_durably(&self.dir, &path, &json)
     }
 
     /// The record of `volume_id`: `Ok(None)` when there is none, `Err(Bad)` when the file
@@ -344,16 +326,51 @@ impl StateStore {
     }
 
     fn sync_dir(&self) -> Result<(), StateError> {
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("fsync of", &self.dir))
+        sync_dir(&self.dir)
     }
 }
 
-/// The temp file a record is written to before it is renamed into place.
-fn tmp_path_of(record: &Path) -> PathBuf {
-    let file_name = record.file_name().expect("record path has a file name");
-    record.with_file_name(format!(".{}.tmp", file_name.to_string_lossy()))
+/// The temp file a state file is written to before it is renamed into place.
+fn tmp_path_of(file: &Path) -> PathBuf {
+    let file_name = file.file_name().expect("state file path has a file name");
+    file.with_file_name(format!(".{}.tmp", file_name.to_string_lossy()))
+}
+
+/// Creates `dir` (and its parents) with mode 0700.
+fn create_private_dir(dir: &Path) -> Result<(), StateError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io("creating", dir))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StateError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("fsync of", dir))
+}
+
+/// Replaces `path` (in `dir`) by `bytes` atomically and durably: temp file, fsync, rename,
+/// fsync of the directory.
+fn write_durably(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    // One temp name per file: writers of one volume are serialised by its lock, and a
+    // crashed write leaves at most one stray file per volume, overwritten next time.
+    let tmp = tmp_path_of(path);
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io("creating", &tmp))?;
+        f.write_all(bytes).map_err(io("writing", &tmp))?;
+        f.sync_all().map_err(io("fsync of", &tmp))?;
+    }
+    std::fs::rename(&tmp, path).map_err(io("renaming into", path))?;
+    sync_dir(dir)
 }
 
 enum ReadError {

@@ -260,3 +260,64 @@ fn removing_lock_files_never_lets_two_hold_one_volume() {
     drop(s.try_lock("vg0/a").unwrap());
     assert!(lock_files(&s).is_empty());
 }
+
+fn mark(id: &str) -> FormatMark {
+    FormatMark {
+        version: FORMAT_MARK_VERSION,
+        volume_id: id.into(),
+        lv_uuid: "uuid-1".into(),
+        fs_type: "xfs".into(),
+        started_unix: 1_700_000_000,
+    }
+}
+
+#[test]
+fn format_marks_are_durable_files_apart_from_the_records() {
+    let d = tempfile::tempdir().unwrap();
+    let s = StateStore::open(d.path()).unwrap();
+    assert_eq!(s.format_mark("vg0/a").unwrap(), None);
+    assert_eq!(s.format_marks().unwrap(), (vec![], vec![]));
+    s.put_format_mark(&mark("vg0/a")).unwrap();
+    s.put_format_mark(&mark("vg0/b")).unwrap();
+    assert_eq!(s.format_mark("vg0/a").unwrap(), Some(mark("vg0/a")));
+    assert!(
+        d.path()
+            .join(FORMAT_MARK_DIR)
+            .join("vg0%2Fa.json")
+            .is_file()
+    );
+    let (marks, bad) = s.format_marks().unwrap();
+    assert_eq!(marks, vec![mark("vg0/a"), mark("vg0/b")]);
+    assert!(bad.is_empty());
+    // The reviver's listing never takes a mark for a stage record.
+    assert_eq!(s.list().unwrap(), (vec![], vec![]));
+    s.remove_format_mark("vg0/a").unwrap();
+    s.remove_format_mark("vg0/a").unwrap();
+    assert_eq!(s.format_mark("vg0/a").unwrap(), None);
+    assert_eq!(s.format_marks().unwrap().0, vec![mark("vg0/b")]);
+}
+
+#[test]
+fn a_damaged_or_misplaced_format_mark_is_reported_not_used() {
+    let d = tempfile::tempdir().unwrap();
+    let s = StateStore::open(d.path()).unwrap();
+    s.put_format_mark(&mark("vg0/a")).unwrap();
+    let dir = d.path().join(FORMAT_MARK_DIR);
+    std::fs::write(dir.join("vg0%2Fbad.json"), b"{").unwrap();
+    std::fs::copy(dir.join("vg0%2Fa.json"), dir.join("vg0%2Fother.json")).unwrap();
+    let (marks, bad) = s.format_marks().unwrap();
+    assert_eq!(marks, vec![mark("vg0/a")]);
+    assert_eq!(bad.len(), 2, "{bad:?}");
+    assert!(matches!(
+        s.format_mark("vg0/bad"),
+        Err(StateError::Bad { .. })
+    ));
+    assert!(matches!(
+        s.format_mark("vg0/other"),
+        Err(StateError::Bad { .. })
+    ));
+    assert!(matches!(
+        s.put_format_mark(&mark("")),
+        Err(StateError::BadVolumeId(_))
+    ));
+}
