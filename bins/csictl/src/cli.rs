@@ -61,7 +61,8 @@ pub struct GlobalArgs {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// Give up on connecting or on one RPC after this long: `60s`, `2m`, `500ms`, or seconds.
+    /// Give up on connecting or on one RPC after this long: `60s`, `2m`, `500ms`, or seconds
+    /// (durations: docs/units.md).
     #[arg(long, default_value = "60s", value_parser = parse_duration, global = true)]
     pub timeout: Duration,
 }
@@ -438,26 +439,8 @@ pub fn parse_segments(s: &str) -> Result<Vec<(String, String)>, String> {
     s.split(',').map(parse_kv).collect()
 }
 
-/// Parses `500ms`, `30s`, `2m`, `1h`, or plain seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration; examples: 60s, 2m, 500ms"))?;
-    let d = match unit {
-        "" | "s" => Duration::from_secs(n),
-        "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("unknown unit {unit:?} in {s:?}; use ms, s, m or h")),
-    };
-    if d.is_zero() {
-        return Err("the timeout must be greater than zero".into());
-    }
-    Ok(d)
-}
+/// The one duration grammar of every vglet binary (docs/units.md); a zero timeout is refused.
+pub use vglet_common::duration::parse_positive_duration as parse_duration;
 
 #[cfg(test)]
 mod tests {

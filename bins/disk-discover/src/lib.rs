@@ -120,7 +120,8 @@ pub struct Cli {
     /// Never take devices whose name, model, serial or WWN matches RE (repeatable).
     #[arg(long = "exclude-regex", value_name = "RE")]
     pub exclude_regexes: Vec<String>,
-    /// Skip smaller devices. Bytes or a suffix: Ki Mi Gi Ti (1024) or k M G T (1000).
+    /// Skip smaller devices. Bytes or a suffix: Ki Mi Gi Ti (1024) or k M G T (1000); sizes:
+    /// docs/units.md.
     #[arg(long, value_name = "SIZE", env = "VGLET_MIN_SIZE", default_value = "1Gi", value_parser = parse_size_arg)]
     pub min_size: u64,
     /// The VG the devices are for: its existing PVs are offered (marked existing_pv_of).

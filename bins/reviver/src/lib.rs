@@ -54,7 +54,8 @@ pub struct Args {
     )]
     pub volume_groups: Vec<String>,
 
-    /// How long to wait for the volume groups to appear (devices are slow after a boot).
+    /// How long to wait for the volume groups to appear (devices are slow after a boot):
+    /// `90s`, `2m`, `1h` (durations: docs/units.md).
     #[arg(long, env = "VGLET_WAIT_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
     pub wait_timeout: Duration,
 
@@ -78,23 +79,8 @@ pub struct Args {
     pub log: vglet_common::logging::LogArgs,
 }
 
-/// Parses `90s`, `2m`, `500ms` or plain seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map(|i| s.split_at(i))
-        .unwrap_or((s, "s"));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 90s or 2m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("{s:?}: unit must be ms, s or m")),
-    }
-}
+/// The one duration grammar of every vglet binary (docs/units.md).
+pub use vglet_common::duration::parse_duration;
 
 /// Runs the reviver as the binary does; returns its exit status.
 pub fn main(args: Args) -> ExitCode {
@@ -202,6 +188,10 @@ mod tests {
         let d = Args::try_parse_from(["reviver"]).unwrap();
         assert_eq!(d.state_dir, PathBuf::from("/var/lib/vglet/state"));
         assert_eq!(d.wait_timeout, Duration::from_secs(120));
-        assert!(parse_duration("5h").is_err());
+        assert_eq!(
+            parse_duration("1h"),
+            Ok(Duration::from_secs(3600)),
+            "one grammar"
+        );
     }
 }

@@ -1,7 +1,8 @@
-//! What every vglet binary shares: logging set-up, the version string, sizes as operators
-//! write them.
+//! What every vglet binary shares: logging set-up, the version string, sizes and durations as
+//! operators write them (one grammar each: docs/units.md).
 
 pub mod atomic_file;
+pub mod duration;
 pub mod logging;
 pub mod size;
 

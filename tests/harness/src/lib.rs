@@ -432,7 +432,10 @@ impl Vm {
         let mut wanted = vec![init.clone(), cwd.clone()];
         wanted.extend(std::env::current_exe().ok());
         let expose = hidden_host_dirs(&wanted).map_err(HarnessError::Config)?;
-        let expose_list: String = expose.iter().map(|d| format!("{}\n", d.display())).collect();
+        let expose_list: String = expose
+            .iter()
+            .map(|d| format!("{}\n", d.display()))
+            .collect();
         for (file, text) in [
             ("expose", expose_list),
             ("init", format!("{}\n", init.display())),
@@ -1212,7 +1215,11 @@ mod tests {
         );
         let err = super::hidden_host_dirs(&[p("/tmp/a,b/x")]).unwrap_err();
         assert!(err.contains("move the checkout"), "{err}");
-        assert!(super::hidden_host_dirs(&[p("/home/a,b/x")]).unwrap().is_empty());
+        assert!(
+            super::hidden_host_dirs(&[p("/home/a,b/x")])
+                .unwrap()
+                .is_empty()
+        );
     }
 
     use super::*;

@@ -25,7 +25,10 @@ fn demo_runs_from_a_fresh_clone_under_tmp() {
         return;
     }
     let tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let bin = Path::new(env!("CARGO_BIN_EXE_vmrun")).parent().unwrap().to_path_buf();
+    let bin = Path::new(env!("CARGO_BIN_EXE_vmrun"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
     for b in ["csi-driver", "csictl"] {
         assert!(
             bin.join(b).is_file(),
@@ -33,7 +36,10 @@ fn demo_runs_from_a_fresh_clone_under_tmp() {
             bin.join(b).display()
         );
     }
-    let tmp = TmpDir(PathBuf::from(format!("/tmp/vglet clone.{}", std::process::id())));
+    let tmp = TmpDir(PathBuf::from(format!(
+        "/tmp/vglet clone.{}",
+        std::process::id()
+    )));
     let clone = tmp.0.join("vglet");
     std::fs::create_dir_all(&tmp.0).unwrap();
     let st = Command::new("git")
