@@ -8,7 +8,7 @@ use crate::request::Request;
 #[derive(Debug, Serialize)]
 pub struct Result {
     pub vg: String,
-    pub action: Outcome,
+    pub action: Action,
     pub added: Vec<String>,
     pub wiped: Vec<String>,
     /// The VG's tags after the run (planned tags in a dry run).
@@ -22,6 +22,42 @@ pub struct Result {
     pub dry_run: bool,
     /// What was (or, in a dry run, would be) done, in order.
     pub plan: Vec<String>,
+    /// Dry run only: the exact argv of each command a real run would execute, in order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_run: Option<Vec<Vec<String>>>,
+}
+
+/// What the run did to the VG; a dry run says what it would do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Action {
+    #[serde(rename = "created")]
+    Created,
+    #[serde(rename = "extended")]
+    Extended,
+    #[serde(rename = "updated")]
+    Updated,
+    #[serde(rename = "unchanged")]
+    Unchanged,
+    #[serde(rename = "would create")]
+    WouldCreate,
+    #[serde(rename = "would extend")]
+    WouldExtend,
+    #[serde(rename = "would update")]
+    WouldUpdate,
+}
+
+impl Action {
+    fn of(outcome: Outcome, dry_run: bool) -> Action {
+        match (outcome, dry_run) {
+            (Outcome::Unchanged, _) => Action::Unchanged,
+            (Outcome::Created, false) => Action::Created,
+            (Outcome::Extended, false) => Action::Extended,
+            (Outcome::Updated, false) => Action::Updated,
+            (Outcome::Created, true) => Action::WouldCreate,
+            (Outcome::Extended, true) => Action::WouldExtend,
+            (Outcome::Updated, true) => Action::WouldUpdate,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -36,7 +72,7 @@ impl Result {
     pub fn new(req: &Request, plan: &Plan) -> Result {
         Result {
             vg: req.vg.clone(),
-            action: plan.outcome,
+            action: Action::of(plan.outcome, req.dry_run),
             added: plan.added.clone(),
             wiped: plan.wiped.clone(),
             tags: req.tags.clone(),
@@ -47,6 +83,7 @@ impl Result {
             thin_pool: req.thin_pool.as_ref().map(|p| p.name.clone()),
             dry_run: req.dry_run,
             plan: plan.actions.iter().map(|a| a.to_string()).collect(),
+            would_run: None,
         }
     }
 }
