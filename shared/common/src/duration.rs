@@ -38,6 +38,18 @@ pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A duration in the same grammar, for messages and logs: `500ms`, `90s`, `2m`, `1h`
+/// (sub-millisecond parts are dropped).
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    match (ms % 1000, ms / 1000) {
+        (0, s) if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
+        (0, s) if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        (0, s) => format!("{s}s"),
+        _ => format!("{ms}ms"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +80,21 @@ mod tests {
                 .unwrap_err()
                 .contains("too long")
         );
+    }
+
+    #[test]
+    fn formats_in_the_same_grammar() {
+        for (d, text) in [
+            (Duration::from_millis(500), "500ms"),
+            (Duration::from_millis(1500), "1500ms"),
+            (Duration::from_secs(90), "90s"),
+            (Duration::from_secs(120), "2m"),
+            (Duration::from_secs(7200), "2h"),
+            (Duration::ZERO, "0s"),
+        ] {
+            assert_eq!(format_duration(d), text);
+            assert_eq!(parse_duration(text), Ok(d), "round trip of {text}");
+        }
     }
 
     #[test]
