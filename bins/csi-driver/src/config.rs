@@ -64,6 +64,11 @@ pub struct Config {
     #[arg(long, env = "VGLET_RESTRICT_SCAN", default_value_t = true, action = clap::ArgAction::Set)]
     pub restrict_scan: bool,
 
+    /// Report ready without device-mapper in the kernel. Only for tests that exercise
+    /// metadata on a host without it: nothing can be activated or mounted there.
+    #[arg(long, env = "VGLET_NO_DEVICE_MAPPER_CHECK", hide = true)]
+    pub no_device_mapper_check: bool,
+
     /// Path of the lvm binary (resolved in the usual sbin directories when not a path).
     #[arg(long, env = "VGLET_LVM", default_value = "lvm")]
     pub lvm: PathBuf,

@@ -7,6 +7,7 @@ pub mod config;
 pub mod controller;
 pub mod driver;
 pub mod health;
+pub mod host_needs;
 pub mod identity;
 pub mod inflight;
 pub mod layout;
@@ -56,6 +57,11 @@ pub async fn build_driver_with(
     let (version, report) = tokio::join!(lvm.version(), lvm.report(None));
     let version = version.context("lvm does not answer")?;
     tracing::info!(lvm = %version, "lvm found");
+    if !cfg.no_device_mapper_check
+        && let Some(why) = host_needs::device_mapper_missing()
+    {
+        tracing::warn!("{why}; Probe fails until it is there");
+    }
     let report = match report {
         Ok(r) => Some(r),
         Err(e) => {
