@@ -290,6 +290,9 @@ pub fn options(cli: &Cli) -> anyhow::Result<DiscoverOptions> {
     opts.target_vg = cli.target_vg.clone();
     opts.pmem = pmem;
     opts.explain = cli.explain;
+    // The decision table goes to stderr with --explain and on a terminal (see run): there
+    // the same decisions as log lines would say everything twice.
+    opts.log_decisions = !(cli.explain || std::io::stderr().is_terminal());
     opts.hostname = hostname();
     opts.generator = format!("disk-discover {}", vglet_common::VERSION);
     opts.generated_unix = SystemTime::now()
