@@ -5,7 +5,8 @@ use serde::Serialize;
 use crate::plan::{Outcome, Plan};
 use crate::request::Request;
 
-#[derive(Debug, Serialize)]
+/// The result document on stdout (schema: docs/schemas/vg-init-result.schema.json).
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Result {
     pub vg: String,
     pub action: Action,
@@ -28,7 +29,7 @@ pub struct Result {
 }
 
 /// What the run did to the VG; a dry run says what it would do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub enum Action {
     #[serde(rename = "created")]
     Created,
@@ -60,7 +61,8 @@ impl Action {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// The document on stdout when vg-init fails (schema: docs/schemas/vg-init-failure.schema.json).
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Failure<'a> {
     pub vg: &'a str,
     /// `refused`, `failed` or `usage`.

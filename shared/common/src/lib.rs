@@ -4,6 +4,7 @@
 pub mod atomic_file;
 pub mod duration;
 pub mod logging;
+pub mod schema_file;
 pub mod size;
 
 /// The version every binary reports (`--version`, GetPluginInfo, VG/LV tags).
