@@ -27,9 +27,9 @@ On a gRPC error csictl prints `error: <CODE>: <message>` to stderr; with --json 
 
 Examples:
   csictl identity info
-  csictl --endpoint /var/lib/kubelet/plugins/vglet/csi.sock node info --json
-  csictl controller create pvc-1 --size 1Gi --fs-type xfs --param vg=vg0
-  csictl controller get vg0/pvc-1; echo \"exit $?\"   # 15 (NOT_FOUND) for an unknown volume";
+  csictl --endpoint /var/lib/kubelet/plugins/lvm.vglet.io/csi.sock node info --json
+  csictl controller create pvc-1 --size 1Gi --fs-type xfs --param volumeGroup=vg0
+  csictl controller get vg0/csi-nosuch; echo \"exit $?\"   # 15 (NOT_FOUND) for an unknown volume";
 
 /// Talk to a CSI plugin (Identity, Controller and Node services) over its unix socket.
 ///
@@ -108,10 +108,10 @@ Examples:
   csictl controller create pvc-1 --size 1Gi
   csictl controller create pvc-2 --size 10G --limit 12G --fs-type xfs --mount-flag noatime
   csictl controller create raw-1 --size 512Mi --block --mode single-node-single-writer
-  csictl controller create pvc-3 --size 1Gi --param vg=fast --requisite-topology node=n1")]
+  csictl controller create pvc-3 --size 1Gi --param volumeGroup=vg0 --requisite-topology topology.vglet.io/node=n1")]
     Create(CreateArgs),
     /// Delete a volume (DeleteVolume). Deleting an unknown volume succeeds, as CSI requires.
-    #[command(after_help = "Examples:\n  csictl controller delete vg0/pvc-1")]
+    #[command(after_help = "Examples:\n  csictl controller delete vg0/csi-pvc-1")]
     Delete {
         /// Volume id, as printed by `controller create` or `controller list`.
         volume_id: String,
@@ -156,7 +156,7 @@ Capability flags, when given, ask for capacity usable with that capability.
 
 Examples:
   csictl controller capacity
-  csictl controller capacity --param vg=vg0 --topology topology.vglet.io/node=n1")]
+  csictl controller capacity --param volumeGroup=vg0 --topology topology.vglet.io/node=n1")]
     Capacity {
         /// Plugin parameter, as in a StorageClass (repeatable).
         #[arg(long = "param", value_name = "K=V", value_parser = parse_kv)]
@@ -173,8 +173,8 @@ The capability flags are optional here; pass them when the plugin needs to know 
 volume is a block device or a filesystem.
 
 Examples:
-  csictl controller expand vg0/pvc-1 --size 2Gi
-  csictl controller expand vg0/raw-1 --size 1Gi --block")]
+  csictl controller expand vg0/csi-pvc-1 --size 2Gi
+  csictl controller expand vg0/csi-raw-1 --size 1Gi --block")]
     Expand {
         /// Volume id, as printed by `controller create` or `controller list`.
         volume_id: String,
@@ -190,7 +190,7 @@ Examples:
         secrets: SecretArgs,
     },
     /// Show one volume and its condition (ControllerGetVolume, alpha in CSI).
-    #[command(after_help = "Examples:\n  csictl controller get vg0/pvc-1 --json")]
+    #[command(after_help = "Examples:\n  csictl controller get vg0/csi-pvc-1 --json")]
     Get {
         /// Volume id, as printed by `controller create` or `controller list`.
         volume_id: String,
@@ -199,8 +199,8 @@ Examples:
     /// confirmed.
     #[command(after_help = "\
 Examples:
-  csictl controller validate vg0/pvc-1 --fs-type ext4
-  csictl controller validate vg0/raw-1 --block --mode multi-node-multi-writer")]
+  csictl controller validate vg0/csi-pvc-1 --fs-type ext4
+  csictl controller validate vg0/csi-raw-1 --block --mode multi-node-multi-writer")]
     Validate {
         /// Volume id, as printed by `controller create` or `controller list`.
         volume_id: String,
@@ -259,8 +259,8 @@ Pass the same capability flags as at create time; --publish-context and --volume
 the maps that ControllerPublishVolume and CreateVolume returned.
 
 Examples:
-  csictl node stage vg0/pvc-1 --staging-path /var/lib/kubelet/staging/pvc-1 --fs-type ext4
-  csictl node stage vg0/raw-1 --staging-path /tmp/stage-raw --block")]
+  csictl node stage vg0/csi-pvc-1 --staging-path /var/lib/kubelet/staging/pvc-1 --fs-type ext4
+  csictl node stage vg0/csi-raw-1 --staging-path /tmp/stage-raw --block")]
     Stage {
         /// Volume id, as printed by `controller create` or `controller list`.
         volume_id: String,
@@ -276,7 +276,7 @@ Examples:
     },
     /// Undo `node stage` (NodeUnstageVolume).
     #[command(
-        after_help = "Examples:\n  csictl node unstage vg0/pvc-1 --staging-path /var/lib/kubelet/staging/pvc-1"
+        after_help = "Examples:\n  csictl node unstage vg0/csi-pvc-1 --staging-path /var/lib/kubelet/staging/pvc-1"
     )]
     Unstage {
         /// Volume id, as printed by `controller create` or `controller list`.
@@ -288,9 +288,10 @@ Examples:
     /// Make a staged volume available at a target path (NodePublishVolume).
     #[command(after_help = "\
 Examples:
-  csictl node publish vg0/pvc-1 --staging-path /var/lib/kubelet/staging/pvc-1 \\
+  csictl node publish vg0/csi-pvc-1 --staging-path /var/lib/kubelet/staging/pvc-1 \\
       --target-path /var/lib/kubelet/pods/p1/volumes/pvc-1 --fs-type ext4
-  csictl node publish vg0/pvc-1 --staging-path S --target-path T --readonly")]
+  csictl node publish vg0/csi-pvc-1 --staging-path /var/lib/kubelet/staging/pvc-1 \\
+      --target-path /var/lib/kubelet/pods/p2/volumes/pvc-1 --fs-type ext4 --readonly")]
     Publish {
         /// Volume id, as printed by `controller create` or `controller list`.
         volume_id: String,
@@ -312,7 +313,7 @@ Examples:
     },
     /// Undo `node publish` (NodeUnpublishVolume).
     #[command(
-        after_help = "Examples:\n  csictl node unpublish vg0/pvc-1 --target-path /var/lib/kubelet/pods/p1/volumes/pvc-1"
+        after_help = "Examples:\n  csictl node unpublish vg0/csi-pvc-1 --target-path /var/lib/kubelet/pods/p1/volumes/pvc-1"
     )]
     Unpublish {
         /// Volume id, as printed by `controller create` or `controller list`.
@@ -323,7 +324,8 @@ Examples:
     },
     /// Grow the filesystem (or refresh the device) on this node (NodeExpandVolume).
     #[command(
-        after_help = "Examples:\n  csictl node expand vg0/pvc-1 --volume-path T --size 2Gi --staging-path S"
+        after_help = "Examples:\n  csictl node expand vg0/csi-pvc-1 --volume-path /var/lib/kubelet/pods/p1/volumes/pvc-1 --size 2Gi \\
+      --staging-path /var/lib/kubelet/staging/pvc-1"
     )]
     Expand {
         /// Volume id, as printed by `controller create` or `controller list`.
@@ -347,7 +349,7 @@ Examples:
     },
     /// Usage (bytes and inodes) and condition of a published volume (NodeGetVolumeStats).
     #[command(
-        after_help = "Examples:\n  csictl node stats vg0/pvc-1 --volume-path /var/lib/kubelet/pods/p1/volumes/pvc-1"
+        after_help = "Examples:\n  csictl node stats vg0/csi-pvc-1 --volume-path /var/lib/kubelet/pods/p1/volumes/pvc-1"
     )]
     Stats {
         /// Volume id, as printed by `controller create` or `controller list`.
