@@ -108,7 +108,8 @@ Examples:
   csictl controller create pvc-1 --size 1Gi
   csictl controller create pvc-2 --size 10G --limit 12G --fs-type xfs --mount-flag noatime
   csictl controller create raw-1 --size 512Mi --block --mode single-node-single-writer
-  csictl controller create pvc-3 --size 1Gi --param volumeGroup=vg0 --requisite-topology topology.vglet.io/node=n1")]
+  csictl controller create pvc-3 --size 1Gi --param volumeGroup=vg0 \\
+      --requisite-topology topology.vglet.io/node=n1")]
     Create(CreateArgs),
     /// Delete a volume (DeleteVolume). Deleting an unknown volume succeeds, as CSI requires.
     #[command(after_help = "Examples:\n  csictl controller delete vg0/csi-pvc-1")]
@@ -141,7 +142,7 @@ lines and lines starting with # are ignored; - reads stdin). Nothing is deleted:
 list, then `csictl controller delete` what is really abandoned.
 
 Examples:
-  kubectl get pv -o jsonpath='{range .items[?(@.spec.csi.driver==\"lvm.vglet.io\")]}{.spec.csi.volumeHandle}{\"\\n\"}{end}' \\
+  kubectl get pv -o jsonpath='{range .items[*]}{.spec.csi.volumeHandle}{\"\\n\"}{end}' \\
     | csictl controller orphans --known-volumes -
   csictl --json controller orphans --known-volumes known.txt")]
     Orphans {
