@@ -2,8 +2,7 @@
 //! lvm command line per poll), and a report that fails; a state directory that does not exist
 //! is refused unless --create-state-dir.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -13,19 +12,6 @@ use vglet_lvm::Lvm;
 use vglet_mount::{Filesystems, RecordingMounter};
 use vglet_runner::{FakeRunner, Reply};
 use vglet_state::StateStore;
-
-#[derive(Clone, Default)]
-struct Buf(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buf {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[tokio::test]
 async fn a_vg_that_never_appears_fails_the_pass_and_is_logged_once() {
@@ -45,12 +31,8 @@ async fn a_vg_that_never_appears_fails_the_pass_and_is_logged_once() {
         store: StateStore::open(dir.path()).unwrap(),
         lock_wait: Duration::from_millis(200),
     };
-    let logs = Buf::default();
-    let sink = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(move || sink.clone())
-        .finish();
+    let logs = vglet_common::logging::LogCapture::default();
+    let subscriber = logs.subscriber(tracing::Level::INFO);
     // 2.5 s: the wait polls about once a second, so the same "missing" state is seen 3 times.
     let report = reviver
         .pass(&["vg9".to_string()], Duration::from_millis(2500), false)
@@ -59,7 +41,7 @@ async fn a_vg_that_never_appears_fails_the_pass_and_is_logged_once() {
         .unwrap();
     let polls = runner.calls().len();
     assert!(polls >= 2, "the wait polled {polls} time(s)");
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     eprintln!("{logs}");
     assert_eq!(
         logs.matches("waiting for volume groups").count(),

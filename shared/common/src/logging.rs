@@ -98,6 +98,41 @@ impl Write for GuardedStderr {
     }
 }
 
+/// Log lines captured in memory, for tests that assert what a piece of code logs (and what it
+/// does not): `fut.with_subscriber(capture.subscriber(level)).await`, then `capture.text()`.
+#[derive(Clone, Default)]
+pub struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    /// A text subscriber (no colours) at `level` and above that writes here.
+    pub fn subscriber(&self, level: tracing::Level) -> impl tracing::Subscriber + Send + Sync {
+        let sink = self.clone();
+        fmt()
+            .with_ansi(false)
+            .with_max_level(level)
+            .with_writer(move || sink.clone())
+            .finish()
+    }
+
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
+
+impl Write for LogCapture {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

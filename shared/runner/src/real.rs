@@ -192,27 +192,9 @@ mod tests {
     /// declared an answer (blkid's 2, "no signature") is no failure at all.
     #[tokio::test]
     async fn failures_log_readable_codes_and_answers_are_not_failures() {
-        use std::io::Write;
-        use std::sync::{Arc, Mutex};
         use tracing::instrument::WithSubscriber;
-        #[derive(Clone, Default)]
-        struct Buf(Arc<Mutex<Vec<u8>>>);
-        impl Write for Buf {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let buf = Buf::default();
-        let sink = buf.clone();
-        let sub = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .with_writer(move || sink.clone())
-            .finish();
+        let logs = vglet_common::logging::LogCapture::default();
+        let sub = logs.subscriber(tracing::Level::INFO);
         let r = SystemRunner::new();
         async {
             let out = r
@@ -235,7 +217,7 @@ mod tests {
         }
         .with_subscriber(sub)
         .await;
-        let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let logs = logs.text();
         assert_eq!(logs.matches("command failed").count(), 1, "{logs}");
         assert!(
             logs.contains("exit=3") && !logs.contains("exit 2"),
