@@ -28,7 +28,7 @@ On a gRPC error csictl prints `error: <CODE>: <message>` to stderr; with --json 
 Examples:
   csictl identity info
   csictl --endpoint /var/lib/kubelet/plugins/lvm.vglet.io/csi.sock node info --json
-  csictl controller create pvc-1 --size 1Gi --fs-type xfs --param volumeGroup=vg0
+  csictl controller create pvc-1 --size 1Gi --fs-type ext4 --param volumeGroup=vg0
   csictl controller get vg0/csi-nosuch; echo \"exit $?\"   # 15 (NOT_FOUND) for an unknown volume";
 
 /// Talk to a CSI plugin (Identity, Controller and Node services) over its unix socket.

@@ -43,7 +43,7 @@ fn script() -> Vec<Step> {
             "n1",
         ),
         Example(
-            "csictl controller create pvc-1 --size 1Gi --fs-type xfs --param volumeGroup=vg0",
+            "csictl controller create pvc-1 --size 1Gi --fs-type ext4 --param volumeGroup=vg0",
             0,
             "vg0/csi-pvc-1",
         ),
