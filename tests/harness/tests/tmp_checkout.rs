@@ -29,7 +29,7 @@ fn demo_runs_from_a_fresh_clone_under_tmp() {
         .parent()
         .unwrap()
         .to_path_buf();
-    for b in ["csi-driver", "csictl"] {
+    for b in ["disk-discover", "vg-init", "csi-driver", "csictl", "reviver"] {
         assert!(
             bin.join(b).is_file(),
             "{} is missing: cargo build --workspace first",
@@ -67,4 +67,17 @@ fn demo_runs_from_a_fresh_clone_under_tmp() {
     assert_eq!(out.exit_code, 0, "the demo failed from {}", clone.display());
     assert!(out.console.contains("CWD-IS-THE-CLONE"));
     assert!(out.console.contains("demo complete: every step succeeded"));
+    // The stage chain, as the demo prints it: the disk with a filesystem is skipped with the
+    // reason, vg-init shows its lvm commands first, the reviver brings the data back.
+    for want in [
+        "skipped: /dev/loop",
+        "ext4",
+        "vg-init: would run: ",
+        "vgcreate",
+        "vglet.managed=true",
+        "1 restored",
+        "hello from vglet",
+    ] {
+        assert!(out.console.contains(want), "demo output lacks {want:?}");
+    }
 }
