@@ -29,7 +29,13 @@ fn demo_runs_from_a_fresh_clone_under_tmp() {
         .parent()
         .unwrap()
         .to_path_buf();
-    for b in ["disk-discover", "vg-init", "csi-driver", "csictl", "reviver"] {
+    for b in [
+        "disk-discover",
+        "vg-init",
+        "csi-driver",
+        "csictl",
+        "reviver",
+    ] {
         assert!(
             bin.join(b).is_file(),
             "{} is missing: cargo build --workspace first",
