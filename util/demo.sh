@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # vglet demo: the main job end to end on an embedded default.
 #
-# A sparse file becomes a loop device, the loop device a volume group, and csi-driver
-# (--mode all) serves it; csictl then walks one volume through its whole life:
+# The product's stage chain on two sparse files as loop-device disks: disk-discover picks the
+# blank one (and says why it skips the one with a filesystem), vg-init makes and tags the VG,
+# csi-driver (--mode all) serves it, and csictl walks one volume through its life:
 # create -> stage (mkfs+mount) -> publish (bind) -> write -> expand online -> stats ->
-# unpublish -> unstage -> stage again (data still there) -> delete.
+# the node "reboots" (driver gone, mounts gone, LV inactive) -> reviver brings the mounts back
+# with the data -> unpublish -> unstage -> delete.
 #
 # Run as root. On a host whose kernel has no device-mapper (nothing could be activated or
 # mounted), the same script re-runs itself inside a QEMU guest booting Debian's kernel.
@@ -24,7 +26,7 @@ if [[ ${VGLET_DEMO_IN_GUEST:-0} != 1 ]]; then
   [[ $(id -u) == 0 ]] || { echo "demo: run as root (it creates a loop device and a VG)" >&2; exit 1; }
   util/deps.sh
   echo "==> building vglet"
-  cargo build -q -p csi-driver -p csictl -p vglet-vmh --bins
+  cargo build -q -p disk-discover -p vg-init -p csi-driver -p csictl -p reviver -p vglet-vmh --bins
   if ! has_device_mapper; then
     echo "==> this kernel has no device-mapper: running the demo inside a QEMU guest (Debian kernel, software emulation)"
     exec "$BIN/vmrun" --name vglet-demo --mem 1536 --module dm_mod --module loop --module ext4 \
@@ -39,6 +41,7 @@ SOCK=$WORK/csi.sock
 STAGING=$WORK/staging
 TARGET=$WORK/pods/demo-pod/volume
 LOOP=
+LOOP2=
 DRIVER=
 export LVM_SUPPRESS_FD_WARNINGS=1
 
@@ -48,6 +51,7 @@ cleanup() {
   for m in "$TARGET" "$STAGING"; do mountpoint -q "$m" 2>/dev/null && umount "$m"; done
   vgs "$VG" >/dev/null 2>&1 && vgremove -q -ff -y "$VG" >/dev/null
   [[ -n $LOOP ]] && { pvremove -q "$LOOP" >/dev/null 2>&1; losetup -d "$LOOP"; }
+  [[ -n $LOOP2 ]] && losetup -d "$LOOP2"
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -58,18 +62,39 @@ show() { printf '$ %s\n' "$*"; "$@"; }
 csictl() { printf '$ csictl %s\n' "$*"; "$BIN/csictl" --endpoint "unix://$SOCK" "$@"; }
 json_field() { python3 -c "import json,sys; print(json.load(sys.stdin)[sys.argv[1]])" "$1"; }
 
-say "a ${SIZE} sparse file as the disk, a volume group on it"
-truncate -s "$SIZE" "$WORK/disk.img"
+start_driver() {
+  "$BIN/csi-driver" --mode all --node-id demo-node --volume-group "$VG" --state-dir "$WORK/state" \
+    --endpoint "unix://$SOCK" --log-format text >>"$WORK/driver.log" 2>&1 &
+  DRIVER=$!
+  for _ in $(seq 100); do [[ -S $SOCK ]] && break; sleep 0.1; done
+  [[ -S $SOCK ]] || { cat "$WORK/driver.log"; echo "demo: csi-driver did not start" >&2; exit 1; }
+}
+stop_driver() { kill "$DRIVER"; wait "$DRIVER" || true; DRIVER=; }
+
+say "two ${SIZE} sparse files as disks: one blank, one holding an ext4 filesystem"
+truncate -s "$SIZE" "$WORK/disk.img" "$WORK/data.img"
 LOOP=$(losetup -f --show "$WORK/disk.img")
-show pvcreate -q "$LOOP"
-show vgcreate -q "$VG" "$LOOP"
+LOOP2=$(losetup -f --show "$WORK/data.img")
+show mkfs.ext4 -q "$LOOP2"
+
+say "disk-discover: which disks may vglet take? It never takes one that holds data"
+show "$BIN/disk-discover" --glob "$LOOP" --glob "$LOOP2" --output "$WORK/inventory.json" --log warn
+python3 - "$WORK/inventory.json" <<'EOF'
+import json, sys
+inv = json.load(open(sys.argv[1]))
+for d in inv["devices"]:
+    print(f"  chosen:  {d['path']} ({d['reason']})")
+for s in inv["skipped"]:
+    print(f"  skipped: {s['path']}: {'; '.join(s['reasons'])}")
+EOF
+
+say "vg-init: first the exact lvm commands it would run, then the VG, tagged as vglet's"
+show "$BIN/vg-init" --vg "$VG" --inventory "$WORK/inventory.json" --dry-run --log warn
+show "$BIN/vg-init" --vg "$VG" --inventory "$WORK/inventory.json" --log warn
+show vgs -o vg_name,pv_name,vg_size,vg_tags "$VG"
 
 say "csi-driver --mode all (log: $WORK/driver.log)"
-"$BIN/csi-driver" --mode all --node-id demo-node --volume-group "$VG" \
-  --endpoint "unix://$SOCK" --log-format text >"$WORK/driver.log" 2>&1 &
-DRIVER=$!
-for _ in $(seq 100); do [[ -S $SOCK ]] && break; sleep 0.1; done
-[[ -S $SOCK ]] || { cat "$WORK/driver.log"; echo "demo: csi-driver did not start" >&2; exit 1; }
+start_driver
 ls -l "$SOCK"
 csictl identity info
 # The socket answers before start-up's lvm reads end; Probe says "not ready" (exit 4)
@@ -110,12 +135,18 @@ csictl node stats "$VOL" --volume-path "$TARGET"
 csictl controller list
 csictl controller capacity --param volumeGroup="$VG"
 
-say "unpublish + unstage, then stage + publish again: the data is still there"
-csictl node unpublish "$VOL" --target-path "$TARGET"
-csictl node unstage "$VOL" --staging-path "$STAGING"
-csictl node stage "$VOL" --staging-path "$STAGING" --fs-type ext4
-csictl node publish "$VOL" --staging-path "$STAGING" --target-path "$TARGET" --fs-type ext4
+say "the node \"reboots\": csi-driver stops, the mounts and the LV's activation are gone"
+stop_driver
+show umount "$TARGET"
+show umount "$STAGING"
+show vgchange -q -an "$VG"
+show lvs -o lv_name,lv_active "$VG"
+
+say "reviver (it runs before csi-driver on a boot): the LV, the staging mount and the bind are back"
+show "$BIN/reviver" --state-dir "$WORK/state" --volume-group "$VG" --wait-timeout 30s --log warn
+show findmnt -o TARGET,SOURCE,FSTYPE "$TARGET"
 show cat "$TARGET/hello.txt"
+start_driver
 
 say "bad input is refused and changes nothing"
 csictl controller delete "../etc" || echo "(refused, exit $?)"

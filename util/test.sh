@@ -23,6 +23,9 @@ util/validate-manifests.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
+# The fuzz targets are a workspace of their own (nightly cargo-fuzz builds them); keep them
+# formatted like the rest.
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 
 step "cargo clippy --all-targets -D warnings"
 cargo clippy --workspace --all-targets -q -- -D warnings

@@ -5,8 +5,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use vglet_lvm::naming::{
-    decode_tag_value, encode_tag_value, lv_name_for, validate_lv_name, validate_tag,
-    validate_served_vg_name, validate_volume,
+    decode_tag_value, encode_tag_value, lv_name_for, validate_lv_name, validate_served_vg_name,
+    validate_tag, validate_volume,
 };
 
 /// controller.rs `MAX_NAME_LEN`.

@@ -64,6 +64,11 @@ pub struct Config {
     #[arg(long, env = "VGLET_RESTRICT_SCAN", default_value_t = true, action = clap::ArgAction::Set)]
     pub restrict_scan: bool,
 
+    /// Report ready without device-mapper in the kernel. Only for tests that exercise
+    /// metadata on a host without it: nothing can be activated or mounted there.
+    #[arg(long, env = "VGLET_NO_DEVICE_MAPPER_CHECK", hide = true)]
+    pub no_device_mapper_check: bool,
+
     /// Path of the lvm binary (resolved in the usual sbin directories when not a path).
     #[arg(long, env = "VGLET_LVM", default_value = "lvm")]
     pub lvm: PathBuf,
@@ -79,23 +84,8 @@ pub struct Config {
     pub state_dir: PathBuf,
 }
 
-/// Parses `90s`, `2m`, `500ms` or plain seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map(|i| s.split_at(i))
-        .unwrap_or((s, "s"));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 90s or 2m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("{s:?}: unit must be ms, s or m")),
-    }
-}
+/// The one duration grammar of every vglet binary (docs/units.md).
+pub use vglet_common::duration::parse_duration;
 
 impl Config {
     /// Checks that cannot be expressed in clap attributes.
@@ -132,20 +122,5 @@ impl Config {
             ));
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
-        assert!(parse_duration("x").is_err());
-        assert!(parse_duration("5h").is_err());
     }
 }

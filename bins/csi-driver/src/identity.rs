@@ -60,12 +60,18 @@ impl Identity for IdentityService {
     }
 
     /// Not ready while start-up runs (the sidecars poll until ready). Then ready only when
-    /// lvm answers, every served VG is present, and every shared VG's lockspace is started
+    /// the kernel has device-mapper, lvm answers, every served VG is present, and every shared VG's lockspace is started
     /// here: a node that cannot lock must not be handed volumes.
     async fn probe(&self, _req: Request<ProbeRequest>) -> Result<Response<ProbeResponse>, Status> {
         let Some(driver) = self.startup.driver() else {
             return Ok(Response::new(ProbeResponse { ready: Some(false) }));
         };
+        if !driver.cfg.no_device_mapper_check
+            && let Some(why) = crate::host_needs::device_mapper_missing()
+        {
+            tracing::warn!("probe: {why}");
+            return Err(Status::failed_precondition(why));
+        }
         let mut shared = Vec::new();
         for name in &driver.cfg.volume_groups {
             match driver.lvm.vg(name).await {

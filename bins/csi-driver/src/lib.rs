@@ -9,6 +9,7 @@ pub mod controller;
 pub mod driver;
 pub mod first_format;
 pub mod health;
+pub mod host_needs;
 pub mod identity;
 pub mod in_use;
 pub mod inflight;
@@ -59,6 +60,11 @@ pub async fn build_driver_with(
     let (version, report) = tokio::join!(lvm.version(), lvm.report(None));
     let version = version.context("lvm does not answer")?;
     tracing::info!(lvm = %version, "lvm found");
+    if !cfg.no_device_mapper_check
+        && let Some(why) = host_needs::device_mapper_missing()
+    {
+        tracing::warn!("{why}; Probe fails until it is there");
+    }
     let report = match report {
         Ok(r) => Some(r),
         Err(e) => {

@@ -147,6 +147,8 @@ mod tests {
             "--volume-group=vg0".into(),
             "--lvm=/bin/sh".into(),
             "--restrict-scan=false".into(),
+            // These tests serve metadata from a fake lvm; this host may lack device-mapper.
+            "--no-device-mapper-check".into(),
             format!("--endpoint=unix://{}", dir.join("csi.sock").display()),
             format!("--state-dir={}", dir.join("state").display()),
         ]);
@@ -245,6 +247,38 @@ mod tests {
         assert_eq!(e.code(), tonic::Code::Unavailable);
         assert!(e.message().contains("lvm does not answer"), "{e:?}");
         assert!(handle.driver().is_none());
+    }
+
+    /// Probe is not ready, with the reason, on a kernel without device-mapper (this host's
+    /// development kernel has none); with it, the same driver is ready. The expectation is
+    /// read from the kernel independently of the driver: /sys/class/misc/device-mapper.
+    #[tokio::test]
+    async fn probe_is_not_ready_without_device_mapper() {
+        use vglet_csi_proto::v1::identity_server::Identity;
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        cfg.no_device_mapper_check = false;
+        let driver = Arc::new(
+            crate::build_driver_with(cfg, Arc::new(lvm_answers()))
+                .await
+                .unwrap(),
+        );
+        let id = crate::identity::IdentityService {
+            driver_name: "lvm.vglet.io".into(),
+            mode: crate::Mode::All,
+            startup: StartupHandle::started(driver),
+        };
+        let probe = id.probe(tonic::Request::new(ProbeRequest {})).await;
+        if Path::new("/sys/class/misc/device-mapper").exists() {
+            assert_eq!(probe.unwrap().into_inner().ready, Some(true));
+        } else {
+            let e = probe.expect_err("ready without device-mapper");
+            assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+            assert!(
+                e.message().contains("no device-mapper") && e.message().contains("modprobe dm_mod"),
+                "{e:?}"
+            );
+        }
     }
 
     /// run_with: the socket answers, Probe becomes ready, a shutdown ends it cleanly and

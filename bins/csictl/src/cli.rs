@@ -27,9 +27,9 @@ On a gRPC error csictl prints `error: <CODE>: <message>` to stderr; with --json 
 
 Examples:
   csictl identity info
-  csictl --endpoint /var/lib/kubelet/plugins/vglet/csi.sock node info --json
-  csictl controller create pvc-1 --size 1Gi --fs-type xfs --param vg=vg0
-  csictl controller get vg0/pvc-1; echo \"exit $?\"   # 15 (NOT_FOUND) for an unknown volume";
+  csictl --endpoint /var/lib/kubelet/plugins/lvm.vglet.io/csi.sock node info --json
+  csictl controller create pvc-1 --size 1Gi --fs-type ext4 --param volumeGroup=vg0
+  csictl controller get vg0/csi-nosuch; echo \"exit $?\"   # 15 (NOT_FOUND) for an unknown volume";
 
 /// Talk to a CSI plugin (Identity, Controller and Node services) over its unix socket.
 ///
@@ -61,7 +61,8 @@ pub struct GlobalArgs {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// Give up on connecting or on one RPC after this long: `60s`, `2m`, `500ms`, or seconds.
+    /// Give up on connecting or on one RPC after this long: `60s`, `2m`, `500ms`, or seconds
+    /// (durations: docs/units.md).
     #[arg(long, default_value = "60s", value_parser = parse_duration, global = true)]
     pub timeout: Duration,
 }
@@ -107,10 +108,11 @@ Examples:
   csictl controller create pvc-1 --size 1Gi
   csictl controller create pvc-2 --size 10G --limit 12G --fs-type xfs --mount-flag noatime
   csictl controller create raw-1 --size 512Mi --block --mode single-node-single-writer
-  csictl controller create pvc-3 --size 1Gi --param vg=fast --requisite-topology node=n1")]
+  csictl controller create pvc-3 --size 1Gi --param volumeGroup=vg0 \\
+      --requisite-topology topology.vglet.io/node=n1")]
     Create(CreateArgs),
     /// Delete a volume (DeleteVolume). Deleting an unknown volume succeeds, as CSI requires.
-    #[command(after_help = "Examples:\n  csictl controller delete vg0/pvc-1")]
+    #[command(after_help = "Examples:\n  csictl controller delete vg0/csi-pvc-1")]
     Delete {
         /// Volume id, as printed by `controller create` or `controller list`.
         volume_id: String,
@@ -140,7 +142,7 @@ lines and lines starting with # are ignored; - reads stdin). Nothing is deleted:
 list, then `csictl controller delete` what is really abandoned.
 
 Examples:
-  kubectl get pv -o jsonpath='{range .items[?(@.spec.csi.driver==\"lvm.vglet.io\")]}{.spec.csi.volumeHandle}{\"\\n\"}{end}' \\
+  kubectl get pv -o jsonpath='{range .items[*]}{.spec.csi.volumeHandle}{\"\\n\"}{end}' \\
     | csictl controller orphans --known-volumes -
   csictl --json controller orphans --known-volumes known.txt")]
     Orphans {
@@ -155,7 +157,7 @@ Capability flags, when given, ask for capacity usable with that capability.
 
 Examples:
   csictl controller capacity
-  csictl controller capacity --param vg=vg0 --topology topology.vglet.io/node=n1")]
+  csictl controller capacity --param volumeGroup=vg0 --topology topology.vglet.io/node=n1")]
     Capacity {
         /// Plugin parameter, as in a StorageClass (repeatable).
         #[arg(long = "param", value_name = "K=V", value_parser = parse_kv)]
@@ -172,8 +174,8 @@ The capability flags are optional here; pass them when the plugin needs to know 
 volume is a block device or a filesystem.
 
 Examples:
-  csictl controller expand vg0/pvc-1 --size 2Gi
-  csictl controller expand vg0/raw-1 --size 1Gi --block")]
+  csictl controller expand vg0/csi-pvc-1 --size 2Gi
+  csictl controller expand vg0/csi-raw-1 --size 1Gi --block")]
     Expand {
         /// Volume id, as printed by `controller create` or `controller list`.
         volume_id: String,
@@ -189,7 +191,7 @@ Examples:
         secrets: SecretArgs,
     },
     /// Show one volume and its condition (ControllerGetVolume, alpha in CSI).
-    #[command(after_help = "Examples:\n  csictl controller get vg0/pvc-1 --json")]
+    #[command(after_help = "Examples:\n  csictl controller get vg0/csi-pvc-1 --json")]
     Get {
         /// Volume id, as printed by `controller create` or `controller list`.
         volume_id: String,
@@ -198,8 +200,8 @@ Examples:
     /// confirmed.
     #[command(after_help = "\
 Examples:
-  csictl controller validate vg0/pvc-1 --fs-type ext4
-  csictl controller validate vg0/raw-1 --block --mode multi-node-multi-writer")]
+  csictl controller validate vg0/csi-pvc-1 --fs-type ext4
+  csictl controller validate vg0/csi-raw-1 --block --mode multi-node-multi-writer")]
     Validate {
         /// Volume id, as printed by `controller create` or `controller list`.
         volume_id: String,
@@ -258,8 +260,8 @@ Pass the same capability flags as at create time; --publish-context and --volume
 the maps that ControllerPublishVolume and CreateVolume returned.
 
 Examples:
-  csictl node stage vg0/pvc-1 --staging-path /var/lib/kubelet/staging/pvc-1 --fs-type ext4
-  csictl node stage vg0/raw-1 --staging-path /tmp/stage-raw --block")]
+  csictl node stage vg0/csi-pvc-1 --staging-path /var/lib/kubelet/staging/pvc-1 --fs-type ext4
+  csictl node stage vg0/csi-raw-1 --staging-path /tmp/stage-raw --block")]
     Stage {
         /// Volume id, as printed by `controller create` or `controller list`.
         volume_id: String,
@@ -275,7 +277,7 @@ Examples:
     },
     /// Undo `node stage` (NodeUnstageVolume).
     #[command(
-        after_help = "Examples:\n  csictl node unstage vg0/pvc-1 --staging-path /var/lib/kubelet/staging/pvc-1"
+        after_help = "Examples:\n  csictl node unstage vg0/csi-pvc-1 --staging-path /var/lib/kubelet/staging/pvc-1"
     )]
     Unstage {
         /// Volume id, as printed by `controller create` or `controller list`.
@@ -287,9 +289,10 @@ Examples:
     /// Make a staged volume available at a target path (NodePublishVolume).
     #[command(after_help = "\
 Examples:
-  csictl node publish vg0/pvc-1 --staging-path /var/lib/kubelet/staging/pvc-1 \\
+  csictl node publish vg0/csi-pvc-1 --staging-path /var/lib/kubelet/staging/pvc-1 \\
       --target-path /var/lib/kubelet/pods/p1/volumes/pvc-1 --fs-type ext4
-  csictl node publish vg0/pvc-1 --staging-path S --target-path T --readonly")]
+  csictl node publish vg0/csi-pvc-1 --staging-path /var/lib/kubelet/staging/pvc-1 \\
+      --target-path /var/lib/kubelet/pods/p2/volumes/pvc-1 --fs-type ext4 --readonly")]
     Publish {
         /// Volume id, as printed by `controller create` or `controller list`.
         volume_id: String,
@@ -311,7 +314,7 @@ Examples:
     },
     /// Undo `node publish` (NodeUnpublishVolume).
     #[command(
-        after_help = "Examples:\n  csictl node unpublish vg0/pvc-1 --target-path /var/lib/kubelet/pods/p1/volumes/pvc-1"
+        after_help = "Examples:\n  csictl node unpublish vg0/csi-pvc-1 --target-path /var/lib/kubelet/pods/p1/volumes/pvc-1"
     )]
     Unpublish {
         /// Volume id, as printed by `controller create` or `controller list`.
@@ -322,7 +325,8 @@ Examples:
     },
     /// Grow the filesystem (or refresh the device) on this node (NodeExpandVolume).
     #[command(
-        after_help = "Examples:\n  csictl node expand vg0/pvc-1 --volume-path T --size 2Gi --staging-path S"
+        after_help = "Examples:\n  csictl node expand vg0/csi-pvc-1 --volume-path /var/lib/kubelet/pods/p1/volumes/pvc-1 --size 2Gi \\
+      --staging-path /var/lib/kubelet/staging/pvc-1"
     )]
     Expand {
         /// Volume id, as printed by `controller create` or `controller list`.
@@ -346,7 +350,7 @@ Examples:
     },
     /// Usage (bytes and inodes) and condition of a published volume (NodeGetVolumeStats).
     #[command(
-        after_help = "Examples:\n  csictl node stats vg0/pvc-1 --volume-path /var/lib/kubelet/pods/p1/volumes/pvc-1"
+        after_help = "Examples:\n  csictl node stats vg0/csi-pvc-1 --volume-path /var/lib/kubelet/pods/p1/volumes/pvc-1"
     )]
     Stats {
         /// Volume id, as printed by `controller create` or `controller list`.
@@ -438,26 +442,8 @@ pub fn parse_segments(s: &str) -> Result<Vec<(String, String)>, String> {
     s.split(',').map(parse_kv).collect()
 }
 
-/// Parses `500ms`, `30s`, `2m`, `1h`, or plain seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration; examples: 60s, 2m, 500ms"))?;
-    let d = match unit {
-        "" | "s" => Duration::from_secs(n),
-        "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("unknown unit {unit:?} in {s:?}; use ms, s, m or h")),
-    };
-    if d.is_zero() {
-        return Err("the timeout must be greater than zero".into());
-    }
-    Ok(d)
-}
+/// The one duration grammar of every vglet binary (docs/units.md); a zero timeout is refused.
+pub use vglet_common::duration::parse_positive_duration as parse_duration;
 
 #[cfg(test)]
 mod tests {

@@ -120,7 +120,8 @@ pub struct Cli {
     /// Never take devices whose name, model, serial or WWN matches RE (repeatable).
     #[arg(long = "exclude-regex", value_name = "RE")]
     pub exclude_regexes: Vec<String>,
-    /// Skip smaller devices. Bytes or a suffix: Ki Mi Gi Ti (1024) or k M G T (1000).
+    /// Skip smaller devices. Bytes or a suffix: Ki Mi Gi Ti (1024) or k M G T (1000); sizes:
+    /// docs/units.md.
     #[arg(long, value_name = "SIZE", env = "VGLET_MIN_SIZE", default_value = "1Gi", value_parser = parse_size_arg)]
     pub min_size: u64,
     /// The VG the devices are for: its existing PVs are offered (marked existing_pv_of).
@@ -289,6 +290,9 @@ pub fn options(cli: &Cli) -> anyhow::Result<DiscoverOptions> {
     opts.target_vg = cli.target_vg.clone();
     opts.pmem = pmem;
     opts.explain = cli.explain;
+    // The decision table goes to stderr with --explain and on a terminal (see run): there
+    // the same decisions as log lines would say everything twice.
+    opts.log_decisions = !(cli.explain || std::io::stderr().is_terminal());
     opts.hostname = hostname();
     opts.generator = format!("disk-discover {}", vglet_common::VERSION);
     opts.generated_unix = SystemTime::now()

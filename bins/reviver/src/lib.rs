@@ -32,7 +32,8 @@ pub const EXIT_ERROR: u8 = 2;
 /// longer exists is removed and reported.
 ///
 /// Exit status: 0 all volumes restored or already fine, 1 some failed (see the report),
-/// 2 could not run.
+/// 2 could not run (e.g. --state-dir does not exist). A volume group awaited with
+/// --volume-group that never appears is a failure (1).
 ///
 /// Examples:
 ///   reviver --volume-group vg0
@@ -41,9 +42,14 @@ pub const EXIT_ERROR: u8 = 2;
 #[derive(Debug, clap::Parser)]
 #[command(version = vglet_common::VERSION, verbatim_doc_comment)]
 pub struct Args {
-    /// The node service's state directory (csi-driver --state-dir).
+    /// The node service's state directory (csi-driver --state-dir). It must exist: a
+    /// mistyped path would otherwise be created and report 0 volumes.
     #[arg(long, env = "VGLET_STATE_DIR", default_value = "/var/lib/vglet/state")]
     pub state_dir: PathBuf,
+
+    /// Create --state-dir when it does not exist (a node where nothing was staged yet).
+    #[arg(long, env = "VGLET_CREATE_STATE_DIR")]
+    pub create_state_dir: bool,
 
     /// Volume groups to wait for (repeat, or comma-separate in the env var). The VGs named
     /// in records are waited for too.
@@ -54,7 +60,8 @@ pub struct Args {
     )]
     pub volume_groups: Vec<String>,
 
-    /// How long to wait for the volume groups to appear (devices are slow after a boot).
+    /// How long to wait for the volume groups to appear (devices are slow after a boot):
+    /// `90s`, `2m`, `1h` (durations: docs/units.md).
     #[arg(long, env = "VGLET_WAIT_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
     pub wait_timeout: Duration,
 
@@ -78,23 +85,8 @@ pub struct Args {
     pub log: vglet_common::logging::LogArgs,
 }
 
-/// Parses `90s`, `2m`, `500ms` or plain seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map(|i| s.split_at(i))
-        .unwrap_or((s, "s"));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 90s or 2m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("{s:?}: unit must be ms, s or m")),
-    }
-}
+/// The one duration grammar of every vglet binary (docs/units.md).
+pub use vglet_common::duration::parse_duration;
 
 /// Runs the reviver as the binary does; returns its exit status.
 pub fn main(args: Args) -> ExitCode {
@@ -123,6 +115,14 @@ pub fn build(args: &Args) -> anyhow::Result<Reviver> {
         vglet_lvm::naming::validate_vg_name(vg)
             .map_err(|e| anyhow::anyhow!("--volume-group {vg:?}: {e}"))?;
     }
+    if !args.create_state_dir && !args.state_dir.is_dir() {
+        anyhow::bail!(
+            "state directory {} does not exist (or is no directory); check --state-dir \
+             (csi-driver --state-dir), or pass --create-state-dir on a node where nothing was \
+             staged yet",
+            args.state_dir.display()
+        );
+    }
     let store = StateStore::open(&args.state_dir)
         .with_context(|| format!("state directory {:?}", args.state_dir))?;
     let runner: Arc<dyn Runner> = Arc::new(SystemRunner::new());
@@ -144,6 +144,9 @@ async fn run(args: &Args) -> anyhow::Result<u8> {
             .pass(&args.volume_groups, args.wait_timeout, true)
             .await?;
         report::print(&report, args.json);
+        for vg in &report.missing_vgs {
+            eprintln!("reviver: {vg}");
+        }
         return Ok(if report.any_failed() {
             EXIT_FAILED
         } else {
@@ -202,6 +205,10 @@ mod tests {
         let d = Args::try_parse_from(["reviver"]).unwrap();
         assert_eq!(d.state_dir, PathBuf::from("/var/lib/vglet/state"));
         assert_eq!(d.wait_timeout, Duration::from_secs(120));
-        assert!(parse_duration("5h").is_err());
+        assert_eq!(
+            parse_duration("1h"),
+            Ok(Duration::from_secs(3600)),
+            "one grammar"
+        );
     }
 }

@@ -70,6 +70,10 @@ pub struct Summary {
 pub struct Report {
     pub volumes: Vec<VolumeReport>,
     pub summary: Summary,
+    /// Volume groups it was told to wait for (--volume-group) that are not usable, each with
+    /// the reason: a failure even when no record names them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_vgs: Vec<String>,
 }
 
 impl Report {
@@ -84,7 +88,7 @@ impl Report {
     }
 
     pub fn any_failed(&self) -> bool {
-        self.summary.failed > 0
+        self.summary.failed > 0 || !self.missing_vgs.is_empty()
     }
 
     pub fn text(&self) -> String {
@@ -109,6 +113,9 @@ impl Report {
                 v.volume_id,
                 v.outcome.as_str()
             );
+        }
+        for vg in &self.missing_vgs {
+            let _ = writeln!(s, "FAILED: {vg}");
         }
         let m = &self.summary;
         let _ = writeln!(
@@ -148,6 +155,9 @@ pub fn log(report: &Report) {
                 tracing::info!(volume = %v.volume_id, outcome = o.as_str(), actions = ?v.actions, reason = v.reason.as_deref().unwrap_or(""), "volume")
             }
         }
+    }
+    for vg in &report.missing_vgs {
+        tracing::error!(reason = %vg, "volume group not usable");
     }
     let m = &report.summary;
     tracing::info!(

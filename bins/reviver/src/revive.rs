@@ -94,6 +94,14 @@ impl Reviver {
         let mut vg_names: BTreeSet<String> = wanted_vgs.iter().cloned().collect();
         vg_names.extend(records.iter().map(|r| r.vg.clone()));
         let vgs = self.prepare_vgs(&vg_names, wait).await;
+        for name in wanted_vgs {
+            if let Some(Err(reason)) = vgs.get(name) {
+                report.missing_vgs.push(format!(
+                    "{reason} (awaited with --volume-group, waited {})",
+                    vglet_common::duration::format_duration(wait)
+                ));
+            }
+        }
 
         let bar = if progress && !records.is_empty() {
             let bar = ProgressBar::new(records.len() as u64);
@@ -123,31 +131,58 @@ impl Reviver {
         names: &BTreeSet<String>,
         wait: Duration,
     ) -> BTreeMap<String, VgState> {
+        use tracing::instrument::WithSubscriber;
         let deadline = Instant::now() + wait;
         let mut found: BTreeMap<String, VgState> = BTreeMap::new();
+        let mut logged: Option<Vec<String>> = None;
         loop {
             for name in names {
                 if matches!(found.get(name), Some(Ok(_))) {
                     continue;
                 }
-                let state = match self.lvm.vg(name).await {
+                // Polled every second while waiting: the runner's line for each failed lvm
+                // command (its whole argv) would repeat every time, so the poll is muted and
+                // the wait logs one line per change of what is missing, with lvm's reason.
+                let vg = self
+                    .lvm
+                    .vg(name)
+                    .with_subscriber(tracing::subscriber::NoSubscriber::default())
+                    .await;
+                let state = match vg {
                     Ok(vg) => Ok((vg, Vec::new())),
                     Err(e) => Err(format!("volume group {name}: {e}")),
                 };
                 found.insert(name.clone(), state);
             }
-            let missing: Vec<&String> = found
+            let missing: Vec<String> = found
                 .iter()
                 .filter(|(_, s)| s.is_err())
-                .map(|(n, _)| n)
+                .map(|(n, _)| n.clone())
                 .collect();
+            let reasons = || {
+                found
+                    .values()
+                    .filter_map(|s| s.as_ref().err().cloned())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
             if missing.is_empty() || Instant::now() >= deadline {
                 if !missing.is_empty() {
-                    tracing::warn!(?missing, waited = ?wait, "volume groups did not appear");
+                    tracing::warn!(
+                        missing = %missing.join(","),
+                        waited = %vglet_common::duration::format_duration(wait),
+                        reason = %reasons(),
+                        "volume groups did not appear"
+                    );
+                } else if logged.is_some() {
+                    tracing::info!("all volume groups are there");
                 }
                 break;
             }
-            tracing::info!(?missing, "waiting for volume groups");
+            if logged.as_ref() != Some(&missing) {
+                tracing::info!(missing = %missing.join(","), reason = %reasons(), "waiting for volume groups");
+                logged = Some(missing);
+            }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         let started = if found

@@ -54,7 +54,7 @@ pub struct Cli {
     pub thin_pool: Option<String>,
 
     /// Thin pool size: percent of the VG (`80%`, `80%VG`), of its free space (`50%FREE`)
-    /// or a size (`10G`, `512MiB`).
+    /// or a size (`10Gi`, `512Mi`, `10G` = 10^9 bytes; sizes: docs/units.md).
     #[arg(
         long,
         env = "VGLET_THIN_POOL_SIZE",
@@ -63,7 +63,8 @@ pub struct Cli {
     )]
     pub thin_pool_size: String,
 
-    /// PV metadata area for new PVs. lvm's default (~1 MiB) holds only a few hundred LVs.
+    /// PV metadata area for new PVs (sizes: docs/units.md). lvm's default (~1 MiB) holds only
+    /// a few hundred LVs.
     #[arg(
         long,
         env = "VGLET_METADATA_SIZE",
@@ -77,7 +78,8 @@ pub struct Cli {
     #[arg(long, env = "VGLET_WIPE")]
     pub wipe: bool,
 
-    /// Bound on waiting for a shared VG's lockspace to start.
+    /// Bound on waiting for a shared VG's lockspace to start (`90s`, `2m`, `1h`; durations:
+    /// docs/units.md).
     #[arg(long, env = "VGLET_LOCKSTART_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
     pub lockstart_timeout: Duration,
 
@@ -99,34 +101,5 @@ pub struct Cli {
     pub lvm: PathBuf,
 }
 
-/// Parses `90s`, `2m`, `500ms` or plain seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 120s, 2m, 500ms)"))?;
-    match unit {
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "ms" => Ok(Duration::from_millis(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h)")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("120s").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
-        assert!(parse_duration("x").is_err());
-        assert!(parse_duration("5d").is_err());
-    }
-}
+/// The one duration grammar of every vglet binary (docs/units.md).
+pub use vglet_common::duration::parse_duration;

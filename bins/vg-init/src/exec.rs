@@ -11,10 +11,15 @@ use crate::plan::{Action, Plan};
 use crate::progress::Step;
 use crate::request::Request;
 
+/// Runs `f` with a spinner or log lines around it; none in a dry run, where nothing runs.
 async fn timed<T, E>(
+    req: &Request,
     what: String,
     f: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, E> {
+    if req.dry_run {
+        return f.await;
+    }
     let step = Step::start(what);
     let r = f.await;
     step.done(r.is_ok());
@@ -36,10 +41,18 @@ pub async fn execute(
             } => {
                 // Said before it happens, on stderr whatever the log settings, so the
                 // operator's log always shows what --wipe destroyed.
-                eprintln!("vg-init: --wipe: erasing signatures on {device}: {destroys}");
-                timed(format!("wiping {device}"), wipe::wipe_all(runner, device))
-                    .await
-                    .map_err(err)?;
+                if req.dry_run {
+                    eprintln!("vg-init: --wipe would erase the signatures on {device}: {destroys}");
+                } else {
+                    eprintln!("vg-init: --wipe: erasing signatures on {device}: {destroys}");
+                }
+                timed(
+                    req,
+                    format!("wiping {device}"),
+                    wipe::wipe_all(runner, device),
+                )
+                .await
+                .map_err(err)?;
             }
             Action::CreatePvs { devices } => {
                 lvm.create_pvs(devices, Some(req.metadata_size))
@@ -64,7 +77,9 @@ pub async fn execute(
                 } else {
                     format!("creating VG {}", req.vg)
                 };
-                timed(what, lvm.create_vg(&create)).await.map_err(err)?;
+                timed(req, what, lvm.create_vg(&create))
+                    .await
+                    .map_err(err)?;
             }
             Action::ExtendVg { devices } => {
                 lvm.extend_vg(&req.vg, devices, None).await.map_err(err)?;
@@ -81,6 +96,7 @@ pub async fn execute(
                     activate: !shared,
                 };
                 timed(
+                    req,
                     format!("creating thin pool {}/{name}", req.vg),
                     lvm.create_thin_pool(&create),
                 )
@@ -96,6 +112,13 @@ pub async fn execute(
 /// it. `lvs` is no proof: lvm reads a shared VG without its lock ("Reading VG without a
 /// lock") and succeeds.
 async fn lockstart(req: &Request, lvm: &Lvm) -> Result<(), VgInitError> {
+    if req.dry_run {
+        // Nothing started, nothing to wait for: only the command is wanted.
+        return lvm
+            .lockstart_vg(&req.vg, req.lockstart_timeout)
+            .await
+            .map_err(|e| VgInitError::lvm("vgchange --lockstart", e));
+    }
     let deadline = Instant::now() + req.lockstart_timeout;
     let step = Step::start(format!("starting the lockspace of VG {}", req.vg));
     if let Err(e) = lvm.lockstart_vg(&req.vg, req.lockstart_timeout).await {

@@ -57,6 +57,48 @@ pub async fn run(cli: Cli) -> i32 {
     }
 }
 
+/// The exact argv of every command the plan would run: the same code path as a real run, with a
+/// runner that records each command and runs nothing. Its log lines ("volume group created")
+/// would be untrue here, so they are not emitted.
+async fn dry_run_commands(
+    req: &Request,
+    plan: &plan::Plan,
+    lvm: &Lvm,
+) -> Result<Vec<Vec<String>>, VgInitError> {
+    use tracing::instrument::WithSubscriber;
+    let recorder = vglet_runner::FakeRunner::new();
+    let dry = Lvm::with_binary(Arc::new(recorder.clone()), lvm.binary().to_path_buf());
+    exec::execute(req, plan, &dry, &recorder)
+        .with_subscriber(tracing::subscriber::NoSubscriber::default())
+        .await?;
+    Ok(recorder
+        .calls()
+        .iter()
+        .map(|c| {
+            std::iter::once(c.program.to_string_lossy().into_owned())
+                .chain(c.arg_strings())
+                .collect()
+        })
+        .collect())
+}
+
+/// An argv as a shell line for people to read or paste (single quotes where needed).
+fn shell_words(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c))
+            {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn report_failure(vg: &str, e: VgInitError) -> i32 {
     eprintln!("vg-init: {}: {e}", e.kind());
     let failure = output::Failure {
@@ -110,6 +152,11 @@ pub async fn run_with(
         if let Some(vg) = &before.vg {
             result.pvs = vg.pvs.clone();
         }
+        let argvs = dry_run_commands(&req, &plan, lvm).await?;
+        for argv in &argvs {
+            eprintln!("vg-init: would run: {}", shell_words(argv));
+        }
+        result.would_run = Some(argvs);
         return Ok((
             result,
             if nothing {

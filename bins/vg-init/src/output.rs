@@ -5,10 +5,11 @@ use serde::Serialize;
 use crate::plan::{Outcome, Plan};
 use crate::request::Request;
 
-#[derive(Debug, Serialize)]
+/// The result document on stdout (schema: docs/schemas/vg-init-result.schema.json).
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Result {
     pub vg: String,
-    pub action: Outcome,
+    pub action: Action,
     pub added: Vec<String>,
     pub wiped: Vec<String>,
     /// The VG's tags after the run (planned tags in a dry run).
@@ -22,9 +23,46 @@ pub struct Result {
     pub dry_run: bool,
     /// What was (or, in a dry run, would be) done, in order.
     pub plan: Vec<String>,
+    /// Dry run only: the exact argv of each command a real run would execute, in order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_run: Option<Vec<Vec<String>>>,
 }
 
-#[derive(Debug, Serialize)]
+/// What the run did to the VG; a dry run says what it would do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub enum Action {
+    #[serde(rename = "created")]
+    Created,
+    #[serde(rename = "extended")]
+    Extended,
+    #[serde(rename = "updated")]
+    Updated,
+    #[serde(rename = "unchanged")]
+    Unchanged,
+    #[serde(rename = "would create")]
+    WouldCreate,
+    #[serde(rename = "would extend")]
+    WouldExtend,
+    #[serde(rename = "would update")]
+    WouldUpdate,
+}
+
+impl Action {
+    fn of(outcome: Outcome, dry_run: bool) -> Action {
+        match (outcome, dry_run) {
+            (Outcome::Unchanged, _) => Action::Unchanged,
+            (Outcome::Created, false) => Action::Created,
+            (Outcome::Extended, false) => Action::Extended,
+            (Outcome::Updated, false) => Action::Updated,
+            (Outcome::Created, true) => Action::WouldCreate,
+            (Outcome::Extended, true) => Action::WouldExtend,
+            (Outcome::Updated, true) => Action::WouldUpdate,
+        }
+    }
+}
+
+/// The document on stdout when vg-init fails (schema: docs/schemas/vg-init-failure.schema.json).
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Failure<'a> {
     pub vg: &'a str,
     /// `refused`, `failed` or `usage`.
@@ -36,7 +74,7 @@ impl Result {
     pub fn new(req: &Request, plan: &Plan) -> Result {
         Result {
             vg: req.vg.clone(),
-            action: plan.outcome,
+            action: Action::of(plan.outcome, req.dry_run),
             added: plan.added.clone(),
             wiped: plan.wiped.clone(),
             tags: req.tags.clone(),
@@ -47,6 +85,7 @@ impl Result {
             thin_pool: req.thin_pool.as_ref().map(|p| p.name.clone()),
             dry_run: req.dry_run,
             plan: plan.actions.iter().map(|a| a.to_string()).collect(),
+            would_run: None,
         }
     }
 }

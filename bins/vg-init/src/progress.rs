@@ -4,6 +4,8 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use indicatif::{ProgressBar, ProgressStyle};
 
 pub struct Step {
@@ -22,6 +24,11 @@ impl Step {
             }
             bar.set_message(what.clone());
             bar.enable_steady_tick(Duration::from_millis(120));
+            // Log lines are written around the spinner, never into it.
+            let b = bar.clone();
+            vglet_common::logging::set_stderr_guard(Some(Arc::new(
+                move |w: &mut dyn FnMut()| b.suspend(w),
+            )));
             bar
         });
         if bar.is_none() {
@@ -45,7 +52,7 @@ impl Step {
 
     pub fn done(self, ok: bool) {
         let secs = self.start.elapsed().as_secs_f64();
-        match self.bar {
+        match &self.bar {
             Some(bar) => bar.finish_with_message(format!(
                 "{} {} ({secs:.1}s)",
                 self.what,
@@ -53,6 +60,14 @@ impl Step {
             )),
             None if ok => tracing::info!(seconds = secs, "{}: done", self.what),
             None => tracing::warn!(seconds = secs, "{}: failed", self.what),
+        }
+    }
+}
+
+impl Drop for Step {
+    fn drop(&mut self) {
+        if self.bar.is_some() {
+            vglet_common::logging::set_stderr_guard(None);
         }
     }
 }

@@ -232,26 +232,13 @@ impl Request {
     }
 }
 
-/// A byte size: a number with an optional binary unit (`b`, `k`/`KiB`, `m`/`MiB`, `g`,
-/// `t`, case-insensitive; lvm's units are binary too).
+/// A byte size in the one size grammar of every vglet binary (`vglet_common::size`,
+/// docs/units.md: `16Mi`/`16MiB` binary, `10G` decimal, bare bytes); zero is refused.
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (e.g. 16MiB, 10G)"))?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        "t" | "tb" | "tib" => 40,
-        u => return Err(format!("{s:?}: unknown unit {u:?}")),
-    };
-    n.checked_mul(1u64 << shift)
-        .filter(|b| *b > 0)
-        .ok_or_else(|| format!("{s:?}: out of range"))
+    match vglet_common::size::parse_size(s)? {
+        0 => Err(format!("{s:?}: must be greater than zero")),
+        b => Ok(b),
+    }
 }
 
 /// `80%`, `80%VG`, `50%FREE` or a size.
@@ -297,8 +284,17 @@ mod tests {
     #[test]
     fn sizes() {
         assert_eq!(parse_size("16MiB").unwrap(), 16 << 20);
-        assert_eq!(parse_size("16m").unwrap(), 16 << 20);
-        assert_eq!(parse_size("10G").unwrap(), 10 << 30);
+        assert_eq!(parse_size("16Mi").unwrap(), 16 << 20);
+        assert_eq!(parse_size("1Gi").unwrap(), 1 << 30);
+        assert_eq!(
+            parse_size("10G").unwrap(),
+            10_000_000_000,
+            "decimal, as everywhere"
+        );
+        assert!(
+            parse_size("16m").is_err(),
+            "lowercase m is no unit in the one grammar"
+        );
         assert_eq!(parse_size("4096").unwrap(), 4096);
         assert!(parse_size("0").is_err());
         assert!(parse_size("1x").is_err());
@@ -309,7 +305,7 @@ mod tests {
             parse_pool_size("50%FREE").unwrap(),
             PoolSize::PercentOfFree(50)
         );
-        assert_eq!(parse_pool_size("1G").unwrap(), PoolSize::Bytes(1 << 30));
+        assert_eq!(parse_pool_size("1Gi").unwrap(), PoolSize::Bytes(1 << 30));
         assert!(parse_pool_size("0%").is_err());
         assert!(parse_pool_size("101%").is_err());
         assert!(parse_pool_size("5%PVS").is_err());

@@ -145,6 +145,25 @@ async fn dry_run_and_missing_devices_change_nothing() {
     assert_eq!(code, 0);
     assert!(result.dry_run);
     assert_eq!(result.plan.len(), 2);
+    // It says what it would do, with the exact argv of each command, and runs none of them.
+    let json = serde_json::to_value(&result).unwrap();
+    assert_eq!(json["action"], "would create");
+    let argvs = result
+        .would_run
+        .as_ref()
+        .expect("a dry run lists its commands");
+    let lines: Vec<String> = argvs.iter().map(|a| a.join(" ")).collect();
+    assert_eq!(
+        lines,
+        [
+            "/sbin/lvm pvcreate --metadatasize 16384k /dev/disk/by-id/virtio-d1".to_string(),
+            format!(
+                "/sbin/lvm vgcreate --addtag vglet.managed=true --addtag vglet.vg-init={} vg0 \
+                 /dev/disk/by-id/virtio-d1",
+                vglet_common::VERSION
+            ),
+        ]
+    );
     assert!(
         runner
             .call_lines()

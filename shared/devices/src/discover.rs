@@ -52,6 +52,9 @@ pub struct DiscoverOptions {
     pub pmem: Option<PmemSource>,
     /// Also list devices that were not selected, with the reason.
     pub explain: bool,
+    /// Log each decision (chosen, skipped and why). Off when the caller shows the same
+    /// decisions as a table (a person at a terminal), so each is printed once.
+    pub log_decisions: bool,
     pub hostname: String,
     pub generator: String,
     pub generated_unix: u64,
@@ -67,6 +70,7 @@ impl DiscoverOptions {
             target_vg: None,
             pmem: None,
             explain: false,
+            log_decisions: true,
             hostname: String::new(),
             generator: String::new(),
             generated_unix: 0,
@@ -203,11 +207,11 @@ impl Discoverer {
                 }),
             }
         }
-        for d in &chosen {
+        for d in chosen.iter().filter(|_| opts.log_decisions) {
             tracing::info!(path = %d.path, kernel = %d.kernel_path, size = d.size_bytes, reason = %d.reason, "device chosen");
         }
-        for s in &skipped {
-            tracing::info!(path = %s.path, reasons = ?s.reasons, "device skipped");
+        for s in skipped.iter().filter(|_| opts.log_decisions) {
+            tracing::info!(path = %s.path, reasons = %s.reasons.join("; "), "device skipped");
         }
         Ok(Inventory {
             version: INVENTORY_VERSION,

@@ -595,3 +595,31 @@ async fn pmem_namespaces_are_a_source() {
     .unwrap();
     assert!(PmemSource::read(&file, None).is_err());
 }
+
+/// Each decision is logged once, with readable values, unless the caller shows the decisions
+/// as a table (`log_decisions: false`, a person at a terminal): then not at all.
+#[tokio::test]
+async fn decisions_are_logged_once_unless_a_table_shows_them() {
+    use tracing::instrument::WithSubscriber;
+    let mut h = Host::new();
+    h.disk(FakeDisk::new("vdb", (254, 16), 10 * GIB))
+        .disk(FakeDisk::new("vdc", (254, 32), 10 * GIB))
+        .blkid("vdc", "TYPE=ext4\nUSAGE=filesystem\n");
+    for log_decisions in [true, false] {
+        let logs = vglet_common::logging::LogCapture::default();
+        let glob = format!("{}/vd*", h.dev.display());
+        let (inv, _) = h
+            .discover(move |s, o| {
+                s.globs = vec![glob];
+                o.log_decisions = log_decisions;
+            })
+            .with_subscriber(logs.subscriber(tracing::Level::INFO))
+            .await;
+        assert_eq!(chosen_names(&inv), ["vdb"]);
+        let text = logs.text();
+        let n = usize::from(log_decisions);
+        assert_eq!(text.matches("device chosen").count(), n, "{text}");
+        assert_eq!(text.matches("device skipped").count(), n, "{text}");
+        assert!(!text.contains("Some(") && !text.contains("[\""), "{text}");
+    }
+}

@@ -8,7 +8,7 @@ pub const INVENTORY_VERSION: u32 = 1;
 pub const PMEM_NAMESPACES_VERSION: u32 = 1;
 
 /// What disk-discover chose and skipped, with reasons.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Inventory {
     pub version: u32,
     /// "disk-discover <version>".
@@ -24,14 +24,14 @@ pub struct Inventory {
     pub skipped: Vec<Skipped>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceSource {
     Disk,
     Pmem,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Device {
     /// Stable path (a /dev/disk/by-id link when one exists), what vg-init passes to lvm.
     pub path: String,
@@ -54,7 +54,7 @@ pub struct Device {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PmemInfo {
     /// e.g. "region0".
     pub region: String,
@@ -64,7 +64,7 @@ pub struct PmemInfo {
     pub namespace: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Skipped {
     pub path: String,
     pub kernel_path: String,
@@ -73,14 +73,14 @@ pub struct Skipped {
 }
 
 /// pmem-ns-init's result, which disk-discover accepts as a device source.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PmemNamespaces {
     pub version: u32,
     pub generator: String,
     pub namespaces: Vec<PmemNamespace>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PmemNamespace {
     /// ndctl's namespace name (pmem-ns-init names its own "vglet-<mode>-<region>").
     pub name: String,

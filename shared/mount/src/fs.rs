@@ -159,9 +159,11 @@ impl Filesystems {
     /// here: check [`Filesystems::detect_any_signature`] before formatting.
     pub async fn detect(&self, dev: &Path) -> Result<Option<String>, MountError> {
         check_device_path("device", dev)?;
+        // Exit 2 is blkid's "no signature", an answer.
         let cmd = Command::new(program("blkid"))
             .args(["-p", "-o", "value", "-s", "TYPE"])
-            .arg(dev);
+            .arg(dev)
+            .answers_with([2]);
         let out = self.run_unchecked("blkid", dev, cmd.clone()).await?;
         match out.code {
             Some(0) => Ok(out
@@ -185,7 +187,8 @@ impl Filesystems {
         check_device_path("device", dev)?;
         let cmd = Command::new(program("blkid"))
             .args(["-p", "-o", "export"])
-            .arg(dev);
+            .arg(dev)
+            .answers_with([2]);
         let out = self.run_unchecked("blkid", dev, cmd.clone()).await?;
         match out.code {
             Some(0) => {

@@ -13,6 +13,9 @@ pub struct Command {
     pub env: Vec<(OsString, OsString)>,
     pub stdin: Option<Vec<u8>>,
     pub timeout: Duration,
+    /// Non-zero exit codes that are answers, not failures (blkid's 2 = "no signature"):
+    /// logged like a success.
+    pub answer_codes: Vec<i32>,
 }
 
 impl Command {
@@ -23,7 +26,15 @@ impl Command {
             env: Vec::new(),
             stdin: None,
             timeout: DEFAULT_TIMEOUT,
+            answer_codes: Vec::new(),
         }
+    }
+
+    /// Exit codes that answer the question rather than report a failure (see
+    /// [`Command::answer_codes`]); the caller still reads the code.
+    pub fn answers_with(mut self, codes: impl IntoIterator<Item = i32>) -> Self {
+        self.answer_codes.extend(codes);
+        self
     }
 
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {

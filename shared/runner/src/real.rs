@@ -140,10 +140,14 @@ impl Runner for SystemRunner {
                     stderr: out.stderr,
                     duration,
                 };
-                if output.success() {
-                    tracing::debug!(cmd = %argv, ms = duration.as_millis() as u64, "command ok");
+                let answered = code.is_some_and(|c| cmd.answer_codes.contains(&c));
+                if output.success() || answered {
+                    tracing::debug!(cmd = %argv, ms = duration.as_millis() as u64, exit = code.unwrap_or(0), "command ok");
                 } else {
-                    tracing::info!(cmd = %argv, ms = duration.as_millis() as u64, exit = ?code,
+                    // A readable value: the code, or the signal that ended it.
+                    let exit =
+                        code.map_or_else(|| "killed by a signal".to_string(), |c| c.to_string());
+                    tracing::info!(cmd = %argv, ms = duration.as_millis() as u64, exit = %exit,
                         stderr = %output.stderr_lossy().trim(), "command failed");
                 }
                 Ok(output)
@@ -183,6 +187,44 @@ fn is_executable(p: &Path) -> bool {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// A failure's log line shows the exit code as a number, and an exit code the caller
+    /// declared an answer (blkid's 2, "no signature") is no failure at all.
+    #[tokio::test]
+    async fn failures_log_readable_codes_and_answers_are_not_failures() {
+        use tracing::instrument::WithSubscriber;
+        let logs = vglet_common::logging::LogCapture::default();
+        let sub = logs.subscriber(tracing::Level::INFO);
+        let r = SystemRunner::new();
+        async {
+            let out = r
+                .run_unchecked(
+                    Command::new("/bin/sh")
+                        .args(["-c", "exit 2"])
+                        .answers_with([2]),
+                )
+                .await
+                .unwrap();
+            assert_eq!(out.code, Some(2), "the caller still reads the code");
+            let _ = r
+                .run_unchecked(
+                    Command::new("/bin/sh")
+                        .args(["-c", "exit 3"])
+                        .answers_with([2]),
+                )
+                .await
+                .unwrap();
+        }
+        .with_subscriber(sub)
+        .await;
+        let logs = logs.text();
+        assert_eq!(logs.matches("command failed").count(), 1, "{logs}");
+        assert!(
+            logs.contains("exit=3") && !logs.contains("exit 2"),
+            "{logs}"
+        );
+        assert!(!logs.contains("Some("), "{logs}");
+    }
 
     #[tokio::test]
     async fn captures_stdout_and_exit_code() {

@@ -5,8 +5,14 @@
 # overlay), /dev/console. It mounts the HOST root over 9p read-only, puts a tmpfs-backed
 # overlay on top (the guest may write anywhere, the host stays untouched) and switch_roots into
 # it with /proc /sys /dev /dev/pts /dev/shm /run /tmp and the vglet_rc share (/run/vglet-rc)
-# already mounted, exec'ing the PID-1 script named by vglet_init= on the kernel command line
-# (a host path).
+# already mounted, exec'ing the PID-1 script named by the rc share's `init` file (a host path;
+# a vglet_init= on the kernel command line overrides it). Paths may contain spaces: they travel
+# in files of the rc share, never on the command line.
+#
+# Those fresh tmpfs mounts hide the host's /tmp, /run and /dev/shm. Host directories the guest
+# still needs from there (a checkout or target dir under /tmp) are listed in the rc share's
+# `expose` file, one per line; each gets its own overlay (host dir read-only below, tmpfs above)
+# at the same path, so the guest sees and may write it like the rest of the host root.
 export PATH=/bin
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
@@ -26,12 +32,6 @@ mount -t tmpfs -o mode=755 tmpfs /rw && mkdir -p /rw/upper /rw/work
 mount -t overlay overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work /newroot \
   || die "overlay mount failed"
 t root mounted
-init=
-for kv in $(cat /proc/cmdline); do
-  case $kv in vglet_init=*) init=${kv#vglet_init=} ;; esac
-done
-[ -n "$init" ] || die "no vglet_init= on the kernel command line"
-[ -x "/newroot$init" ] || die "$init is not executable in the host root"
 # Mount what init.sh needs here: busybox in RAM is much cheaper than exec'ing mount over 9p.
 ln -s /proc/self/fd /dev/fd
 ln -s /proc/self/fd/0 /dev/stdin
@@ -48,5 +48,24 @@ mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs $R/tmp
 mkdir -p $R/run/vglet-rc $R/run/lock/lvm $R/run/lvm
 mount -t 9p -o trans=virtio,version=9p2000.L,access=any,msize=524288 vglet_rc $R/run/vglet-rc \
   || die "mounting the vglet_rc share failed"
+RC=$R/run/vglet-rc
+n=0
+if [ -f "$RC/expose" ]; then
+  while IFS= read -r dir; do
+    [ -n "$dir" ] || continue
+    n=$((n + 1))
+    mkdir -p "/rw/x$n/upper" "/rw/x$n/work" "$R$dir" || die "mkdir $dir failed"
+    mount -t overlay overlay -o "lowerdir=/lower$dir,upperdir=/rw/x$n/upper,workdir=/rw/x$n/work" "$R$dir" \
+      || die "exposing the host's $dir in the guest failed"
+  done <"$RC/expose"
+fi
+t exposed $n host dirs
+init=
+[ -f "$RC/init" ] && IFS= read -r init <"$RC/init"
+for kv in $(cat /proc/cmdline); do
+  case $kv in vglet_init=*) init=${kv#vglet_init=} ;; esac
+done
+[ -n "$init" ] || die "no init script named (rc share file 'init' or vglet_init=)"
+[ -x "$R$init" ] || die "$init is not executable in the host root"
 t switch_root
 exec switch_root /newroot "$init"

@@ -189,6 +189,7 @@ pub struct Vm {
     qemu_args: Vec<String>,
     guest_unplug: bool,
     links: Vec<UdpLink>,
+    init_script: Option<PathBuf>,
 }
 
 /// A point-to-point Ethernet link to another guest over UDP on the host's loopback.
@@ -219,7 +220,15 @@ impl Vm {
             qemu_args: Vec::new(),
             guest_unplug: false,
             links: Vec::new(),
+            init_script: None,
         }
+    }
+
+    /// The guest's PID-1 script (default: this harness's `guest/init.sh`), e.g. another
+    /// checkout's, to prove that a clone elsewhere boots.
+    pub fn init_script(mut self, path: impl Into<PathBuf>) -> Self {
+        self.init_script = Some(path.into());
+        self
     }
 
     /// Guest RAM in MiB (default 1024).
@@ -414,6 +423,26 @@ impl Vm {
         fs::create_dir_all(&rc_dir).map_err(io_err(format!("create {}", rc_dir.display())))?;
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
         self.write_job(&rc_dir, &cwd, command)?;
+        // The guest's fresh /tmp, /run and /dev/shm would hide a checkout (init.sh itself, the
+        // test binaries, the cwd) that lies there on the host: expose those dirs again.
+        let init = match &self.init_script {
+            Some(p) => abs(p)?,
+            None => host.guest_init.clone(),
+        };
+        let mut wanted = vec![init.clone(), cwd.clone()];
+        wanted.extend(std::env::current_exe().ok());
+        let expose = hidden_host_dirs(&wanted).map_err(HarnessError::Config)?;
+        let expose_list: String = expose
+            .iter()
+            .map(|d| format!("{}\n", d.display()))
+            .collect();
+        for (file, text) in [
+            ("expose", expose_list),
+            ("init", format!("{}\n", init.display())),
+        ] {
+            let p = rc_dir.join(file);
+            fs::write(&p, text).map_err(io_err(format!("write {}", p.display())))?;
+        }
 
         let mut args: Vec<String> = vec![
             "-nodefaults".into(),
@@ -576,7 +605,6 @@ impl Vm {
             "mitigations=off".into(),
             "panic=-1".into(),
             "rdinit=/init".into(),
-            format!("vglet_init={}", host.guest_init.display()),
         ];
         if debug {
             append.extend(["loglevel=7".into(), "vglet_debug=1".into()]);
@@ -759,13 +787,6 @@ impl Vm {
             if a.is_empty() || a.contains(char::is_whitespace) {
                 return bad(format!("kernel argument {a:?} (no spaces)"));
             }
-        }
-        let init = host::guest_dir().join("init.sh");
-        if init.to_string_lossy().contains(char::is_whitespace) {
-            return bad(format!(
-                "{}: the harness cannot live under a path with spaces",
-                init.display()
-            ));
         }
         Ok(())
     }
@@ -1024,6 +1045,43 @@ fn abs(p: &Path) -> Result<PathBuf, HarnessError> {
     std::path::absolute(p).map_err(io_err(format!("resolve {}", p.display())))
 }
 
+/// Mount points the guest gets fresh (tmpfs) instead of the host's: see guest/initramfs-init.sh.
+const GUEST_PRIVATE: [&str; 3] = ["/tmp", "/run", "/dev/shm"];
+
+/// The host dirs to re-expose in the guest so that every path in `wanted` is visible there:
+/// for a path under a guest-private mount, its first directory below that mount
+/// (`/tmp/clone/target/debug/x` -> `/tmp/clone`). Paths elsewhere need nothing. A path the
+/// initramfs cannot hand to an overlay mount (`,` `:` `\` or a newline in it) is refused with
+/// what to do instead.
+fn hidden_host_dirs(wanted: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for p in wanted {
+        for private in GUEST_PRIVATE {
+            let Ok(rest) = p.strip_prefix(private) else {
+                continue;
+            };
+            let Some(first) = rest.components().next() else {
+                break; // the private mount itself: the guest has its own, by design
+            };
+            let dir = Path::new(private).join(first);
+            let text = dir.to_string_lossy();
+            if text.contains([',', ':', '\\', '\n']) {
+                return Err(format!(
+                    "{} lies under {private}, which the guest mounts afresh, and its name holds \
+                     ',', ':', '\\' or a newline, which the harness cannot expose there: move the \
+                     checkout (or target dir) elsewhere, e.g. under $HOME",
+                    dir.display()
+                ));
+            }
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+            break;
+        }
+    }
+    Ok(dirs)
+}
+
 /// QEMU option values escape ',' by doubling it.
 fn qemu_escape(p: &Path) -> String {
     p.to_string_lossy().replace(',', ",,")
@@ -1137,6 +1195,33 @@ fn normalize(p: &Path) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn dirs_hidden_by_the_guest_are_exposed_once() {
+        let p = |s: &str| PathBuf::from(s);
+        let got = super::hidden_host_dirs(&[
+            p("/tmp/my clone/tests/harness/guest/init.sh"),
+            p("/tmp/my clone/target/debug/deps/e2e-1"),
+            p("/run/user/0/x"),
+            p("/dev/shm/t/bin"),
+            p("/tmp"),
+            p("/root/vglet"),
+            p("/tmpfoo/x"),
+        ])
+        .unwrap();
+        assert_eq!(
+            got,
+            [p("/tmp/my clone"), p("/run/user"), p("/dev/shm/t")],
+            "one dir per hidden tree, nothing for paths the guest sees anyway"
+        );
+        let err = super::hidden_host_dirs(&[p("/tmp/a,b/x")]).unwrap_err();
+        assert!(err.contains("move the checkout"), "{err}");
+        assert!(
+            super::hidden_host_dirs(&[p("/home/a,b/x")])
+                .unwrap()
+                .is_empty()
+        );
+    }
+
     use super::*;
 
     #[test]

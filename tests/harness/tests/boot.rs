@@ -224,7 +224,8 @@ fn timeout_setup_and_no_status_are_distinct_errors() {
         .expect_err("module load must fail");
     assert!(matches!(err, HarnessError::GuestSetup { .. }), "{err}");
 
-    // A later vglet_init= wins: the initramfs cannot find it and powers off without a status.
+    // vglet_init= on the command line overrides the rc share's init file: the initramfs cannot
+    // find it and powers off without a status.
     let err = Vm::new("noinit")
         .kernel_arg("vglet_init=/nonexistent/init.sh")
         .timeout(Duration::from_secs(180))

@@ -131,7 +131,10 @@ impl Lvm {
         } else {
             self.run(argv, Some(&req.vg), None).await?;
         }
-        tracing::info!(vg = %req.vg, devices = ?req.devices, lock_type = ?req.lock_type, "volume group created");
+        let lock_type = req
+            .lock_type
+            .map_or_else(|| "none".to_string(), |l| l.to_string());
+        tracing::info!(vg = %req.vg, devices = %req.devices.join(" "), lock_type = %lock_type, "volume group created");
         Ok(())
     }
 
