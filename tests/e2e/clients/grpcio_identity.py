@@ -10,6 +10,7 @@ Prints "name=<driver> probe=<ready|not-ready|gRPC code of the answer>"; a transp
 (the RST_STREAM a refused :authority gets) is an exception and a non-zero exit.
 """
 import sys
+import time
 
 import grpc
 
@@ -47,13 +48,20 @@ def main() -> None:
     raw = dict(request_serializer=lambda m: m, response_deserializer=lambda m: m)
     with grpc.insecure_channel(f"unix:{sock}") as ch:
         info = ch.unary_unary("/csi.v1.Identity/GetPluginInfo", **raw)(b"", timeout=30)
-        try:
-            probe = ch.unary_unary("/csi.v1.Identity/Probe", **raw)(b"", timeout=30)
-            # Field 1 is a BoolValue whose field 1 is the bool (absent = false).
-            ready = "ready" if field(probe, 1) == b"\x08\x01" else "not-ready"
-        except grpc.RpcError as e:
-            # The driver's own answer (e.g. FAILED_PRECONDITION without a VG on the host).
-            ready = e.code().name
+        # Probe answers "not ready" while the driver's start-up runs (a loaded machine
+        # makes that seconds): ask again until start-up has an answer, or 60 s pass.
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                probe = ch.unary_unary("/csi.v1.Identity/Probe", **raw)(b"", timeout=30)
+                # Field 1 is a BoolValue whose field 1 is the bool (absent = false).
+                ready = "ready" if field(probe, 1) == b"\x08\x01" else "not-ready"
+            except grpc.RpcError as e:
+                # The driver's own answer (e.g. FAILED_PRECONDITION without a VG on the host).
+                ready = e.code().name
+            if ready != "not-ready" or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
     name = field(info, 1).decode()
     print(f"name={name} probe={ready}")
 
