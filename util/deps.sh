@@ -7,12 +7,14 @@
 #   guest tools under test: lvm2 lvm2-lockd sanlock thin-provisioning-tools xfsprogs e2fsprogs
 #                           ndctl udev util-linux
 #   two-host dlm test: corosync dlm-controld iproute2 (guests joined by a QEMU UDP link)
+#   container images: mmdebstrap umoci (util/build-images.sh, util/check-images.sh)
 set -euo pipefail
 
 PKGS=(
   qemu-system-x86 linux-image-amd64 busybox-static kmod cpio python3
   lvm2 lvm2-lockd sanlock thin-provisioning-tools xfsprogs e2fsprogs ndctl udev util-linux
   corosync dlm-controld iproute2
+  mmdebstrap umoci
 )
 
 missing=()
