@@ -10,6 +10,9 @@
 # Validation is strict (unknown fields are errors) against the newest Kubernetes version the
 # installed kubernetes-validate knows, or $VGLET_K8S_VERSION (e.g. 1.37.0) when set.
 #
+# Every registry.k8s.io/sig-storage/* image must have a row in deploy/sidecars.md with a link
+# to the release notes in that sidecar's own CHANGELOG.
+#
 # kustomization.yaml files are not Kubernetes objects: they pass when `kubectl kustomize`
 # builds their directory (skipped when there is no kubectl).
 # Prints one line per file and ends with "N passed, N failed"; exits 1 if any file failed.
@@ -62,6 +65,23 @@ mapfile -t files < <(find "${targets[@]}" -type f \( -name '*.yaml' -o -name '*.
 ((${#files[@]})) || { log "no YAML files under ${targets[*]}"; exit 1; }
 
 pass=0 fail=0 skip=0
+
+# Every Kubernetes CSI sidecar image must name its upstream release notes in deploy/sidecars.md
+# (a tag that exists nowhere is ImagePullBackOff on every node). Checked in the files given.
+SIDECARS=${VGLET_SIDECARS_TABLE:-deploy/sidecars.md}
+mapfile -t sidecar_images < <(grep -hoE 'registry\.k8s\.io/sig-storage/[a-z0-9-]+:[A-Za-z0-9._-]+' \
+  "${files[@]}" | sort -u)
+for img in "${sidecar_images[@]}"; do
+  if grep -qF "| \`$img\` |" "$SIDECARS" 2>/dev/null &&
+    grep -F "| \`$img\` |" "$SIDECARS" | grep -qE 'https://github\.com/kubernetes-csi/[^ ]*CHANGELOG'; then
+    printf 'PASS %s (source recorded in %s)\n' "$img" "$SIDECARS"
+    pass=$((pass + 1))
+  else
+    printf 'FAIL %s: no row with an upstream CHANGELOG link in %s\n' "$img" "$SIDECARS"
+    fail=$((fail + 1))
+  fi
+done
+
 for f in "${files[@]}"; do
   case $(basename "$f") in
     kustomization.yaml | kustomization.yml)
