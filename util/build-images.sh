@@ -121,7 +121,8 @@ base_tar() {
 mtime=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
 vglet_layer() {
   local image=$1 root=$work/$1.root
-  mkdir -p "$root/usr/local/bin" "$root/etc/lvm"
+  # /dev: the mount point for the runtime's /dev (the base leaves it out, see --skip).
+  mkdir -p "$root/usr/local/bin" "$root/etc/lvm" "$root/dev"
   for b in ${BINS[$image]}; do
     # Debug info is most of a binary's size; symbols stay for backtraces.
     objcopy --strip-debug "$bindir/$b" "$root/usr/local/bin/$b"
