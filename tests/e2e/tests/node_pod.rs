@@ -74,25 +74,7 @@ fn node_pod_in_guest() {
     if in_guest() || vglet_vmh::skip_vm_tests("node_pod_in_guest") {
         return;
     }
-    let ws = workspace();
-    let images = ws.join("target/images");
-    if !images.join("csi-driver.oci.tar").exists() {
-        // util/test.sh builds them before the tests; alone, build them here (debug binaries).
-        run(Command::new(ws.join("util/build-images.sh")).env("VGLET_IMAGE_PROFILE", "debug"));
-    }
-    // The manifests as an operator applies them.
-    let _ = std::fs::remove_dir_all(work());
-    std::fs::create_dir_all(work()).unwrap();
-    let rendered = run(Command::new("kubectl")
-        .arg("kustomize")
-        .arg(ws.join("deploy/node-local")));
-    std::fs::write(work().join("node-local.yaml"), rendered).unwrap();
-    // Unpack the images on the host, before the guest boots (the guest sees them read-only,
-    // through its overlay).
-    for ds in ["vglet-node", "vglet-reviver-node-local"] {
-        bundles(ds, &["--unpack-only"]);
-    }
-
+    prepare("node-local", &["vglet-node", "vglet-reviver-node-local"]);
     let w = vglet_vmh::WorkDir::new("node-pod").expect("work dir");
     // disk-discover's default minimum size is 10G: disks of 11 GiB (sparse).
     let d1 = w.sparse_file("d1.img", 11 << 30).unwrap();
@@ -116,12 +98,32 @@ fn node_pod_in_guest() {
     );
 }
 
-/// pod-bundles.py for one DaemonSet; returns its JSON list of containers.
-fn bundles(daemonset: &str, extra: &[&str]) -> Vec<serde_json::Value> {
+/// Host side, before the guest boots: the images (built by util/test.sh before the tests;
+/// alone, built here with debug binaries), the model's manifests as an operator applies them
+/// (target/node-pod/<model>.yaml), and the images of its DaemonSets unpacked (the guest
+/// sees them through its overlay).
+fn prepare(model: &str, daemonsets: &[&str]) {
+    let ws = workspace();
+    if !ws.join("target/images/csi-driver.oci.tar").exists() {
+        run(Command::new(ws.join("util/build-images.sh")).env("VGLET_IMAGE_PROFILE", "debug"));
+    }
+    let _ = std::fs::remove_dir_all(work());
+    std::fs::create_dir_all(work()).unwrap();
+    let rendered = run(Command::new("kubectl")
+        .arg("kustomize")
+        .arg(ws.join("deploy").join(model)));
+    std::fs::write(work().join(format!("{model}.yaml")), rendered).unwrap();
+    for ds in daemonsets {
+        bundles(model, ds, &["--unpack-only"]);
+    }
+}
+
+/// pod-bundles.py for one DaemonSet of a rendered model; returns its JSON list of containers.
+fn bundles(model: &str, daemonset: &str, extra: &[&str]) -> Vec<serde_json::Value> {
     let out = run(Command::new("python3")
         .arg(e2e_dir().join("node-pod/pod-bundles.py"))
         .arg("--manifest")
-        .arg(work().join("node-local.yaml"))
+        .arg(work().join(format!("{model}.yaml")))
         .args(["--daemonset", daemonset, "--tag", TAG, "--node", NODE])
         .arg("--images")
         .arg(workspace().join("target/images"))
@@ -139,6 +141,7 @@ fn bundles(daemonset: &str, extra: &[&str]) -> Vec<serde_json::Value> {
 /// globs (the guest has no udev, so no /dev/disk/by-id).
 fn node_pod() -> Vec<serde_json::Value> {
     bundles(
+        "node-local",
         "vglet-node",
         &[
             "--env",
@@ -381,7 +384,7 @@ fn guest_node_pod_boot2() {
     assert!(!active.contains("active"), "LV active after boot: {active}");
 
     step("the reviver container (vglet-reviver-node-local) restores the mounts");
-    let reviver = bundles("vglet-reviver-node-local", &[]);
+    let reviver = bundles("node-local", "vglet-reviver-node-local", &[]);
     assert_eq!(reviver.len(), 1, "{reviver:?}");
     {
         // Its manifest runs it with --watch: it keeps running; stop it once the mounts are back.
@@ -405,4 +408,153 @@ fn guest_node_pod_boot2() {
     }
     assert_eq!(vg_tags(), before, "a re-run changed the VG's tags");
     eprintln!("\nNODE POD BOOT 2: PASSED");
+}
+
+// PMEM: the vglet-node-pmem DaemonSet (pmem-ns-init first) on an emulated NVDIMM, the same
+// chain and reboot. The NVDIMM is labelled once by hand, as a new DIMM is on a real node
+// (the manifest's pmem-ns-init does not pass --init-labels).
+
+const PMEM_FSDAX_VG: &str = "pmem-fsdax-region0";
+
+#[test]
+fn pmem_node_pod_in_guest() {
+    if in_guest() || vglet_vmh::skip_vm_tests("pmem_node_pod_in_guest") {
+        return;
+    }
+    prepare("pmem", &["vglet-node-pmem", "vglet-reviver-pmem"]);
+    let w = vglet_vmh::WorkDir::new("pmem-node-pod").expect("work dir");
+    let nvdimm = w.sparse_file("pm0.img", 1 << 30).unwrap();
+    let persist = w.sparse_file("persist.img", 128 << 20).unwrap();
+    let pmem_vm = |name: &str| {
+        vglet_vmh::Vm::new(name)
+            .mem_mib(1536)
+            .cpus(2)
+            .pmem(&nvdimm)
+            .disk(&persist)
+            .modules(["nfit", "nd_pmem", "nd_btt", "dax_pmem", "dm_mod", "ext4"])
+            .udev(false)
+            .timeout(Duration::from_secs(600))
+    };
+    vglet_e2e::run_guest_test("guest_pmem_node_pod_boot1", pmem_vm("e2e-pmem-pod-1"));
+    vglet_e2e::run_guest_test("guest_pmem_node_pod_boot2", pmem_vm("e2e-pmem-pod-2"));
+}
+
+fn staging_has_dax() -> bool {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    mounts
+        .lines()
+        .filter(|l| l.split(' ').nth(1) == Some(STAGING))
+        .any(|l| {
+            l.split(' ')
+                .nth(3)
+                .unwrap_or("")
+                .split(',')
+                .any(|o| o == "dax=always")
+        })
+}
+
+#[test]
+#[ignore = "runs inside the QEMU guest through pmem_node_pod_in_guest"]
+fn guest_pmem_node_pod_boot1() {
+    assert!(in_guest());
+    sh("mkfs.ext4 -q -L persist /dev/vda");
+    host_paths();
+    sh("ndctl disable-region all && ndctl init-labels -f all && ndctl enable-region all");
+    let pod = bundles("pmem", "vglet-node-pmem", &[]);
+    step("init containers: pmem-ns-init -> disk-discover -> vg-init per mode");
+    for c in pod.iter().filter(|c| c["init"] == true) {
+        assert_eq!(run_to_end(c), 0, "init container {} failed", c["name"]);
+    }
+    for (vg, mode) in [(PMEM_FSDAX_VG, "fsdax"), ("pmem-sector-region0", "sector")] {
+        let tags = sh(&format!("vgs --noheadings -o vg_tags {vg}"));
+        assert!(
+            tags.contains(&format!("vglet.pmem={mode}")),
+            "{vg} tags: {tags}"
+        );
+    }
+    let driver = pod.iter().find(|c| c["name"] == "csi-driver").unwrap();
+    let _driver = Running::start(driver);
+    wait_until("csi-driver's Probe", Duration::from_secs(120), probe_ready);
+    step("an fsdax volume: created, staged with DAX, published, written");
+    let v = csictl(&[
+        "controller",
+        "create",
+        "pvc-node-pod",
+        "--size",
+        "64Mi",
+        "--param",
+        "pmemMode=fsdax",
+        "--fs-type",
+        "ext4",
+        "--requisite-topology",
+        &format!("topology.vglet.io/node={NODE}"),
+    ]);
+    let id = v["volume_id"].as_str().expect("volume_id").to_string();
+    assert!(id.starts_with(&format!("{PMEM_FSDAX_VG}/")), "{id}");
+    sh(&format!(
+        "mkdir -p {STAGING} && mkdir -p $(dirname {TARGET})"
+    ));
+    csictl(&[
+        "node",
+        "stage",
+        &id,
+        "--staging-path",
+        STAGING,
+        "--fs-type",
+        "ext4",
+    ]);
+    csictl(&[
+        "node",
+        "publish",
+        &id,
+        "--staging-path",
+        STAGING,
+        "--target-path",
+        TARGET,
+        "--fs-type",
+        "ext4",
+    ]);
+    assert!(
+        staging_has_dax(),
+        "staging mount without dax=always in the host's table"
+    );
+    assert!(
+        mount_at(Path::new(TARGET)).is_some(),
+        "publish mount in the host's table"
+    );
+    sh(&format!(
+        "dd if=/dev/urandom of={TARGET}/data bs=1M count=8 status=none && sync"
+    ));
+    std::fs::write(format!("{PERSIST}/sum"), format!("{id} {}\n", checksum())).unwrap();
+    drop(_driver);
+    sh("sync");
+    eprintln!("\nPMEM NODE POD BOOT 1: PASSED");
+}
+
+#[test]
+#[ignore = "runs inside the QEMU guest through pmem_node_pod_in_guest"]
+fn guest_pmem_node_pod_boot2() {
+    assert!(in_guest());
+    host_paths();
+    let saved = std::fs::read_to_string(format!("{PERSIST}/sum")).unwrap();
+    let (_, sum) = saved.trim().split_once(' ').unwrap();
+    assert!(
+        mount_at(Path::new(TARGET)).is_none(),
+        "target still mounted"
+    );
+    step("the reviver container (vglet-reviver-pmem) restores the DAX mounts");
+    let reviver = bundles("pmem", "vglet-reviver-pmem", &[]);
+    assert_eq!(reviver.len(), 1, "{reviver:?}");
+    {
+        let _r = Running::start(&reviver[0]);
+        wait_until("the reviver's mounts", Duration::from_secs(180), || {
+            mount_at(Path::new(TARGET)).is_some()
+        });
+    }
+    assert!(
+        staging_has_dax(),
+        "restored staging mount without dax=always"
+    );
+    assert_eq!(checksum(), sum, "data differs after the reboot");
+    eprintln!("\nPMEM NODE POD BOOT 2: PASSED");
 }
