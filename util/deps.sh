@@ -7,12 +7,15 @@
 #   guest tools under test: lvm2 lvm2-lockd sanlock thin-provisioning-tools xfsprogs e2fsprogs
 #                           ndctl udev util-linux
 #   two-host dlm test: corosync dlm-controld iproute2 (guests joined by a QEMU UDP link)
+#   container images: mmdebstrap umoci (util/build-images.sh, util/check-images.sh),
+#                     crun (tests/e2e/tests/node_pod.rs runs the node pod's containers)
 set -euo pipefail
 
 PKGS=(
   qemu-system-x86 linux-image-amd64 busybox-static kmod cpio python3
   lvm2 lvm2-lockd sanlock thin-provisioning-tools xfsprogs e2fsprogs ndctl udev util-linux
   corosync dlm-controld iproute2
+  mmdebstrap umoci crun
 )
 
 missing=()

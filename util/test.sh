@@ -33,6 +33,10 @@ cargo clippy --workspace --all-targets -q -- -D warnings
 step "build (binaries are run inside the guest, so they must exist before it boots)"
 cargo build --workspace --all-targets -q
 
+step "container images: build (Debian bases cached in ~/.cache/vglet) and check each one"
+VGLET_IMAGE_PROFILE=debug util/build-images.sh
+util/check-images.sh
+
 if [[ $quick == 1 ]]; then
   export VGLET_SKIP_VM=1
 fi

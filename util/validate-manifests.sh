@@ -10,6 +10,9 @@
 # Validation is strict (unknown fields are errors) against the newest Kubernetes version the
 # installed kubernetes-validate knows, or $VGLET_K8S_VERSION (e.g. 1.37.0) when set.
 #
+# Every registry.k8s.io/sig-storage/* image must have a row in deploy/sidecars.md with a link
+# to the release notes in that sidecar's own CHANGELOG.
+#
 # kustomization.yaml files are not Kubernetes objects: they pass when `kubectl kustomize`
 # builds their directory (skipped when there is no kubectl).
 # Prints one line per file and ends with "N passed, N failed"; exits 1 if any file failed.
@@ -58,10 +61,27 @@ log "kubernetes-validate $("$VENV/bin/pip" show kubernetes-validate 2>/dev/null 
 
 targets=("$@")
 ((${#targets[@]})) || targets=(deploy)
-mapfile -t files < <(find "${targets[@]}" -type f \( -name '*.yaml' -o -name '*.yml' \) | sort)
+mapfile -t files < <(find "${targets[@]}" -type f \( -name '*.yaml' -o -name '*.yml' -o -name '*.json' \) | sort)
 ((${#files[@]})) || { log "no YAML files under ${targets[*]}"; exit 1; }
 
 pass=0 fail=0 skip=0
+
+# Every Kubernetes CSI sidecar image must name its upstream release notes in deploy/sidecars.md
+# (a tag that exists nowhere is ImagePullBackOff on every node). Checked in the files given.
+SIDECARS=${VGLET_SIDECARS_TABLE:-deploy/sidecars.md}
+mapfile -t sidecar_images < <(grep -hoE 'registry\.k8s\.io/sig-storage/[a-z0-9-]+:[A-Za-z0-9._-]+' \
+  "${files[@]}" | sort -u)
+for img in "${sidecar_images[@]}"; do
+  if grep -qF "| \`$img\` |" "$SIDECARS" 2>/dev/null &&
+    grep -F "| \`$img\` |" "$SIDECARS" | grep -qE 'https://github\.com/kubernetes-csi/[^ ]*CHANGELOG'; then
+    printf 'PASS %s (source recorded in %s)\n' "$img" "$SIDECARS"
+    pass=$((pass + 1))
+  else
+    printf 'FAIL %s: no row with an upstream CHANGELOG link in %s\n' "$img" "$SIDECARS"
+    fail=$((fail + 1))
+  fi
+done
+
 for f in "${files[@]}"; do
   case $(basename "$f") in
     kustomization.yaml | kustomization.yml)
@@ -80,6 +100,16 @@ for f in "${files[@]}"; do
       continue
       ;;
   esac
+  # Custom resources (snapshots, Prometheus Operator) and dashboards: kubernetes-validate has
+  # no schema for them, util/validate-crd-objects.py checks them against their CRDs' fields.
+  if [[ $f == *.json ]] || grep -qE '^apiVersion: (snapshot\.storage\.k8s\.io|monitoring\.coreos\.com)/' "$f"; then
+    if "$VENV/bin/python" util/validate-crd-objects.py "$f"; then
+      pass=$((pass + 1))
+    else
+      fail=$((fail + 1))
+    fi
+    continue
+  fi
   # kubernetes-validate only warns (and exits 0) for a kind it has no schema for, so a typo
   # in kind/apiVersion would pass: here any WARN/ERROR line, or a file with no object at all,
   # is a failure.
@@ -99,6 +129,38 @@ for f in "${files[@]}"; do
     fail=$((fail + 1))
   fi
 done
+
+# One configuration surface: with every value of deploy/settings/settings.yaml changed, no
+# rendered model may still carry a default (a field the replacements miss would keep it).
+if ((${#@} == 0)) && command -v kubectl >/dev/null; then
+  tmp=$(mktemp -d "${TMPDIR:-/tmp}/vglet-settings.XXXXXX")
+  cp -r deploy "$tmp/"
+  python3 - "$tmp/deploy/settings/settings.yaml" <<'PY'
+import re, sys
+p = sys.argv[1]
+s = open(p).read()
+for key, value in {"kubeletDir": "/SETTINGS/kubelet", "nodeLocalVG": "settings-local",
+                   "pmemFsdaxVG": "settings-fsdax", "pmemSectorVG": "settings-sector",
+                   "sharedVG": "settings-shared"}.items():
+    s, n = re.subn(rf"^(  {key}: ).*$", rf"\g<1>{value}", s, flags=re.M)
+    assert n == 1, key
+open(p, "w").write(s)
+PY
+  for model in node-local pmem shared examples; do
+    if ! out=$(kubectl kustomize "$tmp/deploy/$model" 2>&1); then
+      printf 'FAIL deploy/%s with changed settings: kustomize failed\n%s\n' "$model" "$out"
+      fail=$((fail + 1))
+    elif left=$(grep -nE '/var/lib/kubelet|\bvg0\b|vgshared|pmem-(fsdax|sector)-region0' <<<"$out"); then
+      printf 'FAIL deploy/%s: defaults left after changing deploy/settings/settings.yaml:\n' "$model"
+      printf '%s\n' "$left" | sed 's/^/     /'
+      fail=$((fail + 1))
+    else
+      printf 'PASS deploy/%s takes every setting from deploy/settings/settings.yaml\n' "$model"
+      pass=$((pass + 1))
+    fi
+  done
+  rm -rf "$tmp"
+fi
 
 printf '\n%d passed, %d failed, %d skipped\n' "$pass" "$fail" "$skip"
 ((fail == 0))
