@@ -82,6 +82,13 @@ pub struct Config {
     /// rebuild the mounts after a reboot. Must survive reboots (a host path, not tmpfs).
     #[arg(long, env = "VGLET_STATE_DIR", default_value = "/var/lib/vglet/state")]
     pub state_dir: PathBuf,
+
+    /// Who extends the LV of a node-local volume. `controller`: ControllerExpandVolume
+    /// (EXPAND_VOLUME advertised). `node`: NodeExpandVolume on the volume's node, for a
+    /// per-node deployment whose external-resizer then only marks the claim for the node.
+    /// Shared VGs always grow through the controller.
+    #[arg(long, env = "VGLET_EXPANSION", value_enum, default_value_t = crate::expand::Expansion::Controller)]
+    pub expansion: crate::expand::Expansion,
 }
 
 /// The one duration grammar of every vglet binary (docs/units.md).

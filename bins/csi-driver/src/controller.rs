@@ -171,7 +171,7 @@ impl ControllerService {
 
     /// FAILED_PRECONDITION while the volume has thick snapshots (see
     /// [`snapshot::thick_snapshots_of`] for why).
-    fn refuse_with_thick_snapshots(
+    pub(crate) fn refuse_with_thick_snapshots(
         report: &Report,
         id: &VolumeId,
         what: &str,
@@ -1134,6 +1134,12 @@ impl Controller for ControllerService {
         Ok(Response::new(ControllerGetCapabilitiesResponse {
             capabilities: caps
                 .into_iter()
+                // Without it the external-resizer leaves the whole expansion to
+                // NodeExpandVolume on the volume's node (crate::expand::Expansion::Node).
+                .filter(|r| {
+                    *r != R::ExpandVolume
+                        || self.driver.cfg.expansion == crate::expand::Expansion::Controller
+                })
                 .map(|r| ControllerServiceCapability {
                     r#type: Some(Type::Rpc(Rpc { r#type: r as i32 })),
                 })
@@ -1210,64 +1216,7 @@ impl Controller for ControllerService {
             Some(fs) => fs != "block",
             None => !cap.as_ref().is_some_and(|c| c.is_block()),
         };
-        // LVs never shrink: a limit below the current size cannot be met (CSI spec,
-        // ControllerExpandVolume: "Unsupported capacity | 11 OUT_OF_RANGE").
-        if range.limit > 0 && range.limit < v.lv.size {
-            return Err(Status::out_of_range(format!(
-                "capacity_range: limit_bytes {} is below the volume's current size of {} bytes; volumes do not shrink",
-                range.limit, v.lv.size
-            )));
-        }
-        let size = range.lv_size(vg.extent_size)?;
-        if size <= v.lv.size {
-            return Ok(Response::new(ControllerExpandVolumeResponse {
-                capacity_bytes: v.lv.size as i64,
-                node_expansion_required,
-            }));
-        }
-        Self::refuse_with_thick_snapshots(&report, &id, "expanded")?;
-        // A thin LV grows inside its pool, not in the VG's free space.
-        if v.lv.segtype != "thin" && size - v.lv.size > vg.free {
-            return Err(Status::resource_exhausted(format!(
-                "volume group {} has {} bytes free, growing {id} by {} bytes",
-                vg.name,
-                vg.free,
-                size - v.lv.size
-            )));
-        }
-        {
-            let _w = self.driver.vg_locks.lock(&id.vg).await;
-            match self.driver.lvm.extend_lv(&id.vg, &id.lv, size).await {
-                Ok(()) => {}
-                // The node using the volume holds its LV lock. The VG lock still guards the
-                // metadata, so extend without the LV lock; that node's NodeExpandVolume
-                // refreshes its table before growing the filesystem.
-                Err(vglet_lvm::LvmError::Locked(_)) if Driver::vg_kind(&vg) == VgKind::Shared => {
-                    tracing::info!(
-                        "LV is active on another host; extending under the VG lock only"
-                    );
-                    self.driver
-                        .lvm
-                        .extend_lv_skip_lv_lock(&id.vg, &id.lv, size)
-                        .await
-                        .map_err(|e| lvm_status(&format!("extending {id}"), e))?;
-                }
-                Err(e) => return Err(lvm_status(&format!("extending {id}"), e)),
-            }
-            let new = VolumeTags {
-                size: range.required.max(size),
-                ..v.tags.clone()
-            };
-            // The size tag is informational (CreateVolume compares the LV's real size), so
-            // a failure to update it is only logged. A static volume gets no vglet tags:
-            // they would make it look created by us, and deletable.
-            if v.adopted.is_none()
-                && let Err(e) = self.driver.retag(&id, &v.tags, &new).await
-            {
-                tracing::warn!(error = %e, "could not update the size tag");
-            }
-        }
-        tracing::info!(bytes = size, "volume expanded");
+        let size = crate::expand::grow_lv(&self.driver, &v, &vg, &report, range).await?;
         Ok(Response::new(ControllerExpandVolumeResponse {
             capacity_bytes: size as i64,
             node_expansion_required,

@@ -7,6 +7,7 @@ pub mod clone;
 pub mod config;
 pub mod controller;
 pub mod driver;
+pub mod expand;
 pub mod first_format;
 pub mod health;
 pub mod host_needs;

@@ -1266,8 +1266,9 @@ impl Node for NodeService {
         let path = at.path().to_path_buf();
         let range = crate::capacity::Range::parse("capacity_range", req.capacity_range.as_ref())?;
         let _guard = self.driver.inflight.acquire(&id.to_string())?;
-        let (v, vg, _) = self.driver.volume_in_vg(&id).await?;
-        if Driver::vg_kind(&vg) == VgKind::Shared {
+        let (v, vg, report) = self.driver.volume_in_vg(&id).await?;
+        let shared = Driver::vg_kind(&vg) == VgKind::Shared;
+        if shared {
             // The controller may have extended the LV from another host; this node's
             // device-mapper table only learns the new size on refresh.
             self.driver
@@ -1276,10 +1277,20 @@ impl Node for NodeService {
                 .await
                 .map_err(|e| lvm_status(&format!("refreshing {id}"), e))?;
         }
-        if range.required > v.lv.size {
+        // `--expansion node`: the resizer left the LV to this node, which holds the VG. A
+        // shared VG's LV is the controller's to extend, under its lock, whatever the setting.
+        let size = if range.required > v.lv.size
+            && !shared
+            && self.driver.cfg.expansion == crate::expand::Expansion::Node
+        {
+            crate::expand::grow_lv(&self.driver, &v, &vg, &report, range).await?
+        } else {
+            v.lv.size
+        };
+        if range.required > size {
             return Err(Status::out_of_range(format!(
                 "volume {id} is {} bytes, smaller than the {} bytes asked; expand it on the controller first",
-                v.lv.size, range.required
+                size, range.required
             )));
         }
         let is_block = v.fs() == Some("block")
@@ -1313,10 +1324,10 @@ impl Node for NodeService {
                 .grow(&fs_type, &dev, &path)
                 .await
                 .map_err(|e| mount_status(&format!("growing the filesystem of {id}"), e))?;
-            tracing::info!(bytes = v.lv.size, "filesystem grown");
+            tracing::info!(bytes = size, "filesystem grown");
         }
         Ok(Response::new(NodeExpandVolumeResponse {
-            capacity_bytes: v.lv.size as i64,
+            capacity_bytes: size as i64,
         }))
     }
 
