@@ -104,12 +104,19 @@ mod tests {
 
     const MIB: u64 = 1 << 20;
 
-    /// lvm with one VG of `free` bytes free (4 MiB extents) holding one 64 MiB raw block
-    /// volume of ours, `vg0/csi-b`.
+    /// A 64 MiB volume of ours in vg0 with the `vglet.fs` tag `fs`.
+    fn lv(name: &str, fs: &str) -> String {
+        format!(
+            r#"{{"vg_name":"vg0","lv_name":"{name}","lv_uuid":"U-{name}","lv_attr":"-wi-a-----","lv_size":"67108864","lv_active":"active","lv_tags":"vglet.owner=lvm.vglet.io,vglet.name=pvc-{name},vglet.size=67108864,vglet.fs={fs}","lv_path":"/dev/vg0/{name}","lv_dm_path":"/dev/mapper/vg0-{name}","lv_layout":"linear","lv_role":"public","pool_lv":"","origin":"","data_percent":""}}"#
+        )
+    }
+
+    /// lvm with one VG of `free` bytes free (4 MiB extents) holding two 64 MiB volumes of
+    /// ours: `vg0/csi-b` (raw block) and `vg0/csi-f` (ext4).
     fn lvm(free: u64) -> FakeRunner {
-        let lv = r#"{"vg_name":"vg0","lv_name":"csi-b","lv_uuid":"U-b","lv_attr":"-wi-a-----","lv_size":"67108864","lv_active":"active","lv_tags":"vglet.owner=lvm.vglet.io,vglet.name=pvc-b,vglet.size=67108864,vglet.fs=block","lv_path":"/dev/vg0/csi-b","lv_dm_path":"/dev/mapper/vg0-csi-b","lv_layout":"linear","lv_role":"public","pool_lv":"","origin":"","data_percent":""}"#;
+        let lvs = [lv("csi-b", "block"), lv("csi-f", "ext4")].join(",");
         let report = format!(
-            r#"{{"report":[{{"vg":[{{"vg_name":"vg0","vg_size":"1073741824","vg_free":"{free}","vg_extent_size":"4194304","vg_lock_type":""}}],"pv":[],"lv":[{lv}]}}]}}"#
+            r#"{{"report":[{{"vg":[{{"vg_name":"vg0","vg_size":"1073741824","vg_free":"{free}","vg_extent_size":"4194304","vg_lock_type":""}}],"pv":[],"lv":[{lvs}]}}]}}"#
         );
         FakeRunner::with(move |c| match c.arg_strings().first().map(String::as_str) {
             Some("version") => Reply::ok("  LVM version:     2.03.16(2) (2022-05-18)\n"),
@@ -209,6 +216,27 @@ mod tests {
         // 65 MiB rounds up to 68 MiB, above the limit.
         let e = node_expand(&d, 65 * MIB, 66 * MIB).await.unwrap_err();
         assert_eq!(e.code(), Code::OutOfRange, "{e:?}");
+        assert!(changes(&f).is_empty(), "{:?}", changes(&f));
+    }
+
+    #[tokio::test]
+    async fn node_mode_extends_nothing_for_a_path_that_is_not_the_volumes_mount() {
+        let f = lvm(512 * MIB);
+        let (d, _dir) = driver(&f, "node").await;
+        let path = tempfile::tempdir().unwrap();
+        let e = NodeService { driver: d }
+            .node_expand_volume(Request::new(NodeExpandVolumeRequest {
+                volume_id: "vg0/csi-f".into(),
+                volume_path: path.path().display().to_string(),
+                capacity_range: Some(CapacityRange {
+                    required_bytes: (128 * MIB) as i64,
+                    limit_bytes: 0,
+                }),
+                ..Default::default()
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
         assert!(changes(&f).is_empty(), "{:?}", changes(&f));
     }
 

@@ -1279,18 +1279,13 @@ impl Node for NodeService {
         }
         // `--expansion node`: the resizer left the LV to this node, which holds the VG. A
         // shared VG's LV is the controller's to extend, under its lock, whatever the setting.
-        let size = if range.required > v.lv.size
+        let extend_here = range.required > v.lv.size
             && !shared
-            && self.driver.cfg.expansion == crate::expand::Expansion::Node
-        {
-            crate::expand::grow_lv(&self.driver, &v, &vg, &report, range).await?
-        } else {
-            v.lv.size
-        };
-        if range.required > size {
+            && self.driver.cfg.expansion == crate::expand::Expansion::Node;
+        if range.required > v.lv.size && !extend_here {
             return Err(Status::out_of_range(format!(
                 "volume {id} is {} bytes, smaller than the {} bytes asked; expand it on the controller first",
-                size, range.required
+                v.lv.size, range.required
             )));
         }
         let is_block = v.fs() == Some("block")
@@ -1302,7 +1297,9 @@ impl Node for NodeService {
             || (v.fs().is_none()
                 && req.volume_capability.is_none()
                 && at.identity().is_ok_and(|i| i.kind != vglet_mount::Kind::Dir));
-        if !is_block {
+        let fs = if is_block {
+            None
+        } else {
             let mount = mounted_at(&path)?.ok_or_else(|| {
                 Status::not_found(format!("volume {id} is not mounted at {}", path.display()))
             })?;
@@ -1319,6 +1316,15 @@ impl Node for NodeService {
                     path.display()
                 )));
             }
+            Some((fs_type, dev))
+        };
+        // Only now, with the path proven to be this volume's: a bad request changes nothing.
+        let size = if extend_here {
+            crate::expand::grow_lv(&self.driver, &v, &vg, &report, range).await?
+        } else {
+            v.lv.size
+        };
+        if let Some((fs_type, dev)) = fs {
             self.driver
                 .fs
                 .grow(&fs_type, &dev, &path)
