@@ -43,7 +43,7 @@ images=("$@")
 ((${#images[@]})) || images=("${ALL[@]}")
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/vglet-check-images.XXXXXX")
-trap 'umount -q "$work"/*/bundle/rootfs/proc 2>/dev/null; rm -rf --one-file-system "$work"' EXIT
+trap 'umount -q "$work"/*/bundle/rootfs/proc 2>/dev/null || true; rm -rf --one-file-system "$work"' EXIT
 
 fail=0
 bad() {

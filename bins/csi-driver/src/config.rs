@@ -74,7 +74,7 @@ pub struct Config {
     pub lvm: PathBuf,
 
     /// Serve Prometheus metrics over HTTP at this IP:PORT (`/metrics`), e.g.
-    /// 127.0.0.1:9808. Unset: no listener at all.
+    /// 127.0.0.1:9820. Unset: no listener at all.
     #[arg(long, env = "VGLET_METRICS_ADDRESS")]
     pub metrics_address: Option<std::net::SocketAddr>,
 

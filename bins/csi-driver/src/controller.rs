@@ -721,7 +721,7 @@ impl ControllerService {
                 .map_err(|e| lvm_status(&format!("reading back {id}"), e))?
                 .ok_or_else(|| Status::internal(format!("{id} vanished right after creation")))?
         };
-        tracing::info!(volume = %id, bytes = lv.size, layout = %layout.lv_type, instant, from = ?source.as_ref().map(|s| s.id().to_string()), "volume created");
+        tracing::info!(volume = %id, bytes = lv.size, layout = %layout.lv_type, instant, from = source.as_ref().map(|s| s.id().to_string()).unwrap_or_default(), "volume created");
         if vouch {
             // A linear LV was not read back: device-mapper tells its uuid, as it is active
             // here. Not active here: nothing is remembered and NodeStageVolume reads lvm.

@@ -194,13 +194,12 @@ fn stage_record(
     }
 }
 
-/// Names the host holding an LV's sanlock lease: its node (from the tag vg-init wrote on
-/// that host) when known, and always its host_id, which is what sanlock itself reports.
+/// The refusal's suffix naming the holder of an LV's lock ([`crate::in_use::lock_holder`]).
 fn holder_text(host_id: u64, vg_tags: &[String]) -> String {
-    match vglet_lvm::tags::sanlock_host_node(vg_tags, host_id) {
-        Some(node) => format!("; the lock is held by node {node} (sanlock host_id {host_id})"),
-        None => format!("; the lock is held by the host with sanlock host_id {host_id}"),
-    }
+    format!(
+        "; the lock is held by {}",
+        crate::in_use::lock_holder(host_id, vg_tags)
+    )
 }
 
 impl NodeService {
