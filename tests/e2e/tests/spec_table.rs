@@ -1028,14 +1028,19 @@ async fn walk(c: &mut Clients, t: &mut Table) {
         Code::NotFound,
         n.node_unpublish_volume(unpublish_req(FAKE_VOL, &fs_target))
     );
+    // A well-formed id with no such volume, at a path this volume is not published at: the
+    // spec's idempotency rule ("not published at target_path: 0 OK") and issue #15's
+    // "OK when this volume is not published there, without touching anything" win over the
+    // NOT_FOUND row, which would leave kubelet retrying a pod's teardown forever after the LV
+    // vanished. The world check after each row proves nothing was touched.
     node_row!(
-        "NodeUnpublishVolume: missing, at a foreign tmpfs (NOT_FOUND)",
-        Code::NotFound,
+        "NodeUnpublishVolume: missing, at a foreign tmpfs (OK, untouched)",
+        Code::Ok,
         n.node_unpublish_volume(unpublish_req(&missing_vol, "/run/spec/foreign-tmpfs"))
     );
     node_row!(
-        "NodeUnpublishVolume: missing, at a plain file (NOT_FOUND)",
-        Code::NotFound,
+        "NodeUnpublishVolume: missing, at a plain file (OK, untouched)",
+        Code::Ok,
         n.node_unpublish_volume(unpublish_req(&missing_vol, "/run/spec/plain-file"))
     );
     node_row!(
@@ -1054,8 +1059,8 @@ async fn walk(c: &mut Clients, t: &mut Table) {
         n.node_unstage_volume(unstage_req(FAKE_VOL, &fs_staging))
     );
     node_row!(
-        "NodeUnstageVolume: missing, at another volume's staging (NOT_FOUND)",
-        Code::NotFound,
+        "NodeUnstageVolume: missing, at another volume's staging (OK, untouched)",
+        Code::Ok,
         n.node_unstage_volume(unstage_req(&missing_vol, &fs_staging))
     );
     node_row!(
