@@ -22,6 +22,11 @@ die() { echo "vglet-vm(initramfs): $*"; poweroff -f; }
 P=
 debug=0
 grep -q vglet_debug=1 /proc/cmdline && debug=1
+# Read now: /proc is moved into the new root before the init script is chosen.
+cmdline_init=
+for kv in $(cat /proc/cmdline); do
+  case $kv in vglet_init=*) cmdline_init=${kv#vglet_init=} ;; esac
+done
 t() { [ $debug = 1 ] && echo "vglet-vm(initramfs): $(cut -d' ' -f1 $P/proc/uptime)s $*"; }
 t start
 for m in $(cat /mods/order); do insmod "/mods/$m" || echo "vglet-vm(initramfs): insmod $m failed"; done
@@ -62,9 +67,7 @@ fi
 t exposed $n host dirs
 init=
 [ -f "$RC/init" ] && IFS= read -r init <"$RC/init"
-for kv in $(cat /proc/cmdline); do
-  case $kv in vglet_init=*) init=${kv#vglet_init=} ;; esac
-done
+[ -n "$cmdline_init" ] && init=$cmdline_init
 [ -n "$init" ] || die "no init script named (rc share file 'init' or vglet_init=)"
 [ -x "$R$init" ] || die "$init is not executable in the host root"
 t switch_root
