@@ -296,9 +296,12 @@ pub fn wait_for_file(path: &Path, limit: Duration) -> bool {
 pub mod req {
     use std::collections::HashMap;
 
-    use vglet_csi_proto::v1::VolumeCapability;
     use vglet_csi_proto::v1::volume_capability::{
         AccessMode, AccessType, BlockVolume, MountVolume, access_mode::Mode,
+    };
+    use vglet_csi_proto::v1::{
+        NodeGetVolumeStatsRequest, NodeUnpublishVolumeRequest, NodeUnstageVolumeRequest,
+        VolumeCapability,
     };
 
     /// A filesystem capability: `fs` with mount `flags`, access `mode`.
@@ -341,6 +344,31 @@ pub mod req {
     }
 
     /// StorageClass-style parameters from pairs.
+    /// NodeUnpublishVolume of `id` at `target`.
+    pub fn unpublish(id: &str, target: &str) -> NodeUnpublishVolumeRequest {
+        NodeUnpublishVolumeRequest {
+            volume_id: id.into(),
+            target_path: target.into(),
+        }
+    }
+
+    /// NodeUnstageVolume of `id` at `staging`.
+    pub fn unstage(id: &str, staging: &str) -> NodeUnstageVolumeRequest {
+        NodeUnstageVolumeRequest {
+            volume_id: id.into(),
+            staging_target_path: staging.into(),
+        }
+    }
+
+    /// NodeGetVolumeStats of `id` at `path`.
+    pub fn stats(id: &str, path: &str) -> NodeGetVolumeStatsRequest {
+        NodeGetVolumeStatsRequest {
+            volume_id: id.into(),
+            volume_path: path.into(),
+            staging_target_path: String::new(),
+        }
+    }
+
     pub fn params(kv: &[(&str, &str)]) -> HashMap<String, String> {
         kv.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -199,28 +199,6 @@ fn publish_req(
     }
 }
 
-fn unpublish_req(id: &str, target: &str) -> NodeUnpublishVolumeRequest {
-    NodeUnpublishVolumeRequest {
-        volume_id: id.into(),
-        target_path: target.into(),
-    }
-}
-
-fn unstage_req(id: &str, staging: &str) -> NodeUnstageVolumeRequest {
-    NodeUnstageVolumeRequest {
-        volume_id: id.into(),
-        staging_target_path: staging.into(),
-    }
-}
-
-fn stats_req(id: &str, path: &str) -> NodeGetVolumeStatsRequest {
-    NodeGetVolumeStatsRequest {
-        volume_id: id.into(),
-        volume_path: path.into(),
-        staging_target_path: String::new(),
-    }
-}
-
 /// "major:minor" of a volume's device node.
 fn dev_of(id: &str) -> String {
     sh(&format!("stat -L -c '%t %T' /dev/{id}"))
@@ -342,7 +320,7 @@ fn guest_node_safety() {
                 "unpublish",
                 None,
                 c.node
-                    .node_unpublish_volume(unpublish_req(&v.id, &v.target))
+                    .node_unpublish_volume(req::unpublish(&v.id, &v.target))
                     .await,
             );
             assert!(!is_mounted(Path::new(&v.target)));
@@ -351,7 +329,7 @@ fn guest_node_safety() {
                 "unstage",
                 None,
                 c.node
-                    .node_unstage_volume(unstage_req(&v.id, &v.staging))
+                    .node_unstage_volume(req::unstage(&v.id, &v.staging))
                     .await,
             );
             assert!(mounts_of(&dev_of(&v.id)).is_empty(), "{} unmounted", v.id);
@@ -480,7 +458,7 @@ async fn foreign_targets_are_left_alone(
         expect(
             &format!("unpublish {id} at {path} ({why})"),
             None,
-            c.node.node_unpublish_volume(unpublish_req(id, path)).await,
+            c.node.node_unpublish_volume(req::unpublish(id, path)).await,
         );
     }
     let unstage_cases = [
@@ -515,7 +493,7 @@ async fn foreign_targets_are_left_alone(
         expect(
             &format!("unstage {id} at {path} ({why})"),
             None,
-            c.node.node_unstage_volume(unstage_req(id, path)).await,
+            c.node.node_unstage_volume(req::unstage(id, path)).await,
         );
     }
     assert_eq!(w.world(), before, "nothing changed");
@@ -538,12 +516,12 @@ async fn stats_of_foreign_paths(c: &mut Clients, w: &Watch, a: &Vol, b: &Vol, k:
         expect(
             &format!("stats {id} at {path}"),
             Some(Code::NotFound),
-            c.node.node_get_volume_stats(stats_req(id, &path)).await,
+            c.node.node_get_volume_stats(req::stats(id, &path)).await,
         );
     }
     let own = c
         .node
-        .node_get_volume_stats(stats_req(&a.id, &a.target))
+        .node_get_volume_stats(req::stats(&a.id, &a.target))
         .await
         .expect("stats at its own target")
         .into_inner();
@@ -555,7 +533,7 @@ async fn stats_of_foreign_paths(c: &mut Clients, w: &Watch, a: &Vol, b: &Vol, k:
     assert_eq!(total, df, "the volume's own numbers");
     let blk = c
         .node
-        .node_get_volume_stats(stats_req(&k.id, &k.target))
+        .node_get_volume_stats(req::stats(&k.id, &k.target))
         .await
         .expect("stats at the block target")
         .into_inner();
@@ -578,7 +556,7 @@ async fn volumes_in_use(c: &mut Clients, w: &Watch, a: &Vol, k: &Vol) {
         assert!(!is_mounted(Path::new(&other)));
         let e = c
             .node
-            .node_unstage_volume(unstage_req(&v.id, &v.staging))
+            .node_unstage_volume(req::unstage(&v.id, &v.staging))
             .await
             .expect_err("unstage while published");
         assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
@@ -624,19 +602,19 @@ async fn unknown_ids(c: &mut Clients, w: &Watch, a: &Vol) {
         "unpublish",
         Some(Code::NotFound),
         c.node
-            .node_unpublish_volume(unpublish_req(fake, &tmpfs))
+            .node_unpublish_volume(req::unpublish(fake, &tmpfs))
             .await,
     );
     expect(
         "unstage",
         Some(Code::NotFound),
-        c.node.node_unstage_volume(unstage_req(fake, &tmpfs)).await,
+        c.node.node_unstage_volume(req::unstage(fake, &tmpfs)).await,
     );
     expect(
         "stats",
         Some(Code::NotFound),
         c.node
-            .node_get_volume_stats(stats_req(fake, &a.target))
+            .node_get_volume_stats(req::stats(fake, &a.target))
             .await,
     );
     expect(
@@ -701,7 +679,7 @@ async fn race(c: &mut Clients, w: &Watch, a: &Vol, k: &Vol) {
             // Unpublish may meet the symlink too: then it touches nothing and says OK.
             let _ = c
                 .node
-                .node_unpublish_volume(unpublish_req(&v.id, &target))
+                .node_unpublish_volume(req::unpublish(&v.id, &target))
                 .await;
         }
     }
@@ -719,7 +697,7 @@ async fn race(c: &mut Clients, w: &Watch, a: &Vol, k: &Vol) {
             "final unpublish",
             None,
             c.node
-                .node_unpublish_volume(unpublish_req(&v.id, &target))
+                .node_unpublish_volume(req::unpublish(&v.id, &target))
                 .await,
         );
     }
@@ -788,7 +766,7 @@ async fn single_writer(c: &mut Clients) {
             expect(
                 "unpublish",
                 None,
-                c.node.node_unpublish_volume(unpublish_req(&v.id, t)).await,
+                c.node.node_unpublish_volume(req::unpublish(&v.id, t)).await,
             );
         }
         // Once the first is gone, another read/write publish is fine.
@@ -803,14 +781,14 @@ async fn single_writer(c: &mut Clients) {
             "unpublish",
             None,
             c.node
-                .node_unpublish_volume(unpublish_req(&v.id, &second))
+                .node_unpublish_volume(req::unpublish(&v.id, &second))
                 .await,
         );
         expect(
             "unstage",
             None,
             c.node
-                .node_unstage_volume(unstage_req(&v.id, &v.staging))
+                .node_unstage_volume(req::unstage(&v.id, &v.staging))
                 .await,
         );
     }
@@ -835,14 +813,14 @@ async fn single_writer(c: &mut Clients) {
             expect(
                 "unpublish",
                 None,
-                c.node.node_unpublish_volume(unpublish_req(&v.id, t)).await,
+                c.node.node_unpublish_volume(req::unpublish(&v.id, t)).await,
             );
         }
         expect(
             "unstage",
             None,
             c.node
-                .node_unstage_volume(unstage_req(&v.id, &v.staging))
+                .node_unstage_volume(req::unstage(&v.id, &v.staging))
                 .await,
         );
         assert!(mounts_of(&dev_of(&v.id)).is_empty());

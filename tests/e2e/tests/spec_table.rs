@@ -97,28 +97,6 @@ fn publish_req(
     }
 }
 
-fn unpublish_req(id: &str, target: &str) -> NodeUnpublishVolumeRequest {
-    NodeUnpublishVolumeRequest {
-        volume_id: id.into(),
-        target_path: target.into(),
-    }
-}
-
-fn unstage_req(id: &str, staging: &str) -> NodeUnstageVolumeRequest {
-    NodeUnstageVolumeRequest {
-        volume_id: id.into(),
-        staging_target_path: staging.into(),
-    }
-}
-
-fn stats_req(id: &str, path: &str) -> NodeGetVolumeStatsRequest {
-    NodeGetVolumeStatsRequest {
-        volume_id: id.into(),
-        volume_path: path.into(),
-        staging_target_path: String::new(),
-    }
-}
-
 fn node_expand_req(id: &str, path: &str) -> NodeExpandVolumeRequest {
     NodeExpandVolumeRequest {
         volume_id: id.into(),
@@ -882,7 +860,7 @@ async fn walk(c: &mut Clients, t: &mut Table) {
         c.controller.delete_volume(delete_req(&f.held))
     );
     c.node
-        .node_unpublish_volume(unpublish_req(&f.blk, &f.blk_target.display().to_string()))
+        .node_unpublish_volume(req::unpublish(&f.blk, &f.blk_target.display().to_string()))
         .await
         .unwrap();
     let staged_only = world(&devs);
@@ -907,7 +885,7 @@ async fn walk(c: &mut Clients, t: &mut Table) {
         &world(&devs),
     );
     c.node
-        .node_unstage_volume(unstage_req(&f.blk, &f.blk_staging.display().to_string()))
+        .node_unstage_volume(req::unstage(&f.blk, &f.blk_staging.display().to_string()))
         .await
         .unwrap();
     row!(
@@ -1016,17 +994,17 @@ async fn walk(c: &mut Clients, t: &mut Table) {
     node_row!(
         "NodeUnpublishVolume: volume_id missing",
         Code::InvalidArgument,
-        n.node_unpublish_volume(unpublish_req("", &fs_target))
+        n.node_unpublish_volume(req::unpublish("", &fs_target))
     );
     node_row!(
         "NodeUnpublishVolume: target_path missing",
         Code::InvalidArgument,
-        n.node_unpublish_volume(unpublish_req(fs, ""))
+        n.node_unpublish_volume(req::unpublish(fs, ""))
     );
     node_row!(
         "NodeUnpublishVolume: never issued, at another volume's publish (NOT_FOUND)",
         Code::NotFound,
-        n.node_unpublish_volume(unpublish_req(FAKE_VOL, &fs_target))
+        n.node_unpublish_volume(req::unpublish(FAKE_VOL, &fs_target))
     );
     // A well-formed id with no such volume, at a path this volume is not published at: the
     // spec's idempotency rule ("not published at target_path: 0 OK") and issue #15's
@@ -1036,67 +1014,67 @@ async fn walk(c: &mut Clients, t: &mut Table) {
     node_row!(
         "NodeUnpublishVolume: missing, at a foreign tmpfs (OK, untouched)",
         Code::Ok,
-        n.node_unpublish_volume(unpublish_req(&missing_vol, "/run/spec/foreign-tmpfs"))
+        n.node_unpublish_volume(req::unpublish(&missing_vol, "/run/spec/foreign-tmpfs"))
     );
     node_row!(
         "NodeUnpublishVolume: missing, at a plain file (OK, untouched)",
         Code::Ok,
-        n.node_unpublish_volume(unpublish_req(&missing_vol, "/run/spec/plain-file"))
+        n.node_unpublish_volume(req::unpublish(&missing_vol, "/run/spec/plain-file"))
     );
     node_row!(
         "NodeUnstageVolume: volume_id missing",
         Code::InvalidArgument,
-        n.node_unstage_volume(unstage_req("", &fs_staging))
+        n.node_unstage_volume(req::unstage("", &fs_staging))
     );
     node_row!(
         "NodeUnstageVolume: staging_target_path missing",
         Code::InvalidArgument,
-        n.node_unstage_volume(unstage_req(fs, ""))
+        n.node_unstage_volume(req::unstage(fs, ""))
     );
     node_row!(
         "NodeUnstageVolume: never issued, at another volume's staging (NOT_FOUND)",
         Code::NotFound,
-        n.node_unstage_volume(unstage_req(FAKE_VOL, &fs_staging))
+        n.node_unstage_volume(req::unstage(FAKE_VOL, &fs_staging))
     );
     node_row!(
         "NodeUnstageVolume: missing, at another volume's staging (OK, untouched)",
         Code::Ok,
-        n.node_unstage_volume(unstage_req(&missing_vol, &fs_staging))
+        n.node_unstage_volume(req::unstage(&missing_vol, &fs_staging))
     );
     node_row!(
         "NodeGetVolumeStats: volume_id missing",
         Code::InvalidArgument,
-        n.node_get_volume_stats(stats_req("", &fs_target))
+        n.node_get_volume_stats(req::stats("", &fs_target))
     );
     node_row!(
         "NodeGetVolumeStats: volume_path missing",
         Code::InvalidArgument,
-        n.node_get_volume_stats(stats_req(fs, ""))
+        n.node_get_volume_stats(req::stats(fs, ""))
     );
     node_row!(
         "NodeGetVolumeStats: never issued (NOT_FOUND)",
         Code::NotFound,
-        n.node_get_volume_stats(stats_req(FAKE_VOL, &fs_target))
+        n.node_get_volume_stats(req::stats(FAKE_VOL, &fs_target))
     );
     node_row!(
         "NodeGetVolumeStats: missing (NOT_FOUND)",
         Code::NotFound,
-        n.node_get_volume_stats(stats_req(&missing_vol, &fs_target))
+        n.node_get_volume_stats(req::stats(&missing_vol, &fs_target))
     );
     node_row!(
         "NodeGetVolumeStats: relative volume_path (NOT_FOUND)",
         Code::NotFound,
-        n.node_get_volume_stats(stats_req(fs, "run/spec/fs/pods/p1/mount"))
+        n.node_get_volume_stats(req::stats(fs, "run/spec/fs/pods/p1/mount"))
     );
     node_row!(
         "NodeGetVolumeStats: a path that is not the volume's mount (NOT_FOUND)",
         Code::NotFound,
-        n.node_get_volume_stats(stats_req(fs, "/run/spec/foreign-tmpfs"))
+        n.node_get_volume_stats(req::stats(fs, "/run/spec/foreign-tmpfs"))
     );
     node_row!(
         "NodeGetVolumeStats",
         Code::Ok,
-        n.node_get_volume_stats(stats_req(fs, &fs_target))
+        n.node_get_volume_stats(req::stats(fs, &fs_target))
     );
     node_row!(
         "NodeExpandVolume: volume_id missing",
@@ -1132,11 +1110,11 @@ async fn walk(c: &mut Clients, t: &mut Table) {
 
     step("clean up: released volumes delete");
     c.node
-        .node_unpublish_volume(unpublish_req(&f.fs, &fs_target))
+        .node_unpublish_volume(req::unpublish(&f.fs, &fs_target))
         .await
         .unwrap();
     c.node
-        .node_unstage_volume(unstage_req(&f.fs, &fs_staging))
+        .node_unstage_volume(req::unstage(&f.fs, &fs_staging))
         .await
         .unwrap();
     row!(
