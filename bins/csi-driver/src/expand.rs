@@ -131,22 +131,9 @@ mod tests {
         f: &FakeRunner,
         expansion: &str,
     ) -> (Arc<crate::driver::Driver>, tempfile::TempDir) {
-        #[derive(clap::Parser)]
-        struct Args {
-            #[command(flatten)]
-            config: crate::Config,
-        }
         let dir = tempfile::tempdir().unwrap();
-        let args = <Args as clap::Parser>::parse_from([
-            "csi-driver".to_string(),
-            "--node-id=n1".into(),
-            "--volume-group=vg0".into(),
-            "--lvm=/bin/sh".into(),
-            "--restrict-scan=false".into(),
-            format!("--expansion={expansion}"),
-            format!("--state-dir={}", dir.path().join("state").display()),
-        ]);
-        let d = crate::build_driver_with(args.config, Arc::new(f.clone()))
+        let config = crate::test_config(dir.path(), &[format!("--expansion={expansion}")]);
+        let d = crate::build_driver_with(config, Arc::new(f.clone()))
             .await
             .unwrap();
         (Arc::new(d), dir)

@@ -39,6 +39,30 @@ use vglet_runner::{Runner, SystemRunner};
 
 pub use config::{Config, Mode};
 
+/// The configuration unit tests run the driver with: node n1 serving vg0 with the fake lvm
+/// at `/bin/sh`, no device-scan narrowing, no device-mapper check (this host may have
+/// none), socket and state under `dir`; `extra` flags last (a repeated flag wins).
+#[cfg(test)]
+pub(crate) fn test_config(dir: &std::path::Path, extra: &[String]) -> Config {
+    #[derive(clap::Parser)]
+    struct Args {
+        #[command(flatten)]
+        config: Config,
+    }
+    let mut argv = vec![
+        "csi-driver".to_string(),
+        "--node-id=n1".into(),
+        "--volume-group=vg0".into(),
+        "--lvm=/bin/sh".into(),
+        "--restrict-scan=false".into(),
+        "--no-device-mapper-check".into(),
+        format!("--endpoint=unix://{}", dir.join("csi.sock").display()),
+        format!("--state-dir={}", dir.join("state").display()),
+    ];
+    argv.extend(extra.iter().cloned());
+    <Args as clap::Parser>::parse_from(argv).config
+}
+
 /// Builds the driver from its configuration: resolves lvm, checks it answers, narrows its
 /// device scan to the served VGs' PVs.
 pub async fn build_driver(cfg: Config) -> anyhow::Result<driver::Driver> {

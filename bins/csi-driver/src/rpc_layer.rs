@@ -281,23 +281,9 @@ mod tests {
             .finish();
         let _guard = tracing::subscriber::set_default(subscriber);
 
-        #[derive(clap::Parser)]
-        struct Args {
-            #[command(flatten)]
-            config: crate::Config,
-        }
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("csi.sock");
-        let state = dir.path().join("state");
-        let args = <Args as clap::Parser>::parse_from([
-            "csi-driver".to_string(),
-            "--node-id=n1".into(),
-            "--volume-group=vg0".into(),
-            "--lvm=/bin/sh".into(),
-            "--restrict-scan=false".into(),
-            format!("--endpoint=unix://{}", sock.display()),
-            format!("--state-dir={}", state.display()),
-        ]);
+        let config = crate::test_config(dir.path(), &[]);
         // A VG with one extent free: CreateVolume fails before any lvcreate.
         let runner = FakeRunner::with(|c| match c.arg_strings().first().map(String::as_str) {
             Some("version") => Reply::ok("  LVM version:     2.03.16(2) (2022-05-18)\n"),
@@ -307,7 +293,7 @@ mod tests {
             _ => Reply::fail(5, "unexpected"),
         });
         let driver = Arc::new(
-            crate::build_driver_with(args.config, Arc::new(runner))
+            crate::build_driver_with(config, Arc::new(runner))
                 .await
                 .unwrap(),
         );

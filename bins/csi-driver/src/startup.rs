@@ -134,25 +134,8 @@ mod tests {
 
     const REPORT: &str = r#"{"report":[{"vg":[{"vg_name":"vg0","vg_size":"1073741824","vg_free":"4194304","vg_extent_size":"4194304"}],"pv":[],"lv":[]}]}"#;
 
-    #[derive(clap::Parser)]
-    struct Args {
-        #[command(flatten)]
-        config: crate::Config,
-    }
-
     fn config(dir: &Path) -> crate::Config {
-        let args = <Args as clap::Parser>::parse_from([
-            "csi-driver".to_string(),
-            "--node-id=n1".into(),
-            "--volume-group=vg0".into(),
-            "--lvm=/bin/sh".into(),
-            "--restrict-scan=false".into(),
-            // These tests serve metadata from a fake lvm; this host may lack device-mapper.
-            "--no-device-mapper-check".into(),
-            format!("--endpoint=unix://{}", dir.join("csi.sock").display()),
-            format!("--state-dir={}", dir.join("state").display()),
-        ]);
-        args.config
+        crate::test_config(dir, &[])
     }
 
     fn lvm_answers() -> FakeRunner {
