@@ -72,6 +72,62 @@ impl VolumeTags {
     }
 }
 
+/// What a volume was created to hold, as its `vglet.fs=` tag records it: the one place
+/// that knows the tag's spelling of "raw block" (`block`), so no caller compares strings.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Content {
+    /// A raw block device: never formatted, published as a device node.
+    Block,
+    /// A filesystem of this type (`ext4`, `xfs`), made on first stage.
+    Filesystem(String),
+}
+
+impl Content {
+    /// The tag value that means [`Content::Block`].
+    pub const BLOCK: &'static str = "block";
+
+    /// Reads a `vglet.fs=` value.
+    pub fn from_tag(value: &str) -> Content {
+        match value {
+            Content::BLOCK => Content::Block,
+            fs => Content::Filesystem(fs.to_string()),
+        }
+    }
+
+    /// The `vglet.fs=` value.
+    pub fn as_tag(&self) -> &str {
+        match self {
+            Content::Block => Content::BLOCK,
+            Content::Filesystem(fs) => fs,
+        }
+    }
+
+    /// The filesystem type, `None` for raw block.
+    pub fn fs(&self) -> Option<&str> {
+        match self {
+            Content::Block => None,
+            Content::Filesystem(fs) => Some(fs),
+        }
+    }
+
+    pub fn is_block(&self) -> bool {
+        matches!(self, Content::Block)
+    }
+}
+
+impl std::fmt::Display for Content {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_tag())
+    }
+}
+
+impl VolumeTags {
+    /// What the `vglet.fs=` tag says the volume holds.
+    pub fn content(&self) -> Content {
+        Content::from_tag(&self.fs)
+    }
+}
+
 /// `vglet.pmem=<mode>` on a VG: its PVs are persistent-memory namespaces of this mode.
 /// vg-init writes it from the inventory; the driver chooses VGs by it and the node mounts
 /// fsdax volumes with DAX because of it.
@@ -259,6 +315,7 @@ fn single_value(tags: &[String], prefix: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn sanlock_host_tags_name_the_node_of_a_host_id() {
@@ -272,7 +329,20 @@ mod tests {
         assert_eq!(sanlock_host_node(&tags, 17).as_deref(), Some("worker-9"));
         assert_eq!(sanlock_host_node(&tags, 1), None);
     }
-    use super::*;
+
+    #[test]
+    fn content_reads_and_writes_the_fs_tag() {
+        assert_eq!(Content::from_tag("block"), Content::Block);
+        assert_eq!(Content::from_tag("xfs"), Content::Filesystem("xfs".into()));
+        assert_eq!(Content::Block.as_tag(), "block");
+        assert_eq!(Content::Filesystem("ext4".into()).fs(), Some("ext4"));
+        assert_eq!(Content::Block.fs(), None);
+        let t = VolumeTags {
+            fs: "block".into(),
+            ..Default::default()
+        };
+        assert!(t.content().is_block());
+    }
 
     fn sample() -> VolumeTags {
         VolumeTags {
