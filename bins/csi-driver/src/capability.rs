@@ -7,8 +7,8 @@ use vglet_csi_proto::v1::volume_capability::{AccessType, access_mode::Mode};
 
 use crate::status::invalid;
 
-/// Filesystems vglet creates and mounts.
-pub const FS_TYPES: &[&str] = &["ext4", "xfs"];
+/// Filesystems vglet creates and mounts: the mount crate's one list.
+pub const FS_TYPES: &[&str] = vglet_mount::SUPPORTED_FILESYSTEMS;
 pub const DEFAULT_FS: &str = "ext4";
 
 /// What a validated capability asks for.

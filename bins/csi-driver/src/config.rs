@@ -121,7 +121,7 @@ impl Config {
                 self.driver_name
             ));
         }
-        crate::server::socket_path(&self.endpoint)?;
+        socket_path(&self.endpoint)?;
         if !self.state_dir.is_absolute() {
             return Err(format!(
                 "--state-dir {:?} must be an absolute path",
@@ -129,5 +129,40 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+/// `unix:///run/x.sock` (also `unix:/run/x.sock`) to its path. Here, beside the flag it
+/// reads, so that validating the config needs nothing from the server above it.
+pub fn socket_path(endpoint: &str) -> Result<PathBuf, String> {
+    let rest = endpoint
+        .strip_prefix("unix://")
+        .or_else(|| endpoint.strip_prefix("unix:"))
+        .ok_or_else(|| {
+            format!("{endpoint:?}: only unix:///absolute/path endpoints are supported")
+        })?;
+    let path = PathBuf::from(rest);
+    if !path.is_absolute() {
+        return Err(format!("{endpoint:?}: the socket path must be absolute"));
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(
+            socket_path("unix:///run/a.sock").unwrap(),
+            PathBuf::from("/run/a.sock")
+        );
+        assert_eq!(
+            socket_path("unix:/run/a.sock").unwrap(),
+            PathBuf::from("/run/a.sock")
+        );
+        assert!(socket_path("tcp://1.2.3.4:5").is_err());
+        assert!(socket_path("unix://rel/a.sock").is_err());
     }
 }

@@ -117,7 +117,7 @@ pub async fn build_driver_with(
     }
     for name in &cfg.volume_groups {
         match report.as_ref().and_then(|r| r.vg(name)) {
-            Some(vg) if !matches!(vg.lock_type.as_str(), "" | "none") => {
+            Some(vg) if vg.is_shared() => {
                 check_lock_type(&lvm, name, &vg.lock_type).await?;
             }
             Some(_) => {}
@@ -194,7 +194,7 @@ pub async fn run_with(
     metrics: Arc<metrics::Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let path = server::socket_path(&cfg.endpoint).map_err(anyhow::Error::msg)?;
+    let path = config::socket_path(&cfg.endpoint).map_err(anyhow::Error::msg)?;
     // What needs no lvm fails before anything is bound.
     cfg.validate().map_err(anyhow::Error::msg)?;
     // Bound before serving CSI: a taken port must stop start-up, not lose metrics silently.

@@ -46,21 +46,6 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// `unix:///run/x.sock` (also `unix:/run/x.sock`) to its path.
-pub fn socket_path(endpoint: &str) -> Result<PathBuf, String> {
-    let rest = endpoint
-        .strip_prefix("unix://")
-        .or_else(|| endpoint.strip_prefix("unix:"))
-        .ok_or_else(|| {
-            format!("{endpoint:?}: only unix:///absolute/path endpoints are supported")
-        })?;
-    let path = PathBuf::from(rest);
-    if !path.is_absolute() {
-        return Err(format!("{endpoint:?}: the socket path must be absolute"));
-    }
-    Ok(path)
-}
-
 /// Binds the socket with mode 0660. A stale socket (left by a crash) is replaced, but only
 /// if nothing answers on it and it really is a socket.
 pub fn bind(path: &Path) -> Result<UnixListener, ServeError> {
@@ -216,20 +201,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn endpoints() {
-        assert_eq!(
-            socket_path("unix:///run/a.sock").unwrap(),
-            PathBuf::from("/run/a.sock")
-        );
-        assert_eq!(
-            socket_path("unix:/run/a.sock").unwrap(),
-            PathBuf::from("/run/a.sock")
-        );
-        assert!(socket_path("tcp://1.2.3.4:5").is_err());
-        assert!(socket_path("unix://rel/a.sock").is_err());
-    }
 
     #[tokio::test]
     async fn socket_is_0660_and_stale_socket_replaced() {

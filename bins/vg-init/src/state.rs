@@ -30,7 +30,7 @@ pub struct VgState {
 
 impl VgState {
     pub fn is_shared(&self) -> bool {
-        !matches!(self.lock_type.as_str(), "" | "none")
+        vglet_lvm::report::is_shared_lock_type(&self.lock_type)
     }
 }
 

@@ -85,8 +85,15 @@ pub struct Vg {
 impl Vg {
     /// Whether the VG is shared between hosts through lvmlockd.
     pub fn is_shared(&self) -> bool {
-        !matches!(self.lock_type.as_str(), "" | "none")
+        is_shared_lock_type(&self.lock_type)
     }
+}
+
+/// The one reading of a VG's `lock_type` field: lvm reports `""` (or `none`) for a local VG
+/// and the lock manager's name for a VG shared through lvmlockd. For code that holds the
+/// field without a [`Vg`] (vg-init's own view of a VG).
+pub fn is_shared_lock_type(lock_type: &str) -> bool {
+    !matches!(lock_type, "" | "none")
 }
 
 /// A physical volume; `vg` is empty for a PV that belongs to no VG.

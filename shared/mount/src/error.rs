@@ -10,7 +10,7 @@ pub enum MountError {
     #[error("mount option {option:?} rejected: {reason}")]
     InvalidOption { option: String, reason: String },
 
-    #[error("filesystem type {0:?} is not supported (supported: ext4, xfs)")]
+    #[error("filesystem type {0:?} is not supported (supported: {supported})", supported = crate::SUPPORTED_FILESYSTEMS.join(", "))]
     InvalidFsType(String),
 
     #[error("invalid {what} {value:?}: {reason}")]
