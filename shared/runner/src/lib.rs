@@ -7,10 +7,14 @@
 
 mod command;
 mod fake;
+pub mod programs;
 mod real;
 
 pub use command::{Command, Output};
 pub use fake::{FakeRunner, Reply};
+pub use programs::{
+    MissingPrograms, Override, Program, ProgramMissing, Programs, Wanted, optional, required,
+};
 pub use real::{CommandEvent, CommandOutcome, Observer, SystemRunner, resolve_program};
 
 use std::time::Duration;

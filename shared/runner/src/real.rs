@@ -156,31 +156,22 @@ impl Runner for SystemRunner {
     }
 }
 
-/// Finds an executable the way a daemon should at start-up: by absolute path when given one,
-/// else in the usual sbin/bin directories (PATH in a container is often minimal).
+/// Whether an executable called `name` (or at `name`, a path) is found the way
+/// [`crate::Programs::resolve`] searches: for tests that skip without a tool. A binary
+/// resolves its programs once, through [`crate::Programs`].
 pub fn resolve_program(name: &str) -> Option<PathBuf> {
     if name.contains('/') {
         let p = Path::new(name);
-        return is_executable(p).then(|| p.to_path_buf());
+        return crate::programs::is_executable(p).then(|| p.to_path_buf());
     }
     let from_env = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .unwrap_or_default();
-    let fixed = ["/usr/sbin", "/sbin", "/usr/bin", "/bin", "/usr/local/sbin"]
-        .iter()
-        .map(PathBuf::from);
     from_env
         .into_iter()
-        .chain(fixed)
+        .chain(crate::programs::FIXED_DIRS.iter().map(PathBuf::from))
         .map(|d| d.join(name))
-        .find(|p| is_executable(p))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+        .find(|p| crate::programs::is_executable(p))
 }
 
 #[cfg(test)]
