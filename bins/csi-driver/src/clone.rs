@@ -18,7 +18,7 @@ use tonic::Status;
 use vglet_csi_proto::v1::VolumeContentSource;
 use vglet_csi_proto::v1::volume_content_source::{SnapshotSource, Type, VolumeSource};
 use vglet_lvm::{Lv, SnapshotCreate, SnapshotKind};
-use vglet_runner::{Command, resolve_program};
+use vglet_runner::{Command, Program};
 
 use crate::driver::{Driver, OwnedVolume};
 use crate::snapshot::{OwnedSnapshot, owned_snapshot};
@@ -119,8 +119,13 @@ fn device(lv: &Lv) -> PathBuf {
     }
 }
 
-fn program(name: &str) -> PathBuf {
-    resolve_program(name).unwrap_or_else(|| PathBuf::from(name))
+/// A copy tool the driver resolved at start; absent there, the copy is refused naming it.
+fn program(driver: &Driver, program: Program) -> Result<Command, Status> {
+    driver
+        .lvm
+        .programs()
+        .command(program)
+        .map_err(|e| Status::failed_precondition(e.to_string()))
 }
 
 /// The argv of one `dd` chunk: direct I/O both ways (no page cache between the devices),
@@ -161,7 +166,7 @@ pub async fn copy_verified(
     tracing::info!(src = %src.display(), dst = %dst.display(), bytes, "copying");
     while done < bytes {
         let len = CHUNK.min(bytes - done);
-        let cmd = Command::new(program("dd"))
+        let cmd = program(driver, Program::Dd)?
             .args(dd_chunk(src, dst, done, len, sparse))
             .timeout(timeout);
         runner
@@ -180,7 +185,7 @@ pub async fn copy_verified(
     // Drop both devices' page caches so that cmp reads the media, not what a probe cached
     // before the copy.
     for dev in [src, dst] {
-        let cmd = Command::new(program("blockdev"))
+        let cmd = program(driver, Program::Blockdev)?
             .args(["--flushbufs".to_string(), dev.display().to_string()])
             .timeout(timeout);
         runner
@@ -191,7 +196,7 @@ pub async fn copy_verified(
     // cmp reads both devices once; allow it the time of the whole copy at the pace of one
     // chunk per timeout.
     let verify_timeout = timeout.saturating_mul(bytes.div_ceil(CHUNK).max(1) as u32);
-    let cmd = Command::new(program("cmp"))
+    let cmd = program(driver, Program::Cmp)?
         .args([
             "-n".to_string(),
             bytes.to_string(),

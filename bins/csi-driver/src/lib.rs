@@ -35,7 +35,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use vglet_lvm::Lvm;
 use vglet_mount::{Filesystems, SystemMounter};
-use vglet_runner::{Runner, SystemRunner};
+use vglet_runner::{Programs, Runner, SystemRunner};
 
 pub use config::{Config, Mode};
 
@@ -63,8 +63,8 @@ pub(crate) fn test_config(dir: &std::path::Path, extra: &[String]) -> Config {
     <Args as clap::Parser>::parse_from(argv).config
 }
 
-/// Builds the driver from its configuration: resolves lvm, checks it answers, narrows its
-/// device scan to the served VGs' PVs.
+/// Builds the driver from its configuration: resolves its programs, checks lvm answers,
+/// narrows its device scan to the served VGs' PVs.
 pub async fn build_driver(cfg: Config) -> anyhow::Result<driver::Driver> {
     build_driver_with(cfg, Arc::new(SystemRunner::new())).await
 }
@@ -74,10 +74,19 @@ pub async fn build_driver_with(
     cfg: Config,
     runner: Arc<dyn Runner>,
 ) -> anyhow::Result<driver::Driver> {
+    let programs = host_needs::resolve_programs(&cfg)?;
+    build_driver_from(cfg, runner, programs).await
+}
+
+/// [`build_driver_with`] with the programs resolved (once, at start, by the caller).
+pub async fn build_driver_from(
+    cfg: Config,
+    runner: Arc<dyn Runner>,
+    programs: Programs,
+) -> anyhow::Result<driver::Driver> {
     cfg.validate().map_err(anyhow::Error::msg)?;
-    let lvm_path = vglet_runner::resolve_program(&cfg.lvm.to_string_lossy())
-        .with_context(|| format!("lvm binary {:?} not found", cfg.lvm))?;
-    let lvm = Lvm::with_binary(runner.clone(), lvm_path);
+    programs.log_absent();
+    let lvm = Lvm::new(runner.clone(), programs.clone())?;
     lvm.set_timeout(cfg.command_timeout);
     // Both are needed before serving and neither depends on the other: one lvm start-up
     // cost instead of two. The one report of everything serves the device scope, the VG
@@ -134,7 +143,7 @@ pub async fn build_driver_with(
         None
     };
     let driver = driver::Driver {
-        fs: Filesystems::new(runner.clone()),
+        fs: Filesystems::new(runner.clone(), programs),
         mounter: Arc::new(SystemMounter),
         inflight: Default::default(),
         vg_locks: Default::default(),
@@ -195,8 +204,9 @@ pub async fn run_with(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let path = config::socket_path(&cfg.endpoint).map_err(anyhow::Error::msg)?;
-    // What needs no lvm fails before anything is bound.
+    // What needs no lvm fails before anything is bound: the flags, then a missing program.
     cfg.validate().map_err(anyhow::Error::msg)?;
+    let programs = host_needs::resolve_programs(&cfg)?;
     // Bound before serving CSI: a taken port must stop start-up, not lose metrics silently.
     let metrics_listener = match cfg.metrics_address {
         Some(addr) => Some(
@@ -224,7 +234,7 @@ pub async fn run_with(
         },
     ));
     let built = tokio::select! {
-        built = build_driver_with(cfg, runner) => built,
+        built = build_driver_from(cfg, runner, programs) => built,
         // Shut down (or the server failed) before start-up ended: nothing was served but
         // Identity, nothing is left to finish.
         served = &mut server => {

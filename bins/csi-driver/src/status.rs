@@ -30,6 +30,8 @@ pub fn mount_status(context: &str, e: MountError) -> Status {
         | MountError::InvalidArgument { .. } => Status::invalid_argument(msg),
         MountError::Busy { .. } => Status::failed_precondition(msg),
         MountError::NotFound { .. } => Status::not_found(msg),
+        // This node lacks the tool (an xfs volume on a node without xfsprogs).
+        MountError::ProgramMissing(_) => Status::failed_precondition(msg),
         _ => Status::internal(msg),
     }
 }

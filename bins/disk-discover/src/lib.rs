@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use vglet_devices::inventory::Inventory;
 use vglet_devices::{DiscoverOptions, Discoverer, PmemSource, Selection, SelectionSpec};
-use vglet_runner::SystemRunner;
+use vglet_runner::{Programs, SystemRunner};
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_ERROR: u8 = 1;
@@ -201,7 +201,9 @@ pub fn main(cli: Cli) -> ExitCode {
 /// Discovers, writes the inventory and tells the operator.
 pub async fn run(cli: Cli) -> anyhow::Result<Summary> {
     let opts = options(&cli)?;
-    let discoverer = Discoverer::new(Arc::new(SystemRunner::new()));
+    // Before anything else: a missing lvm or blkid is one error naming it, exit 1.
+    let programs = Programs::resolve(vglet_devices::discover::NEEDS, &[])?;
+    let discoverer = Discoverer::new(Arc::new(SystemRunner::new()), programs)?;
     let inventory = discoverer.discover(&opts).await?;
     let json = inventory.to_json() + "\n";
     if cli.explain {

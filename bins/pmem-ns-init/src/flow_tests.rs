@@ -164,6 +164,7 @@ fn world(regions: Vec<Region>) -> World {
     let host = Host {
         ndctl: Ndctl::with_binary(runner.clone(), "/usr/bin/ndctl".into()),
         runner,
+        programs: vglet_runner::Programs::all_in("/usr/sbin"),
         sys_block: dir.path().join("sys-block"),
         progress: false,
     };

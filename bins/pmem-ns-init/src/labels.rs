@@ -8,7 +8,6 @@
 use std::path::Path;
 
 use vglet_ndctl::Region;
-use vglet_runner::Command;
 
 use crate::Host;
 
@@ -75,11 +74,14 @@ fn first_entry(dir: &Path) -> Option<String> {
 
 /// `Some("TYPE=xfs")` when blkid finds any signature; blkid exits 2 when there is none.
 async fn signature(host: &Host, bd: &str) -> Result<Option<String>, String> {
-    let blkid = vglet_runner::resolve_program("blkid").unwrap_or_else(|| "blkid".into());
     let dev = format!("/dev/{bd}");
+    let blkid = host
+        .programs
+        .command(vglet_runner::Program::Blkid)
+        .map_err(|e| format!("cannot probe {dev} for data: {e}"))?;
     let out = host
         .runner
-        .run_unchecked(Command::new(blkid).args(["-p", "-o", "export", &dev]))
+        .run_unchecked(blkid.args(["-p", "-o", "export", &dev]))
         .await
         .map_err(|e| format!("cannot probe {dev} for data: {e}"))?;
     match out.code {

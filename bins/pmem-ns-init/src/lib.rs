@@ -20,7 +20,7 @@ use anyhow::Context;
 use vglet_devices::format_size;
 use vglet_devices::inventory::PmemNamespaces;
 use vglet_ndctl::{Ndctl, Region};
-use vglet_runner::{Runner, SystemRunner};
+use vglet_runner::{Override, Program, Programs, Runner, SystemRunner, Wanted, required};
 
 pub use cli::Cli;
 use plan::{Config, Note, Severity};
@@ -29,6 +29,11 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_REFUSED: u8 = 3;
+
+/// The programs pmem-ns-init runs: ndctl for everything, blkid to refuse labelling a
+/// region whose namespaces hold data. Both are needed on every run (a run that may label
+/// must be able to look first), so both are required.
+pub const NEEDS: &[Wanted] = &[required(Program::Ndctl), required(Program::Blkid)];
 
 /// Carves NVDIMM regions into fsdax and sector namespaces for vglet, idempotently, and
 /// writes the result for disk-discover.
@@ -62,6 +67,8 @@ impl std::error::Error for UsageError {}
 pub struct Host {
     pub ndctl: Ndctl,
     pub runner: Arc<dyn Runner>,
+    /// Resolved at start from [`NEEDS`].
+    pub programs: Programs,
     pub sys_block: PathBuf,
     /// Show a progress bar (stderr is a terminal).
     pub progress: bool,
@@ -93,13 +100,27 @@ pub fn main(cli: Cli) -> ExitCode {
         }
     };
     let runner: Arc<dyn Runner> = Arc::new(SystemRunner::new());
-    let ndctl = match &cli.ndctl {
-        Some(path) => Ndctl::with_binary(runner.clone(), path.clone()),
-        None => Ndctl::new(runner.clone()),
+    let overrides: Vec<Override> = cli
+        .ndctl
+        .iter()
+        .map(|path| Override {
+            program: Program::Ndctl,
+            path: path.clone(),
+            from: "--ndctl",
+        })
+        .collect();
+    let programs = match Programs::resolve(NEEDS, &overrides) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("pmem-ns-init: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
     };
+    let ndctl = Ndctl::new(runner.clone(), &programs).expect("ndctl is required");
     let host = Host {
         ndctl,
         runner,
+        programs,
         sys_block: PathBuf::from(vglet_devices::sysfs::SYS_CLASS_BLOCK),
         progress: std::io::stderr().is_terminal(),
     };

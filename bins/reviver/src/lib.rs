@@ -110,6 +110,19 @@ pub fn main(args: Args) -> ExitCode {
     }
 }
 
+/// The programs the reviver runs: lvm, the check of an ext4 filesystem before it is mounted
+/// again (ext4 is the default); xfs_repair and lvmlockctl only for xfs volumes and shared
+/// VGs, which without them are reported as not revived, naming the tool.
+pub const NEEDS: &[vglet_runner::Wanted] = {
+    use vglet_runner::{Program, optional, required};
+    &[
+        required(Program::Lvm),
+        required(Program::FsckExt4),
+        optional(Program::XfsRepair),
+        optional(Program::Lvmlockctl),
+    ]
+};
+
 pub fn build(args: &Args) -> anyhow::Result<Reviver> {
     for vg in &args.volume_groups {
         vglet_lvm::naming::validate_vg_name(vg)
@@ -126,11 +139,13 @@ pub fn build(args: &Args) -> anyhow::Result<Reviver> {
     let store = StateStore::open(&args.state_dir)
         .with_context(|| format!("state directory {:?}", args.state_dir))?;
     let runner: Arc<dyn Runner> = Arc::new(SystemRunner::new());
-    let lvm = Lvm::new(runner.clone());
+    let programs = vglet_runner::Programs::resolve(NEEDS, &[])?;
+    programs.log_absent();
+    let lvm = Lvm::new(runner.clone(), programs.clone())?;
     lvm.set_timeout(args.command_timeout);
     Ok(Reviver {
         lvm,
-        fs: Filesystems::new(runner),
+        fs: Filesystems::new(runner, programs),
         mounter: Arc::new(SystemMounter),
         store,
         lock_wait: Duration::from_secs(60),

@@ -525,7 +525,7 @@ mod tests {
         let mounter = Arc::new(RecordingMounter::new());
         let r = Reviver {
             lvm: Lvm::with_binary(runner_arc.clone(), "/sbin/lvm".into()),
-            fs: Filesystems::new(runner_arc),
+            fs: Filesystems::new(runner_arc, vglet_runner::Programs::all_in("/sbin")),
             mounter: mounter.clone(),
             store: StateStore::open(dir).unwrap(),
             lock_wait: Duration::from_millis(200),

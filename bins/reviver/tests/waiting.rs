@@ -26,7 +26,7 @@ async fn a_vg_that_never_appears_fails_the_pass_and_is_logged_once() {
     let r: Arc<dyn vglet_runner::Runner> = Arc::new(runner.clone());
     let reviver = Reviver {
         lvm: Lvm::with_binary(r.clone(), "/sbin/lvm".into()),
-        fs: Filesystems::new(r),
+        fs: Filesystems::new(r, vglet_runner::Programs::all_in("/sbin")),
         mounter: Arc::new(RecordingMounter::new()),
         store: StateStore::open(dir.path()).unwrap(),
         lock_wait: Duration::from_millis(200),

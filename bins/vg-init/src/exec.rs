@@ -49,7 +49,7 @@ pub async fn execute(
                 timed(
                     req,
                     format!("wiping {device}"),
-                    wipe::wipe_all(runner, device),
+                    wipe::wipe_all(runner, lvm.programs(), device),
                 )
                 .await
                 .map_err(err)?;

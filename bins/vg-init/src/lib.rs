@@ -17,7 +17,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use vglet_lvm::Lvm;
-use vglet_runner::{Runner, SystemRunner};
+use vglet_runner::{Override, Program, Programs, Runner, SystemRunner, Wanted, optional, required};
 
 pub use cli::Cli;
 pub use error::VgInitError;
@@ -25,14 +25,40 @@ use plan::Outcome;
 use request::Request;
 use state::{Host, SystemHost};
 
+/// The programs vg-init runs. lvm and wipefs (which lists what is on a device before it is
+/// taken, and erases it under --wipe) on every run; the lock managers' tools only for a
+/// shared VG, so without them vg-init still makes local VGs and a shared one is refused
+/// with the tool named (the lock manager check says it is not available).
+pub const NEEDS: &[Wanted] = &[
+    required(Program::Lvm),
+    required(Program::Wipefs),
+    optional(Program::Lvmlockctl),
+    optional(Program::Sanlock),
+    optional(Program::DlmTool),
+];
+
+/// Resolves [`NEEDS`], `--lvm` first for lvm.
+pub fn programs(cli: &Cli) -> Result<Programs, VgInitError> {
+    let lvm = Override {
+        program: Program::Lvm,
+        path: cli.lvm.clone(),
+        from: "--lvm",
+    };
+    Programs::resolve(NEEDS, &[lvm]).map_err(|e| VgInitError::Failed(e.to_string()))
+}
+
 /// Runs vg-init and returns its exit status; the JSON result (or failure) is on stdout.
 pub async fn run(cli: Cli) -> i32 {
-    let runner: Arc<dyn Runner> = Arc::new(SystemRunner::new());
-    let lvm_path = vglet_runner::resolve_program(&cli.lvm.to_string_lossy())
-        .unwrap_or_else(|| cli.lvm.clone());
-    let lvm = Lvm::with_binary(runner.clone(), lvm_path);
-    lvm.set_timeout(cli.command_timeout);
     let vg = cli.vg.clone();
+    let runner: Arc<dyn Runner> = Arc::new(SystemRunner::new());
+    let lvm = match programs(&cli)
+        .and_then(|p| Lvm::new(runner.clone(), p).map_err(|e| VgInitError::Failed(e.to_string())))
+    {
+        Ok(lvm) => lvm,
+        Err(e) => return report_failure(&vg, e),
+    };
+    lvm.programs().log_absent();
+    lvm.set_timeout(cli.command_timeout);
     let inventory = match read_inventory(cli.inventory.as_deref()) {
         Ok(i) => i,
         Err(e) => return report_failure(&vg, e),
@@ -67,7 +93,8 @@ async fn dry_run_commands(
 ) -> Result<Vec<Vec<String>>, VgInitError> {
     use tracing::instrument::WithSubscriber;
     let recorder = vglet_runner::FakeRunner::new();
-    let dry = Lvm::with_binary(Arc::new(recorder.clone()), lvm.binary().to_path_buf());
+    let dry = Lvm::new(Arc::new(recorder.clone()), lvm.programs().clone())
+        .map_err(|e| VgInitError::Failed(e.to_string()))?;
     exec::execute(req, plan, &dry, &recorder)
         .with_subscriber(tracing::subscriber::NoSubscriber::default())
         .await?;

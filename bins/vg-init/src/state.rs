@@ -181,7 +181,7 @@ pub async fn gather(
         };
         if presence == Presence::Block && dev.pv_vg.as_deref() != Some(req.vg.as_str()) {
             dev.holders = host.holders(&canonical);
-            dev.signatures = wipe::signatures(runner, path)
+            dev.signatures = wipe::signatures(runner, lvm.programs(), path)
                 .await
                 .map_err(|e| VgInitError::Failed(format!("reading signatures of {path}: {e}")))?;
         }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use vglet_lvm::{Lvm, Report};
 use vglet_mount::{Filesystems, MountEntry, Signature};
-use vglet_runner::Runner;
+use vglet_runner::{Program, ProgramMissing, Programs, Runner, Wanted, required};
 
 use crate::DevicesError;
 use crate::inventory::{
@@ -97,13 +97,18 @@ struct Planned<'a> {
     signature: SignatureCheck,
 }
 
+/// The programs a discovery runs: lvm to see PVs and VGs, blkid to see data. Without
+/// either it cannot tell a free disk from a used one, so both are required.
+pub const NEEDS: &[Wanted] = &[required(Program::Lvm), required(Program::Blkid)];
+
 impl Discoverer {
-    pub fn new(runner: Arc<dyn Runner>) -> Self {
-        Discoverer {
-            fs: Filesystems::new(runner.clone()),
-            lvm: Lvm::new(runner),
+    /// Runs `programs`, resolved at the binary's start from (at least) [`NEEDS`].
+    pub fn new(runner: Arc<dyn Runner>, programs: Programs) -> Result<Self, ProgramMissing> {
+        Ok(Discoverer {
+            fs: Filesystems::new(runner.clone(), programs.clone()),
+            lvm: Lvm::new(runner, programs)?,
             mounts: None,
-        }
+        })
     }
 
     /// Use this lvm (binary, config) instead of the one found on PATH.

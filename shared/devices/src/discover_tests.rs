@@ -106,7 +106,8 @@ impl Host {
         opts.sys_block = self.sys.clone();
         opts.dev_dir = self.dev.clone();
         let runner = self.runner();
-        let inv = Discoverer::new(Arc::new(runner.clone()))
+        let inv = Discoverer::new(Arc::new(runner.clone()), Programs::all_in("/sbin"))
+            .unwrap()
             .with_mounts(self.mounts.clone())
             .discover(&opts)
             .await
@@ -281,7 +282,8 @@ async fn mounted_whole_disk_and_failed_blkid_are_unsafe() {
             Reply::ok("TYPE=xfs\nUSAGE=filesystem\n")
         }
     });
-    let inv = Discoverer::new(Arc::new(runner))
+    let inv = Discoverer::new(Arc::new(runner), Programs::all_in("/sbin"))
+        .unwrap()
         .with_mounts(h.mounts.clone())
         .discover(&opts)
         .await
@@ -473,7 +475,8 @@ async fn lvm_failure_makes_pvs_unknown_not_fatal() {
         _ => Reply::fail(5, "lvm exploded"),
     });
     h.mounts.clear();
-    let inv = Discoverer::new(Arc::new(runner))
+    let inv = Discoverer::new(Arc::new(runner), Programs::all_in("/sbin"))
+        .unwrap()
         .with_mounts(vec![])
         .discover(&opts)
         .await

@@ -42,6 +42,9 @@ pub enum LvmError {
     Timeout(String),
     #[error(transparent)]
     Command(RunError),
+    /// A program the binary did not find at start (lvmlockctl, wipefs, ...).
+    #[error(transparent)]
+    ProgramMissing(#[from] vglet_runner::ProgramMissing),
     #[error("cannot understand lvm output: {0}")]
     Parse(String),
     /// Refused before running anything: a name or tag lvm would reject or misread.

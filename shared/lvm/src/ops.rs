@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
-use vglet_runner::{Command, Output, Runner, resolve_program};
+use vglet_runner::{Command, Output, Program, ProgramMissing, Programs, Runner};
 
 use crate::args::{self, CommonOptions};
 use crate::errors::{LvmError, classify, is_extend_noop};
@@ -17,15 +17,14 @@ mod layout;
 mod revive;
 pub(crate) mod vg;
 
-/// Where lvm lives when it is not found on PATH or in the usual sbin directories.
-pub const FALLBACK_LVM: &str = "/sbin/lvm";
-
 /// Typed access to lvm2. Cheap to share behind an `Arc`; the settings use interior
 /// mutability so a daemon can change them (a new device appears) without rebuilding it.
 #[derive(Debug)]
 pub struct Lvm {
     runner: Arc<dyn Runner>,
     binary: PathBuf,
+    /// lvm's companions (lvmlockctl, sanlock, dlm_tool, wipefs), resolved at start.
+    programs: Programs,
     devices: RwLock<Vec<String>>,
     config: RwLock<Option<String>>,
     /// `None`: the runner's default bound.
@@ -62,16 +61,32 @@ fn check_tags(tags: &[String]) -> Result<(), LvmError> {
 }
 
 impl Lvm {
-    /// Uses the `lvm` found on PATH or in the sbin directories, else [`FALLBACK_LVM`].
-    pub fn new(runner: Arc<dyn Runner>) -> Lvm {
-        let binary = resolve_program("lvm").unwrap_or_else(|| PathBuf::from(FALLBACK_LVM));
-        Lvm::with_binary(runner, binary)
+    /// Runs the programs the binary resolved at start; lvm itself must be among them.
+    pub fn new(runner: Arc<dyn Runner>, programs: Programs) -> Result<Lvm, ProgramMissing> {
+        let binary = programs.path(Program::Lvm)?.to_path_buf();
+        Ok(Lvm {
+            runner,
+            binary,
+            programs,
+            devices: RwLock::new(Vec::new()),
+            config: RwLock::new(None),
+            timeout: RwLock::new(None),
+            version: OnceLock::new(),
+            reads: Default::default(),
+            untags: Default::default(),
+            recent: Default::default(),
+        })
     }
 
+    /// For tests with a fake runner: lvm at `path` and every other program beside it in the
+    /// same directory, none of them checked.
     pub fn with_binary(runner: Arc<dyn Runner>, path: PathBuf) -> Lvm {
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let programs = Programs::all_in(dir).with(Program::Lvm, path.clone());
         Lvm {
             runner,
             binary: path,
+            programs,
             devices: RwLock::new(Vec::new()),
             config: RwLock::new(None),
             timeout: RwLock::new(None),
@@ -84,6 +99,11 @@ impl Lvm {
 
     pub fn binary(&self) -> &Path {
         &self.binary
+    }
+
+    /// The programs this lvm was built with (the binary's, resolved at start).
+    pub fn programs(&self) -> &Programs {
+        &self.programs
     }
 
     /// Restrict scanning to these devices (`--devices dev1,dev2`) where lvm supports it
@@ -308,8 +328,11 @@ impl Lvm {
     /// VGs whose lvmlockd lockspace is started on this host. `LockManager` when lvmlockd
     /// does not answer (not running, or lvmlockctl missing).
     pub async fn started_lockspaces(&self) -> Result<Vec<String>, LvmError> {
-        let program = resolve_program("lvmlockctl").unwrap_or_else(|| PathBuf::from("lvmlockctl"));
-        let mut cmd = Command::new(program).arg("--info");
+        let mut cmd = self
+            .programs
+            .command(Program::Lvmlockctl)
+            .map_err(|e| LvmError::LockManager(format!("lvmlockd cannot be asked: {e}")))?
+            .arg("--info");
         if let Some(t) = read(&self.timeout) {
             cmd = cmd.timeout(t);
         }
@@ -325,8 +348,12 @@ impl Lvm {
     /// its lease on disk; `None` when that cannot be told (not sanlock, sanlock missing).
     pub async fn lock_holder(&self, lv: &crate::Lv) -> Option<u64> {
         let resource = crate::lockspace::sanlock_resource(&lv.vg, &lv.uuid, &lv.lock_args)?;
-        let program = resolve_program("sanlock")?;
-        let cmd = Command::new(program).args(["direct", "read_leader", "-r", &resource]);
+        let cmd = self.programs.command(Program::Sanlock).ok()?.args([
+            "direct",
+            "read_leader",
+            "-r",
+            &resource,
+        ]);
         let out = self.runner.run(cmd).await.ok()?;
         crate::lockspace::parse_leader_owner(&out.stdout_lossy())
     }
@@ -473,9 +500,26 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn new_resolves_an_lvm_binary() {
-        let lvm = Lvm::new(Arc::new(FakeRunner::new()));
-        assert!(lvm.binary().ends_with("lvm"), "{:?}", lvm.binary());
+    async fn new_runs_the_resolved_lvm_and_refuses_without_one() {
+        let programs = Programs::default().with(Program::Lvm, "/opt/lvm2/lvm");
+        let lvm = Lvm::new(Arc::new(FakeRunner::new()), programs).unwrap();
+        assert_eq!(lvm.binary(), Path::new("/opt/lvm2/lvm"));
+        let e = Lvm::new(Arc::new(FakeRunner::new()), Programs::default()).unwrap_err();
+        assert_eq!(e.program, Program::Lvm);
+    }
+
+    /// An absent lvmlockctl is the lock manager's trouble, said as such, and nothing runs.
+    #[tokio::test]
+    async fn without_lvmlockctl_lockspaces_are_a_lock_manager_error() {
+        let runner = FakeRunner::new();
+        let programs = Programs::all_in("/sbin").without(Program::Lvmlockctl);
+        let lvm = Lvm::new(Arc::new(runner.clone()), programs).unwrap();
+        let e = lvm.started_lockspaces().await.unwrap_err();
+        assert!(
+            matches!(&e, LvmError::LockManager(m) if m.contains("lvmlockctl is not available")),
+            "{e}"
+        );
+        assert!(runner.calls().is_empty());
     }
 
     #[tokio::test]

@@ -2,10 +2,8 @@
 //! listing every signature with its offset instead of the first one only). vg-init uses it
 //! to refuse devices that hold anything and, with `--wipe`, to say exactly what it destroys.
 
-use std::path::PathBuf;
-
 use serde_json::Value;
-use vglet_runner::{Command, Runner, resolve_program};
+use vglet_runner::{Program, Programs, Runner};
 
 use crate::errors::LvmError;
 
@@ -31,10 +29,6 @@ impl std::fmt::Display for Signature {
         }
         Ok(())
     }
-}
-
-fn wipefs() -> PathBuf {
-    resolve_program("wipefs").unwrap_or_else(|| PathBuf::from("/sbin/wipefs"))
 }
 
 /// `wipefs --no-act --json DEV`.
@@ -76,20 +70,25 @@ pub fn parse_signatures(stdout: &str) -> Result<Vec<Signature>, String> {
         .collect()
 }
 
-/// Every signature on `device`; empty for a blank device.
-pub async fn signatures(runner: &dyn Runner, device: &str) -> Result<Vec<Signature>, LvmError> {
-    let out = runner
-        .run(Command::new(wipefs()).args(list_argv(device)))
-        .await
-        .map_err(LvmError::Command)?;
+/// Every signature on `device`; empty for a blank device. `programs` is the binary's
+/// resolved set ([`crate::Lvm::programs`]), wipefs among them.
+pub async fn signatures(
+    runner: &dyn Runner,
+    programs: &Programs,
+    device: &str,
+) -> Result<Vec<Signature>, LvmError> {
+    let cmd = programs.command(Program::Wipefs)?.args(list_argv(device));
+    let out = runner.run(cmd).await.map_err(LvmError::Command)?;
     parse_signatures(&out.stdout_lossy()).map_err(LvmError::Parse)
 }
 
-pub async fn wipe_all(runner: &dyn Runner, device: &str) -> Result<(), LvmError> {
-    runner
-        .run(Command::new(wipefs()).args(wipe_argv(device)))
-        .await
-        .map_err(LvmError::Command)?;
+pub async fn wipe_all(
+    runner: &dyn Runner,
+    programs: &Programs,
+    device: &str,
+) -> Result<(), LvmError> {
+    let cmd = programs.command(Program::Wipefs)?.args(wipe_argv(device));
+    runner.run(cmd).await.map_err(LvmError::Command)?;
     tracing::info!(%device, "signatures wiped");
     Ok(())
 }
@@ -134,12 +133,17 @@ mod tests {
                 Reply::ok("")
             }
         });
-        assert_eq!(signatures(&f, "/dev/vdb").await.unwrap().len(), 1);
-        wipe_all(&f, "/dev/vdb").await.unwrap();
+        let programs = Programs::all_in("/usr/sbin");
+        assert_eq!(
+            signatures(&f, &programs, "/dev/vdb").await.unwrap().len(),
+            1
+        );
+        wipe_all(&f, &programs, "/dev/vdb").await.unwrap();
         assert_eq!(
             f.call_lines(),
             vec!["wipefs --no-act --json /dev/vdb", "wipefs --all /dev/vdb"]
         );
+        assert_eq!(f.calls()[0].program, "/usr/sbin/wipefs");
         let f = FakeRunner::with(|_| {
             Reply::fail(
                 1,
@@ -147,8 +151,15 @@ mod tests {
             )
         });
         assert!(matches!(
-            signatures(&f, "/dev/nope").await,
+            signatures(&f, &programs, "/dev/nope").await,
             Err(LvmError::Command(_))
         ));
+        // Without wipefs nothing runs and the error names it.
+        let none = FakeRunner::new();
+        let e = wipe_all(&none, &Programs::default(), "/dev/vdb")
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("wipefs is not available"), "{e}");
+        assert!(none.calls().is_empty());
     }
 }

@@ -143,7 +143,11 @@ async fn loop_metadata_roundtrip() {
     let vg_name = guard.vg.clone();
     let device = guard.device.clone().unwrap();
 
-    let lvm = Lvm::new(Arc::new(SystemRunner::new()));
+    let lvm = Lvm::new(
+        Arc::new(SystemRunner::new()),
+        vglet_runner::Programs::found_on_this_host(),
+    )
+    .unwrap();
     lvm.set_config(Some(NO_ACTIVATION.to_string()));
     lvm.set_device_scope(vec![device.clone()]);
     let version = lvm.version().await.unwrap();

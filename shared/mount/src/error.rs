@@ -13,6 +13,10 @@ pub enum MountError {
     #[error("filesystem type {0:?} is not supported (supported: {supported})", supported = crate::SUPPORTED_FILESYSTEMS.join(", "))]
     InvalidFsType(String),
 
+    /// A tool the binary did not find at start (mkfs.xfs on a node without xfsprogs).
+    #[error(transparent)]
+    ProgramMissing(#[from] vglet_runner::ProgramMissing),
+
     #[error("invalid {what} {value:?}: {reason}")]
     InvalidArgument {
         what: &'static str,

@@ -1,9 +1,9 @@
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use vglet_runner::{Command, Output, RunError, Runner, resolve_program};
+use vglet_runner::{Command, Output, Program, Programs, RunError, Runner};
 
 use crate::MountError;
 
@@ -147,11 +147,18 @@ pub fn mkfs_progress_in(fs: &str, head: &[u8]) -> MkfsProgress {
 #[derive(Debug, Clone)]
 pub struct Filesystems {
     runner: Arc<dyn Runner>,
+    /// Resolved at the binary's start; a tool absent there fails its use with
+    /// [`MountError::ProgramMissing`] (an xfs-less node still serves ext4).
+    programs: Programs,
 }
 
 impl Filesystems {
-    pub fn new(runner: Arc<dyn Runner>) -> Self {
-        Filesystems { runner }
+    pub fn new(runner: Arc<dyn Runner>, programs: Programs) -> Self {
+        Filesystems { runner, programs }
+    }
+
+    fn program(&self, program: Program) -> Result<Command, MountError> {
+        Ok(self.programs.command(program)?)
     }
 
     /// The filesystem (or other content) type on `dev`: "ext4", "xfs", "LVM2_member", ...;
@@ -160,7 +167,8 @@ impl Filesystems {
     pub async fn detect(&self, dev: &Path) -> Result<Option<String>, MountError> {
         check_device_path("device", dev)?;
         // Exit 2 is blkid's "no signature", an answer.
-        let cmd = Command::new(program("blkid"))
+        let cmd = self
+            .program(Program::Blkid)?
             .args(["-p", "-o", "value", "-s", "TYPE"])
             .arg(dev)
             .answers_with([2]);
@@ -185,7 +193,8 @@ impl Filesystems {
     /// ever formatting over data.
     pub async fn detect_any_signature(&self, dev: &Path) -> Result<Option<Signature>, MountError> {
         check_device_path("device", dev)?;
-        let cmd = Command::new(program("blkid"))
+        let cmd = self
+            .program(Program::Blkid)?
             .args(["-p", "-o", "export"])
             .arg(dev)
             .answers_with([2]);
@@ -260,15 +269,16 @@ impl Filesystems {
                     extended.push(',');
                     extended.push_str(v);
                 }
-                let mut cmd =
-                    Command::new(program("mkfs.ext4")).args(["-F", "-q", "-E", &extended]);
+                let mut cmd = self
+                    .program(Program::MkfsExt4)?
+                    .args(["-F", "-q", "-E", &extended]);
                 for (o, v) in pairs.iter().filter(|(o, _)| o != "-E") {
                     cmd = cmd.args([o, v]);
                 }
                 ("mkfs.ext4", cmd)
             }
             _ => {
-                let mut cmd = Command::new(program("mkfs.xfs")).args(["-q", "-K"]);
+                let mut cmd = self.program(Program::MkfsXfs)?.args(["-q", "-K"]);
                 if overwrite {
                     cmd = cmd.arg("-f");
                 }
@@ -289,19 +299,13 @@ impl Filesystems {
         let fs = validate_fs_type(fs)?;
         check_device_path("device", dev)?;
         let (tool, path, cmd) = match fs {
-            "ext4" => (
-                "resize2fs",
-                dev,
-                Command::new(program("resize2fs")).arg(dev),
-            ),
+            "ext4" => ("resize2fs", dev, self.program(Program::Resize2fs)?.arg(dev)),
             _ => {
                 check_device_path("mount point", mount_point)?;
                 (
                     "xfs_growfs",
                     mount_point,
-                    Command::new(program("xfs_growfs"))
-                        .arg("-d")
-                        .arg(mount_point),
+                    self.program(Program::XfsGrowfs)?.arg("-d").arg(mount_point),
                 )
             }
         };
@@ -317,11 +321,11 @@ impl Filesystems {
         let (tool, cmd) = match fs {
             "ext4" => (
                 "fsck.ext4",
-                Command::new(program("fsck.ext4")).arg("-p").arg(dev),
+                self.program(Program::FsckExt4)?.arg("-p").arg(dev),
             ),
             _ => (
                 "xfs_repair",
-                Command::new(program("xfs_repair")).arg("-n").arg(dev),
+                self.program(Program::XfsRepair)?.arg("-n").arg(dev),
             ),
         };
         let cmd = cmd.timeout(CHECK_TIMEOUT);
@@ -381,12 +385,6 @@ impl Filesystems {
                 source,
             })
     }
-}
-
-/// Absolute path in the daemon's container, falling back to the bare name (PATH lookup)
-/// when it is not installed where expected, so the error names the missing tool.
-fn program(name: &str) -> PathBuf {
-    resolve_program(name).unwrap_or_else(|| PathBuf::from(name))
 }
 
 /// A path that starts with '-' would be read as an option; only absolute paths are passed.
@@ -485,10 +483,35 @@ fn no_signature<T>(dev: &Path, out: &vglet_runner::Output) -> Result<Option<T>, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vglet_runner::{FakeRunner, Reply, SystemRunner};
+    use vglet_runner::{FakeRunner, Reply, SystemRunner, resolve_program};
 
     fn fs_with(f: FakeRunner) -> Filesystems {
-        Filesystems::new(Arc::new(f))
+        Filesystems::new(Arc::new(f), Programs::all_in("/sbin"))
+    }
+
+    /// A node without xfsprogs: xfs is refused naming the tool, nothing runs, ext4 works.
+    #[tokio::test]
+    async fn an_absent_tool_refuses_its_filesystem_only() {
+        let f = FakeRunner::new();
+        let programs = Programs::all_in("/sbin")
+            .without(Program::MkfsXfs)
+            .without(Program::XfsGrowfs);
+        let fs = Filesystems::new(Arc::new(f.clone()), programs);
+        let dev = Path::new("/dev/vg0/lv0");
+        let e = fs.mkfs(dev, "xfs", &[]).await.unwrap_err();
+        assert!(
+            matches!(&e, MountError::ProgramMissing(m) if m.program == Program::MkfsXfs),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains("formatting xfs volumes is disabled"),
+            "{e}"
+        );
+        let e = fs.grow("xfs", dev, Path::new("/mnt/x")).await.unwrap_err();
+        assert!(matches!(e, MountError::ProgramMissing(_)), "{e}");
+        assert!(f.calls().is_empty());
+        fs.mkfs(dev, "ext4", &[]).await.unwrap();
+        assert_eq!(f.calls()[0].program, "/sbin/mkfs.ext4");
     }
 
     fn strings(v: &[&str]) -> Vec<String> {
@@ -896,7 +919,10 @@ mod tests {
         let file = std::fs::File::create(&img).unwrap();
         file.set_len(320 << 20).unwrap();
         drop(file);
-        let fs = Filesystems::new(Arc::new(SystemRunner::new()));
+        let fs = Filesystems::new(
+            Arc::new(SystemRunner::new()),
+            Programs::found_on_this_host(),
+        );
         assert_eq!(fs.detect(&img).await.unwrap(), None);
         assert_eq!(fs.detect_any_signature(&img).await.unwrap(), None);
         fs.mkfs(&img, "xfs", &strings(&["-L", "vgtest"]))
@@ -950,7 +976,10 @@ mod tests {
         mbr[510] = 0x55;
         mbr[511] = 0xaa;
         std::os::unix::fs::FileExt::write_all_at(f.as_file(), &mbr, 0).unwrap();
-        let fs = Filesystems::new(Arc::new(SystemRunner::new()));
+        let fs = Filesystems::new(
+            Arc::new(SystemRunner::new()),
+            Programs::found_on_this_host(),
+        );
         assert_eq!(fs.detect(f.path()).await.unwrap(), None);
         assert_eq!(
             fs.detect_any_signature(f.path()).await.unwrap(),

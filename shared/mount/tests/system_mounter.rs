@@ -201,7 +201,7 @@ fn loop_raw_block_bind_onto_file() {
     assert_eq!(entry.fs_type, "devtmpfs");
 
     // mkfs + detect through the bound path and on the device itself.
-    let fs = Filesystems::new(runner.clone());
+    let fs = Filesystems::new(runner.clone(), vglet_runner::Programs::found_on_this_host());
     // Extra options reach mkfs (a small image would otherwise get 1 KiB blocks).
     rt.block_on(fs.mkfs(&loopdev, "ext4", &["-b".into(), "4096".into()]))
         .unwrap();
@@ -298,7 +298,7 @@ fn loop_xfs_mount_and_online_grow() {
     let img = dir.path().join("xfs.img");
     let runner: Arc<dyn Runner> = Arc::new(SystemRunner::new());
     let (dev, _detach) = attach(&rt, &runner, &img, 320 << 20);
-    let fs = Filesystems::new(runner.clone());
+    let fs = Filesystems::new(runner.clone(), vglet_runner::Programs::found_on_this_host());
     assert_eq!(rt.block_on(fs.detect(&dev)).unwrap(), None);
     rt.block_on(fs.mkfs(&dev, "xfs", &[])).unwrap();
     assert_eq!(

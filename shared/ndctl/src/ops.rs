@@ -21,12 +21,13 @@ pub struct Ndctl {
 }
 
 impl Ndctl {
-    /// Resolves "ndctl" in the usual sbin/bin directories.
-    pub fn new(runner: Arc<dyn Runner>) -> Ndctl {
-        // Unresolved, the plain name still runs from PATH or fails to spawn, which
-        // NdctlError::NotInstalled then explains.
-        let binary = vglet_runner::resolve_program("ndctl").unwrap_or_else(|| "ndctl".into());
-        Ndctl::with_binary(runner, binary)
+    /// Runs the ndctl the binary resolved at start.
+    pub fn new(
+        runner: Arc<dyn Runner>,
+        programs: &vglet_runner::Programs,
+    ) -> Result<Ndctl, vglet_runner::ProgramMissing> {
+        let binary = programs.path(vglet_runner::Program::Ndctl)?.to_path_buf();
+        Ok(Ndctl::with_binary(runner, binary))
     }
 
     pub fn with_binary(runner: Arc<dyn Runner>, binary: PathBuf) -> Ndctl {

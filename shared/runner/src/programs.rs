@@ -247,6 +247,13 @@ impl Programs {
         )
     }
 
+    /// Every program vglet knows that is installed here, none required: for tests and tools
+    /// that run real programs where they are.
+    pub fn found_on_this_host() -> Programs {
+        let all: Vec<Wanted> = Program::ALL.iter().map(|p| optional(*p)).collect();
+        Programs::resolve(&all, &[]).expect("nothing is required")
+    }
+
     /// Every program at `dir/<name>`, unchecked: for tests that run a fake runner and assert
     /// argv.
     pub fn all_in(dir: impl AsRef<Path>) -> Programs {

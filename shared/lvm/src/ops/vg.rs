@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use vglet_runner::{Command, resolve_program};
+use vglet_runner::Program;
 
 use super::{Lvm, check_tags, invalid, read};
 use crate::args;
@@ -74,16 +74,17 @@ impl Lvm {
     /// Whether the lock manager behind `lock_type` answers on this host; `Err` says why
     /// not, in words for an operator.
     pub async fn lock_manager_status(&self, lock_type: LockType) -> Result<(), String> {
-        let (program, argv): (&str, &[&str]) = match lock_type {
-            LockType::Sanlock => ("sanlock", &["client", "status"]),
-            LockType::Dlm => ("dlm_tool", &["status"]),
+        let (program, argv): (Program, &[&str]) = match lock_type {
+            LockType::Sanlock => (Program::Sanlock, &["client", "status"]),
+            LockType::Dlm => (Program::DlmTool, &["status"]),
             // lvmlockd talks to the drives itself; there is no daemon to ask.
             LockType::Idm => return Ok(()),
         };
-        let Some(path) = resolve_program(program) else {
-            return Err(format!("{program} is not installed"));
-        };
-        let mut cmd = Command::new(path).args(argv);
+        let mut cmd = self
+            .programs()
+            .command(program)
+            .map_err(|e| e.to_string())?
+            .args(argv);
         if let Some(t) = read(&self.timeout) {
             cmd = cmd.timeout(t);
         }
@@ -223,7 +224,7 @@ pub fn lvmlockd_socket_exists() -> bool {
 mod tests {
     use std::sync::Arc;
 
-    use vglet_runner::{FakeRunner, Reply};
+    use vglet_runner::{Command, FakeRunner, Programs, Reply};
 
     use super::*;
     use crate::vg_requests::PoolSize;
@@ -414,7 +415,22 @@ mod tests {
 
     #[tokio::test]
     async fn lock_manager_status_without_the_tool() {
-        let (_, lvm) = fake(|_| Reply::ok(""));
+        let (runner, lvm) = fake(|_| Reply::ok(""));
         assert!(lvm.lock_manager_status(LockType::Idm).await.is_ok());
+        lvm.lock_manager_status(LockType::Sanlock).await.unwrap();
+        assert_eq!(runner.calls()[0].program, "/sbin/sanlock");
+        // sanlock absent at start: said, and nothing runs.
+        let runner = FakeRunner::new();
+        let programs = Programs::all_in("/sbin").without(Program::Sanlock);
+        let lvm = Lvm::new(Arc::new(runner.clone()), programs).unwrap();
+        let e = lvm
+            .lock_manager_status(LockType::Sanlock)
+            .await
+            .unwrap_err();
+        assert!(
+            e.starts_with("sanlock is not available on this host"),
+            "{e}"
+        );
+        assert!(runner.calls().is_empty());
     }
 }
