@@ -1,5 +1,6 @@
 //! argv builders: every lvm command vglet runs, as pure functions, so tests can pin the
-//! exact arguments. Each argv starts with the lvm subcommand; the program is `lvm` itself.
+//! exact arguments. Each argv starts with the lvm subcommand; the program is `lvm` itself,
+//! except for the lock managers' tools at the end, which name their program.
 
 use crate::report::{LV_FIELDS, PV_FIELDS, PVSEG_FIELDS, SEG_FIELDS, VG_FIELDS};
 use crate::requests::{Activation, LvCreate};
@@ -180,6 +181,37 @@ pub fn lvchange_del_tags(
     common: &CommonOptions,
 ) -> Vec<String> {
     lvchange_tags("--deltag", vg, lv, tags, common)
+}
+
+/// `lvmlockctl --info`: the lockspaces lvmlockd has started ([`vglet_runner::Program::Lvmlockctl`]).
+pub fn lvmlockctl_info() -> Vec<String> {
+    vec!["--info".into()]
+}
+
+/// `sanlock direct read_leader -r <resource>`: who holds (or last held) a lease, read from
+/// disk ([`vglet_runner::Program::Sanlock`]).
+pub fn sanlock_read_leader(resource: &str) -> Vec<String> {
+    vec![
+        "direct".into(),
+        "read_leader".into(),
+        "-r".into(),
+        resource.to_string(),
+    ]
+}
+
+/// The program and argv that ask a lock manager whether it runs on this host; `None` for
+/// idm, where lvmlockd talks to the drives itself and there is no daemon to ask.
+pub fn lock_manager_status(
+    lock_type: crate::LockType,
+) -> Option<(vglet_runner::Program, Vec<String>)> {
+    use vglet_runner::Program;
+    match lock_type {
+        crate::LockType::Sanlock => {
+            Some((Program::Sanlock, vec!["client".into(), "status".into()]))
+        }
+        crate::LockType::Dlm => Some((Program::DlmTool, vec!["status".into()])),
+        crate::LockType::Idm => None,
+    }
 }
 
 #[cfg(test)]

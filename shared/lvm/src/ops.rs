@@ -332,7 +332,7 @@ impl Lvm {
             .programs
             .command(Program::Lvmlockctl)
             .map_err(|e| LvmError::LockManager(format!("lvmlockd cannot be asked: {e}")))?
-            .arg("--info");
+            .args(args::lvmlockctl_info());
         if let Some(t) = read(&self.timeout) {
             cmd = cmd.timeout(t);
         }
@@ -348,12 +348,11 @@ impl Lvm {
     /// its lease on disk; `None` when that cannot be told (not sanlock, sanlock missing).
     pub async fn lock_holder(&self, lv: &crate::Lv) -> Option<u64> {
         let resource = crate::lockspace::sanlock_resource(&lv.vg, &lv.uuid, &lv.lock_args)?;
-        let cmd = self.programs.command(Program::Sanlock).ok()?.args([
-            "direct",
-            "read_leader",
-            "-r",
-            &resource,
-        ]);
+        let cmd = self
+            .programs
+            .command(Program::Sanlock)
+            .ok()?
+            .args(args::sanlock_read_leader(&resource));
         let out = self.runner.run(cmd).await.ok()?;
         crate::lockspace::parse_leader_owner(&out.stdout_lossy())
     }

@@ -5,8 +5,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use vglet_runner::Program;
-
 use super::{Lvm, check_tags, invalid, read};
 use crate::args;
 use crate::errors::LvmError;
@@ -74,17 +72,14 @@ impl Lvm {
     /// Whether the lock manager behind `lock_type` answers on this host; `Err` says why
     /// not, in words for an operator.
     pub async fn lock_manager_status(&self, lock_type: LockType) -> Result<(), String> {
-        let (program, argv): (Program, &[&str]) = match lock_type {
-            LockType::Sanlock => (Program::Sanlock, &["client", "status"]),
-            LockType::Dlm => (Program::DlmTool, &["status"]),
-            // lvmlockd talks to the drives itself; there is no daemon to ask.
-            LockType::Idm => return Ok(()),
+        let Some((program, argv)) = args::lock_manager_status(lock_type) else {
+            return Ok(());
         };
         let mut cmd = self
             .programs()
             .command(program)
             .map_err(|e| e.to_string())?
-            .args(argv);
+            .args(&argv);
         if let Some(t) = read(&self.timeout) {
             cmd = cmd.timeout(t);
         }
@@ -224,7 +219,7 @@ pub fn lvmlockd_socket_exists() -> bool {
 mod tests {
     use std::sync::Arc;
 
-    use vglet_runner::{Command, FakeRunner, Programs, Reply};
+    use vglet_runner::{Command, FakeRunner, Program, Programs, Reply};
 
     use super::*;
     use crate::vg_requests::PoolSize;
