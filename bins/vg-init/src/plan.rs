@@ -7,6 +7,8 @@ use vglet_lvm::tags::{PMEM_MODE_PREFIX, PMEM_REGION_PREFIX};
 use vglet_lvm::wipe::Signature;
 use vglet_lvm::{LockType, PoolSize};
 
+use vglet_devices::taking::{Content, DeviceFacts, LvmLabel, Take, VgFacts, may_take};
+
 use crate::error::VgInitError;
 use crate::request::{Request, SystemIdWish, VERSION_TAG_PREFIX};
 use crate::state::{DeviceState, LockEnv, Presence, State, VgState};
@@ -132,7 +134,7 @@ pub fn plan(req: &Request, st: &State) -> Result<Plan, VgInitError> {
                 new_pvs.push(dev.path.clone());
                 added.push(dev.path.clone());
             }
-            Use::OrphanPv => added.push(dev.path.clone()),
+            Use::Member => {}
             Use::AfterWipe(destroys) => {
                 actions.push(Action::Wipe {
                     device: dev.path.clone(),
@@ -426,7 +428,8 @@ fn system_id_action(req: &Request, st: &State) -> Result<Option<String>, VgInitE
 
 enum Use {
     Blank,
-    OrphanPv,
+    /// Already a PV of the VG (not reached: members are skipped before).
+    Member,
     AfterWipe(String),
     Missing(String),
     Never(String),
@@ -450,58 +453,50 @@ fn classify(req: &Request, st: &State, dev: &DeviceState, requested: &[&str]) ->
         Presence::NotBlock => return Use::Never(format!("{name}: not a block device")),
         Presence::Block => {}
     }
-    if !dev.holders.is_empty() {
-        return Use::Never(format!(
-            "{name}: in use by {} (device-mapper, md, ...); never taken, not even with --wipe",
-            dev.holders.join(", ")
-        ));
-    }
-    let only_pv_label = dev.signatures.iter().all(|s| s.kind == "LVM2_member");
-    match dev.pv_vg.as_deref() {
-        Some("") if only_pv_label => Use::OrphanPv,
-        Some(other) if !other.is_empty() => {
+    // The facts in the words of the one rule disk-discover applies too.
+    let label = match dev.pv_vg.as_deref() {
+        Some("") => LvmLabel::Orphan,
+        Some(other) => {
             let info = st.other_vgs.get(other).cloned().unwrap_or_default();
-            if info.lv_count > 0 {
-                return Use::Never(format!(
-                    "{name}: a PV of VG {other}, which has {} LV(s); never taken, not even with --wipe",
-                    info.lv_count
-                ));
-            }
-            if !req.wipe {
-                return Use::Never(format!(
-                    "{name}: a PV of VG {other} (no LVs); not taken without --wipe"
-                ));
-            }
-            let outside: Vec<&String> = info
-                .pvs
-                .iter()
-                .filter(|p| !requested.contains(&p.as_str()))
-                .collect();
-            if !outside.is_empty() {
-                return Use::Never(format!(
-                    "{name}: a PV of VG {other}, which also has {}; wiping it would break that VG",
-                    outside
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-            }
-            Use::AfterWipe(format!(
-                "the empty VG {other}'s PV label: {}",
-                sig_list(&dev.signatures)
-            ))
+            LvmLabel::InVg(VgFacts {
+                vg: other.to_string(),
+                lv_count: info.lv_count,
+                pvs_not_requested: info
+                    .pvs
+                    .into_iter()
+                    .filter(|p| !requested.contains(&p.as_str()))
+                    .collect(),
+            })
         }
-        _ if dev.signatures.is_empty() => Use::Blank,
-        _ if dev.signatures.iter().any(|s| s.kind == "LVM2_member") => Use::Never(format!(
-            "{name}: an LVM PV of a VG this host cannot see (another host's system ID, or a \
-             shared VG): never taken, not even with --wipe"
-        )),
-        _ if !req.wipe => Use::Never(format!(
-            "{name}: holds data: {}; not taken without --wipe",
-            sig_list(&dev.signatures)
-        )),
-        _ => Use::AfterWipe(sig_list(&dev.signatures)),
+        None if dev.signatures.iter().any(|s| s.kind == "LVM2_member") => {
+            LvmLabel::Unlisted("another host's system ID, or a shared VG".to_string())
+        }
+        None => LvmLabel::None,
+    };
+    let content = if dev.signatures.is_empty() {
+        Content::Blank
+    } else {
+        Content::Data(format!("holds data: {}", sig_list(&dev.signatures)))
+    };
+    let facts = DeviceFacts {
+        holders: &dev.holders,
+        label: &label,
+        content: &content,
+    };
+    match may_take(Some(&req.vg), req.wipe, &facts) {
+        Ok(Take::Fresh) => Use::Blank,
+        Ok(Take::Member) => Use::Member,
+        Ok(Take::AfterWipe(what)) if what.is_empty() => Use::AfterWipe(sig_list(&dev.signatures)),
+        Ok(Take::AfterWipe(what)) => {
+            Use::AfterWipe(format!("{what}: {}", sig_list(&dev.signatures)))
+        }
+        Err(reasons) => Use::Never(
+            reasons
+                .iter()
+                .map(|r| format!("{name}: {r}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
     }
 }
 
@@ -791,20 +786,193 @@ mod tests {
         assert!(m.contains("/dev/vdh: in use by dm-3"), "{m}");
     }
 
+    /// The orphan PV: what disk-discover refuses, vg-init refuses too; only --wipe takes
+    /// it, saying it destroys the label, and then pvcreates it afresh.
     #[test]
-    fn orphan_pvs_are_reused_without_pvcreate() {
+    fn orphan_pvs_are_taken_only_with_wipe() {
         let st = State {
             devices: vec![pv_of("/dev/vda", ""), blank("/dev/vdb")],
             ..Default::default()
         };
-        let p = plan(&req(&["/dev/vda", "/dev/vdb"]), &st).unwrap();
+        let mut r = req(&["/dev/vda", "/dev/vdb"]);
+        let VgInitError::Refused(m) = plan(&r, &st).unwrap_err() else {
+            panic!()
+        };
+        assert!(m.starts_with("/dev/vda: an orphan LVM PV"), "{m}");
+        assert!(m.ends_with("not taken without --wipe"), "{m}");
+        r.wipe = true;
+        let p = plan(&r, &st).unwrap();
         assert_eq!(
             p.actions[0],
+            Action::Wipe {
+                device: "/dev/vda".into(),
+                signatures: vec![sig("LVM2_member")],
+                destroys: "an orphan PV label: LVM2_member at offset 0x438 (UUID u-1)".into(),
+            }
+        );
+        assert_eq!(
+            p.actions[1],
             Action::CreatePvs {
-                devices: vec!["/dev/vdb".into()]
+                devices: vec!["/dev/vda".into(), "/dev/vdb".into()]
             }
         );
         assert_eq!(p.added, vec!["/dev/vda", "/dev/vdb"]);
+    }
+
+    /// disk-discover and vg-init (without --wipe) give the same answer on the same device:
+    /// both ask vglet_devices::taking. Each case is a device as vg-init sees it, and as
+    /// disk-discover does (blkid's signature, lvm's PV status, sysfs holders).
+    #[test]
+    fn the_same_cases_as_disk_discover() {
+        use vglet_devices::safety::{PvStatus, SafetyInput, SignatureCheck, assess};
+        use vglet_devices::{BlockDevice, DeviceKind};
+        use vglet_mount::Signature as Blkid;
+        let lvm_label = || {
+            SignatureCheck::Found(Blkid::Content {
+                type_name: "LVM2_member".into(),
+                usage: Some("raid".into()),
+            })
+        };
+        let ext4 = SignatureCheck::Found(Blkid::Content {
+            type_name: "ext4".into(),
+            usage: Some("filesystem".into()),
+        });
+        let in_vg = |vg: &str, lv_count| PvStatus::InVg {
+            vg: vg.into(),
+            vg_uuid: String::new(),
+            lv_count,
+        };
+        let held = DeviceState {
+            holders: vec!["dm-3".into()],
+            ..blank("/dev/vdh")
+        };
+        // (vg-init's device, its other VG's LV count, blkid, lvm, holders, taken?)
+        let cases: Vec<(
+            DeviceState,
+            u64,
+            SignatureCheck,
+            PvStatus,
+            Vec<String>,
+            bool,
+        )> = vec![
+            (
+                blank("/dev/vda"),
+                0,
+                SignatureCheck::Blank,
+                PvStatus::NotPv,
+                vec![],
+                true,
+            ),
+            (
+                with_sig("/dev/vdb", "ext4"),
+                0,
+                ext4,
+                PvStatus::NotPv,
+                vec![],
+                false,
+            ),
+            (
+                pv_of("/dev/vdc", ""),
+                0,
+                lvm_label(),
+                PvStatus::Orphan,
+                vec![],
+                false,
+            ),
+            (
+                pv_of("/dev/vdd", "other"),
+                2,
+                lvm_label(),
+                in_vg("other", 2),
+                vec![],
+                false,
+            ),
+            (
+                pv_of("/dev/vde", "other"),
+                0,
+                lvm_label(),
+                in_vg("other", 0),
+                vec![],
+                false,
+            ),
+            (
+                with_sig("/dev/vdf", "LVM2_member"),
+                0,
+                lvm_label(),
+                PvStatus::Unknown("another host's system ID, or a shared VG".into()),
+                vec![],
+                false,
+            ),
+            (
+                held,
+                0,
+                SignatureCheck::Blank,
+                PvStatus::NotPv,
+                vec!["dm-3".into()],
+                false,
+            ),
+        ];
+        for (dev, lv_count, blkid, pv, holders, taken) in cases {
+            let mut st = State::default();
+            if let Some(vg) = dev.pv_vg.clone().filter(|v| !v.is_empty()) {
+                st.other_vgs.insert(
+                    vg,
+                    OtherVg {
+                        lv_count,
+                        pvs: vec![dev.path.clone()],
+                    },
+                );
+            }
+            let path = dev.path.clone();
+            st.devices = vec![dev];
+            let vg_init = plan(&req(&[&path]), &st);
+            let bd = BlockDevice {
+                name: path.trim_start_matches("/dev/").into(),
+                major: 252,
+                minor: 0,
+                kind: DeviceKind::Disk,
+                size_bytes: 10 << 30,
+                read_only: false,
+                removable: false,
+                model: None,
+                serial: None,
+                wwn: None,
+                holders,
+                partitions: vec![],
+                parent: None,
+                dm_name: None,
+                dm_uuid: None,
+            };
+            let verdict = assess(&SafetyInput {
+                device: &bd,
+                mounts: &[],
+                signature: &blkid,
+                pv: &pv,
+                target_vg: Some("vg0"),
+                min_size: 0,
+                holder_dm_uuid: &|_| None,
+            });
+            assert_eq!(verdict.is_safe(), taken, "{path}: {verdict:?}");
+            match vg_init {
+                Ok(_) => assert!(taken, "{path}: vg-init took it"),
+                Err(VgInitError::Refused(m)) => {
+                    assert!(!taken, "{path}: vg-init refused: {m}");
+                    // The rule's words are the same; only data is described by each in its
+                    // own words ("holds data: ext4 at offset ..." / "holds an ext4 filesystem").
+                    let norm = |r: &str| match r.rsplit_once("; ") {
+                        Some((_, rule)) if r.starts_with("holds") => rule.to_string(),
+                        _ => r.to_string(),
+                    };
+                    let ours: Vec<String> = m
+                        .lines()
+                        .map(|l| norm(l.split_once(": ").unwrap().1))
+                        .collect();
+                    let theirs: Vec<String> = verdict.reasons.iter().map(|r| norm(r)).collect();
+                    assert_eq!(ours, theirs, "{path}");
+                }
+                Err(e) => panic!("{path}: {e:?}"),
+            }
+        }
     }
 
     #[test]

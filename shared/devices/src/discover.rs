@@ -295,15 +295,13 @@ fn pv_of(report: &Report, p: &Planned) -> PvStatus {
     if pv.vg.is_empty() {
         return PvStatus::Orphan;
     }
-    let vg_uuid = report
-        .vgs
-        .iter()
-        .find(|v| v.name == pv.vg)
-        .map(|v| v.uuid.replace('-', ""))
-        .unwrap_or_default();
+    let Some(vg) = report.vgs.iter().find(|v| v.name == pv.vg) else {
+        return PvStatus::Unknown(format!("its VG {} is not in lvm's report", pv.vg));
+    };
     PvStatus::InVg {
         vg: pv.vg.clone(),
-        vg_uuid,
+        vg_uuid: vg.uuid.replace('-', ""),
+        lv_count: vg.lv_count,
     }
 }
 

@@ -219,18 +219,34 @@ async fn every_skip_reason_and_blank_disks_chosen() {
     assert_eq!(vdb.source, DeviceSource::Disk);
     assert!(vdb.reason.contains("matched glob"), "{}", vdb.reason);
     let reasons = |k| skipped(&inv, k).reasons.join("; ");
-    assert_eq!(reasons("vdc"), "holds an ext4 filesystem");
+    assert_eq!(
+        reasons("vdc"),
+        "holds an ext4 filesystem; not taken without --wipe"
+    );
     assert_eq!(
         reasons("vdd"),
-        "partition vdd1 mounted at /boot; holds a gpt partition table; has partitions: vdd1"
+        "partition vdd1 mounted at /boot; holds a gpt partition table; not taken without --wipe; has partitions: vdd1"
     );
-    assert_eq!(reasons("vde"), "in use by md0 (holders)");
+    assert_eq!(
+        reasons("vde"),
+        "in use by md0 (holders: device-mapper, md, ...); never taken, not even with --wipe"
+    );
     assert_eq!(reasons("vdf"), "read-only");
     assert_eq!(reasons("vdg"), "removable media");
     assert_eq!(reasons("vdh"), "smaller than --min-size (100 MiB < 1 GiB)");
-    assert_eq!(reasons("vdi"), "LVM physical volume of VG other");
-    assert_eq!(reasons("vdj"), "orphan LVM PV (an LVM2 label, in no VG)");
-    assert_eq!(reasons("vdk"), "holds swap space");
+    assert!(
+        reasons("vdi").starts_with("a PV of VG other"),
+        "{}",
+        reasons("vdi")
+    );
+    // The orphan PV: the same refusal vg-init gives without --wipe.
+    assert!(
+        reasons("vdj").starts_with("an orphan LVM PV"),
+        "{}",
+        reasons("vdj")
+    );
+    assert!(reasons("vdj").ends_with("not taken without --wipe"));
+    assert_eq!(reasons("vdk"), "holds swap space; not taken without --wipe");
     // Not matched: not listed without --explain; partitions are never offered by /dev/vd*.
     assert!(!inv.skipped.iter().any(|s| s.kernel_path.ends_with("/sda")));
     assert!(!inv.skipped.iter().any(|s| s.kernel_path.ends_with("/vdd1")));
@@ -293,7 +309,7 @@ async fn mounted_whole_disk_and_failed_blkid_are_unsafe() {
         skipped(&inv, "vdb").reasons,
         [
             "mounted at /data, /var/lib/kubelet/x",
-            "holds an xfs filesystem"
+            "holds an xfs filesystem; not taken without --wipe"
         ]
     );
     let vdc = &skipped(&inv, "vdc").reasons;
@@ -440,7 +456,7 @@ async fn existing_pv_of_target_vg_is_offered() {
     assert_eq!(inv.target_vg.as_deref(), Some("vg0"));
     assert_eq!(
         skipped(&inv, "vdd").reasons,
-        ["LVM physical volume of VG vg1"]
+        ["a PV of VG vg1 (no LVs); not taken without --wipe"]
     );
 
     // Without a target VG the same PV is someone else's.
@@ -448,7 +464,10 @@ async fn existing_pv_of_target_vg_is_offered() {
     assert_eq!(chosen_names(&inv), ["vdc"]);
     assert_eq!(
         skipped(&inv, "vdb").reasons,
-        ["LVM physical volume of VG vg0", "in use by dm-0 (holders)"]
+        [
+            "a PV of VG vg0 (no LVs); not taken without --wipe",
+            "in use by dm-0 (holders: device-mapper, md, ...); never taken, not even with --wipe"
+        ]
     );
 }
 
@@ -484,7 +503,7 @@ async fn lvm_failure_makes_pvs_unknown_not_fatal() {
     assert_eq!(chosen_names(&inv), ["vdc"]);
     let r = &skipped(&inv, "vdb").reasons;
     assert!(
-        r[0].starts_with("LVM physical volume whose VG is unknown: lvm report failed"),
+        r[0].starts_with("an LVM PV of a VG this host cannot see (lvm report failed"),
         "{r:?}"
     );
 }
@@ -555,7 +574,10 @@ async fn pmem_namespaces_are_a_source() {
         })
     );
     assert!(d.reason.contains("pmem namespace vglet-fsdax-region0"));
-    assert_eq!(skipped(&inv, "pmem2").reasons, ["holds an ext4 filesystem"]);
+    assert_eq!(
+        skipped(&inv, "pmem2").reasons,
+        ["holds an ext4 filesystem; not taken without --wipe"]
+    );
     assert!(skipped(&inv, "pmem3").reasons[0].contains("not found"));
     // Filtered by mode (even though a glob would match it): only listed with --explain.
     assert!(!inv.skipped.iter().any(|s| s.path.ends_with("/pmem1s")));

@@ -13,6 +13,7 @@ pub mod safety;
 pub mod selection;
 pub mod sysfs;
 pub mod table;
+pub mod taking;
 
 pub use discover::{DiscoverOptions, Discoverer, PmemSource};
 pub use error::DevicesError;

@@ -1,5 +1,8 @@
 //! Why a device must not be handed to vg-init. Pure functions over facts gathered
 //! elsewhere (sysfs, mount table, blkid, lvm), so every rule is unit-tested without a host.
+//! What a device holds (PV labels, data, holders) is judged by [`crate::taking::may_take`],
+//! the rule vg-init applies too, without `--wipe`; the rest (mounts, partitions, media,
+//! size) is disk-discover's own selection.
 //! All reasons are collected, not just the first: an operator fixing one should not
 //! discover the next on the following run.
 
@@ -8,6 +11,7 @@ use std::collections::BTreeSet;
 use vglet_mount::{MountEntry, Signature};
 
 use crate::sysfs::BlockDevice;
+use crate::taking::{Content, DeviceFacts, LvmLabel, VgFacts, may_take};
 use vglet_common::size::format_size;
 
 /// What blkid said.
@@ -29,6 +33,7 @@ pub enum PvStatus {
         vg: String,
         /// Without dashes, as it appears in LVM dm uuids ("LVM-<vg uuid><lv uuid>").
         vg_uuid: String,
+        lv_count: u64,
     },
     Orphan,
     /// A PV label that lvm did not report (filtered out, devices file, lvm missing).
@@ -66,7 +71,7 @@ pub fn assess(input: &SafetyInput) -> Verdict {
     let dev = input.device;
     let mut v = Verdict::default();
     let existing_vg = match input.pv {
-        PvStatus::InVg { vg, vg_uuid } if Some(vg.as_str()) == input.target_vg => {
+        PvStatus::InVg { vg, vg_uuid, .. } if Some(vg.as_str()) == input.target_vg => {
             v.existing_pv_of = Some(vg.clone());
             Some(vg_uuid.as_str())
         }
@@ -75,40 +80,29 @@ pub fn assess(input: &SafetyInput) -> Verdict {
 
     v.reasons.extend(mount_reasons(dev, input.mounts));
 
-    match input.signature {
-        SignatureCheck::Blank | SignatureCheck::NotProbed => {}
+    let label = match input.signature {
         SignatureCheck::Found(Signature::Content { type_name, .. })
             if type_name == "LVM2_member" =>
         {
             match input.pv {
-                PvStatus::InVg { vg, .. } if existing_vg.is_some() => {
-                    tracing::debug!(device = %dev.name, vg = %vg, "already a PV of the target VG");
-                }
-                PvStatus::InVg { vg, .. } => {
-                    v.reasons.push(format!("LVM physical volume of VG {vg}"))
-                }
-                PvStatus::Orphan => v
-                    .reasons
-                    .push("orphan LVM PV (an LVM2 label, in no VG)".to_string()),
-                PvStatus::Unknown(why) => v
-                    .reasons
-                    .push(format!("LVM physical volume whose VG is unknown: {why}")),
-                PvStatus::NotPv => v.reasons.push(
-                    "holds an LVM2_member signature that lvm does not list as a PV".to_string(),
-                ),
+                PvStatus::InVg { vg, lv_count, .. } => LvmLabel::InVg(VgFacts {
+                    vg: vg.clone(),
+                    lv_count: *lv_count,
+                    pvs_not_requested: Vec::new(),
+                }),
+                PvStatus::Orphan => LvmLabel::Orphan,
+                PvStatus::Unknown(why) => LvmLabel::Unlisted(why.clone()),
+                PvStatus::NotPv => LvmLabel::Unlisted("lvm does not list it as a PV".into()),
             }
         }
-        SignatureCheck::Found(sig) => v.reasons.push(describe_signature(sig)),
-        SignatureCheck::Failed(e) => v
-            .reasons
-            .push(format!("its signatures could not be read ({e})")),
-    }
-
-    if !dev.partitions.is_empty() {
-        let names: Vec<&str> = dev.partitions.iter().map(|p| p.name.as_str()).collect();
-        v.reasons
-            .push(format!("has partitions: {}", names.join(", ")));
-    }
+        _ => LvmLabel::None,
+    };
+    let content = match input.signature {
+        SignatureCheck::Blank | SignatureCheck::NotProbed => Content::Blank,
+        SignatureCheck::Found(_) if label != LvmLabel::None => Content::Blank,
+        SignatureCheck::Found(sig) => Content::Data(describe_signature(sig)),
+        SignatureCheck::Failed(e) => Content::Unreadable(e.clone()),
+    };
 
     // The LVs of the target VG sit on its PVs as dm holders; they are the expected use.
     let expected_holder = |h: &str| {
@@ -117,15 +111,29 @@ pub fn assess(input: &SafetyInput) -> Verdict {
                 && (input.holder_dm_uuid)(h).is_some_and(|u| u.starts_with(&format!("LVM-{uuid}")))
         })
     };
-    let holders: Vec<&str> = dev
+    let holders: Vec<String> = dev
         .holders
         .iter()
-        .map(String::as_str)
         .filter(|h| !expected_holder(h))
+        .cloned()
         .collect();
-    if !holders.is_empty() {
+    // disk-discover lists what vg-init may take without --wipe: the same rule, wipe off.
+    if let Err(reasons) = may_take(
+        input.target_vg,
+        false,
+        &DeviceFacts {
+            holders: &holders,
+            label: &label,
+            content: &content,
+        },
+    ) {
+        v.reasons.extend(reasons);
+    }
+
+    if !dev.partitions.is_empty() {
+        let names: Vec<&str> = dev.partitions.iter().map(|p| p.name.as_str()).collect();
         v.reasons
-            .push(format!("in use by {} (holders)", holders.join(", ")));
+            .push(format!("has partitions: {}", names.join(", ")));
     }
     for p in dev.partitions.iter().filter(|p| !p.holders.is_empty()) {
         v.reasons.push(format!(
@@ -300,9 +308,9 @@ mod tests {
             [
                 "mounted at /data",
                 "partition sdb1 mounted at /boot",
-                "holds an ext4 filesystem",
+                "holds an ext4 filesystem; not taken without --wipe",
+                "in use by md0 (holders: device-mapper, md, ...); never taken, not even with --wipe",
                 "has partitions: sdb1",
-                "in use by md0 (holders)",
                 "partition sdb1 in use by dm-2 (holders)",
                 "read-only",
                 "removable media",
@@ -314,7 +322,14 @@ mod tests {
     #[test]
     fn signatures_are_described() {
         let d = disk();
-        let one = |s| run(&d, &[], s, PvStatus::NotPv).reasons;
+        // The description only; the rule's "not taken without --wipe" is taking.rs's.
+        let one = |s| {
+            run(&d, &[], s, PvStatus::NotPv)
+                .reasons
+                .into_iter()
+                .map(|r| r.replace("; not taken without --wipe", ""))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
             one(SignatureCheck::Found(Signature::PartitionTable(
                 "gpt".into()
@@ -345,14 +360,15 @@ mod tests {
         let other = PvStatus::InVg {
             vg: "other".into(),
             vg_uuid: "u1".into(),
+            lv_count: 2,
         };
         assert_eq!(
             run(&d, &[], pv.clone(), other).reasons,
-            ["LVM physical volume of VG other"]
+            ["a PV of VG other, which has 2 LV(s); never taken, not even with --wipe"]
         );
-        assert_eq!(
-            run(&d, &[], pv.clone(), PvStatus::Orphan).reasons,
-            ["orphan LVM PV (an LVM2 label, in no VG)"]
+        assert!(
+            run(&d, &[], pv.clone(), PvStatus::Orphan).reasons[0]
+                .starts_with("an orphan LVM PV (an LVM2 label in no VG this host sees")
         );
         assert!(
             run(&d, &[], pv.clone(), PvStatus::Unknown("lvm failed".into())).reasons[0]
@@ -370,6 +386,7 @@ mod tests {
         let target = PvStatus::InVg {
             vg: "vg0".into(),
             vg_uuid: "aaaabbbb".into(),
+            lv_count: 1,
         };
         let v = assess(&SafetyInput {
             device: &d,
@@ -381,7 +398,10 @@ mod tests {
             holder_dm_uuid: &dm,
         });
         assert_eq!(v.existing_pv_of.as_deref(), Some("vg0"));
-        assert_eq!(v.reasons, ["in use by dm-1 (holders)"]);
+        assert_eq!(
+            v.reasons,
+            ["in use by dm-1 (holders: device-mapper, md, ...); never taken, not even with --wipe"]
+        );
         d.holders.pop();
         let v = assess(&SafetyInput {
             device: &d,
