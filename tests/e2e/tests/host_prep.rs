@@ -62,7 +62,8 @@ fn host_prep_chain_in_guest() {
     let disks: Vec<PathBuf> = (1..=7)
         .map(|n| work.sparse_file(&format!("d{n}.img"), GIB).unwrap())
         .collect();
-    let mut first = vm("prep-boot1");
+    // d8 lives for the first boot only: an orphan PV, refused alike by both binaries.
+    let mut first = vm("prep-boot1").fresh_disk("d8", GIB);
     for d in &disks[..6] {
         first = first.disk(d);
     }
@@ -187,8 +188,9 @@ fn expected(ns: &[u32]) -> Vec<String> {
 fn guest_prep_first_boot() {
     assert!(in_guest());
     let mut t = Timer::new();
-    t.step("setup: ext4 on d5, a foreign VG with an LV on d6");
+    t.step("setup: ext4 on d5, a foreign VG with an LV on d6, an orphan PV on d8");
     sh(&format!("mkfs.ext4 -q {}", by_id(5)));
+    sh(&format!("pvcreate -q {}", by_id(8)));
     sh(&format!(
         "vgcreate -q othervg {} && lvcreate -q -an -L 8m -n keep othervg",
         by_id(6)
@@ -202,7 +204,7 @@ fn guest_prep_first_boot() {
     let (_, inv) = discover();
     let chosen: Vec<&str> = inv.devices.iter().map(|d| d.path.as_str()).collect();
     assert_eq!(chosen, (1..=4).map(by_id).collect::<Vec<_>>());
-    for n in [5, 6] {
+    for n in [5, 6, 8] {
         let s = inv
             .skipped
             .iter()
@@ -211,6 +213,18 @@ fn guest_prep_first_boot() {
         assert!(!s.reasons.is_empty(), "d{n} skipped without a reason");
         eprintln!("d{n} skipped: {:?}", s.reasons);
     }
+    let orphan = &inv
+        .skipped
+        .iter()
+        .find(|s| s.path == by_id(8))
+        .unwrap()
+        .reasons;
+    assert!(
+        orphan[0].starts_with("an orphan LVM PV")
+            && orphan[0].ends_with("not taken without --wipe"),
+        "{orphan:?}"
+    );
+    let blkid8 = blkid(&by_id(8));
 
     t.step("vg-init from the inventory: creates the VG");
     let (out, json) = vg_init(&["--vg", VG, "--inventory", INV, "--tag", "team=storage"]);
@@ -286,6 +300,35 @@ fn guest_prep_first_boot() {
     assert_eq!(json["wiped"][0], by_id(5));
     assert_eq!(pvs_of(VG), expected(&[1, 2, 3, 4, 5]));
     assert_eq!(vg_fingerprint("othervg"), other_before);
+
+    t.step("d8 (orphan PV) without --wipe: refused with disk-discover's reason, unchanged");
+    let before = vg_fingerprint(VG);
+    let (out, json) = vg_init(&["--vg", VG, "--device", &by_id(8)]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert_eq!(json["action"], "refused");
+    assert!(out.stderr.contains(&orphan[0]), "{}", out.stderr);
+    assert_eq!(blkid(&by_id(8)), blkid8, "d8 changed");
+    assert_eq!(vg_fingerprint(VG), before, "a refusal wrote metadata");
+    t.step("d8 with --wipe: says it destroys the orphan PV label, then takes it");
+    let (out, json) = vg_init(&["--vg", VG, "--device", &by_id(8), "--wipe"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "--wipe: erasing signatures on {}: an orphan PV label: LVM2_member at offset",
+            by_id(8)
+        )),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(json["action"], "extended");
+    assert_eq!(json["wiped"][0], by_id(8));
+    assert_eq!(pvs_of(VG), expected(&[1, 2, 3, 4, 5, 8]));
+    // d8 does not come back for the second boot.
+    sh(&format!(
+        "vgreduce -q {VG} {0} && pvremove -q {0}",
+        by_id(8)
+    ));
+    assert_eq!(pvs_of(VG), expected(&[1, 2, 3, 4, 5]));
     t.summary();
     eprintln!("\nHOST PREP FIRST BOOT: ALL STEPS PASSED");
 }
