@@ -46,7 +46,7 @@ use crate::status::mount_status;
 use crate::volume_id::VolumeId;
 
 /// The LV tag that marks a shared volume's first format in progress.
-pub const FORMATTING_TAG_PREFIX: &str = "vglet.formatting=";
+pub use vglet_lvm::tags::FORMATTING_TAG_PREFIX;
 /// A mark older than this is reported as stuck: longer than mkfs may run (its timeout)
 /// plus the CO's retry back-off.
 pub const STUCK_AFTER: Duration = Duration::from_secs(15 * 60);

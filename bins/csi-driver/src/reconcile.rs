@@ -24,7 +24,7 @@ use crate::status::lvm_status;
 use crate::volume_id::VolumeId;
 
 /// Carried by an LV from its lvcreate until CreateVolume finished every step.
-pub const CREATING_TAG: &str = "vglet.creating";
+pub use vglet_lvm::tags::CREATING_TAG;
 
 pub fn is_unfinished(lv: &Lv) -> bool {
     lv.tags.iter().any(|t| t == CREATING_TAG)

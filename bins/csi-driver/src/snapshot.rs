@@ -23,8 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tonic::Status;
 use vglet_csi_proto::prost_types::Timestamp;
 use vglet_csi_proto::v1::*;
-use vglet_lvm::naming::{decode_tag_value, encode_tag_value, lv_name_for};
-use vglet_lvm::tags::OWNER_PREFIX;
+use vglet_lvm::naming::lv_name_for;
 use vglet_lvm::{Lv, LvmError, Report, SnapshotCreate, SnapshotKind};
 
 use crate::capability::VgKind;
@@ -33,12 +32,9 @@ use crate::params;
 use crate::status::{invalid, lvm_status};
 use crate::volume_id::{self, VolumeId};
 
-pub const SNAPSHOT_NAME_PREFIX: &str = "vglet.snapshot-name=";
-pub const SOURCE_PREFIX: &str = "vglet.source=";
-pub const CREATED_PREFIX: &str = "vglet.created=";
-/// The origin's size at the moment of the snapshot: what a restore needs at least. The LV
-/// size of a thick snapshot is its COW area, which says nothing about that.
-pub const SNAPSHOT_SIZE_PREFIX: &str = "vglet.snapshot-size=";
+pub use vglet_lvm::tags::{
+    CREATED_PREFIX, SNAPSHOT_NAME_PREFIX, SNAPSHOT_SIZE_PREFIX, SOURCE_PREFIX, SnapshotTags,
+};
 
 pub const SNAPSHOT_LV_PREFIX: &str = "snap-";
 
@@ -49,49 +45,6 @@ pub fn snapshot_lv_name(csi_name: &str) -> String {
         .strip_prefix(vglet_lvm::naming::LV_NAME_PREFIX)
         .unwrap_or(&volume_form);
     format!("{SNAPSHOT_LV_PREFIX}{tail}")
-}
-
-/// What the tags of a snapshot LV say.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SnapshotTags {
-    pub owner: String,
-    pub name: String,
-    /// The source volume id.
-    pub source: String,
-    /// Seconds since the epoch.
-    pub created: i64,
-    pub size: u64,
-}
-
-fn single(tags: &[String], prefix: &str) -> Option<String> {
-    let mut it = tags.iter().filter_map(|t| t.strip_prefix(prefix));
-    let first = it.next()?;
-    if it.any(|o| o != first) {
-        return None;
-    }
-    decode_tag_value(first)
-}
-
-impl SnapshotTags {
-    pub fn to_tags(&self) -> Vec<String> {
-        vec![
-            format!("{OWNER_PREFIX}{}", encode_tag_value(&self.owner)),
-            format!("{SNAPSHOT_NAME_PREFIX}{}", encode_tag_value(&self.name)),
-            format!("{SOURCE_PREFIX}{}", encode_tag_value(&self.source)),
-            format!("{CREATED_PREFIX}{}", self.created),
-            format!("{SNAPSHOT_SIZE_PREFIX}{}", self.size),
-        ]
-    }
-
-    pub fn from_tags(tags: &[String]) -> Option<SnapshotTags> {
-        Some(SnapshotTags {
-            owner: single(tags, OWNER_PREFIX)?,
-            name: single(tags, SNAPSHOT_NAME_PREFIX)?,
-            source: single(tags, SOURCE_PREFIX)?,
-            created: single(tags, CREATED_PREFIX)?.parse().ok()?,
-            size: single(tags, SNAPSHOT_SIZE_PREFIX)?.parse().ok()?,
-        })
-    }
 }
 
 /// A snapshot LV of ours.

@@ -21,6 +21,29 @@ pub const ADOPT_PREFIX: &str = "vglet.adopt=";
 /// remove an adopted LV. Without `vglet.adopt=` as well it grants nothing.
 pub const ADOPT_DELETE_PREFIX: &str = "vglet.adopt.delete=";
 
+/// `vglet.creating`: carried by an LV from its lvcreate until CreateVolume finished every
+/// step; the reconcile at start removes LVs that still carry it.
+pub const CREATING_TAG: &str = "vglet.creating";
+/// `vglet.formatting=<mark>`: a shared volume's first format is in progress.
+pub const FORMATTING_TAG_PREFIX: &str = "vglet.formatting=";
+
+/// On a snapshot LV: the CSI snapshot name, encoded.
+pub const SNAPSHOT_NAME_PREFIX: &str = "vglet.snapshot-name=";
+/// On a snapshot LV: the source volume id, encoded.
+pub const SOURCE_PREFIX: &str = "vglet.source=";
+/// On a snapshot LV: seconds since the epoch.
+pub const CREATED_PREFIX: &str = "vglet.created=";
+/// The origin's size at the moment of the snapshot: what a restore needs at least. The LV
+/// size of a thick snapshot is its COW area, which says nothing about that.
+pub const SNAPSHOT_SIZE_PREFIX: &str = "vglet.snapshot-size=";
+
+/// On a VG: vg-init manages it.
+pub const MANAGED_TAG: &str = "vglet.managed=true";
+/// Any value of the managed tag (only vg-init sets it).
+pub const MANAGED_PREFIX: &str = "vglet.managed=";
+/// On a VG: `vglet.vg-init=<version>`, which vg-init last shaped it.
+pub const VG_INIT_PREFIX: &str = "vglet.vg-init=";
+
 /// What the vglet tags of one LV say.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VolumeTags {
@@ -68,6 +91,41 @@ impl VolumeTags {
             name,
             size,
             fs,
+        })
+    }
+}
+
+/// What the tags of a snapshot LV say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotTags {
+    pub owner: String,
+    pub name: String,
+    /// The source volume id.
+    pub source: String,
+    /// Seconds since the epoch.
+    pub created: i64,
+    pub size: u64,
+}
+
+impl SnapshotTags {
+    pub fn to_tags(&self) -> Vec<String> {
+        vec![
+            format!("{OWNER_PREFIX}{}", encode_tag_value(&self.owner)),
+            format!("{SNAPSHOT_NAME_PREFIX}{}", encode_tag_value(&self.name)),
+            format!("{SOURCE_PREFIX}{}", encode_tag_value(&self.source)),
+            format!("{CREATED_PREFIX}{}", self.created),
+            format!("{SNAPSHOT_SIZE_PREFIX}{}", self.size),
+        ]
+    }
+
+    /// `None` when a tag is missing, malformed or given twice with different values.
+    pub fn from_tags(tags: &[String]) -> Option<SnapshotTags> {
+        Some(SnapshotTags {
+            owner: single_value(tags, OWNER_PREFIX)?,
+            name: single_value(tags, SNAPSHOT_NAME_PREFIX)?,
+            source: single_value(tags, SOURCE_PREFIX)?,
+            created: single_value(tags, CREATED_PREFIX)?.parse().ok()?,
+            size: single_value(tags, SNAPSHOT_SIZE_PREFIX)?.parse().ok()?,
         })
     }
 }
