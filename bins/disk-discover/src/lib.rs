@@ -72,19 +72,14 @@ pub struct Args {
     pub log: vglet_common::logging::LogArgs,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum PmemMode {
-    Fsdax,
-    Sector,
-}
+/// The one PMEM mode enum (its words are the `vglet.pmem=` tag's).
+pub use vglet_lvm::tags::PmemMode;
 
-impl PmemMode {
-    fn as_str(self) -> &'static str {
-        match self {
-            PmemMode::Fsdax => "fsdax",
-            PmemMode::Sector => "sector",
-        }
-    }
+fn parse_pmem_mode(s: &str) -> Result<PmemMode, String> {
+    PmemMode::parse(s).ok_or_else(|| {
+        let all: Vec<&str> = PmemMode::ALL.iter().map(|m| m.as_str()).collect();
+        format!("{s:?}: one of {}", all.join(", "))
+    })
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -130,8 +125,8 @@ pub struct Cli {
     /// Offer the namespaces in pmem-ns-init's result FILE (and only those).
     #[arg(long, value_name = "FILE", env = "VGLET_PMEM_NAMESPACES")]
     pub pmem_namespaces: Option<PathBuf>,
-    /// Only namespaces in this mode (needs --pmem-namespaces).
-    #[arg(long, value_name = "MODE", value_enum, env = "VGLET_PMEM_MODE")]
+    /// Only namespaces in this mode, fsdax or sector (needs --pmem-namespaces).
+    #[arg(long, value_name = "MODE", value_parser = parse_pmem_mode, env = "VGLET_PMEM_MODE")]
     pub pmem_mode: Option<PmemMode>,
     /// Write the inventory to FILE (atomically) instead of stdout.
     #[arg(long, value_name = "FILE", env = "VGLET_INVENTORY")]

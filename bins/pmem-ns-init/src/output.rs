@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use vglet_devices::inventory::{PMEM_NAMESPACES_VERSION, PmemNamespace, PmemNamespaces};
-use vglet_ndctl::{Mode, Region};
+use vglet_ndctl::{PmemMode, Region};
 
 use crate::plan::is_own;
 
@@ -17,7 +17,7 @@ pub fn document(regions: &[Region]) -> PmemNamespaces {
         let mut own: Vec<PmemNamespace> = region
             .real_namespaces()
             .filter(|n| is_own(n, &region.dev) && n.is_enabled())
-            .filter(|n| Mode::parse(&n.mode).is_some())
+            .filter(|n| PmemMode::parse(&n.mode).is_some())
             .filter_map(|n| {
                 Some(PmemNamespace {
                     name: n.name.clone()?,

@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 
 use vglet_devices::format_size;
-use vglet_ndctl::{CreateNamespace, Mode, Namespace, Region};
+use vglet_ndctl::{CreateNamespace, Namespace, PmemMode, Region};
 
 pub const NAME_PREFIX: &str = "vglet-";
 
@@ -27,10 +27,10 @@ pub struct Config {
 }
 
 impl Config {
-    fn percent(&self, mode: Mode) -> u8 {
+    fn percent(&self, mode: PmemMode) -> u8 {
         match mode {
-            Mode::Fsdax => self.fsdax_percent,
-            Mode::Sector => self.sector_percent,
+            PmemMode::Fsdax => self.fsdax_percent,
+            PmemMode::Sector => self.sector_percent,
         }
     }
 }
@@ -71,7 +71,7 @@ impl Plan {
 }
 
 /// `vglet-fsdax-region0`, or `vglet-fsdax-region0-2` for the third of several.
-pub fn own_name(mode: Mode, region: &str, index: Option<usize>) -> String {
+pub fn own_name(mode: PmemMode, region: &str, index: Option<usize>) -> String {
     match index {
         None => format!("{NAME_PREFIX}{mode}-{region}"),
         Some(i) => format!("{NAME_PREFIX}{mode}-{region}-{i}"),
@@ -79,10 +79,10 @@ pub fn own_name(mode: Mode, region: &str, index: Option<usize>) -> String {
 }
 
 /// A name of ours: (mode, region, index).
-pub fn parse_own_name(name: &str) -> Option<(Mode, String, Option<usize>)> {
+pub fn parse_own_name(name: &str) -> Option<(PmemMode, String, Option<usize>)> {
     let rest = name.strip_prefix(NAME_PREFIX)?;
     let (mode, rest) = rest.split_once('-')?;
-    let mode = Mode::parse(mode)?;
+    let mode = PmemMode::parse(mode)?;
     let (region, index) = match rest.split_once('-') {
         Some((region, index)) => {
             let digits = !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit());
@@ -110,7 +110,7 @@ fn round_down(v: u64, align: u64) -> u64 {
 }
 
 /// The namespaces a mode's share becomes: one, or several of at most `cap` bytes.
-fn layout(mode: Mode, region: &str, target: u64, cap: Option<u64>) -> Vec<(String, u64)> {
+fn layout(mode: PmemMode, region: &str, target: u64, cap: Option<u64>) -> Vec<(String, u64)> {
     match cap {
         Some(cap) if target > cap => {
             let mut out = Vec::new();
@@ -191,7 +191,7 @@ fn plan_region(region: &Region, config: &Config, plan: &mut Plan) {
     };
 
     let mut planned_any = false;
-    for mode in Mode::ALL {
+    for mode in PmemMode::ALL {
         let percent = config.percent(mode);
         let existing: Vec<&Namespace> = region
             .real_namespaces()
@@ -203,7 +203,7 @@ fn plan_region(region: &Region, config: &Config, plan: &mut Plan) {
             })
             .collect();
         for ns in &existing {
-            if Mode::parse(&ns.mode) != Some(mode) && ns.is_enabled() {
+            if PmemMode::parse(&ns.mode) != Some(mode) && ns.is_enabled() {
                 plan.note(
                     dev,
                     Severity::Warn,
@@ -307,8 +307,8 @@ fn plan_region(region: &Region, config: &Config, plan: &mut Plan) {
                 name,
                 size: fit,
                 align: match mode {
-                    Mode::Fsdax => config.fsdax_align,
-                    Mode::Sector => None,
+                    PmemMode::Fsdax => config.fsdax_align,
+                    PmemMode::Sector => None,
                 },
             });
         }

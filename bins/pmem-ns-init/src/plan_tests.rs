@@ -62,20 +62,20 @@ fn warnings(plan: &Plan) -> Vec<&str> {
 #[test]
 fn names_round_trip() {
     assert_eq!(
-        own_name(Mode::Fsdax, "region0", None),
+        own_name(PmemMode::Fsdax, "region0", None),
         "vglet-fsdax-region0"
     );
     assert_eq!(
-        own_name(Mode::Sector, "region12", Some(3)),
+        own_name(PmemMode::Sector, "region12", Some(3)),
         "vglet-sector-region12-3"
     );
     assert_eq!(
         parse_own_name("vglet-fsdax-region0"),
-        Some((Mode::Fsdax, "region0".into(), None))
+        Some((PmemMode::Fsdax, "region0".into(), None))
     );
     assert_eq!(
         parse_own_name("vglet-sector-region12-3"),
-        Some((Mode::Sector, "region12".into(), Some(3)))
+        Some((PmemMode::Sector, "region12".into(), Some(3)))
     );
     for foreign in [
         "handmade",

@@ -194,8 +194,10 @@ pub const PMEM_MODE_PREFIX: &str = "vglet.pmem=";
 /// volume of the VG can span regions.
 pub const PMEM_REGION_PREFIX: &str = "vglet.pmem-region=";
 
-/// The namespace mode of a persistent-memory VG.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The namespace mode of persistent memory, the one enum for it: pmem-ns-init creates
+/// namespaces in it (through vglet_ndctl, which re-exports it), disk-discover and vg-init
+/// carry it, and a VG's `vglet.pmem=` tag records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PmemMode {
     /// Byte-addressable; filesystems on it can be mounted with DAX.
     Fsdax,

@@ -1,38 +1,10 @@
 //! argv builders: every ndctl command vglet runs, as pure functions, so tests can pin the
 //! exact arguments. Each argv starts with the ndctl subcommand.
 
-/// Namespace modes vglet creates. devdax and raw are never created: neither gives a block
-/// device that LVM can use safely.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Mode {
-    Fsdax,
-    Sector,
-}
-
-impl Mode {
-    pub const ALL: [Mode; 2] = [Mode::Fsdax, Mode::Sector];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Fsdax => "fsdax",
-            Mode::Sector => "sector",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Mode> {
-        match s {
-            "fsdax" => Some(Mode::Fsdax),
-            "sector" => Some(Mode::Sector),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for Mode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// Namespace modes vglet creates: the one PMEM mode enum, whose words are also the VG tag's
+/// (vglet.pmem=). devdax and raw are never created: neither gives a block device that LVM
+/// can use safely.
+pub use vglet_lvm::tags::PmemMode;
 
 /// Regions with their namespaces. `-i` includes disabled namespaces: a namespace someone
 /// disabled still holds its name and its space, and must not be created a second time.
@@ -51,7 +23,7 @@ pub fn list_region_mappings() -> Vec<String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreateNamespace {
     pub region: String,
-    pub mode: Mode,
+    pub mode: PmemMode,
     pub name: String,
     /// Bytes; a multiple of the region's alignment.
     pub size: u64,
@@ -112,7 +84,7 @@ mod tests {
         assert_eq!(list_region_mappings(), ["list", "--regions", "--dimms"]);
         let req = CreateNamespace {
             region: "region1".into(),
-            mode: Mode::Sector,
+            mode: PmemMode::Sector,
             name: "vglet-sector-region1".into(),
             size: 288 << 20,
             align: None,
@@ -132,7 +104,7 @@ mod tests {
             ]
         );
         let req = CreateNamespace {
-            mode: Mode::Fsdax,
+            mode: PmemMode::Fsdax,
             align: Some(2 << 20),
             ..req
         };
@@ -160,7 +132,7 @@ mod tests {
             init_labels(&["nmem0".into(), "nmem1".into()]),
             ["init-labels", "nmem0", "nmem1"]
         );
-        assert_eq!(Mode::parse("sector"), Some(Mode::Sector));
-        assert_eq!(Mode::parse("devdax"), None);
+        assert_eq!(PmemMode::parse("sector"), Some(PmemMode::Sector));
+        assert_eq!(PmemMode::parse("devdax"), None);
     }
 }

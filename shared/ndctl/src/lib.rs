@@ -10,7 +10,7 @@ mod error;
 pub mod json;
 mod ops;
 
-pub use args::{CreateNamespace, Mode};
+pub use args::{CreateNamespace, PmemMode};
 pub use error::NdctlError;
 pub use json::{Mapping, Namespace, Region, parse_namespace, parse_regions};
 pub use ops::Ndctl;

@@ -114,7 +114,7 @@ mod tests {
         assert_eq!(n.regions().await.unwrap().len(), 2);
         let req = CreateNamespace {
             region: "region0".into(),
-            mode: crate::Mode::Sector,
+            mode: crate::PmemMode::Sector,
             name: "vglet-sector-region0".into(),
             size: 288 << 20,
             align: None,
@@ -138,7 +138,7 @@ mod tests {
         let fake = FakeRunner::with(move |_| Reply::fail(237, stderr.clone()));
         let req = CreateNamespace {
             region: "region0".into(),
-            mode: crate::Mode::Fsdax,
+            mode: crate::PmemMode::Fsdax,
             name: "x".into(),
             size: 16 << 20,
             align: None,
