@@ -824,8 +824,9 @@ mod tests {
     /// disk-discover does (blkid's signature, lvm's PV status, sysfs holders).
     #[test]
     fn the_same_cases_as_disk_discover() {
+        use vglet_devices::BlockDevice;
         use vglet_devices::safety::{PvStatus, SafetyInput, SignatureCheck, assess};
-        use vglet_devices::{BlockDevice, DeviceKind};
+        use vglet_devices::sysfs::fake::block_device;
         use vglet_mount::Signature as Blkid;
         let lvm_label = || {
             SignatureCheck::Found(Blkid::Content {
@@ -927,21 +928,8 @@ mod tests {
             st.devices = vec![dev];
             let vg_init = plan(&req(&[&path]), &st);
             let bd = BlockDevice {
-                name: path.trim_start_matches("/dev/").into(),
-                major: 252,
-                minor: 0,
-                kind: DeviceKind::Disk,
-                size_bytes: 10 << 30,
-                read_only: false,
-                removable: false,
-                model: None,
-                serial: None,
-                wwn: None,
                 holders,
-                partitions: vec![],
-                parent: None,
-                dm_name: None,
-                dm_uuid: None,
+                ..block_device(path.trim_start_matches("/dev/"), 252, 0)
             };
             let verdict = assess(&SafetyInput {
                 device: &bd,

@@ -218,27 +218,11 @@ fn article(word: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sysfs::{DeviceKind, PartitionInfo};
+    use crate::sysfs::PartitionInfo;
     use std::path::PathBuf;
 
     fn disk() -> BlockDevice {
-        BlockDevice {
-            name: "sdb".into(),
-            major: 8,
-            minor: 16,
-            kind: DeviceKind::Disk,
-            size_bytes: 10 << 30,
-            read_only: false,
-            removable: false,
-            model: None,
-            serial: None,
-            wwn: None,
-            holders: vec![],
-            partitions: vec![],
-            parent: None,
-            dm_name: None,
-            dm_uuid: None,
-        }
+        crate::sysfs::fake::block_device("sdb", 8, 16)
     }
 
     fn mount(major: u32, minor: u32, at: &str) -> MountEntry {

@@ -271,6 +271,29 @@ pub mod fake {
     use std::fs;
     use std::path::{Path, PathBuf};
 
+    use super::{BlockDevice, DeviceKind};
+
+    /// A plain 10 GiB disk as sysfs would describe it: no holders, partitions or dm.
+    pub fn block_device(name: &str, major: u32, minor: u32) -> BlockDevice {
+        BlockDevice {
+            name: name.into(),
+            major,
+            minor,
+            kind: DeviceKind::Disk,
+            size_bytes: 10 << 30,
+            read_only: false,
+            removable: false,
+            model: None,
+            serial: None,
+            wwn: None,
+            holders: vec![],
+            partitions: vec![],
+            parent: None,
+            dm_name: None,
+            dm_uuid: None,
+        }
+    }
+
     /// A disk in a fake tree. Files are only written for the attributes that are set.
     #[derive(Debug, Clone, Default)]
     pub struct FakeDisk {

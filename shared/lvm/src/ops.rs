@@ -64,18 +64,7 @@ impl Lvm {
     /// Runs the programs the binary resolved at start; lvm itself must be among them.
     pub fn new(runner: Arc<dyn Runner>, programs: Programs) -> Result<Lvm, ProgramMissing> {
         let binary = programs.path(Program::Lvm)?.to_path_buf();
-        Ok(Lvm {
-            runner,
-            binary,
-            programs,
-            devices: RwLock::new(Vec::new()),
-            config: RwLock::new(None),
-            timeout: RwLock::new(None),
-            version: OnceLock::new(),
-            reads: Default::default(),
-            untags: Default::default(),
-            recent: Default::default(),
-        })
+        Ok(Lvm::from_parts(runner, binary, programs))
     }
 
     /// For tests with a fake runner: lvm at `path` and every other program beside it in the
@@ -83,9 +72,13 @@ impl Lvm {
     pub fn with_binary(runner: Arc<dyn Runner>, path: PathBuf) -> Lvm {
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let programs = Programs::all_in(dir).with(Program::Lvm, path.clone());
+        Lvm::from_parts(runner, path, programs)
+    }
+
+    fn from_parts(runner: Arc<dyn Runner>, binary: PathBuf, programs: Programs) -> Lvm {
         Lvm {
             runner,
-            binary: path,
+            binary,
             programs,
             devices: RwLock::new(Vec::new()),
             config: RwLock::new(None),
