@@ -127,26 +127,9 @@ fn scan_dir(dir: &Path) -> BTreeMap<String, Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sysfs::DeviceKind;
 
     fn dev(name: &str) -> BlockDevice {
-        BlockDevice {
-            name: name.into(),
-            major: 8,
-            minor: 0,
-            kind: DeviceKind::Disk,
-            size_bytes: 1 << 30,
-            read_only: false,
-            removable: false,
-            model: None,
-            serial: None,
-            wwn: None,
-            holders: vec![],
-            partitions: vec![],
-            parent: None,
-            dm_name: None,
-            dm_uuid: None,
-        }
+        crate::sysfs::fake::block_device(name, 8, 0)
     }
 
     fn link(dev_dir: &Path, sub: &str, name: &str, target: &str) {
