@@ -24,13 +24,13 @@ impl Range {
         };
         if r.required_bytes < 0 {
             return Err(VolumeError::invalid(
-                &format!("{field}.required_bytes"),
+                format!("{field}.required_bytes"),
                 "must not be negative",
             ));
         }
         if r.limit_bytes < 0 {
             return Err(VolumeError::invalid(
-                &format!("{field}.limit_bytes"),
+                format!("{field}.limit_bytes"),
                 "must not be negative",
             ));
         }

@@ -297,7 +297,7 @@ fn check_combination(
     }
     if has(STRIPES) && !t.takes_stripes() {
         return Err(VolumeError::invalid(
-            &format!("{field}.{STRIPES}"),
+            format!("{field}.{STRIPES}"),
             format!("applies to type striped, raid0, raid5, raid6 and raid10, not {ty}"),
         ));
     }
@@ -305,7 +305,7 @@ fn check_combination(
         && s < t.min_stripes()
     {
         return Err(VolumeError::invalid(
-            &format!("{field}.{STRIPES}"),
+            format!("{field}.{STRIPES}"),
             format!(
                 "type {t} needs at least {} stripes, got {s}",
                 t.min_stripes()
@@ -314,33 +314,33 @@ fn check_combination(
     }
     if has(STRIPE_SIZE) && !t.takes_stripes() {
         return Err(VolumeError::invalid(
-            &format!("{field}.{STRIPE_SIZE}"),
+            format!("{field}.{STRIPE_SIZE}"),
             format!("applies to striped and striped RAID types, not {ty}"),
         ));
     }
     if has(MIRRORS) {
         if t != LvType::Raid1 {
             return Err(VolumeError::invalid(
-                &format!("{field}.{MIRRORS}"),
+                format!("{field}.{MIRRORS}"),
                 format!("applies to type raid1 only, not {ty} (raid10 always keeps two copies)"),
             ));
         }
         if p.layout.mirrors == Some(0) {
             return Err(VolumeError::invalid(
-                &format!("{field}.{MIRRORS}"),
+                format!("{field}.{MIRRORS}"),
                 "must be at least 1: raid1 with 0 mirrors has no redundancy (use type linear)",
             ));
         }
     }
     if p.layout.integrity && !t.is_redundant_raid() {
         return Err(VolumeError::invalid(
-            &format!("{field}.{INTEGRITY}"),
+            format!("{field}.{INTEGRITY}"),
             format!("applies to type raid1, raid5, raid6 and raid10, not {ty}"),
         ));
     }
     if t == LvType::Thin && p.layout.thin_pool.is_none() {
         return Err(VolumeError::invalid(
-            &format!("{field}.{THIN_POOL}"),
+            format!("{field}.{THIN_POOL}"),
             "is required for type thin",
         ));
     }
@@ -349,7 +349,7 @@ fn check_combination(
     // exist to prevent.
     if p.pmem_mode.is_some() && p.layout.needs_distinct_pvs() {
         return Err(VolumeError::invalid(
-            &format!("{field}.{TYPE}"),
+            format!("{field}.{TYPE}"),
             format!(
                 "{ty} needs several physical volumes; a {PMEM_MODE} volume goes to a volume group of one namespace in one region (use linear or thin)"
             ),
@@ -358,7 +358,7 @@ fn check_combination(
     for key in [THIN_POOL, OVERPROVISION_RATIO, THIN_POOL_USAGE_WARNING] {
         if has(key) && t != LvType::Thin {
             return Err(VolumeError::invalid(
-                &format!("{field}.{key}"),
+                format!("{field}.{key}"),
                 format!("applies to type thin only, not {ty}"),
             ));
         }

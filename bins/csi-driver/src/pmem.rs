@@ -48,7 +48,7 @@ pub fn check_named(vg: &Vg, want: Option<PmemMode>) -> Result<(), VolumeError> {
         return Ok(());
     }
     Err(VolumeError::invalid(
-        &format!("parameters.{PMEM_MODE}"),
+        format!("parameters.{PMEM_MODE}"),
         format!(
             "asks for {} persistent memory, but the volume group is {}",
             want.map(|m| m.as_str()).unwrap_or_default(),
@@ -68,7 +68,7 @@ pub fn none_of_mode(want: Option<PmemMode>, vgs: &[Vg]) -> VolumeError {
     };
     match want {
         Some(m) => VolumeError::invalid(
-            &format!("parameters.{PMEM_MODE}"),
+            format!("parameters.{PMEM_MODE}"),
             format!(
                 "no served volume group is persistent memory in {m} mode (a VG vg-init tagged {}); served: {served}",
                 m.tag()
