@@ -450,7 +450,11 @@ impl Controller for ControllerService {
         let segments = req.accessible_topology.as_slice();
         let served = self.served();
         choice::check_served(&served, &params)?;
-        let report = self.served_report().await?;
+        // As for a missing VG, a VG that cannot be read has no capacity; Probe reports it.
+        let report = self.served_report().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the served volume groups; no capacity");
+            Report::default()
+        });
         // (largest volume, extent size) per VG CreateVolume could choose for this class.
         let fits: Vec<(u64, u64)> = choice::capacity_vgs(&served, &report, &params, segments)
             .into_iter()
