@@ -1,11 +1,11 @@
 //! Validation of CSI volume capabilities: which access types, modes, filesystems and mount
 //! flags vglet serves. Everything here is checked before any command runs.
 
-use tonic::Status;
 use vglet_csi_proto::v1::VolumeCapability;
 use vglet_csi_proto::v1::volume_capability::{AccessType, access_mode::Mode};
+use vglet_lvm::tags::Content;
 
-use crate::status::invalid;
+use crate::error::VolumeError;
 
 /// Filesystems vglet creates and mounts: the mount crate's one list.
 pub const FS_TYPES: &[&str] = vglet_mount::SUPPORTED_FILESYSTEMS;
@@ -60,23 +60,31 @@ pub fn validate(
     field: &str,
     cap: Option<&VolumeCapability>,
     kind: VgKind,
-) -> Result<Capability, Status> {
-    let cap = cap.ok_or_else(|| invalid(field, "is required"))?;
+) -> Result<Capability, VolumeError> {
+    let cap = parse(field, cap)?;
+    check_kind(field, &cap, kind)?;
+    Ok(cap)
+}
+
+/// One capability checked in everything that does not depend on the VG it will be served
+/// from: what a request can be refused for before anything is read.
+pub fn parse(field: &str, cap: Option<&VolumeCapability>) -> Result<Capability, VolumeError> {
+    let cap = cap.ok_or_else(|| VolumeError::invalid(field, "is required"))?;
     let mode_raw = cap
         .access_mode
         .as_ref()
-        .ok_or_else(|| invalid(&format!("{field}.access_mode"), "is required"))?
+        .ok_or_else(|| VolumeError::invalid(format!("{field}.access_mode"), "is required"))?
         .mode;
     let mode = Mode::try_from(mode_raw).map_err(|_| {
-        invalid(
-            &format!("{field}.access_mode"),
+        VolumeError::invalid(
+            format!("{field}.access_mode"),
             format!("unknown mode {mode_raw}"),
         )
     })?;
     let access = match &cap.access_type {
         None => {
-            return Err(invalid(
-                &format!("{field}.access_type"),
+            return Err(VolumeError::invalid(
+                format!("{field}.access_type"),
                 "block or mount is required",
             ));
         }
@@ -88,8 +96,8 @@ pub fn validate(
                 m.fs_type.clone()
             };
             if !FS_TYPES.contains(&fs_type.as_str()) {
-                return Err(invalid(
-                    &format!("{field}.mount.fs_type"),
+                return Err(VolumeError::invalid(
+                    format!("{field}.mount.fs_type"),
                     format!(
                         "{fs_type:?} is not supported; use one of {}",
                         FS_TYPES.join(", ")
@@ -97,10 +105,10 @@ pub fn validate(
                 ));
             }
             vglet_mount::parse_mount_flags(&m.mount_flags)
-                .map_err(|e| invalid(&format!("{field}.mount.mount_flags"), e))?;
+                .map_err(|e| VolumeError::invalid(format!("{field}.mount.mount_flags"), e))?;
             if !m.volume_mount_group.is_empty() {
-                return Err(invalid(
-                    &format!("{field}.mount.volume_mount_group"),
+                return Err(VolumeError::invalid(
+                    format!("{field}.mount.volume_mount_group"),
                     "is not supported (VOLUME_MOUNT_GROUP is not advertised)",
                 ));
             }
@@ -110,6 +118,18 @@ pub fn validate(
             }
         }
     };
+    if mode == Mode::Unknown {
+        return Err(VolumeError::invalid(
+            format!("{field}.access_mode"),
+            "access mode UNKNOWN is not allowed",
+        ));
+    }
+    Ok(Capability { access, mode })
+}
+
+/// The rule that depends on the VG: which access modes a VG of `kind` serves.
+pub fn check_kind(field: &str, cap: &Capability, kind: VgKind) -> Result<(), VolumeError> {
+    let mode = cap.mode;
     let mode_ok = match mode {
         Mode::Unknown => false,
         Mode::SingleNodeWriter
@@ -120,7 +140,7 @@ pub fn validate(
         // Two writers on one filesystem from two kernels corrupt it; a shared VG can offer
         // multi-writer only for raw block (the application coordinates, e.g. live migration).
         Mode::MultiNodeSingleWriter | Mode::MultiNodeMultiWriter => {
-            kind == VgKind::Shared && access == Access::Block
+            kind == VgKind::Shared && cap.access == Access::Block
         }
     };
     if !mode_ok {
@@ -135,9 +155,9 @@ pub fn validate(
                 mode.as_str_name()
             ),
         };
-        return Err(invalid(&format!("{field}.access_mode"), why));
+        return Err(VolumeError::invalid(format!("{field}.access_mode"), why));
     }
-    Ok(Capability { access, mode })
+    Ok(())
 }
 
 /// Validates a list of capabilities (CreateVolume, ValidateVolumeCapabilities). All must be
@@ -146,18 +166,28 @@ pub fn validate_all(
     field: &str,
     caps: &[VolumeCapability],
     kind: VgKind,
-) -> Result<Vec<Capability>, Status> {
+) -> Result<Vec<Capability>, VolumeError> {
+    let parsed = parse_all(field, caps)?;
+    check_all_kind(field, &parsed, kind)?;
+    Ok(parsed)
+}
+
+/// [`validate_all`] without the VG's kind: [`parse`] for each, and one volume for all.
+pub fn parse_all(field: &str, caps: &[VolumeCapability]) -> Result<Vec<Capability>, VolumeError> {
     if caps.is_empty() {
-        return Err(invalid(field, "at least one volume capability is required"));
+        return Err(VolumeError::invalid(
+            field,
+            "at least one volume capability is required",
+        ));
     }
     let parsed = caps
         .iter()
         .enumerate()
-        .map(|(i, c)| validate(&format!("{field}[{i}]"), Some(c), kind))
+        .map(|(i, c)| parse(&format!("{field}[{i}]"), Some(c)))
         .collect::<Result<Vec<_>, _>>()?;
     let block = parsed.iter().filter(|c| c.is_block()).count();
     if block != 0 && block != parsed.len() {
-        return Err(invalid(
+        return Err(VolumeError::invalid(
             field,
             "cannot ask for block and mount access on one volume",
         ));
@@ -165,12 +195,27 @@ pub fn validate_all(
     let mut fs: Vec<&str> = parsed.iter().filter_map(|c| c.fs_type()).collect();
     fs.dedup();
     if fs.len() > 1 {
-        return Err(invalid(
+        return Err(VolumeError::invalid(
             field,
             format!("asks for several filesystems: {}", fs.join(", ")),
         ));
     }
     Ok(parsed)
+}
+
+/// [`check_kind`] for each of the capabilities [`parse_all`] returned from `field`.
+pub fn check_all_kind(field: &str, caps: &[Capability], kind: VgKind) -> Result<(), VolumeError> {
+    caps.iter()
+        .enumerate()
+        .try_for_each(|(i, c)| check_kind(&format!("{field}[{i}]"), c, kind))
+}
+
+/// What the capabilities [`parse_all`] returned ask the volume to hold.
+pub fn content_of(caps: &[Capability]) -> Content {
+    match caps.first().and_then(Capability::fs_type) {
+        Some(fs) => Content::Filesystem(fs.to_string()),
+        None => Content::Block,
+    }
 }
 
 #[cfg(test)]
@@ -214,7 +259,7 @@ mod tests {
             cap(mount("xfs", &["noatime,suid"]), Mode::SingleNodeWriter),
         ] {
             let e = validate("c", Some(&c), VgKind::Local).unwrap_err();
-            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+            assert!(matches!(e, VolumeError::Invalid { .. }), "{e:?}");
         }
     }
 
@@ -222,7 +267,7 @@ mod tests {
     fn multi_node_writers_rejected_on_local_vg() {
         for m in [Mode::MultiNodeMultiWriter, Mode::MultiNodeSingleWriter] {
             let e = validate("c", Some(&cap(block(), m)), VgKind::Local).unwrap_err();
-            assert!(e.message().contains("node-local"), "{e:?}");
+            assert!(e.to_string().contains("node-local"), "{e:?}");
         }
     }
 

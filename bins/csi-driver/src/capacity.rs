@@ -1,9 +1,8 @@
 //! CSI capacity ranges to an LV size.
 
-use tonic::Status;
 use vglet_csi_proto::v1::CapacityRange;
 
-use crate::status::invalid;
+use crate::error::VolumeError;
 
 /// Size given to a volume whose request names no capacity.
 pub const DEFAULT_SIZE: u64 = 1 << 30;
@@ -16,7 +15,7 @@ pub struct Range {
 }
 
 impl Range {
-    pub fn parse(field: &str, r: Option<&CapacityRange>) -> Result<Range, Status> {
+    pub fn parse(field: &str, r: Option<&CapacityRange>) -> Result<Range, VolumeError> {
         let Some(r) = r else {
             return Ok(Range {
                 required: 0,
@@ -24,19 +23,22 @@ impl Range {
             });
         };
         if r.required_bytes < 0 {
-            return Err(invalid(
-                &format!("{field}.required_bytes"),
+            return Err(VolumeError::invalid(
+                format!("{field}.required_bytes"),
                 "must not be negative",
             ));
         }
         if r.limit_bytes < 0 {
-            return Err(invalid(
-                &format!("{field}.limit_bytes"),
+            return Err(VolumeError::invalid(
+                format!("{field}.limit_bytes"),
                 "must not be negative",
             ));
         }
         if r.limit_bytes > 0 && r.required_bytes > r.limit_bytes {
-            return Err(invalid(field, "required_bytes is larger than limit_bytes"));
+            return Err(VolumeError::invalid(
+                field,
+                "required_bytes is larger than limit_bytes",
+            ));
         }
         Ok(Range {
             required: r.required_bytes as u64,
@@ -46,7 +48,7 @@ impl Range {
 
     /// The LV size for this range on a VG with `extent` bytes per extent: the requested size
     /// rounded up to whole extents. OUT_OF_RANGE when the rounding passes the limit.
-    pub fn lv_size(&self, extent: u64) -> Result<u64, Status> {
+    pub fn lv_size(&self, extent: u64) -> Result<u64, VolumeError> {
         let want = match (self.required, self.limit) {
             (0, 0) => DEFAULT_SIZE,
             (0, limit) => limit.min(DEFAULT_SIZE),
@@ -54,7 +56,7 @@ impl Range {
         };
         let size = vglet_lvm::round_up(want, extent);
         if self.limit > 0 && size > self.limit {
-            return Err(Status::out_of_range(format!(
+            return Err(VolumeError::OutOfRange(format!(
                 "capacity_range: {} bytes rounded up to whole {}-byte extents is {} bytes, above limit_bytes {}",
                 want, extent, size, self.limit
             )));
@@ -74,7 +76,7 @@ mod tests {
 
     const EXT: u64 = 4 << 20;
 
-    fn range(req: i64, lim: i64) -> Result<Range, Status> {
+    fn range(req: i64, lim: i64) -> Result<Range, VolumeError> {
         Range::parse(
             "capacity_range",
             Some(&CapacityRange {
@@ -112,7 +114,7 @@ mod tests {
     #[test]
     fn out_of_range_when_rounding_passes_limit() {
         let e = range(1, 1000).unwrap().lv_size(EXT).unwrap_err();
-        assert_eq!(e.code(), tonic::Code::OutOfRange);
+        assert!(matches!(e, VolumeError::OutOfRange(_)), "{e:?}");
     }
 
     #[test]

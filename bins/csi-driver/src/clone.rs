@@ -21,9 +21,9 @@ use vglet_lvm::{Lv, SnapshotCreate, SnapshotKind};
 use vglet_runner::{Command, Program};
 
 use crate::driver::{Driver, OwnedVolume};
-use crate::snapshot::{OwnedSnapshot, owned_snapshot};
-use crate::status::{invalid, lvm_status};
-use crate::volume_id::{self, VolumeId};
+use crate::snapshot::OwnedSnapshot;
+use crate::status::lvm_status;
+use crate::volume_id::VolumeId;
 
 /// Bytes per `dd` run: big enough that the ~50 ms of an exec stays small next to the copy,
 /// small enough that progress shows and one chunk never nears the command timeout.
@@ -79,34 +79,6 @@ impl Source {
                     volume_id: v.id.to_string(),
                 }),
             }),
-        }
-    }
-}
-
-/// Resolves the request's content source. NOT_FOUND when it does not exist or vglet never
-/// issued its id (CSI spec, CreateVolume: "Source does not exist | 5 NOT_FOUND"),
-/// INVALID_ARGUMENT when the id is empty, FAILED_PRECONDITION when it is not ours.
-pub async fn resolve(driver: &Driver, cs: &VolumeContentSource) -> Result<Source, Status> {
-    match &cs.r#type {
-        None => Err(invalid(
-            "volume_content_source",
-            "snapshot or volume is required",
-        )),
-        Some(Type::Snapshot(s)) => {
-            let id = volume_id::lookup(
-                "volume_content_source.snapshot.snapshot_id",
-                "snapshot",
-                &s.snapshot_id,
-            )?;
-            Ok(Source::Snapshot(owned_snapshot(driver, &id).await?))
-        }
-        Some(Type::Volume(v)) => {
-            let id = volume_id::lookup(
-                "volume_content_source.volume.volume_id",
-                "volume",
-                &v.volume_id,
-            )?;
-            Ok(Source::Volume(driver.owned_volume(&id).await?))
         }
     }
 }

@@ -8,27 +8,18 @@ use std::time::Duration;
 use tonic::{Request, Response, Status};
 use vglet_csi_proto::v1::controller_server::Controller;
 use vglet_csi_proto::v1::*;
-use vglet_lvm::tags::{PmemMode, VgPmem, VolumeTags};
-use vglet_lvm::{LayoutCreate, LvCreate, LvType, Report, SnapshotCreate, SnapshotKind, Vg};
+use vglet_lvm::{LvType, Report};
 
 use crate::capability::{self, VgKind};
 use crate::capacity::Range;
-use crate::clone::{self, Source};
 use crate::driver::{Driver, OwnedVolume};
-use crate::layout;
-use crate::params::{self, Params};
-use crate::pmem;
-use crate::reconcile::{CREATING_TAG, is_unfinished};
+use crate::error::VolumeError;
+use crate::params;
+use crate::provision::{self, Ask, Plan, Served, choice};
+use crate::reconcile::is_unfinished;
 use crate::snapshot;
 use crate::status::{invalid, lvm_status};
 use crate::volume_id::{self, VolumeId};
-use crate::vouched::Vouched;
-
-/// CSI names are free-form; this bound keeps the encoded tag far below LVM's 1024 bytes.
-const MAX_NAME_LEN: usize = 256;
-/// Creation markers dropped in one commit while more creates of the VG are queued: fewer
-/// commits in a burst, at most this many lvcreates of extra latency for the first caller.
-const MARKER_BATCH: usize = 8;
 
 #[derive(Debug, Clone)]
 pub struct ControllerService {
@@ -39,63 +30,11 @@ fn unimplemented(rpc: &str) -> Status {
     Status::unimplemented(format!("{rpc} is not supported by this driver"))
 }
 
-fn validate_name(name: &str) -> Result<(), Status> {
-    if name.is_empty() {
-        return Err(invalid("name", "must not be empty"));
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Err(invalid(
-            "name",
-            format!("must be at most {MAX_NAME_LEN} bytes"),
-        ));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(invalid("name", "must not contain control characters"));
-    }
-    Ok(())
-}
-
-/// How CreateVolume makes the new LV.
-#[derive(Debug, Clone, Copy)]
-enum How<'a> {
-    /// An empty LV of this layout.
-    Layout(&'a vglet_lvm::Layout),
-    /// A writable thin snapshot of this thin LV (instant restore or clone).
-    ThinSnapshotOf { origin: &'a str, origin_size: u64 },
-    /// An LV of this layout filled with the source's data, verified.
-    Copy {
-        layout: &'a vglet_lvm::Layout,
-        source: &'a Source,
-    },
-}
-
-/// A CreateVolumeRequest, checked.
-#[derive(Clone, Copy)]
-struct Ask<'a> {
-    req: &'a CreateVolumeRequest,
-    params: &'a Params,
-    range: &'a Range,
-    lv_name: &'a str,
-    source: Option<&'a Source>,
-}
-
 /// How old the last read of the VG may be for CreateVolume to skip its own (see
 /// `ControllerService::optimistic_report`). The read's free space may be out of date (lvm
 /// re-checks it); the VG's kind and extent size change only by an operator's hand, and not
 /// within this bound unnoticed for long.
 const OPTIMISTIC_VG_AGE: Duration = Duration::from_secs(30);
-
-/// What the node service needs from the StorageClass, carried in the volume context.
-fn volume_context(params: &Params) -> HashMap<String, String> {
-    let mut c = HashMap::new();
-    if !params.mkfs_options.is_empty() {
-        c.insert(
-            params::CONTEXT_MKFS_OPTIONS.to_string(),
-            params.mkfs_options.join(" "),
-        );
-    }
-    c
-}
 
 impl ControllerService {
     fn volume_message(&self, v: &OwnedVolume, kind: VgKind) -> Volume {
@@ -110,21 +49,14 @@ impl ControllerService {
         }
     }
 
-    /// Whether a volume in `vg` satisfies the request's requisite topology (preferred is
-    /// only advice).
-    fn topology_allows(&self, req: Option<&TopologyRequirement>, vg: &Vg) -> bool {
-        let Some(req) = req else { return true };
-        req.requisite.is_empty()
-            || req.requisite.iter().any(|t| {
-                self.driver
-                    .segment_admits(&t.segments, &vg.name, Driver::vg_kind(vg))
-            })
+    fn served(&self) -> Served<'_> {
+        Served::of(&self.driver.cfg)
     }
 
     /// One `lvm fullreport` of every served VG: what CreateVolume decides on (an existing LV
-    /// of the name, the VG, its free space, the layout's fit). A served VG that is missing
-    /// is simply absent from it.
-    async fn served_report(&self) -> Result<Report, Status> {
+    /// of the name, the content source, the VG, its free space, the layout's fit) and what
+    /// GetCapacity counts. A served VG that is missing is simply absent from it.
+    async fn served_report(&self) -> Result<Report, VolumeError> {
         let served = &self.driver.cfg.volume_groups;
         let one = match served.as_slice() {
             [vg] => Some(vg.as_str()),
@@ -132,41 +64,8 @@ impl ControllerService {
         };
         match self.driver.lvm.report(one).await {
             Err(vglet_lvm::LvmError::VgNotFound(_)) => Ok(Report::default()),
-            r => r.map_err(|e| lvm_status("reading the served volume groups", e)),
+            r => r.map_err(|e| VolumeError::lvm("reading the served volume groups", e)),
         }
-    }
-
-    /// A served VG from `report`, NOT_FOUND-like as [`Driver::vg`] when it is missing.
-    fn vg_in(report: &Report, name: &str) -> Result<Vg, Status> {
-        report.vg(name).cloned().ok_or_else(|| {
-            lvm_status(
-                &format!("volume group {name}"),
-                vglet_lvm::LvmError::VgNotFound(name.to_string()),
-            )
-        })
-    }
-
-    /// Finds an existing LV for this CSI name in any served VG (a retry may land after a
-    /// different VG was chosen the first time).
-    fn find_by_name(&self, report: &Report, lv_name: &str) -> Result<Option<OwnedVolume>, Status> {
-        for vg in &self.driver.cfg.volume_groups {
-            let id = VolumeId::new(vg.clone(), lv_name);
-            if let Some(lv) = report.lvs.iter().find(|l| l.vg == *vg && l.name == lv_name) {
-                let tags = self.driver.ownership(&id, lv).map_err(|_| {
-                    Status::already_exists(format!(
-                        "logical volume {id} exists and is not a volume of {}",
-                        self.driver.cfg.driver_name
-                    ))
-                })?;
-                return Ok(Some(OwnedVolume {
-                    id,
-                    lv: lv.clone(),
-                    tags,
-                    adopted: None,
-                }));
-            }
-        }
-        Ok(None)
     }
 
     /// FAILED_PRECONDITION while the volume has thick snapshots (see
@@ -210,238 +109,13 @@ impl ControllerService {
         }
     }
 
-    /// [`Self::choose_vg`] with the StorageClass's other constraints: a VG tag
-    /// (`volumeGroupTag`) or, for thin volumes without `volumeGroup`, the VG that holds the
-    /// named pool.
-    fn choose_vg_for(
-        &self,
-        report: &Report,
-        params: &Params,
-        req: Option<&TopologyRequirement>,
-    ) -> Result<Vg, Status> {
-        let pool = params
-            .layout
-            .thin_pool
-            .as_deref()
-            .filter(|_| params.layout.lv_type == LvType::Thin);
-        if params.volume_group.is_some() || (params.volume_group_tag.is_none() && pool.is_none()) {
-            return self.choose_vg(
-                report,
-                params.volume_group.as_deref(),
-                params.pmem_mode,
-                req,
-            );
-        }
-        let mut best: Option<Vg> = None;
-        for name in &self.driver.cfg.volume_groups {
-            let Some(vg) = report.vg(name).cloned() else {
-                continue;
-            };
-            if params
-                .volume_group_tag
-                .as_ref()
-                .is_some_and(|t| !vg.tags.contains(t))
-                || !pmem::admits(&vg.tags, params.pmem_mode)
-                || !self.topology_allows(req, &vg)
-            {
-                continue;
-            }
-            if let Some(pool) = pool
-                && !report.lvs.iter().any(|l| l.vg == *name && l.name == pool)
-            {
-                continue;
-            }
-            if best.as_ref().is_none_or(|b| vg.free > b.free) {
-                best = Some(vg);
-            }
-        }
-        best.ok_or_else(|| {
-            let mut want = Vec::new();
-            if let Some(t) = &params.volume_group_tag {
-                want.push(format!("carries tag {t:?}"));
-            }
-            if let Some(p) = pool {
-                want.push(format!("holds thin pool {p:?}"));
-            }
-            match params.pmem_mode {
-                Some(m) => want.push(format!("is {m} persistent memory")),
-                None => want.push("is not sector-mode persistent memory".to_string()),
-            }
-            invalid(
-                "parameters",
-                format!(
-                    "no served volume group reachable from the requested topology {} (served: {})",
-                    want.join(" and "),
-                    self.driver.cfg.volume_groups.join(", ")
-                ),
-            )
-        })
-    }
-
-    /// The VG a new volume goes to: the one named by the parameters, else, among the served
-    /// VGs that the topology requirement admits, the one with the most free space.
-    /// `pmem`: see [`pmem::admits`]; a VG named by the parameters must agree with it.
-    fn choose_vg(
-        &self,
-        report: &Report,
-        wanted: Option<&str>,
-        pmem: Option<PmemMode>,
-        req: Option<&TopologyRequirement>,
-    ) -> Result<Vg, Status> {
-        let unreachable = |vg: &str| {
-            Status::resource_exhausted(format!(
-                "accessibility_requirements: no requisite topology can reach volume group {vg}"
-            ))
-        };
-        if let Some(name) = wanted {
-            if !self.driver.serves_vg(name) {
-                return Err(invalid(
-                    "parameters.volumeGroup",
-                    format!(
-                        "{name:?} is not served by this driver (served: {})",
-                        self.driver.cfg.volume_groups.join(", ")
-                    ),
-                ));
-            }
-            let vg = Self::vg_in(report, name)?;
-            pmem::check_named(&vg, pmem)?;
-            if !self.topology_allows(req, &vg) {
-                return Err(unreachable(name));
-            }
-            return Ok(vg);
-        }
-        let mut best: Option<Vg> = None;
-        let mut last_err = None;
-        // VGs read but not of the mode asked: when nothing else is left, the error says so.
-        let mut other_mode = Vec::new();
-        let mut mode_found = false;
-        for name in &self.driver.cfg.volume_groups {
-            match Self::vg_in(report, name) {
-                Ok(vg) if !pmem::admits(&vg.tags, pmem) => other_mode.push(vg),
-                Ok(vg) if !self.topology_allows(req, &vg) => {
-                    mode_found = true;
-                    last_err = Some(unreachable(name))
-                }
-                Ok(vg) => {
-                    mode_found = true;
-                    if best.as_ref().is_none_or(|b| vg.free > b.free) {
-                        best = Some(vg);
-                    }
-                }
-                Err(e) => last_err = Some(e),
-            }
-        }
-        best.ok_or_else(|| {
-            if !mode_found && !other_mode.is_empty() {
-                return pmem::none_of_mode(pmem, &other_mode);
-            }
-            last_err.unwrap_or_else(|| Status::failed_precondition("no volume group is served"))
-        })
-    }
-
-    /// Creates the LV. On a shared VG the LV is created active (exclusively, so lvm zeroes
-    /// its start and wipes old signatures) and then released, so that any node can take it;
-    /// if the release fails the LV is removed again, so a retry starts clean.
-    ///
-    /// The LV carries [`CREATING_TAG`] until every step is done: a crash in between (the
-    /// lvcreate killed after its metadata commit but before zeroing, or before the release,
-    /// or in the middle of copying a content source) leaves an LV that says it is
-    /// unfinished, which the next CreateVolume of that name or the start-up reconcile
-    /// removes. No CO was ever told about such an LV.
-    async fn create_lv(&self, vg: &Vg, mut create: LvCreate, how: How<'_>) -> Result<(), Status> {
-        let id = VolumeId::new(vg.name.clone(), create.name.clone());
-        create.tags.push(CREATING_TAG.to_string());
-        {
-            // Held for the metadata change only: a copy into the new LV can take minutes,
-            // and takes this lock itself for its temporary snapshot.
-            let _w = self.driver.vg_locks.lock(&vg.name).await;
-            let created = match how {
-                How::Layout(layout) | How::Copy { layout, .. } => {
-                    self.driver
-                        .lvm
-                        .create_lv_layout(&LayoutCreate {
-                            lv: create.clone(),
-                            layout: layout.clone(),
-                        })
-                        .await
-                }
-                How::ThinSnapshotOf { origin, .. } => {
-                    self.driver
-                        .lvm
-                        .create_snapshot(&SnapshotCreate {
-                            vg: vg.name.clone(),
-                            origin: origin.to_string(),
-                            name: create.name.clone(),
-                            tags: create.tags.clone(),
-                            kind: SnapshotKind::Thin { activate: true },
-                        })
-                        .await
-                }
-            };
-            created.map_err(|e| lvm_status(&format!("creating {id}"), e))?;
-        }
-        let finished = async {
-            match how {
-                How::Copy { layout, source } => {
-                    let lv = self
-                        .driver
-                        .lvm
-                        .lv(&id.vg, &id.lv)
-                        .await
-                        .map_err(|e| lvm_status(&format!("reading back {id}"), e))?
-                        .ok_or_else(|| Status::internal(format!("{id} vanished")))?;
-                    clone::fill(&self.driver, source, &lv, layout.lv_type == LvType::Thin).await?;
-                }
-                How::ThinSnapshotOf { origin_size, .. } if create.size > origin_size => {
-                    self.driver
-                        .lvm
-                        .extend_lv(&id.vg, &id.lv, create.size)
-                        .await
-                        .map_err(|e| {
-                            lvm_status(&format!("growing {id} to the requested size"), e)
-                        })?;
-                }
-                _ => {}
-            }
-            if Driver::vg_kind(vg) == VgKind::Shared {
-                self.driver
-                    .lvm
-                    .deactivate_lv(&id.vg, &id.lv)
-                    .await
-                    .map_err(|e| lvm_status(&format!("releasing the new LV {id}"), e))?;
-            }
-            self.driver
-                .lvm
-                .del_lv_tag_batched(&id.vg, &id.lv, CREATING_TAG, |queued| {
-                    // In a burst the creates queue on the VG lock; a marker commit of its
-                    // own after each would compete with every lvcreate for lvm's VG lock.
-                    queued < MARKER_BATCH && self.driver.vg_locks.busy(&id.vg)
-                })
-                .await
-                .map_err(|e| lvm_status(&format!("marking {id} complete"), e))
-        };
-        if let Err(status) = finished.await {
-            tracing::error!(volume = %id, error = %status.message(), "cannot finish the new LV; removing it");
-            if let Err(e2) = self
-                .driver
-                .lvm
-                .remove_lv_if_tagged(&id.vg, &id.lv, CREATING_TAG)
-                .await
-            {
-                tracing::error!(volume = %id, error = %e2, "removing the unfinished LV failed; the next attempt or a restart retries");
-            }
-            return Err(status);
-        }
-        Ok(())
-    }
-
     /// A report to create on without reading lvm, where lvm itself re-checks everything it
     /// could get wrong: one served VG (lvm keeps LV names unique per VG, so an LV of this
     /// name from an earlier attempt makes lvcreate fail), node-local, a linear volume
     /// without content source, and the VG as a read at most [`OPTIMISTIC_VG_AGE`] old showed
     /// it. The report holds no LVs: an existing LV of the name or a lack of space shows up
     /// as lvcreate's refusal, after which the fresh read decides (see `create_volume`).
-    fn optimistic_report(&self, ask: &Ask<'_>) -> Option<Report> {
+    fn optimistic_report(&self, ask: &Ask) -> Option<Report> {
         let [vg] = self.driver.cfg.volume_groups.as_slice() else {
             return None;
         };
@@ -453,302 +127,61 @@ impl ControllerService {
         if self
             .driver
             .created
-            .get(&VolumeId::new(vg.clone(), ask.lv_name))
+            .get(&VolumeId::new(vg.clone(), &ask.lv_name))
             .is_some()
         {
             return None;
         }
         let (vg, pvs) = self.driver.lvm.recent_vg(vg, OPTIMISTIC_VG_AGE)?;
-        (Driver::vg_kind(&vg) == VgKind::Local).then(|| Report {
+        (!vg.is_shared()).then(|| Report {
             vgs: vec![vg],
             pvs,
             lvs: Vec::new(),
         })
     }
 
-    /// CreateVolume decided on `report`: a fresh read, or the optimistic one of
-    /// [`Self::optimistic_report`].
-    async fn create_from(
-        &self,
-        ask: &Ask<'_>,
-        mut report: Report,
-    ) -> Result<Response<CreateVolumeResponse>, Status> {
-        let Ask {
-            req,
-            params,
-            range,
-            lv_name,
-            source,
-        } = *ask;
-        let lv_name = lv_name.to_string();
-        let range = *range;
-        let source: Option<Source> = source.cloned();
-        let existing = match self.find_by_name(&report, &lv_name)? {
-            // Left by an interrupted attempt (this process holds the name now): start over.
-            Some(v) if is_unfinished(&v.lv) => {
-                crate::reconcile::remove_unfinished(&self.driver, &v.id).await?;
-                report = self.served_report().await?;
-                None
+    /// CreateVolume of `ask`: planned on the optimistic report when there is one, else (or
+    /// when that attempt did not succeed) on one fresh read of the served VGs.
+    async fn provision(&self, ask: &Ask) -> Result<provision::execute::Done, Status> {
+        let served = self.served();
+        if let Some(report) = self.optimistic_report(ask) {
+            match provision::plan(&served, ask, &report) {
+                Ok(Plan::Create(c)) => match provision::execute::create(&self.driver, c).await {
+                    Ok(done) => return Ok(done),
+                    // The attempt created nothing, or removed what it created: the read
+                    // decides as if it had not been made (the name exists, the space is
+                    // gone, ...).
+                    Err(s) => {
+                        tracing::debug!(code = ?s.code(), error = %s.message(), "optimistic create did not succeed; reading lvm")
+                    }
+                },
+                // Space may have been freed since that read: lvm's state decides.
+                Err(VolumeError::NoSpace(_) | VolumeError::OutOfRange(_)) => {}
+                // Decided by the request and the VG's kind, tags and extent size, which
+                // the optimistic read may be trusted for: refused without reading lvm.
+                Err(e) => return Err(e.into()),
+                // A report without LVs finds no volume of the name.
+                Ok(Plan::Existing(_) | Plan::RemoveUnfinished(_)) => {}
             }
-            other => other,
-        };
-        let vg = match (&existing, &source) {
-            (Some(v), _) => Self::vg_in(&report, &v.id.vg)?,
-            // Snapshots and clones live beside their source: LVM cannot snapshot across VGs.
-            (None, Some(s)) => {
-                let name = &s.id().vg;
-                if params.volume_group.as_deref().is_some_and(|g| g != name) {
-                    return Err(invalid(
-                        "parameters.volumeGroup",
-                        format!(
-                            "the content source {} is in volume group {name}; a restored or cloned volume is created beside its source",
-                            s.id()
-                        ),
-                    ));
+        }
+        let mut report = self.served_report().await?;
+        let mut removed = None;
+        loop {
+            match provision::plan(&served, ask, &report)? {
+                Plan::Existing(e) => return Ok(provision::execute::existing(&self.driver, e)),
+                Plan::Create(c) => return provision::execute::create(&self.driver, c).await,
+                Plan::RemoveUnfinished(id) if removed.as_ref() != Some(&id) => {
+                    crate::reconcile::remove_unfinished(&self.driver, &id).await?;
+                    report = self.served_report().await?;
+                    removed = Some(id);
                 }
-                let vg = Self::vg_in(&report, name)?;
-                pmem::check_named(&vg, params.pmem_mode)?;
-                if !self.topology_allows(req.accessibility_requirements.as_ref(), &vg) {
-                    return Err(Status::resource_exhausted(format!(
-                        "accessibility_requirements: no requisite topology can reach volume group {name}, where the content source is"
+                Plan::RemoveUnfinished(id) => {
+                    return Err(Status::internal(format!(
+                        "the unfinished LV {id} is still there after its removal"
                     )));
                 }
-                vg
-            }
-            (None, None) => {
-                self.choose_vg_for(&report, params, req.accessibility_requirements.as_ref())?
-            }
-        };
-        let kind = Driver::vg_kind(&vg);
-        let caps = capability::validate_all("volume_capabilities", &req.volume_capabilities, kind)?;
-        let fs = caps
-            .first()
-            .and_then(|c| c.fs_type().map(str::to_string))
-            .unwrap_or_else(|| "block".to_string());
-        if let Some(want) = &params.fs_type
-            && fs != "block"
-            && *want != fs
-        {
-            return Err(invalid(
-                "parameters.fsType",
-                format!(
-                    "{want:?} contradicts the volume capability's fs type {fs:?} (set csi.storage.k8s.io/fstype in the StorageClass; kubelet mounts with that one)"
-                ),
-            ));
-        }
-        if let Some(Source::Volume(v)) = &source
-            && v.tags.fs != fs
-        {
-            return Err(invalid(
-                "volume_content_source",
-                format!(
-                    "volume {} is {:?}, the request asks for {fs:?}",
-                    v.id, v.tags.fs
-                ),
-            ));
-        }
-        // The node decides DAX from the VG's tags; a mount flag that contradicts it would
-        // only fail at NodeStage, after the volume exists.
-        let fsdax = VgPmem::from_tags(&vg.tags).is_fsdax();
-        for (i, c) in caps.iter().enumerate() {
-            if let capability::Access::Mount { mount_flags, .. } = &c.access {
-                vglet_mount::check_dax_flags(mount_flags, fsdax).map_err(|e| {
-                    invalid(&format!("volume_capabilities[{i}].mount.mount_flags"), e)
-                })?;
             }
         }
-        if fsdax && fs != "block" {
-            vglet_mount::fsdax_mkfs_options(&fs, &params.mkfs_options, vglet_mount::page_size())
-                .map_err(|e| invalid(&format!("parameters.{}", params::MKFS_OPTIONS), e))?;
-        }
-        let context = volume_context(params);
-        // Only where staging needs nothing else from LVM (see crate::vouched).
-        let vouch = kind == VgKind::Local && !fsdax;
-        let content_source = source.as_ref().map(Source::content_source);
-
-        if let Some(v) = existing {
-            return if v.tags.name != req.name {
-                Err(Status::already_exists(format!(
-                    "logical volume {} belongs to another CSI name",
-                    v.id
-                )))
-            } else if !range.accepts(v.lv.size) {
-                Err(Status::already_exists(format!(
-                    "volume {} exists with {} bytes, incompatible with the requested capacity range",
-                    v.id, v.lv.size
-                )))
-            } else if params.volume_group.as_deref().is_some_and(|g| g != v.id.vg) {
-                Err(Status::already_exists(format!(
-                    "volume {} exists in another volume group than parameters.volumeGroup",
-                    v.id
-                )))
-            } else if v.tags.fs != fs {
-                Err(Status::already_exists(format!(
-                    "volume {} exists as {:?}, the request asks for {fs:?}",
-                    v.id, v.tags.fs
-                )))
-            } else if !pmem::agrees(&vg.tags, params.pmem_mode) {
-                Err(Status::already_exists(format!(
-                    "volume {} exists in volume group {}, not of parameters.pmemMode",
-                    v.id,
-                    pmem::describe(&vg)
-                )))
-            } else {
-                tracing::info!(volume = %v.id, "volume already exists");
-                if vouch && !v.lv.uuid.is_empty() {
-                    self.driver.created.remember(
-                        &v.id,
-                        Vouched {
-                            lv_uuid: v.lv.uuid.clone(),
-                            created_as: v.tags.fs.clone(),
-                        },
-                    );
-                }
-                let mut m = self.volume_message(&v, kind);
-                m.volume_context = context;
-                m.content_source = content_source;
-                Ok(Response::new(CreateVolumeResponse { volume: Some(m) }))
-            };
-        }
-
-        let layout = &params.layout;
-        if kind == VgKind::Shared {
-            if layout.lv_type == LvType::Thin {
-                return Err(invalid(
-                    "parameters.type",
-                    format!(
-                        "thin volumes need a node-local volume group; {} is shared",
-                        vg.name
-                    ),
-                ));
-            }
-            if source.is_some() {
-                return Err(Status::failed_precondition(format!(
-                    "volume group {} is shared; snapshots and clones are supported on node-local volume groups only",
-                    vg.name
-                )));
-            }
-        }
-        let mut size = layout.round_size(range.lv_size(vg.extent_size)?, vg.extent_size);
-        if let Some(s) = &source {
-            size = size.max(layout.round_size(s.size(), vg.extent_size));
-        }
-        if range.limit > 0 && size > range.limit {
-            return Err(Status::out_of_range(format!(
-                "capacity_range: the volume needs {size} bytes ({}{}), above limit_bytes {}",
-                if source.is_some() {
-                    "at least the content source's size, "
-                } else {
-                    ""
-                },
-                format_args!("whole extents per stripe of {}", layout::describe(layout)),
-                range.limit
-            )));
-        }
-        let instant = source.as_ref().is_some_and(|s| {
-            s.is_thin()
-                && layout.lv_type == LvType::Thin
-                && layout.thin_pool.as_deref() == Some(s.lv().pool_lv.as_str())
-        });
-        if layout.lv_type == LvType::Thin {
-            let pool = layout.thin_pool.as_deref().unwrap_or_default();
-            let usage = layout::pool_usage(&report, &vg.name, pool)?;
-            usage.warn_if_full(&vg.name, params.thin_pool_usage_warning);
-            let promisable = usage.promisable(params.overprovision_ratio);
-            if size > promisable {
-                return Err(Status::resource_exhausted(format!(
-                    "thin pool {}/{pool} can promise {promisable} more bytes (size {}, {} bytes promised, {:.1}% written, overprovisionRatio {}), {size} bytes requested",
-                    vg.name,
-                    usage.size,
-                    usage.provisioned,
-                    usage.data_percent,
-                    params.overprovision_ratio
-                )));
-            }
-        } else {
-            if size > vg.size {
-                return Err(Status::out_of_range(format!(
-                    "{size} bytes is larger than volume group {} ({} bytes)",
-                    vg.name, vg.size
-                )));
-            }
-            layout::check_fits(&report, &vg, layout, size)?;
-        }
-        let tags = VolumeTags {
-            owner: self.driver.cfg.driver_name.clone(),
-            name: req.name.clone(),
-            size: range.required.max(size),
-            fs: fs.clone(),
-        };
-        let id = VolumeId::new(vg.name.clone(), lv_name.clone());
-        let how = match &source {
-            Some(s) if instant => How::ThinSnapshotOf {
-                origin: &s.id().lv,
-                origin_size: s.lv().size,
-            },
-            Some(s) => How::Copy { layout, source: s },
-            None => How::Layout(layout),
-        };
-        // Created active, so lvcreate zeroes its start and wipes old signatures: no earlier
-        // tenant's filesystem is ever found by NodeStage. Local LVs stay active.
-        self.create_lv(
-            &vg,
-            LvCreate {
-                vg: vg.name.clone(),
-                name: lv_name.clone(),
-                size,
-                tags: tags.to_tags(),
-                activate: true,
-            },
-            how,
-        )
-        .await?;
-        let lv = if layout.lv_type == LvType::Linear && source.is_none() {
-            // lvcreate allocates exactly `size` (already whole extents) for a linear LV: no
-            // second fullreport on the hot path just to learn it.
-            vglet_lvm::Lv {
-                vg: vg.name.clone(),
-                name: lv_name.clone(),
-                size,
-                tags: tags.to_tags(),
-                ..Default::default()
-            }
-        } else {
-            self.driver
-                .lvm
-                .lv(&vg.name, &lv_name)
-                .await
-                .map_err(|e| lvm_status(&format!("reading back {id}"), e))?
-                .ok_or_else(|| Status::internal(format!("{id} vanished right after creation")))?
-        };
-        tracing::info!(volume = %id, bytes = lv.size, layout = %layout.lv_type, instant, from = source.as_ref().map(|s| s.id().to_string()).unwrap_or_default(), "volume created");
-        if vouch {
-            // A linear LV was not read back: device-mapper tells its uuid, as it is active
-            // here. Not active here: nothing is remembered and NodeStageVolume reads lvm.
-            let lv_uuid = match lv.uuid.is_empty() {
-                false => Some(lv.uuid.clone()),
-                true => crate::vouched::active_lv_uuid(&id, &vg.uuid),
-            };
-            if let Some(lv_uuid) = lv_uuid {
-                self.driver.created.remember(
-                    &id,
-                    Vouched {
-                        lv_uuid,
-                        created_as: fs.clone(),
-                    },
-                );
-            }
-        }
-        let v = OwnedVolume {
-            id,
-            lv,
-            tags,
-            adopted: None,
-        };
-        let mut m = self.volume_message(&v, kind);
-        m.volume_context = context;
-        m.content_source = content_source;
-        Ok(Response::new(CreateVolumeResponse { volume: Some(m) }))
     }
 }
 
@@ -760,45 +193,18 @@ impl Controller for ControllerService {
     ) -> Result<Response<CreateVolumeResponse>, Status> {
         let req = req.into_inner();
         crate::limits::check(&req)?;
-        validate_name(&req.name)?;
+        let ask = Ask::check(&req)?;
         let span = tracing::info_span!("CreateVolume", name = %req.name);
         let _e = span.enter();
-        let params = params::parse("parameters", &req.parameters)?;
-        let range = Range::parse("capacity_range", req.capacity_range.as_ref())?;
-        if !req.mutable_parameters.is_empty() {
-            return Err(invalid(
-                "mutable_parameters",
-                "MODIFY_VOLUME is not supported",
-            ));
-        }
-        let lv_name = vglet_lvm::naming::lv_name_for(&req.name);
         let _guard = self
             .driver
             .inflight
             .acquire(&format!("name:{}", req.name))?;
-        let source = match &req.volume_content_source {
-            Some(cs) => Some(clone::resolve(&self.driver, cs).await?),
-            None => None,
-        };
-        let ask = Ask {
-            req: &req,
-            params: &params,
-            range: &range,
-            lv_name: &lv_name,
-            source: source.as_ref(),
-        };
-        if let Some(report) = self.optimistic_report(&ask) {
-            match self.create_from(&ask, report).await {
-                Ok(created) => return Ok(created),
-                // The attempt created nothing, or removed what it created: the read decides
-                // as if it had not been made (the name exists, the space is gone, ...).
-                Err(s) => {
-                    tracing::debug!(code = ?s.code(), error = %s.message(), "optimistic create did not succeed; reading lvm")
-                }
-            }
-        }
-        let report = self.served_report().await?;
-        self.create_from(&ask, report).await
+        let done = self.provision(&ask).await?;
+        let mut m = self.volume_message(&done.volume, done.kind);
+        m.volume_context = done.answer.volume_context;
+        m.content_source = done.answer.content_source;
+        Ok(Response::new(CreateVolumeResponse { volume: Some(m) }))
     }
 
     async fn delete_volume(
@@ -825,11 +231,11 @@ impl Controller for ControllerService {
         // Whatever happens next, the LV is no longer one to stage without reading lvm.
         self.driver.created.forget(&id);
         let (v, vg, report) = match self.driver.volume_in_vg(&id).await {
-            Err(s) if s.code() == tonic::Code::NotFound => {
+            Err(e) if e.is_not_found() => {
                 tracing::info!("volume already gone");
                 return Ok(Response::new(DeleteVolumeResponse {}));
             }
-            Err(s) => return Err(s),
+            Err(e) => return Err(e.into()),
             Ok(found) => found,
         };
         // Not OK without removing: the CO would take the volume for gone while the LV and
@@ -929,16 +335,15 @@ impl Controller for ControllerService {
             Driver::vg_kind(&vg),
         )
         .and_then(|caps| {
-            let want = caps
-                .first()
-                .and_then(|c| c.fs_type().map(str::to_string))
-                .unwrap_or_else(|| "block".into());
+            let want = capability::content_of(&caps);
             // A static volume's content is checked where the device is: NodeStageVolume.
-            match v.fs() {
+            match v.content() {
                 None => Ok(()),
-                Some(fs) if fs == want => Ok(()),
-                Some(fs) => Err(Status::invalid_argument(format!(
-                    "volume is {fs:?}, capabilities ask for {want:?}"
+                Some(c) if c == want => Ok(()),
+                Some(c) => Err(VolumeError::Precondition(format!(
+                    "volume is {:?}, capabilities ask for {:?}",
+                    c.as_tag(),
+                    want.as_tag()
                 ))),
             }
         })
@@ -953,9 +358,9 @@ impl Controller for ControllerService {
                 }),
                 message: String::new(),
             },
-            Err(s) => ValidateVolumeCapabilitiesResponse {
+            Err(e) => ValidateVolumeCapabilitiesResponse {
                 confirmed: None,
-                message: s.message().to_string(),
+                message: e.to_string(),
             },
         };
         Ok(Response::new(resp))
@@ -1042,67 +447,21 @@ impl Controller for ControllerService {
         let req = req.into_inner();
         crate::limits::check(&req)?;
         let params = params::parse("parameters", &req.parameters)?;
-        let names: Vec<String> = match &params.volume_group {
-            Some(name) if !self.driver.serves_vg(name) => {
-                return Err(invalid(
-                    "parameters.volumeGroup",
-                    format!("{name:?} is not served by this driver"),
-                ));
-            }
-            Some(name) => vec![name.clone()],
-            None => self.driver.cfg.volume_groups.clone(),
-        };
-        // (largest volume, extent size) per reachable VG that can hold this layout.
-        let mut fits: Vec<(u64, u64)> = Vec::new();
-        let layout = &params.layout;
-        for name in &names {
-            // A missing VG has no capacity; Probe reports it.
-            let Ok(vg) = self.driver.vg(name).await else {
-                continue;
-            };
-            if params
-                .volume_group_tag
-                .as_ref()
-                .is_some_and(|t| !vg.tags.contains(t))
-            {
-                continue;
-            }
-            // The same VGs CreateVolume would choose from.
-            let mode_fits = if params.volume_group.is_some() {
-                pmem::agrees(&vg.tags, params.pmem_mode)
-            } else {
-                pmem::admits(&vg.tags, params.pmem_mode)
-            };
-            if !mode_fits {
-                continue;
-            }
-            let reachable = req.accessible_topology.as_ref().is_none_or(|t| {
-                self.driver
-                    .segment_admits(&t.segments, &vg.name, Driver::vg_kind(&vg))
-            });
-            if !reachable {
-                continue;
-            }
-            if layout.lv_type == LvType::Linear {
-                // A linear LV may span PVs, so the VG's free space is its largest volume.
-                fits.push((vg.free, vg.extent_size));
-                continue;
-            }
-            let Ok(report) = self.driver.lvm.report(Some(name)).await else {
-                continue;
-            };
-            if layout.lv_type == LvType::Thin {
-                // What the pool can really promise, not the VG's free space.
-                let pool = layout.thin_pool.as_deref().unwrap_or_default();
-                let Ok(usage) = layout::pool_usage(&report, name, pool) else {
-                    continue;
-                };
-                usage.warn_if_full(name, params.thin_pool_usage_warning);
-                fits.push((usage.promisable(params.overprovision_ratio), vg.extent_size));
-            } else {
-                fits.push((layout::max_size(&report, &vg, layout), vg.extent_size));
-            }
-        }
+        let segments = req.accessible_topology.as_slice();
+        let served = self.served();
+        choice::check_served(&served, &params)?;
+        // As for a missing VG, a VG that cannot be read has no capacity; Probe reports it.
+        let report = self.served_report().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the served volume groups; no capacity");
+            Report::default()
+        });
+        // (largest volume, extent size) per VG CreateVolume could choose for this class.
+        let fits: Vec<(u64, u64)> = choice::capacity_vgs(&served, &report, &params, segments)
+            .into_iter()
+            .filter_map(|vg| {
+                choice::largest_volume(&report, vg, &params).map(|max| (max, vg.extent_size))
+            })
+            .collect();
         // Volumes never span VGs: across VGs the largest is the largest single VG's.
         let available: u64 = fits.iter().map(|f| f.0).sum();
         let max_volume = fits.iter().map(|f| f.0).max().unwrap_or(0);
@@ -1212,8 +571,8 @@ impl Controller for ControllerService {
         };
         // A static volume has no fs tag: the capability tells, and without one the node is
         // asked (NodeExpandVolume of a raw block volume does nothing).
-        let node_expansion_required = match v.fs() {
-            Some(fs) => fs != "block",
+        let node_expansion_required = match v.content() {
+            Some(c) => !c.is_block(),
             None => !cap.as_ref().is_some_and(|c| c.is_block()),
         };
         let size = crate::expand::grow_lv(&self.driver, &v, &vg, &report, range).await?;
@@ -1270,6 +629,7 @@ mod tests {
 
     #[test]
     fn names_validated() {
+        use crate::provision::ask::validate_name;
         assert!(validate_name("pvc-1").is_ok());
         assert!(validate_name("").is_err());
         assert!(validate_name("a\nb").is_err());

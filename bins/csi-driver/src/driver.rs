@@ -3,15 +3,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tonic::Status;
 use vglet_lvm::tags::{self, Claim, VolumeTags};
 use vglet_lvm::{Lv, Lvm, Report, Vg};
 use vglet_mount::{Filesystems, Mounter};
 
 use crate::capability::VgKind;
 use crate::config::Config;
+use crate::error::VolumeError;
 use crate::inflight::{InFlight, VgWriteLocks};
-use crate::status::lvm_status;
 use crate::volume_id::VolumeId;
 
 pub const TOPOLOGY_NODE_KEY: &str = "topology.vglet.io/node";
@@ -22,6 +21,128 @@ pub const TOPOLOGY_VG_PREFIX: &str = "vg.vglet.io/";
 /// also allow '+', which is replaced) and at most 63 characters (validated at start-up).
 pub fn vg_topology_key(vg: &str) -> String {
     format!("{TOPOLOGY_VG_PREFIX}{}", vg.replace('+', "_"))
+}
+
+/// Whether `vg` is node-local or shared: from LVM (its lock type), never from a flag that
+/// could disagree.
+pub fn kind_of(vg: &Vg) -> VgKind {
+    match vg.is_shared() {
+        false => VgKind::Local,
+        true => VgKind::Shared,
+    }
+}
+
+/// Where a volume of `vg` can be used, for a driver on node `node_id`: a node-local VG's
+/// volumes on this node only; a shared VG's volumes on every node that sees the VG (not
+/// pinned to the creating node).
+pub fn volume_topology(node_id: &str, vg: &str, kind: VgKind) -> HashMap<String, String> {
+    match kind {
+        VgKind::Local => HashMap::from([(TOPOLOGY_NODE_KEY.to_string(), node_id.to_string())]),
+        VgKind::Shared => HashMap::from([(vg_topology_key(vg), "true".to_string())]),
+    }
+}
+
+/// Whether a topology segment from the CO (a node's whole topology, as kubelet reported
+/// it) can reach volumes of `vg` made by the driver on node `node_id`.
+pub fn segment_reaches(
+    segments: &HashMap<String, String>,
+    node_id: &str,
+    vg: &str,
+    kind: VgKind,
+) -> bool {
+    volume_topology(node_id, vg, kind)
+        .iter()
+        .all(|(k, v)| segments.get(k) == Some(v))
+}
+
+/// The VG `name` of `report`; as lvm's own "not found" when the report lacks it.
+pub fn vg_in(report: &Report, name: &str, context: &str) -> Result<Vg, VolumeError> {
+    report
+        .vg(name)
+        .cloned()
+        .ok_or_else(|| VolumeError::lvm(context, vglet_lvm::LvmError::VgNotFound(name.to_string())))
+}
+
+/// The driver never touches an LV it neither created (the ownership tag names `driver`)
+/// nor was explicitly handed (the adopt tag names `driver`).
+pub fn claim(driver: &str, id: &VolumeId, lv: Lv) -> Result<OwnedVolume, VolumeError> {
+    match tags::claim(&lv.tags, driver) {
+        Claim::Created(tags) => Ok(OwnedVolume {
+            id: id.clone(),
+            lv,
+            tags,
+            adopted: None,
+        }),
+        Claim::Adopted { may_delete } => {
+            check_adoptable(&lv).map_err(|why| {
+                VolumeError::Precondition(format!(
+                    "logical volume {id} carries {} but cannot be a volume: {why}",
+                    tags::adopt_tag(driver)
+                ))
+            })?;
+            Ok(OwnedVolume {
+                id: id.clone(),
+                tags: VolumeTags {
+                    owner: driver.to_string(),
+                    name: String::new(),
+                    size: lv.size,
+                    fs: String::new(),
+                },
+                lv,
+                adopted: Some(Adopted { may_delete }),
+            })
+        }
+        Claim::Foreign => Err(VolumeError::Precondition(format!(
+            "logical volume {id} carries vglet tags of another driver, snapshot or unfinished volume; refusing to touch it"
+        ))),
+        Claim::NotAdopted => Err(VolumeError::Precondition(format!(
+            "logical volume {id} exists but was not created by {driver}; refusing to touch it. \
+             To use it as a static volume, tag it: lvchange --addtag {} {id}",
+            tags::adopt_tag(driver)
+        ))),
+    }
+}
+
+/// Only the volumes `driver` created: what CreateVolume may find under a name and what
+/// start-up reconciliation may clean up. Adopted LVs are not among them.
+pub fn ownership(driver: &str, id: &VolumeId, lv: &Lv) -> Result<VolumeTags, VolumeError> {
+    match tags::claim(&lv.tags, driver) {
+        Claim::Created(t) => Ok(t),
+        _ => Err(VolumeError::Precondition(format!(
+            "logical volume {id} exists but was not created by {driver}; refusing to touch it"
+        ))),
+    }
+}
+
+/// Volume `id` of `driver` in `report` (a read of its VG), with its VG: NOT_FOUND-like when
+/// the LV is missing, a precondition when it is not ours (see [`claim`]).
+pub fn volume_in(
+    driver: &str,
+    report: &Report,
+    id: &VolumeId,
+) -> Result<(OwnedVolume, Vg), VolumeError> {
+    let vg = vg_in(report, &id.vg, &format!("volume {id}"))?;
+    let lv = report
+        .lv(&id.vg, &id.lv)
+        .cloned()
+        .ok_or_else(|| VolumeError::NotFound(format!("volume {id} does not exist")))?;
+    Ok((claim(driver, id, lv)?, vg))
+}
+
+/// [`volume_in`], refusing adopted LVs: for the operations that use a volume as the source
+/// of new LVs (snapshots, clones), which static volumes do not support.
+pub fn created_volume_in(
+    driver: &str,
+    report: &Report,
+    id: &VolumeId,
+) -> Result<(OwnedVolume, Vg), VolumeError> {
+    let (v, vg) = volume_in(driver, report, id)?;
+    if v.adopted.is_some() {
+        return Err(VolumeError::Precondition(format!(
+            "volume {id} is a static volume (adopted, not created by {driver}); snapshots and clones of static volumes are not supported"
+        )));
+    }
+    Ok((v, vg))
 }
 
 #[derive(Debug)]
@@ -66,6 +187,11 @@ impl OwnedVolume {
             None => Some(&self.tags.fs),
         }
     }
+
+    /// What the volume was created to hold; `None` for an adopted LV (see [`Self::fs`]).
+    pub fn content(&self) -> Option<vglet_lvm::tags::Content> {
+        self.adopted.is_none().then(|| self.tags.content())
+    }
 }
 
 /// Whether an adopt-tagged LV can serve as a volume at all: LVM's internal sub-LVs, pools
@@ -90,36 +216,24 @@ impl Driver {
         self.cfg.volume_groups.iter().any(|v| v == vg)
     }
 
-    /// The VG's kind comes from LVM (its lock type), never from a flag that could disagree.
+    /// See [`kind_of`].
     pub fn vg_kind(vg: &Vg) -> VgKind {
-        match vg.lock_type.as_str() {
-            "" | "none" => VgKind::Local,
-            _ => VgKind::Shared,
-        }
+        kind_of(vg)
     }
 
-    /// Where a volume of `vg` can be used: a node-local VG's volumes on this node only; a
-    /// shared VG's volumes on every node that sees the VG (not pinned to the creating node).
+    /// See [`volume_topology`].
     pub fn volume_topology(&self, vg: &str, kind: VgKind) -> HashMap<String, String> {
-        match kind {
-            VgKind::Local => {
-                HashMap::from([(TOPOLOGY_NODE_KEY.to_string(), self.cfg.node_id.clone())])
-            }
-            VgKind::Shared => HashMap::from([(vg_topology_key(vg), "true".to_string())]),
-        }
+        volume_topology(&self.cfg.node_id, vg, kind)
     }
 
-    /// Whether a topology segment from the CO (a node's whole topology, as kubelet reported
-    /// it) can reach volumes of `vg`.
+    /// See [`segment_reaches`].
     pub fn segment_admits(
         &self,
         segments: &HashMap<String, String>,
         vg: &str,
         kind: VgKind,
     ) -> bool {
-        self.volume_topology(vg, kind)
-            .iter()
-            .all(|(k, v)| segments.get(k) == Some(v))
+        segment_reaches(segments, &self.cfg.node_id, vg, kind)
     }
 
     /// This node's topology for NodeGetInfo: its name, plus one key per served shared VG
@@ -129,7 +243,7 @@ impl Driver {
             HashMap::from([(TOPOLOGY_NODE_KEY.to_string(), self.cfg.node_id.clone())]);
         for name in &self.cfg.volume_groups {
             match self.lvm.vg(name).await {
-                Ok(vg) if Self::vg_kind(&vg) == VgKind::Shared => {
+                Ok(vg) if vg.is_shared() => {
                     segments.insert(vg_topology_key(name), "true".into());
                 }
                 Ok(_) => {}
@@ -141,116 +255,61 @@ impl Driver {
         segments
     }
 
-    pub async fn vg(&self, name: &str) -> Result<Vg, Status> {
+    pub async fn vg(&self, name: &str) -> Result<Vg, VolumeError> {
         self.lvm
             .vg(name)
             .await
-            .map_err(|e| lvm_status(&format!("volume group {name}"), e))
+            .map_err(|e| VolumeError::lvm(format!("volume group {name}"), e))
     }
 
     /// Looks a volume id up: NOT_FOUND when the VG is not ours or the LV is missing;
     /// FAILED_PRECONDITION when the LV exists but was not created by this driver. Adopted
-    /// LVs are refused too: this is for the operations that use a volume as the source of
-    /// new LVs (snapshots, clones), which static volumes do not support.
-    pub async fn owned_volume(&self, id: &VolumeId) -> Result<OwnedVolume, Status> {
-        let v = self.usable_volume(id).await?;
-        if v.adopted.is_some() {
-            return Err(Status::failed_precondition(format!(
-                "volume {id} is a static volume (adopted, not created by {}); snapshots and clones of static volumes are not supported",
-                self.cfg.driver_name
-            )));
-        }
-        Ok(v)
+    /// LVs are refused too (see [`created_volume_in`]).
+    pub async fn owned_volume(&self, id: &VolumeId) -> Result<OwnedVolume, VolumeError> {
+        let report = self.report_of(id).await?;
+        Ok(created_volume_in(&self.cfg.driver_name, &report, id)?.0)
     }
 
     /// [`Self::owned_volume`] that also accepts LVs the operator handed over with the
     /// adopt tag: for staging, publishing, expanding, reporting and (only with the delete
     /// opt-in) deleting.
-    pub async fn usable_volume(&self, id: &VolumeId) -> Result<OwnedVolume, Status> {
+    pub async fn usable_volume(&self, id: &VolumeId) -> Result<OwnedVolume, VolumeError> {
         Ok(self.volume_in_vg(id).await?.0)
     }
 
     /// [`Self::usable_volume`] with its VG and the whole report they came from: one
     /// `lvm fullreport` for everything an RPC needs to know before it acts.
-    pub async fn volume_in_vg(&self, id: &VolumeId) -> Result<(OwnedVolume, Vg, Report), Status> {
+    pub async fn volume_in_vg(
+        &self,
+        id: &VolumeId,
+    ) -> Result<(OwnedVolume, Vg, Report), VolumeError> {
+        let report = self.report_of(id).await?;
+        let (v, vg) = volume_in(&self.cfg.driver_name, &report, id)?;
+        Ok((v, vg, report))
+    }
+
+    /// One read of the VG of volume `id`; NOT_FOUND when the VG is not served.
+    async fn report_of(&self, id: &VolumeId) -> Result<Report, VolumeError> {
         if !self.serves_vg(&id.vg) {
-            return Err(Status::not_found(format!(
+            return Err(VolumeError::NotFound(format!(
                 "volume {id}: volume group {} is not served by this driver",
                 id.vg
             )));
         }
-        let report = self
-            .lvm
+        self.lvm
             .report(Some(&id.vg))
             .await
-            .map_err(|e| lvm_status(&format!("volume {id}"), e))?;
-        let vg = report.vg(&id.vg).cloned().ok_or_else(|| {
-            lvm_status(
-                &format!("volume {id}"),
-                vglet_lvm::LvmError::VgNotFound(id.vg.clone()),
-            )
-        })?;
-        let lv = report
-            .lvs
-            .iter()
-            .find(|l| l.vg == id.vg && l.name == id.lv)
-            .cloned()
-            .ok_or_else(|| Status::not_found(format!("volume {id} does not exist")))?;
-        let v = self.claim(id, lv)?;
-        Ok((v, vg, report))
+            .map_err(|e| VolumeError::lvm(format!("volume {id}"), e))
     }
 
-    /// The driver never touches an LV it neither created (the ownership tag names us) nor
-    /// was explicitly handed (the adopt tag names us).
-    pub fn claim(&self, id: &VolumeId, lv: Lv) -> Result<OwnedVolume, Status> {
-        let driver = &self.cfg.driver_name;
-        match tags::claim(&lv.tags, driver) {
-            Claim::Created(tags) => Ok(OwnedVolume {
-                id: id.clone(),
-                lv,
-                tags,
-                adopted: None,
-            }),
-            Claim::Adopted { may_delete } => {
-                check_adoptable(&lv).map_err(|why| {
-                    Status::failed_precondition(format!(
-                        "logical volume {id} carries {} but cannot be a volume: {why}",
-                        tags::adopt_tag(driver)
-                    ))
-                })?;
-                Ok(OwnedVolume {
-                    id: id.clone(),
-                    tags: VolumeTags {
-                        owner: driver.clone(),
-                        name: String::new(),
-                        size: lv.size,
-                        fs: String::new(),
-                    },
-                    lv,
-                    adopted: Some(Adopted { may_delete }),
-                })
-            }
-            Claim::Foreign => Err(Status::failed_precondition(format!(
-                "logical volume {id} carries vglet tags of another driver, snapshot or unfinished volume; refusing to touch it"
-            ))),
-            Claim::NotAdopted => Err(Status::failed_precondition(format!(
-                "logical volume {id} exists but was not created by {driver}; refusing to touch it. \
-                 To use it as a static volume, tag it: lvchange --addtag {} {id}",
-                tags::adopt_tag(driver)
-            ))),
-        }
+    /// See [`claim`].
+    pub fn claim(&self, id: &VolumeId, lv: Lv) -> Result<OwnedVolume, VolumeError> {
+        claim(&self.cfg.driver_name, id, lv)
     }
 
-    /// Only the volumes this driver created: what CreateVolume may find under a name and
-    /// what start-up reconciliation may clean up. Adopted LVs are not among them.
-    pub fn ownership(&self, id: &VolumeId, lv: &Lv) -> Result<VolumeTags, Status> {
-        match tags::claim(&lv.tags, &self.cfg.driver_name) {
-            Claim::Created(t) => Ok(t),
-            _ => Err(Status::failed_precondition(format!(
-                "logical volume {id} exists but was not created by {}; refusing to touch it",
-                self.cfg.driver_name
-            ))),
-        }
+    /// See [`ownership`].
+    pub fn ownership(&self, id: &VolumeId, lv: &Lv) -> Result<VolumeTags, VolumeError> {
+        ownership(&self.cfg.driver_name, id, lv)
     }
 
     /// Replaces the tags that differ between `old` and `new`.

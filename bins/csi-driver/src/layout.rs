@@ -1,15 +1,14 @@
 //! Whether a VG can hold a layout, decided before anything is created, and what a thin
 //! pool can still promise.
 
-use tonic::Status;
 use vglet_lvm::{Layout, Lv, LvType, Report, Vg};
 
-use crate::status::invalid;
+use crate::error::VolumeError;
 
 /// Checks that the VG has enough PVs for the layout (INVALID_ARGUMENT: no amount of freeing
 /// space helps) and enough free space on enough distinct PVs (RESOURCE_EXHAUSTED). `size`
 /// is the LV size already rounded with [`Layout::round_size`].
-pub fn check_fits(report: &Report, vg: &Vg, layout: &Layout, size: u64) -> Result<(), Status> {
+pub fn check_fits(report: &Report, vg: &Vg, layout: &Layout, size: u64) -> Result<(), VolumeError> {
     let Some(fp) = layout.footprint(size, vg.extent_size) else {
         return Ok(());
     };
@@ -17,7 +16,7 @@ pub fn check_fits(report: &Report, vg: &Vg, layout: &Layout, size: u64) -> Resul
     let pvs: Vec<u64> = report.pvs_in(&vg.name).map(|p| p.free).collect();
     let pv_count = (pvs.len() as u64).max(vg.pv_count);
     if layout.needs_distinct_pvs() && pv_count < u64::from(fp.images) {
-        return Err(invalid(
+        return Err(VolumeError::invalid(
             "parameters",
             format!(
                 "{what} needs {} physical volumes (one per image), volume group {} has {pv_count}",
@@ -26,7 +25,7 @@ pub fn check_fits(report: &Report, vg: &Vg, layout: &Layout, size: u64) -> Resul
         ));
     }
     if fp.total() > vg.free {
-        return Err(Status::resource_exhausted(format!(
+        return Err(VolumeError::NoSpace(format!(
             "volume group {} has {} bytes free; {what} of {size} bytes needs {} bytes",
             vg.name,
             vg.free,
@@ -36,7 +35,7 @@ pub fn check_fits(report: &Report, vg: &Vg, layout: &Layout, size: u64) -> Resul
     if layout.needs_distinct_pvs() {
         let roomy = pvs.iter().filter(|free| **free >= fp.per_image).count() as u32;
         if roomy < fp.images {
-            return Err(Status::resource_exhausted(format!(
+            return Err(VolumeError::NoSpace(format!(
                 "{what} of {size} bytes needs {} physical volumes with {} bytes free each; volume group {} has {roomy}",
                 fp.images, fp.per_image, vg.name
             )));
@@ -134,15 +133,15 @@ fn is_thin_pool(lv: &Lv) -> bool {
 }
 
 /// The named thin pool of `vg` with its usage; INVALID_ARGUMENT when there is no such pool.
-pub fn pool_usage(report: &Report, vg: &str, pool: &str) -> Result<PoolUsage, Status> {
+pub fn pool_usage(report: &Report, vg: &str, pool: &str) -> Result<PoolUsage, VolumeError> {
     let lv = report.lv(vg, pool).ok_or_else(|| {
-        invalid(
+        VolumeError::invalid(
             "parameters.thinPool",
             format!("volume group {vg} has no logical volume {pool:?}"),
         )
     })?;
     if !is_thin_pool(lv) {
-        return Err(invalid(
+        return Err(VolumeError::invalid(
             "parameters.thinPool",
             format!(
                 "{vg}/{pool} is a {} volume, not a thin pool",
@@ -230,14 +229,13 @@ mod tests {
     fn too_few_pvs_is_invalid_argument_naming_what_is_missing() {
         let (r, vg) = report(&[512 * MIB, 512 * MIB]);
         let e = check_fits(&r, &vg, &of(LvType::Raid5), 64 * MIB).unwrap_err();
-        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(matches!(e, VolumeError::Invalid { .. }), "{e:?}");
+        let m = e.to_string();
         assert!(
-            e.message()
-                .contains("raid5 with 2 stripes needs 3 physical volumes"),
-            "{}",
-            e.message()
+            m.contains("raid5 with 2 stripes needs 3 physical volumes"),
+            "{m}"
         );
-        assert!(e.message().contains("has 2"), "{}", e.message());
+        assert!(m.contains("has 2"), "{m}");
         check_fits(&r, &vg, &of(LvType::Raid1), 64 * MIB).unwrap();
         check_fits(&r, &vg, &of(LvType::Striped), 64 * MIB).unwrap();
         // Linear may span PVs: one big LV over two PVs is fine.
@@ -248,12 +246,14 @@ mod tests {
     fn space_on_too_few_pvs_is_resource_exhausted() {
         let (r, vg) = report(&[512 * MIB, 512 * MIB, 8 * MIB]);
         let e = check_fits(&r, &vg, &of(LvType::Raid5), 64 * MIB).unwrap_err();
-        assert_eq!(e.code(), tonic::Code::ResourceExhausted);
-        assert!(e.message().contains("has 2"), "{}", e.message());
+        assert!(
+            matches!(&e, VolumeError::NoSpace(m) if m.contains("has 2")),
+            "{e:?}"
+        );
         let e = check_fits(&r, &vg, &of(LvType::Raid1), 600 * MIB).unwrap_err();
-        assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+        assert!(matches!(e, VolumeError::NoSpace(_)), "{e:?}");
         let e = check_fits(&r, &vg, &of(LvType::Linear), 2000 * MIB).unwrap_err();
-        assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+        assert!(matches!(e, VolumeError::NoSpace(_)), "{e:?}");
     }
 
     #[test]
@@ -293,11 +293,11 @@ mod tests {
         assert!(u.warn_if_full("vg0", 80.0));
         assert!(!u.warn_if_full("vg0", 90.0));
         let e = pool_usage(&r, "vg0", "lin").unwrap_err();
-        assert!(e.message().contains("not a thin pool"), "{}", e.message());
-        assert_eq!(
-            pool_usage(&r, "vg0", "nope").unwrap_err().code(),
-            tonic::Code::InvalidArgument
-        );
+        assert!(e.to_string().contains("not a thin pool"), "{e}");
+        assert!(matches!(
+            pool_usage(&r, "vg0", "nope").unwrap_err(),
+            VolumeError::Invalid { .. }
+        ));
         assert_eq!(all_pools(&r).len(), 1);
     }
     #[test]

@@ -386,7 +386,7 @@ impl NodeService {
         if let Some(r) = record.filter(|r| !r.lv_uuid.is_empty()) {
             return Ok(Some(r.lv_uuid.clone()));
         }
-        match self.driver.volume_in_vg(id).await {
+        match self.driver.volume_in_vg(id).await.map_err(Status::from) {
             Ok((v, _, _)) => Ok(Some(v.lv.uuid.clone())),
             Err(s)
                 if matches!(

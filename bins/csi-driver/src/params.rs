@@ -4,11 +4,10 @@
 
 use std::collections::HashMap;
 
-use tonic::Status;
 use vglet_lvm::tags::PmemMode;
 use vglet_lvm::{Layout, LvType};
 
-use crate::status::invalid;
+use crate::error::VolumeError;
 
 pub const VOLUME_GROUP: &str = "volumeGroup";
 pub const VOLUME_GROUP_TAG: &str = "volumeGroupTag";
@@ -92,8 +91,8 @@ impl Default for Params {
     }
 }
 
-fn unknown(field: &str, key: &str, known: &[&str]) -> Status {
-    invalid(
+fn unknown(field: &str, key: &str, known: &[&str]) -> VolumeError {
+    VolumeError::invalid(
         field,
         format!(
             "unknown parameter {key:?}; valid parameters are: {}",
@@ -102,13 +101,13 @@ fn unknown(field: &str, key: &str, known: &[&str]) -> Status {
     )
 }
 
-fn whole(field: &str, value: &str, min: u32, max: u32) -> Result<u32, Status> {
+fn whole(field: &str, value: &str, min: u32, max: u32) -> Result<u32, VolumeError> {
     let n: u32 = value
         .trim()
         .parse()
-        .map_err(|_| invalid(field, format!("{value:?} is not a whole number")))?;
+        .map_err(|_| VolumeError::invalid(field, format!("{value:?} is not a whole number")))?;
     if n < min || n > max {
-        return Err(invalid(
+        return Err(VolumeError::invalid(
             field,
             format!("{n} is out of range: must be between {min} and {max}"),
         ));
@@ -116,13 +115,13 @@ fn whole(field: &str, value: &str, min: u32, max: u32) -> Result<u32, Status> {
     Ok(n)
 }
 
-fn number(field: &str, value: &str, min: f64, max: f64) -> Result<f64, Status> {
+fn number(field: &str, value: &str, min: f64, max: f64) -> Result<f64, VolumeError> {
     let n: f64 = value
         .trim()
         .parse()
-        .map_err(|_| invalid(field, format!("{value:?} is not a number")))?;
+        .map_err(|_| VolumeError::invalid(field, format!("{value:?} is not a number")))?;
     if !n.is_finite() || n < min || n > max {
-        return Err(invalid(
+        return Err(VolumeError::invalid(
             field,
             format!("{value} is out of range: must be between {min} and {max}"),
         ));
@@ -130,11 +129,11 @@ fn number(field: &str, value: &str, min: f64, max: f64) -> Result<f64, Status> {
     Ok(n)
 }
 
-fn boolean(field: &str, value: &str) -> Result<bool, Status> {
+fn boolean(field: &str, value: &str) -> Result<bool, VolumeError> {
     match value.trim() {
         "true" => Ok(true),
         "false" => Ok(false),
-        other => Err(invalid(
+        other => Err(VolumeError::invalid(
             field,
             format!("{other:?} must be \"true\" or \"false\""),
         )),
@@ -161,9 +160,9 @@ pub fn parse_byte_size(value: &str) -> Option<u64> {
 /// Each whitespace-separated word of `mkfsOptions`: an option (`-b`, `--x=y`) or its value.
 /// No paths and no shell metacharacters: mkfs runs without a shell, but a device path in
 /// the options could point mkfs at another device than the volume.
-fn parse_mkfs_options(field: &str, value: &str) -> Result<Vec<String>, Status> {
+fn parse_mkfs_options(field: &str, value: &str) -> Result<Vec<String>, VolumeError> {
     if value.len() > MAX_MKFS_OPTIONS_LEN {
-        return Err(invalid(
+        return Err(VolumeError::invalid(
             field,
             format!("at most {MAX_MKFS_OPTIONS_LEN} bytes"),
         ));
@@ -174,19 +173,22 @@ fn parse_mkfs_options(field: &str, value: &str) -> Result<Vec<String>, Status> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_=,.:+".contains(c));
         if !ok {
-            return Err(invalid(
+            return Err(VolumeError::invalid(
                 field,
                 format!("{w:?}: only letters, digits and - _ = , . : + are allowed"),
             ));
         }
     }
     if words.first().is_some_and(|w| !w.starts_with('-')) {
-        return Err(invalid(field, "must start with an option (-x or --xyz)"));
+        return Err(VolumeError::invalid(
+            field,
+            "must start with an option (-x or --xyz)",
+        ));
     }
     Ok(words)
 }
 
-pub fn parse(field: &str, raw: &HashMap<String, String>) -> Result<Params, Status> {
+pub fn parse(field: &str, raw: &HashMap<String, String>) -> Result<Params, VolumeError> {
     let mut p = Params::default();
     let mut keys: Vec<&String> = raw.keys().collect();
     keys.sort();
@@ -197,16 +199,17 @@ pub fn parse(field: &str, raw: &HashMap<String, String>) -> Result<Params, Statu
         let f = format!("{field}.{key}");
         match key.as_str() {
             VOLUME_GROUP => {
-                vglet_lvm::naming::validate_vg_name(value).map_err(|e| invalid(&f, e))?;
+                vglet_lvm::naming::validate_vg_name(value)
+                    .map_err(|e| VolumeError::invalid(&f, e))?;
                 p.volume_group = Some(value.clone());
             }
             VOLUME_GROUP_TAG => {
-                vglet_lvm::naming::validate_tag(value).map_err(|e| invalid(&f, e))?;
+                vglet_lvm::naming::validate_tag(value).map_err(|e| VolumeError::invalid(&f, e))?;
                 p.volume_group_tag = Some(value.clone());
             }
             FS_TYPE => {
                 if !crate::capability::FS_TYPES.contains(&value.as_str()) {
-                    return Err(invalid(
+                    return Err(VolumeError::invalid(
                         &f,
                         format!(
                             "{value:?} is not supported; use one of {}",
@@ -219,7 +222,7 @@ pub fn parse(field: &str, raw: &HashMap<String, String>) -> Result<Params, Statu
             MKFS_OPTIONS => p.mkfs_options = parse_mkfs_options(&f, value)?,
             TYPE => {
                 p.layout.lv_type = LvType::parse(value.trim()).ok_or_else(|| {
-                    invalid(
+                    VolumeError::invalid(
                         &f,
                         format!(
                             "{value:?} is not a volume type; use one of {}",
@@ -235,10 +238,11 @@ pub fn parse(field: &str, raw: &HashMap<String, String>) -> Result<Params, Statu
             }
             STRIPES => p.layout.stripes = Some(whole(&f, value, 1, MAX_STRIPES)?),
             STRIPE_SIZE => {
-                let size = parse_byte_size(value)
-                    .ok_or_else(|| invalid(&f, format!("{value:?} is not a size like 64Ki")))?;
+                let size = parse_byte_size(value).ok_or_else(|| {
+                    VolumeError::invalid(&f, format!("{value:?} is not a size like 64Ki"))
+                })?;
                 if !size.is_power_of_two() || !(4 << 10..=1 << 30).contains(&size) {
-                    return Err(invalid(
+                    return Err(VolumeError::invalid(
                         &f,
                         format!("{value:?} must be a power of two between 4Ki and 1Gi"),
                     ));
@@ -248,14 +252,15 @@ pub fn parse(field: &str, raw: &HashMap<String, String>) -> Result<Params, Statu
             MIRRORS => p.layout.mirrors = Some(whole(&f, value, 0, MAX_MIRRORS)?),
             INTEGRITY => p.layout.integrity = boolean(&f, value)?,
             THIN_POOL => {
-                vglet_lvm::naming::validate_lv_name(value).map_err(|e| invalid(&f, e))?;
+                vglet_lvm::naming::validate_lv_name(value)
+                    .map_err(|e| VolumeError::invalid(&f, e))?;
                 p.layout.thin_pool = Some(value.clone());
             }
             OVERPROVISION_RATIO => p.overprovision_ratio = number(&f, value, 0.1, 1000.0)?,
             THIN_POOL_USAGE_WARNING => p.thin_pool_usage_warning = number(&f, value, 1.0, 100.0)?,
             PMEM_MODE => {
                 p.pmem_mode = Some(PmemMode::parse(value.trim()).ok_or_else(|| {
-                    invalid(
+                    VolumeError::invalid(
                         &f,
                         format!("{value:?} is not a persistent-memory mode; use fsdax or sector"),
                     )
@@ -276,7 +281,7 @@ fn check_combination(
     p: &Params,
     type_given: bool,
     seen: &[&str],
-) -> Result<(), Status> {
+) -> Result<(), VolumeError> {
     let t = p.layout.lv_type;
     let has = |k: &str| seen.contains(&k);
     let ty = if type_given {
@@ -285,22 +290,22 @@ fn check_combination(
         "linear (the default)".to_string()
     };
     if p.volume_group.is_some() && p.volume_group_tag.is_some() {
-        return Err(invalid(
+        return Err(VolumeError::invalid(
             field,
             format!("{VOLUME_GROUP} and {VOLUME_GROUP_TAG} exclude each other"),
         ));
     }
     if has(STRIPES) && !t.takes_stripes() {
-        return Err(invalid(
-            &format!("{field}.{STRIPES}"),
+        return Err(VolumeError::invalid(
+            format!("{field}.{STRIPES}"),
             format!("applies to type striped, raid0, raid5, raid6 and raid10, not {ty}"),
         ));
     }
     if let Some(s) = p.layout.stripes
         && s < t.min_stripes()
     {
-        return Err(invalid(
-            &format!("{field}.{STRIPES}"),
+        return Err(VolumeError::invalid(
+            format!("{field}.{STRIPES}"),
             format!(
                 "type {t} needs at least {} stripes, got {s}",
                 t.min_stripes()
@@ -308,34 +313,34 @@ fn check_combination(
         ));
     }
     if has(STRIPE_SIZE) && !t.takes_stripes() {
-        return Err(invalid(
-            &format!("{field}.{STRIPE_SIZE}"),
+        return Err(VolumeError::invalid(
+            format!("{field}.{STRIPE_SIZE}"),
             format!("applies to striped and striped RAID types, not {ty}"),
         ));
     }
     if has(MIRRORS) {
         if t != LvType::Raid1 {
-            return Err(invalid(
-                &format!("{field}.{MIRRORS}"),
+            return Err(VolumeError::invalid(
+                format!("{field}.{MIRRORS}"),
                 format!("applies to type raid1 only, not {ty} (raid10 always keeps two copies)"),
             ));
         }
         if p.layout.mirrors == Some(0) {
-            return Err(invalid(
-                &format!("{field}.{MIRRORS}"),
+            return Err(VolumeError::invalid(
+                format!("{field}.{MIRRORS}"),
                 "must be at least 1: raid1 with 0 mirrors has no redundancy (use type linear)",
             ));
         }
     }
     if p.layout.integrity && !t.is_redundant_raid() {
-        return Err(invalid(
-            &format!("{field}.{INTEGRITY}"),
+        return Err(VolumeError::invalid(
+            format!("{field}.{INTEGRITY}"),
             format!("applies to type raid1, raid5, raid6 and raid10, not {ty}"),
         ));
     }
     if t == LvType::Thin && p.layout.thin_pool.is_none() {
-        return Err(invalid(
-            &format!("{field}.{THIN_POOL}"),
+        return Err(VolumeError::invalid(
+            format!("{field}.{THIN_POOL}"),
             "is required for type thin",
         ));
     }
@@ -343,8 +348,8 @@ fn check_combination(
     // be placed there, and spreading a volume across regions is what the per-region VGs
     // exist to prevent.
     if p.pmem_mode.is_some() && p.layout.needs_distinct_pvs() {
-        return Err(invalid(
-            &format!("{field}.{TYPE}"),
+        return Err(VolumeError::invalid(
+            format!("{field}.{TYPE}"),
             format!(
                 "{ty} needs several physical volumes; a {PMEM_MODE} volume goes to a volume group of one namespace in one region (use linear or thin)"
             ),
@@ -352,8 +357,8 @@ fn check_combination(
     }
     for key in [THIN_POOL, OVERPROVISION_RATIO, THIN_POOL_USAGE_WARNING] {
         if has(key) && t != LvType::Thin {
-            return Err(invalid(
-                &format!("{field}.{key}"),
+            return Err(VolumeError::invalid(
+                format!("{field}.{key}"),
                 format!("applies to type thin only, not {ty}"),
             ));
         }
@@ -370,7 +375,7 @@ pub struct SnapshotParams {
 pub fn parse_snapshot(
     field: &str,
     raw: &HashMap<String, String>,
-) -> Result<SnapshotParams, Status> {
+) -> Result<SnapshotParams, VolumeError> {
     let mut p = SnapshotParams {
         size_percent: DEFAULT_SNAPSHOT_SIZE_PERCENT,
     };
@@ -406,8 +411,8 @@ mod tests {
 
     fn err(kv: &[(&str, &str)]) -> String {
         let e = parse("parameters", &map(kv)).unwrap_err();
-        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{}", e.message());
-        e.message().to_string()
+        assert!(matches!(e, VolumeError::Invalid { .. }), "{e:?}");
+        e.to_string()
     }
 
     #[test]
@@ -550,7 +555,7 @@ mod tests {
         assert!(parse_snapshot("parameters", &map(&[("snapshotSizePercent", "0")])).is_err());
         assert!(parse_snapshot("parameters", &map(&[("snapshotSizePercent", "150")])).is_err());
         let e = parse_snapshot("parameters", &map(&[("sizePercent", "5")])).unwrap_err();
-        assert!(e.message().contains("snapshotSizePercent"));
+        assert!(e.to_string().contains("snapshotSizePercent"));
         parse_snapshot(
             "parameters",
             &map(&[("csi.storage.k8s.io/volumesnapshot/name", "s")]),

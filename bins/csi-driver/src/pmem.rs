@@ -2,12 +2,11 @@
 //! vg-init writes (`vglet.pmem=<mode>`, `vglet.pmem-region=<region>`) are the only source:
 //! the same tags make the node mount fsdax volumes with DAX.
 
-use tonic::Status;
 use vglet_lvm::Vg;
 use vglet_lvm::tags::{PMEM_REGION_PREFIX, PmemMode, VgPmem};
 
+use crate::error::VolumeError;
 use crate::params::PMEM_MODE;
-use crate::status::invalid;
 
 /// Whether the driver may choose a VG with these tags by itself for `want`. Without a mode,
 /// ordinary and fsdax VGs qualify (fsdax is the default mode), sector VGs do not: a sector
@@ -44,12 +43,12 @@ pub fn describe(vg: &Vg) -> String {
 }
 
 /// INVALID_ARGUMENT for a named VG that contradicts `pmemMode`.
-pub fn check_named(vg: &Vg, want: Option<PmemMode>) -> Result<(), Status> {
+pub fn check_named(vg: &Vg, want: Option<PmemMode>) -> Result<(), VolumeError> {
     if agrees(&vg.tags, want) {
         return Ok(());
     }
-    Err(invalid(
-        &format!("parameters.{PMEM_MODE}"),
+    Err(VolumeError::invalid(
+        format!("parameters.{PMEM_MODE}"),
         format!(
             "asks for {} persistent memory, but the volume group is {}",
             want.map(|m| m.as_str()).unwrap_or_default(),
@@ -60,7 +59,7 @@ pub fn check_named(vg: &Vg, want: Option<PmemMode>) -> Result<(), Status> {
 
 /// INVALID_ARGUMENT when no served VG is of the asked (or default) mode. `vgs`: the served
 /// VGs that could be read.
-pub fn none_of_mode(want: Option<PmemMode>, vgs: &[Vg]) -> Status {
+pub fn none_of_mode(want: Option<PmemMode>, vgs: &[Vg]) -> VolumeError {
     let served: Vec<String> = vgs.iter().map(describe).collect();
     let served = if served.is_empty() {
         "none readable".to_string()
@@ -68,14 +67,14 @@ pub fn none_of_mode(want: Option<PmemMode>, vgs: &[Vg]) -> Status {
         served.join(", ")
     };
     match want {
-        Some(m) => invalid(
-            &format!("parameters.{PMEM_MODE}"),
+        Some(m) => VolumeError::invalid(
+            format!("parameters.{PMEM_MODE}"),
             format!(
                 "no served volume group is persistent memory in {m} mode (a VG vg-init tagged {}); served: {served}",
                 m.tag()
             ),
         ),
-        None => invalid(
+        None => VolumeError::invalid(
             "parameters",
             format!(
                 "no served volume group takes volumes without {PMEM_MODE}: sector-mode persistent memory is used only with {PMEM_MODE}: sector; served: {served}"
@@ -139,12 +138,11 @@ mod tests {
         assert!(agrees(&tags(SECTOR), Some(PmemMode::Sector)));
         assert!(!agrees(&tags(PLAIN), Some(PmemMode::Fsdax)));
         let e = check_named(&vg("pm1", SECTOR), Some(PmemMode::Fsdax)).unwrap_err();
-        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(matches!(e, VolumeError::Invalid { .. }), "{e:?}");
+        let m = e.to_string();
         assert!(
-            e.message().contains("parameters.pmemMode")
-                && e.message().contains("pm1 (sector in region1)"),
-            "{}",
-            e.message()
+            m.contains("parameters.pmemMode") && m.contains("pm1 (sector in region1)"),
+            "{m}"
         );
         check_named(&vg("pm0", FSDAX), Some(PmemMode::Fsdax)).unwrap();
     }
@@ -157,9 +155,7 @@ mod tests {
             vg("x", BAD),
             vg("pm0", &["vglet.pmem=fsdax"]),
         ];
-        let m = none_of_mode(Some(PmemMode::Fsdax), &vgs)
-            .message()
-            .to_string();
+        let m = none_of_mode(Some(PmemMode::Fsdax), &vgs).to_string();
         assert!(
             m.contains("in fsdax mode") && m.contains("vglet.pmem=fsdax"),
             "{m}"
@@ -168,7 +164,7 @@ mod tests {
         assert!(m.contains("pm1 (sector in region1)"), "{m}");
         assert!(m.contains("x (contradicting"), "{m}");
         assert!(m.contains("pm0 (fsdax)"), "{m}");
-        let m = none_of_mode(None, &vgs[1..2]).message().to_string();
+        let m = none_of_mode(None, &vgs[1..2]).to_string();
         assert!(m.contains("pmemMode: sector"), "{m}");
     }
 }

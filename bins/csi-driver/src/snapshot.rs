@@ -26,8 +26,8 @@ use vglet_csi_proto::v1::*;
 use vglet_lvm::naming::lv_name_for;
 use vglet_lvm::{Lv, LvmError, Report, SnapshotCreate, SnapshotKind};
 
-use crate::capability::VgKind;
 use crate::driver::Driver;
+use crate::error::VolumeError;
 use crate::params;
 use crate::status::{invalid, lvm_status};
 use crate::volume_id::{self, VolumeId};
@@ -82,8 +82,13 @@ impl OwnedSnapshot {
 }
 
 fn snapshot_of(driver: &Driver, id: VolumeId, lv: &Lv) -> Option<OwnedSnapshot> {
+    snapshot_owned_by(&driver.cfg.driver_name, id, lv)
+}
+
+/// `lv` as a snapshot of driver `driver`, if it is one.
+pub(crate) fn snapshot_owned_by(driver: &str, id: VolumeId, lv: &Lv) -> Option<OwnedSnapshot> {
     let tags = SnapshotTags::from_tags(&lv.tags)?;
-    (tags.owner == driver.cfg.driver_name).then(|| OwnedSnapshot {
+    (tags.owner == driver).then(|| OwnedSnapshot {
         id,
         lv: lv.clone(),
         tags,
@@ -99,16 +104,27 @@ pub async fn owned_snapshot(driver: &Driver, id: &VolumeId) -> Result<OwnedSnaps
             id.vg
         )));
     }
-    let lv = driver
+    let report = driver
         .lvm
-        .lv(&id.vg, &id.lv)
+        .report(Some(&id.vg))
         .await
-        .map_err(|e| lvm_status(&format!("snapshot {id}"), e))?
-        .ok_or_else(|| Status::not_found(format!("snapshot {id} does not exist")))?;
-    snapshot_of(driver, id.clone(), &lv).ok_or_else(|| {
-        Status::failed_precondition(format!(
-            "logical volume {id} is not a snapshot created by {}",
-            driver.cfg.driver_name
+        .map_err(|e| lvm_status(&format!("snapshot {id}"), e))?;
+    Ok(snapshot_in(&driver.cfg.driver_name, &report, id)?)
+}
+
+/// [`owned_snapshot`] of a served VG, found in `report` (a read of that VG).
+pub(crate) fn snapshot_in(
+    driver: &str,
+    report: &Report,
+    id: &VolumeId,
+) -> Result<OwnedSnapshot, VolumeError> {
+    crate::driver::vg_in(report, &id.vg, &format!("snapshot {id}"))?;
+    let lv = report
+        .lv(&id.vg, &id.lv)
+        .ok_or_else(|| VolumeError::NotFound(format!("snapshot {id} does not exist")))?;
+    snapshot_owned_by(driver, id.clone(), lv).ok_or_else(|| {
+        VolumeError::Precondition(format!(
+            "logical volume {id} is not a snapshot created by {driver}"
         ))
     })
 }
@@ -190,7 +206,7 @@ pub async fn create(
     let source_id = volume_id::lookup("source_volume_id", "volume", &req.source_volume_id)?;
     let source = driver.owned_volume(&source_id).await?;
     let vg = driver.vg(&source_id.vg).await?;
-    if Driver::vg_kind(&vg) == VgKind::Shared {
+    if vg.is_shared() {
         return Err(Status::failed_precondition(format!(
             "volume {source_id} is in shared volume group {}; snapshots are supported on node-local volume groups only",
             vg.name

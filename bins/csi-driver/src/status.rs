@@ -5,19 +5,45 @@ use tonic::Status;
 use vglet_lvm::LvmError;
 use vglet_mount::MountError;
 
+use crate::error::VolumeError;
+
 pub fn lvm_status(context: &str, e: LvmError) -> Status {
-    let msg = format!("{context}: {e}");
+    Status::from(VolumeError::lvm(context, e))
+}
+
+/// The code of an lvm failure, by its class.
+fn lvm_code(e: &LvmError) -> tonic::Code {
+    use tonic::Code;
     match e {
-        LvmError::VgNotFound(_) => Status::failed_precondition(msg),
-        LvmError::LvNotFound(_) => Status::not_found(msg),
-        LvmError::AlreadyExists(_) => Status::already_exists(msg),
-        LvmError::InsufficientSpace { .. } => Status::resource_exhausted(msg),
-        LvmError::Locked(_) => Status::failed_precondition(msg),
+        LvmError::VgNotFound(_) => Code::FailedPrecondition,
+        LvmError::LvNotFound(_) => Code::NotFound,
+        LvmError::AlreadyExists(_) => Code::AlreadyExists,
+        LvmError::InsufficientSpace { .. } => Code::ResourceExhausted,
+        LvmError::Locked(_) => Code::FailedPrecondition,
         // CSI spec, DeleteVolume: "Volume in use | 9 FAILED_PRECONDITION".
-        LvmError::InUse(_) => Status::failed_precondition(msg),
-        LvmError::LockManager(_) => Status::unavailable(msg),
-        LvmError::Timeout(_) => Status::deadline_exceeded(msg),
-        _ => Status::internal(msg),
+        LvmError::InUse(_) => Code::FailedPrecondition,
+        LvmError::LockManager(_) => Code::Unavailable,
+        LvmError::Timeout(_) => Code::DeadlineExceeded,
+        _ => Code::Internal,
+    }
+}
+
+impl From<VolumeError> for Status {
+    fn from(e: VolumeError) -> Status {
+        use tonic::Code;
+        let code = match &e {
+            VolumeError::Invalid { .. } => Code::InvalidArgument,
+            VolumeError::NotFound(_) => Code::NotFound,
+            VolumeError::AlreadyExists(_) => Code::AlreadyExists,
+            // CSI spec, CreateVolume: "Unsupported capacity" and "Unable to provision in
+            // `accessible_topology`" are both 8 RESOURCE_EXHAUSTED.
+            VolumeError::NoSpace(_) | VolumeError::Unreachable(_) => Code::ResourceExhausted,
+            VolumeError::OutOfRange(_) => Code::OutOfRange,
+            VolumeError::InUse(_) | VolumeError::Precondition(_) => Code::FailedPrecondition,
+            VolumeError::Internal(_) => Code::Internal,
+            VolumeError::Lvm { error, .. } => lvm_code(error),
+        };
+        Status::new(code, e.to_string())
     }
 }
 
@@ -36,7 +62,50 @@ pub fn mount_status(context: &str, e: MountError) -> Status {
     }
 }
 
-/// An INVALID_ARGUMENT naming the field and the rule, the form every validation error takes.
+/// An INVALID_ARGUMENT naming the field and the rule, the form every validation error takes
+/// (see [`VolumeError::invalid`]).
 pub fn invalid(field: &str, rule: impl std::fmt::Display) -> Status {
-    Status::invalid_argument(format!("{field}: {rule}"))
+    VolumeError::invalid(field, rule).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_has_its_code() {
+        use tonic::Code;
+        let cases = [
+            (VolumeError::invalid("f", "r"), Code::InvalidArgument),
+            (VolumeError::NotFound("x".into()), Code::NotFound),
+            (VolumeError::AlreadyExists("x".into()), Code::AlreadyExists),
+            (VolumeError::NoSpace("x".into()), Code::ResourceExhausted),
+            (
+                VolumeError::Unreachable("x".into()),
+                Code::ResourceExhausted,
+            ),
+            (VolumeError::OutOfRange("x".into()), Code::OutOfRange),
+            (VolumeError::InUse("x".into()), Code::FailedPrecondition),
+            (
+                VolumeError::Precondition("x".into()),
+                Code::FailedPrecondition,
+            ),
+            (VolumeError::Internal("x".into()), Code::Internal),
+            (
+                VolumeError::lvm("c", LvmError::LockManager("down".into())),
+                Code::Unavailable,
+            ),
+        ];
+        for (e, code) in cases {
+            assert_eq!(Status::from(e).code(), code);
+        }
+        let s = Status::from(VolumeError::invalid("parameters.type", "bad"));
+        assert_eq!(s.message(), "parameters.type: bad");
+        let s = lvm_status("removing vg0/a", LvmError::LvNotFound("vg0/a".into()));
+        assert_eq!(s.code(), Code::NotFound);
+        assert_eq!(
+            s.message(),
+            "removing vg0/a: logical volume vg0/a not found"
+        );
+    }
 }

@@ -6,6 +6,7 @@ use std::fmt;
 use tonic::Status;
 use vglet_lvm::naming::{validate_lv_name, validate_vg_name};
 
+use crate::error::VolumeError;
 use crate::status::invalid;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -57,10 +58,10 @@ impl VolumeId {
 /// the field is empty, NOT_FOUND when vglet never issued it (the spec's "Volume does not
 /// exist | 5 NOT_FOUND" row of ValidateVolumeCapabilities, ControllerGetVolume,
 /// ControllerExpandVolume, and CreateVolume's "Source does not exist").
-pub fn lookup(field: &str, what: &str, id: &str) -> Result<VolumeId, Status> {
-    match VolumeId::parse_issued(id).map_err(|e| invalid(field, e))? {
+pub fn lookup(field: &str, what: &str, id: &str) -> Result<VolumeId, VolumeError> {
+    match VolumeId::parse_issued(id).map_err(|e| VolumeError::invalid(field, e))? {
         Parsed::Issued(v) => Ok(v),
-        Parsed::NeverIssued(why) => Err(Status::not_found(format!(
+        Parsed::NeverIssued(why) => Err(VolumeError::NotFound(format!(
             "{field}: no {what} has this id: {why}"
         ))),
     }
@@ -149,11 +150,13 @@ mod tests {
                 "{never:?}"
             );
             let e = lookup("volume_id", "volume", never).unwrap_err();
-            assert_eq!(e.code(), tonic::Code::NotFound, "{never:?}");
+            assert!(matches!(e, VolumeError::NotFound(_)), "{never:?}");
             assert_eq!(to_delete("volume_id", never).unwrap(), None);
         }
         for f in [
-            lookup("volume_id", "volume", "").map(drop),
+            lookup("volume_id", "volume", "")
+                .map(drop)
+                .map_err(Status::from),
             to_delete("volume_id", "").map(drop),
         ] {
             assert_eq!(f.unwrap_err().code(), tonic::Code::InvalidArgument);

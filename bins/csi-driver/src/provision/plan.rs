@@ -1,0 +1,425 @@
+//! The pure half of CreateVolume: from the checked request and one lvm report, what to do.
+//! Every rule that needs lvm state is decided here, with no command run; [`super::execute`]
+//! only performs the outcome.
+
+use std::collections::HashMap;
+
+use vglet_csi_proto::v1::VolumeContentSource;
+use vglet_lvm::tags::{VgPmem, VolumeTags};
+use vglet_lvm::{Layout, LvCreate, LvType, Report, Vg};
+
+use super::{Ask, Served, SourceId, choice};
+use crate::capability::{self, Access, VgKind};
+use crate::clone::Source;
+use crate::driver::{self, OwnedVolume, kind_of, vg_in};
+use crate::error::VolumeError;
+use crate::layout::{self, PoolUsage};
+use crate::params::{self, Params};
+use crate::pmem;
+use crate::reconcile::is_unfinished;
+use crate::snapshot;
+use crate::volume_id::VolumeId;
+
+/// What CreateVolume does.
+#[derive(Debug, Clone)]
+pub enum Plan {
+    /// The volume exists as asked: the answer is the existing volume (idempotent retry).
+    Existing(Existing),
+    /// An LV of the name left by an interrupted attempt (this request holds the name now):
+    /// remove it, read again and plan again.
+    RemoveUnfinished(VolumeId),
+    /// Create the volume.
+    Create(Create),
+}
+
+/// What the answer carries besides the volume.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Answer {
+    pub volume_context: HashMap<String, String>,
+    pub content_source: Option<VolumeContentSource>,
+    /// Whether CreateVolume may remember the volume for NodeStageVolume (see
+    /// [`crate::vouched`]): only where staging needs nothing else from LVM.
+    pub vouch: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Existing {
+    pub volume: OwnedVolume,
+    pub kind: VgKind,
+    pub answer: Answer,
+}
+
+#[derive(Debug, Clone)]
+pub struct Create {
+    pub vg: Vg,
+    pub kind: VgKind,
+    /// The LV: name, size (whole extents per stripe), the volume's tags, created active
+    /// (so lvcreate zeroes its start and wipes old signatures).
+    pub lv: LvCreate,
+    pub tags: VolumeTags,
+    pub how: How,
+    /// The thin pool the volume goes to, with what it takes already.
+    pub pool: Option<PoolCheck>,
+    pub answer: Answer,
+}
+
+impl Create {
+    /// Whether lvm decides the size (anything but an empty linear LV, whose size is exactly
+    /// the extents asked for), so the new LV must be read back.
+    pub fn reads_back(&self) -> bool {
+        !matches!(&self.how, How::Layout(l) if l.lv_type == LvType::Linear)
+    }
+
+    pub fn id(&self) -> VolumeId {
+        VolumeId::new(self.lv.vg.clone(), self.lv.name.clone())
+    }
+}
+
+/// A thin pool's usage and the StorageClass's `thinPoolUsageWarning`, for the warning
+/// execute logs when the pool is nearly full.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolCheck {
+    pub usage: PoolUsage,
+    pub warn_at: f64,
+}
+
+/// How the new LV is made.
+#[derive(Debug, Clone)]
+pub enum How {
+    /// An empty LV of this layout.
+    Layout(Layout),
+    /// A writable thin snapshot of this thin LV (instant restore or clone), grown to the
+    /// LV size when that is larger than the origin.
+    ThinSnapshotOf { origin: String, origin_size: u64 },
+    /// An LV of this layout filled with the source's data, verified.
+    Copy { layout: Layout, source: Box<Source> },
+}
+
+/// What the node service needs from the StorageClass, carried in the volume context.
+pub fn volume_context(params: &Params) -> HashMap<String, String> {
+    let mut c = HashMap::new();
+    if !params.mkfs_options.is_empty() {
+        c.insert(
+            params::CONTEXT_MKFS_OPTIONS.to_string(),
+            params.mkfs_options.join(" "),
+        );
+    }
+    c
+}
+
+/// Plans CreateVolume of `ask` on `report`, a read of the served VGs (or the optimistic
+/// stand-in for one, see `ControllerService::optimistic_report`).
+pub fn plan(served: &Served<'_>, ask: &Ask, report: &Report) -> Result<Plan, VolumeError> {
+    let source = match &ask.source {
+        Some(s) => Some(resolve_source(served, report, s)?),
+        None => None,
+    };
+    let existing = find_by_name(served, report, &ask.lv_name)?;
+    if let Some(v) = &existing
+        && is_unfinished(&v.lv)
+    {
+        return Ok(Plan::RemoveUnfinished(v.id.clone()));
+    }
+    let params = &ask.params;
+    let vg = match (&existing, &source) {
+        (Some(v), _) => vg_in(report, &v.id.vg, &format!("volume group {}", v.id.vg))?,
+        (None, Some(s)) => beside_source(served, report, ask, s)?,
+        (None, None) => choice::choose(served, report, params, ask.requirement.as_ref())?,
+    };
+    let kind = kind_of(&vg);
+    capability::check_all_kind("volume_capabilities", &ask.caps, kind)?;
+    let content = &ask.content;
+    if let Some(Source::Volume(v)) = &source
+        && v.tags.content() != *content
+    {
+        return Err(VolumeError::invalid(
+            "volume_content_source",
+            format!(
+                "volume {} is {:?}, the request asks for {:?}",
+                v.id,
+                v.tags.fs,
+                content.as_tag()
+            ),
+        ));
+    }
+    // The node decides DAX from the VG's tags; a mount flag that contradicts it would only
+    // fail at NodeStage, after the volume exists.
+    let fsdax = VgPmem::from_tags(&vg.tags).is_fsdax();
+    for (i, c) in ask.caps.iter().enumerate() {
+        if let Access::Mount { mount_flags, .. } = &c.access {
+            vglet_mount::check_dax_flags(mount_flags, fsdax).map_err(|e| {
+                VolumeError::invalid(format!("volume_capabilities[{i}].mount.mount_flags"), e)
+            })?;
+        }
+    }
+    if fsdax && let Some(fs) = content.fs() {
+        vglet_mount::fsdax_mkfs_options(fs, &params.mkfs_options, served.page_size)
+            .map_err(|e| VolumeError::invalid(format!("parameters.{}", params::MKFS_OPTIONS), e))?;
+    }
+    let answer = Answer {
+        volume_context: volume_context(params),
+        content_source: source.as_ref().map(Source::content_source),
+        vouch: kind == VgKind::Local && !fsdax,
+    };
+    if let Some(v) = existing {
+        return compare_existing(ask, &vg, v, kind, answer).map(Plan::Existing);
+    }
+    plan_create(served, ask, report, vg, kind, source, answer).map(Plan::Create)
+}
+
+/// The LV of this name in any served VG (a retry may land after a different VG was chosen
+/// the first time); ALREADY_EXISTS when it is not a volume of ours.
+fn find_by_name(
+    served: &Served<'_>,
+    report: &Report,
+    lv_name: &str,
+) -> Result<Option<OwnedVolume>, VolumeError> {
+    for vg in served.vgs {
+        let Some(lv) = report.lv(vg, lv_name) else {
+            continue;
+        };
+        let id = VolumeId::new(vg.clone(), lv_name);
+        let tags = driver::ownership(served.driver, &id, lv).map_err(|_| {
+            VolumeError::AlreadyExists(format!(
+                "logical volume {id} exists and is not a volume of {}",
+                served.driver
+            ))
+        })?;
+        return Ok(Some(OwnedVolume {
+            id,
+            lv: lv.clone(),
+            tags,
+            adopted: None,
+        }));
+    }
+    Ok(None)
+}
+
+/// The content source from `report`. NOT_FOUND when it does not exist or its VG is not
+/// served (CSI spec, CreateVolume: "Source does not exist | 5 NOT_FOUND"),
+/// FAILED_PRECONDITION when it is not ours or a static volume.
+fn resolve_source(
+    served: &Served<'_>,
+    report: &Report,
+    s: &SourceId,
+) -> Result<Source, VolumeError> {
+    let (what, id) = match s {
+        SourceId::Snapshot(id) => ("snapshot", id),
+        SourceId::Volume(id) => ("volume", id),
+    };
+    if !served.serves(&id.vg) {
+        return Err(VolumeError::NotFound(format!(
+            "{what} {id}: volume group {} is not served by this driver",
+            id.vg
+        )));
+    }
+    Ok(match s {
+        SourceId::Snapshot(id) => {
+            Source::Snapshot(snapshot::snapshot_in(served.driver, report, id)?)
+        }
+        SourceId::Volume(id) => {
+            Source::Volume(driver::created_volume_in(served.driver, report, id)?.0)
+        }
+    })
+}
+
+/// The VG of a restored or cloned volume: its source's (LVM cannot snapshot across VGs),
+/// which must agree with the StorageClass and the topology.
+fn beside_source(
+    served: &Served<'_>,
+    report: &Report,
+    ask: &Ask,
+    s: &Source,
+) -> Result<Vg, VolumeError> {
+    let name = &s.id().vg;
+    let params = &ask.params;
+    if params.volume_group.as_deref().is_some_and(|g| g != name) {
+        return Err(VolumeError::invalid(
+            "parameters.volumeGroup",
+            format!(
+                "the content source {} is in volume group {name}; a restored or cloned volume is created beside its source",
+                s.id()
+            ),
+        ));
+    }
+    let vg = vg_in(report, name, &format!("volume group {name}"))?;
+    pmem::check_named(&vg, params.pmem_mode)?;
+    let requisite = ask
+        .requirement
+        .as_ref()
+        .map(|r| r.requisite.as_slice())
+        .unwrap_or_default();
+    if !choice::reachable(served, requisite, &vg) {
+        return Err(choice::unreachable(name, ", where the content source is"));
+    }
+    Ok(vg)
+}
+
+/// The existing volume of the name: the answer when it is the volume asked for,
+/// ALREADY_EXISTS (saying how it differs) when not.
+fn compare_existing(
+    ask: &Ask,
+    vg: &Vg,
+    v: OwnedVolume,
+    kind: VgKind,
+    answer: Answer,
+) -> Result<Existing, VolumeError> {
+    let differs = if v.tags.name != ask.name {
+        Some(format!(
+            "logical volume {} belongs to another CSI name",
+            v.id
+        ))
+    } else if !ask.range.accepts(v.lv.size) {
+        Some(format!(
+            "volume {} exists with {} bytes, incompatible with the requested capacity range",
+            v.id, v.lv.size
+        ))
+    } else if ask
+        .params
+        .volume_group
+        .as_deref()
+        .is_some_and(|g| g != v.id.vg)
+    {
+        Some(format!(
+            "volume {} exists in another volume group than parameters.volumeGroup",
+            v.id
+        ))
+    } else if v.tags.content() != ask.content {
+        Some(format!(
+            "volume {} exists as {:?}, the request asks for {:?}",
+            v.id,
+            v.tags.fs,
+            ask.content.as_tag()
+        ))
+    } else if !pmem::agrees(&vg.tags, ask.params.pmem_mode) {
+        Some(format!(
+            "volume {} exists in volume group {}, not of parameters.pmemMode",
+            v.id,
+            pmem::describe(vg)
+        ))
+    } else {
+        None
+    };
+    match differs {
+        Some(why) => Err(VolumeError::AlreadyExists(why)),
+        None => Ok(Existing {
+            volume: v,
+            kind,
+            answer,
+        }),
+    }
+}
+
+/// A new volume on `vg`: sized, admitted (fit, thin pool), and how it is made.
+fn plan_create(
+    served: &Served<'_>,
+    ask: &Ask,
+    report: &Report,
+    vg: Vg,
+    kind: VgKind,
+    source: Option<Source>,
+    answer: Answer,
+) -> Result<Create, VolumeError> {
+    let params = &ask.params;
+    let layout = &params.layout;
+    let range = ask.range;
+    if vg.is_shared() {
+        if layout.lv_type == LvType::Thin {
+            return Err(VolumeError::invalid(
+                "parameters.type",
+                format!(
+                    "thin volumes need a node-local volume group; {} is shared",
+                    vg.name
+                ),
+            ));
+        }
+        if source.is_some() {
+            return Err(VolumeError::Precondition(format!(
+                "volume group {} is shared; snapshots and clones are supported on node-local volume groups only",
+                vg.name
+            )));
+        }
+    }
+    let mut size = layout.round_size(range.lv_size(vg.extent_size)?, vg.extent_size);
+    if let Some(s) = &source {
+        size = size.max(layout.round_size(s.size(), vg.extent_size));
+    }
+    if range.limit > 0 && size > range.limit {
+        return Err(VolumeError::OutOfRange(format!(
+            "capacity_range: the volume needs {size} bytes ({}{}), above limit_bytes {}",
+            if source.is_some() {
+                "at least the content source's size, "
+            } else {
+                ""
+            },
+            format_args!("whole extents per stripe of {}", layout::describe(layout)),
+            range.limit
+        )));
+    }
+    let mut pool = None;
+    if layout.lv_type == LvType::Thin {
+        let name = layout.thin_pool.as_deref().unwrap_or_default();
+        let usage = layout::pool_usage(report, &vg.name, name)?;
+        let promisable = usage.promisable(params.overprovision_ratio);
+        if size > promisable {
+            return Err(VolumeError::NoSpace(format!(
+                "thin pool {}/{name} can promise {promisable} more bytes (size {}, {} bytes promised, {:.1}% written, overprovisionRatio {}), {size} bytes requested",
+                vg.name,
+                usage.size,
+                usage.provisioned,
+                usage.data_percent,
+                params.overprovision_ratio
+            )));
+        }
+        pool = Some(PoolCheck {
+            usage,
+            warn_at: params.thin_pool_usage_warning,
+        });
+    } else {
+        if size > vg.size {
+            return Err(VolumeError::OutOfRange(format!(
+                "{size} bytes is larger than volume group {} ({} bytes)",
+                vg.name, vg.size
+            )));
+        }
+        layout::check_fits(report, &vg, layout, size)?;
+    }
+    let tags = VolumeTags {
+        owner: served.driver.to_string(),
+        name: ask.name.clone(),
+        size: range.required.max(size),
+        fs: ask.content.as_tag().to_string(),
+    };
+    let how = match source {
+        Some(s)
+            if s.is_thin()
+                && layout.lv_type == LvType::Thin
+                && layout.thin_pool.as_deref() == Some(s.lv().pool_lv.as_str()) =>
+        {
+            How::ThinSnapshotOf {
+                origin: s.id().lv.clone(),
+                origin_size: s.lv().size,
+            }
+        }
+        Some(s) => How::Copy {
+            layout: layout.clone(),
+            source: Box::new(s),
+        },
+        None => How::Layout(layout.clone()),
+    };
+    Ok(Create {
+        lv: LvCreate {
+            vg: vg.name.clone(),
+            name: ask.lv_name.clone(),
+            size,
+            tags: tags.to_tags(),
+            activate: true,
+        },
+        vg,
+        kind,
+        tags,
+        how,
+        pool,
+        answer,
+    })
+}
