@@ -3,9 +3,6 @@
 
 use vglet_csi_proto::v1::volume_capability::access_mode::Mode;
 
-/// The filesystem a mount capability without a fs_type gets.
-pub const DEFAULT_FS: &str = "ext4";
-
 /// What a validated capability asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Access {

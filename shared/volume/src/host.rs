@@ -218,7 +218,11 @@ impl NodeHost for FakeHost {
         let s = self.state();
         Ok(match s.mounts.iter().rev().find(|m| m.path == path) {
             Some(m) => Identity {
-                kind: if m.block { Kind::BlockDevice } else { Kind::Dir },
+                kind: if m.block {
+                    Kind::BlockDevice
+                } else {
+                    Kind::Dir
+                },
                 mount_root: true,
                 dev: if m.block { (0, 6) } else { m.device },
                 rdev: if m.block { m.device } else { (0, 0) },
@@ -270,13 +274,13 @@ impl Mounter for FakeHost {
             fstype: fstype.to_string(),
             options: opts.clone(),
         });
-        let device = s
-            .devices
-            .get(source)
-            .map(|d| d.numbers)
-            .ok_or_else(|| MountError::NotFound {
-                path: source.to_path_buf(),
-            })?;
+        let device =
+            s.devices
+                .get(source)
+                .map(|d| d.numbers)
+                .ok_or_else(|| MountError::NotFound {
+                    path: source.to_path_buf(),
+                })?;
         let mut options = opts.to_strings();
         if s.drops_dax {
             options.retain(|o| o != vglet_mount::DAX_ALWAYS);

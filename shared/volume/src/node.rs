@@ -364,7 +364,9 @@ impl VolumeNode<'_> {
             }
             tracing::info!(device = %dev.display(), fs = %fs_type, "formatting");
             if plan == Plan::FormatAgain {
-                self.fs.mkfs_over_half_made(dev, fs_type, &mkfs_options).await
+                self.fs
+                    .mkfs_over_half_made(dev, fs_type, &mkfs_options)
+                    .await
             } else {
                 self.fs.mkfs(dev, fs_type, &mkfs_options).await
             }
@@ -472,8 +474,7 @@ impl VolumeNode<'_> {
         } else {
             staging_at = vglet_mount::resolve(staging_asked, Create::Nothing)
                 .map_err(VolumeError::mount("staging_target_path"))?;
-            if self.proof_at(&staging_at, Some(proven.source_numbers), false)? != MountProof::Ours
-            {
+            if self.proof_at(&staging_at, Some(proven.source_numbers), false)? != MountProof::Ours {
                 return Err(VolumeError::Precondition(format!(
                     "volume {volume} is not staged at {}; NodeStageVolume first",
                     staging_at.path().display()
