@@ -8,7 +8,6 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use vglet_csi_proto::v1::node_server::Node;
 use vglet_csi_proto::v1::*;
-use vglet_lvm::tags::VgPmem;
 use vglet_mount::{Create, MountEntry, MountProof, Resolved};
 use vglet_state::{Record, StateError, VolumeLock};
 use vglet_volume::host::{NodeHost, dm_device};
@@ -86,9 +85,7 @@ fn stage_target(v: &OwnedVolume, vg: &vglet_lvm::Vg) -> StageTarget {
         created_as: v.fs().map(str::to_string),
         adopted: v.adopted.is_some(),
         kind: Driver::vg_kind(vg),
-        // The VG's tags, not the volume context, say whether this is fsdax memory: a
-        // PV made by hand in such a VG gets DAX as well.
-        fsdax: VgPmem::from_tags(&vg.tags).is_fsdax(),
+        fsdax: vglet_volume::options::is_fsdax_vg(&vg.tags),
         dev: device_of(v),
         formatting_tag: crate::first_format::tag_on(&v.lv.tags),
     }

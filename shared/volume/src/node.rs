@@ -448,7 +448,19 @@ impl VolumeNode<'_> {
             }
             MountProof::NotMounted => {}
         }
-        self.bind_onto(volume, proven, staging_asked, &target_at, readonly)?;
+        let source = if block {
+            proven.source.as_path()
+        } else {
+            staging_asked
+        };
+        self.bind_onto(
+            volume,
+            block,
+            source,
+            proven.source_numbers,
+            &target_at,
+            readonly,
+        )?;
         if let Err(e) = record::save_target(self.store, record, record_target) {
             self.undo_mount(&target_at, proven.source_numbers, block);
             return Err(e);
@@ -458,23 +470,24 @@ impl VolumeNode<'_> {
     }
 
     /// The bind itself, onto a resolved target where nothing is mounted. Its source is
-    /// resolved as well: the staging mount itself, proven to be of the volume's device, or
-    /// the device node the driver names.
+    /// resolved as well: for a filesystem the staging mount at `source`, proven to be of
+    /// the volume's device (`numbers`), for raw block the device node the driver names.
     pub fn bind_onto(
         &self,
         volume: &str,
-        proven: &Proven,
-        staging_asked: &Path,
+        block: bool,
+        source: &Path,
+        numbers: (u64, u64),
         target_at: &Resolved,
         readonly: bool,
     ) -> Result<(), VolumeError> {
         let staging_at;
-        let source = if proven.cap.is_block() {
-            proven.source.clone()
+        let source = if block {
+            source.to_path_buf()
         } else {
-            staging_at = vglet_mount::resolve(staging_asked, Create::Nothing)
+            staging_at = vglet_mount::resolve(source, Create::Nothing)
                 .map_err(VolumeError::mount("staging_target_path"))?;
-            if self.proof_at(&staging_at, Some(proven.source_numbers), false)? != MountProof::Ours {
+            if self.proof_at(&staging_at, Some(numbers), false)? != MountProof::Ours {
                 return Err(VolumeError::Precondition(format!(
                     "volume {volume} is not staged at {}; NodeStageVolume first",
                     staging_at.path().display()

@@ -2,6 +2,12 @@
 
 use vglet_mount::{MountEntry, MountError, MountOptions};
 
+/// Whether a VG is fsdax persistent memory, by its tags (not the volume context: a PV
+/// made by hand in such a VG gets DAX as well).
+pub fn is_fsdax_vg(vg_tags: &[String]) -> bool {
+    vglet_lvm::tags::VgPmem::from_tags(vg_tags).is_fsdax()
+}
+
 /// The staging mount's options: the capability's (or record's) mount flags, `ro` for a
 /// reader-only mode, what the filesystem always needs ([`vglet_mount::implied_mount_flags`])
 /// and `dax=always` on fsdax memory. A `dax` flag that contradicts the volume is refused.
