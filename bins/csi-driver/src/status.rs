@@ -48,14 +48,13 @@ pub fn volume_status(e: vglet_volume::VolumeError) -> Status {
         E::Exists(m) => Status::already_exists(m),
         E::Changed(m) => Status::aborted(m),
         E::Internal(m) => Status::internal(m),
-        E::Mount { context, source } => mount_status(&context, source),
-        E::Lvm { context, source } => lvm_status(&context, source),
-        E::State {
-            source: vglet_state::StateError::Locked(id),
-            ..
-        } => Status::aborted(format!(
-            "volume {id} is being restored by the reviver; retry later"
-        )),
-        E::State { context, source } => Status::internal(format!("{context}: {source}")),
+        E::Mount { context, source } => mount_status(&context, *source),
+        E::Lvm { context, source } => lvm_status(&context, *source),
+        E::State { context, source } => match *source {
+            vglet_state::StateError::Locked(id) => Status::aborted(format!(
+                "volume {id} is being restored by the reviver; retry later"
+            )),
+            e => Status::internal(format!("{context}: {e}")),
+        },
     }
 }

@@ -5,6 +5,7 @@ use vglet_lvm::LvmError;
 use vglet_mount::MountError;
 use vglet_state::StateError;
 
+/// The sources are boxed: a `Result` of this type stays small on the hot path.
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
     /// A request field breaks a rule (INVALID_ARGUMENT).
@@ -25,19 +26,19 @@ pub enum VolumeError {
     Mount {
         context: String,
         #[source]
-        source: MountError,
+        source: Box<MountError>,
     },
     #[error("{context}: {source}")]
     Lvm {
         context: String,
         #[source]
-        source: LvmError,
+        source: Box<LvmError>,
     },
     #[error("{context}: {source}")]
     State {
         context: String,
         #[source]
-        source: StateError,
+        source: Box<StateError>,
     },
 }
 
@@ -51,16 +52,25 @@ impl VolumeError {
 
     pub fn mount(context: impl Into<String>) -> impl FnOnce(MountError) -> VolumeError {
         let context = context.into();
-        move |source| VolumeError::Mount { context, source }
+        move |source| VolumeError::Mount {
+            context,
+            source: Box::new(source),
+        }
     }
 
     pub fn lvm(context: impl Into<String>) -> impl FnOnce(LvmError) -> VolumeError {
         let context = context.into();
-        move |source| VolumeError::Lvm { context, source }
+        move |source| VolumeError::Lvm {
+            context,
+            source: Box::new(source),
+        }
     }
 
     pub fn state(context: impl Into<String>) -> impl FnOnce(StateError) -> VolumeError {
         let context = context.into();
-        move |source| VolumeError::State { context, source }
+        move |source| VolumeError::State {
+            context,
+            source: Box::new(source),
+        }
     }
 }
