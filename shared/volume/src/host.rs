@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use vglet_mount::{
     Identity, Kind, MkfsProgress, MountCall, MountEntry, MountError, MountOptions, Mounter,
-    Resolved,
+    RecordingMounter, Resolved,
 };
 
 pub trait NodeHost: Send + Sync + Debug {
@@ -106,7 +106,6 @@ pub struct FakeMount {
 struct FakeState {
     devices: BTreeMap<PathBuf, FakeDevice>,
     mounts: Vec<FakeMount>,
-    calls: Vec<MountCall>,
     /// The kernel drops `dax=always` (xfs on a device without DAX does that silently).
     drops_dax: bool,
 }
@@ -118,6 +117,8 @@ struct FakeState {
 #[derive(Debug, Clone, Default)]
 pub struct FakeHost {
     state: Arc<Mutex<FakeState>>,
+    /// Records the calls (never fails them: the fake's table decides).
+    calls: RecordingMounter,
 }
 
 fn real_path(p: &Path) -> PathBuf {
@@ -164,11 +165,11 @@ impl FakeHost {
     }
 
     pub fn calls(&self) -> Vec<MountCall> {
-        self.state().calls.clone()
+        self.calls.calls()
     }
 
     pub fn clear_calls(&self) {
-        self.state().calls.clear();
+        self.calls.clear_calls();
     }
 
     pub fn mounts(&self) -> Vec<FakeMount> {
@@ -267,13 +268,8 @@ impl Mounter for FakeHost {
         fstype: &str,
         opts: &MountOptions,
     ) -> Result<(), MountError> {
+        self.calls.mount(source, target, fstype, opts)?;
         let mut s = self.state();
-        s.calls.push(MountCall::Mount {
-            source: source.to_path_buf(),
-            target: target.to_path_buf(),
-            fstype: fstype.to_string(),
-            options: opts.clone(),
-        });
         let device =
             s.devices
                 .get(source)
@@ -298,12 +294,8 @@ impl Mounter for FakeHost {
     }
 
     fn bind(&self, source: &Path, target: &Path, readonly: bool) -> Result<(), MountError> {
+        self.calls.bind(source, target, readonly)?;
         let mut s = self.state();
-        s.calls.push(MountCall::Bind {
-            source: source.to_path_buf(),
-            target: target.to_path_buf(),
-            readonly,
-        });
         let from = real_path(source);
         let (device, block, fs_type) = match s.devices.get(source) {
             Some(d) => (d.numbers, true, String::new()),
@@ -329,10 +321,8 @@ impl Mounter for FakeHost {
     }
 
     fn unmount(&self, target: &Path) -> Result<(), MountError> {
+        self.calls.unmount(target)?;
         let mut s = self.state();
-        s.calls.push(MountCall::Unmount {
-            target: target.to_path_buf(),
-        });
         let path = real_path(target);
         match s.mounts.iter().rposition(|m| m.path == path) {
             Some(i) => {
