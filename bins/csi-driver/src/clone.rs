@@ -112,11 +112,7 @@ pub async fn resolve(driver: &Driver, cs: &VolumeContentSource) -> Result<Source
 }
 
 fn device(lv: &Lv) -> PathBuf {
-    if lv.path.is_empty() {
-        PathBuf::from(format!("/dev/{}/{}", lv.vg, lv.name))
-    } else {
-        PathBuf::from(&lv.path)
-    }
+    vglet_volume::lv_device_path(&lv.vg, &lv.name, &lv.path)
 }
 
 fn program(name: &str) -> PathBuf {

@@ -447,13 +447,13 @@ impl Node for NodeService {
         // LVs stay active (cheap, and the next stage on this node skips activation). The
         // record's activation says which; only a volume without one needs the VG read.
         let shared = match &record {
+            _ if !self.driver.serves_vg(&id.vg) => false,
             Some(r) => kind_of(r.activation) == VgKind::Shared,
-            None if self.driver.serves_vg(&id.vg) => self
+            None => self
                 .driver
                 .vg(&id.vg)
                 .await
                 .is_ok_and(|vg| Driver::vg_kind(&vg) == VgKind::Shared),
-            None => false,
         };
         if shared {
             match self.driver.lvm.deactivate_lv(&id.vg, &id.lv).await {

@@ -315,7 +315,7 @@ impl Reviver {
             actions.push(format!("activated ({mode:?})").to_lowercase());
         }
         let dev = vglet_volume::lv_device_path(&record.vg, &record.lv, &lv.path);
-        wait_for_device(&dev).await;
+        wait_for_device(self.host.as_ref(), &dev).await;
         let dev_numbers = self
             .host
             .device_numbers(&dev)
@@ -486,9 +486,9 @@ impl Reviver {
 }
 
 /// Without udev the node appears with activation; with udev it may lag a moment.
-async fn wait_for_device(dev: &Path) {
+async fn wait_for_device(host: &dyn NodeHost, dev: &Path) {
     let start = Instant::now();
-    while !dev.exists() && start.elapsed() < Duration::from_secs(10) {
+    while host.device_numbers(dev).is_none() && start.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -504,6 +504,21 @@ mod tests {
     const ONE_VG: &str = include_str!("../../../shared/lvm/tests/fixtures/fullreport_one_vg.json");
 
     fn reviver(dir: &Path) -> (Reviver, FakeRunner, Arc<RecordingMounter>) {
+        let (r, runner, mounter, _) = reviver_on(dir, vglet_volume::FakeHost::new(), false);
+        (r, runner, mounter)
+    }
+
+    /// A reviver over `host`; with `host_mounts` the host is the mounter as well.
+    fn reviver_on(
+        dir: &Path,
+        host: vglet_volume::FakeHost,
+        host_mounts: bool,
+    ) -> (
+        Reviver,
+        FakeRunner,
+        Arc<RecordingMounter>,
+        vglet_volume::FakeHost,
+    ) {
         let runner = FakeRunner::with(|c| {
             let argv = c.arg_strings();
             match argv[0].as_str() {
@@ -520,12 +535,16 @@ mod tests {
         let r = Reviver {
             lvm: Lvm::with_binary(runner_arc.clone(), "/sbin/lvm".into()),
             fs: Filesystems::new(runner_arc),
-            mounter: mounter.clone(),
+            mounter: if host_mounts {
+                Arc::new(host.clone())
+            } else {
+                mounter.clone()
+            },
             store: StateStore::open(dir).unwrap(),
             lock_wait: Duration::from_millis(200),
-            host: Arc::new(vglet_volume::FakeHost::new()),
+            host: Arc::new(host.clone()),
         };
-        (r, runner, mounter)
+        (r, runner, mounter, host)
     }
 
     fn record(vg: &str, lv: &str, uuid: &str) -> Record {
@@ -631,5 +650,69 @@ mod tests {
                 .contains("locked")
         );
         assert!(r.store.get("vgletx/csi-gone").unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_volume_comes_back_on_resolved_paths_and_a_symlinked_target_is_refused() {
+        const UUID: &str = "7VQg9j-boUs-LlJL-ck0B-xD2S-fFrX-PfylpR";
+        let d = tempfile::tempdir().unwrap();
+        let host = vglet_volume::FakeHost::new();
+        host.add_device(Path::new("/dev/vgletx/csi-pvc-1"), (253, 7), None);
+        let (r, runner, _, host) = reviver_on(&d.path().join("state"), host, true);
+        let (staging, pod, elsewhere) = (
+            d.path().join("staging/pvc-1"),
+            d.path().join("pods/a/vol"),
+            d.path().join("elsewhere"),
+        );
+        std::fs::create_dir_all(pod.parent().unwrap()).unwrap();
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, d.path().join("pods/link")).unwrap();
+        let mut rec = record("vgletx", "csi-pvc-1", UUID);
+        rec.staging_path = staging.clone();
+        rec.targets = vec![
+            Target {
+                path: pod.clone(),
+                read_only: true,
+            },
+            Target {
+                path: d.path().join("pods/link/vol"),
+                read_only: false,
+            },
+        ];
+        r.store.put(&rec).unwrap();
+
+        let report = r.pass(&[], Duration::ZERO, false).await.unwrap();
+        let v = &report.volumes[0];
+        // The symlinked target fails the volume; the good one is restored all the same.
+        assert_eq!(v.outcome, Outcome::Failed, "{report:#?}");
+        assert!(v.reason.as_ref().unwrap().contains("symlink"), "{v:#?}");
+        let mounts = host.mounts();
+        assert_eq!(mounts.len(), 2, "{mounts:#?}");
+        assert!(mounts[0].path == staging && mounts[0].device == (253, 7));
+        assert!(mounts[1].path == pod && mounts[1].read_only && mounts[1].device == (253, 7));
+        assert!(
+            std::fs::read_dir(&elsewhere).unwrap().next().is_none(),
+            "nothing made or mounted through the link"
+        );
+        assert!(
+            runner
+                .call_lines()
+                .iter()
+                .any(|l| l.contains("lvchange") || l.contains("-ay")),
+            "{:?}",
+            runner.call_lines()
+        );
+        // Again: what is there is proven by the resolved paths; nothing mounted twice.
+        host.clear_calls();
+        r.pass(&[], Duration::ZERO, false).await.unwrap();
+        assert_eq!(host.mounts().len(), 2);
+        assert!(
+            host.calls().iter().all(|c| !matches!(
+                c,
+                vglet_mount::MountCall::Mount { .. } | vglet_mount::MountCall::Bind { .. }
+            )),
+            "{:?}",
+            host.calls()
+        );
     }
 }
