@@ -1,5 +1,9 @@
-//! CSI Node service: activation, formatting and mounts on this node. Every RPC first looks
-//! at the real state (LV active? mounted? which device?) and does only what is missing, so a
+//! CSI Node service, the gRPC adapter: each RPC parses and validates its request, reads
+//! LVM only where the state record (or this process's CreateVolume, [`crate::vouched`])
+//! cannot answer, activates, and leaves staging, publishing and the proven unmounts to the
+//! node-volume library ([`vglet_volume::VolumeNode`], shared with the reviver), whose
+//! errors map to codes in [`crate::status::volume_status`]. Every step first looks at the
+//! real state (LV active? mounted? which device?) and does only what is missing, so a
 //! repeated call is a no-op and a half-done one is finished.
 
 use std::path::{Path, PathBuf};
