@@ -11,49 +11,8 @@ use crate::error::VolumeError;
 pub const FS_TYPES: &[&str] = vglet_mount::SUPPORTED_FILESYSTEMS;
 pub const DEFAULT_FS: &str = "ext4";
 
-/// What a validated capability asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Access {
-    Block,
-    Mount {
-        fs_type: String,
-        mount_flags: Vec<String>,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Capability {
-    pub access: Access,
-    pub mode: Mode,
-}
-
-impl Capability {
-    pub fn is_block(&self) -> bool {
-        matches!(self.access, Access::Block)
-    }
-
-    /// Modes under which no writer exists anywhere: the mount must be read-only.
-    pub fn is_read_only_mode(&self) -> bool {
-        matches!(
-            self.mode,
-            Mode::SingleNodeReaderOnly | Mode::MultiNodeReaderOnly
-        )
-    }
-
-    pub fn fs_type(&self) -> Option<&str> {
-        match &self.access {
-            Access::Mount { fs_type, .. } => Some(fs_type),
-            Access::Block => None,
-        }
-    }
-}
-
-/// Whether the VG backing the volume is visible to one node or to many.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VgKind {
-    Local,
-    Shared,
-}
+/// The capability types live in the node-volume library, which the reviver shares.
+pub use vglet_volume::capability::{Access, Capability, VgKind};
 
 /// Validates one capability for a VG of `kind`. `field` names it in errors.
 pub fn validate(

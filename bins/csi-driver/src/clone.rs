@@ -84,11 +84,7 @@ impl Source {
 }
 
 fn device(lv: &Lv) -> PathBuf {
-    if lv.path.is_empty() {
-        PathBuf::from(format!("/dev/{}/{}", lv.vg, lv.name))
-    } else {
-        PathBuf::from(&lv.path)
-    }
+    vglet_volume::lv_device_path(&lv.vg, &lv.name, &lv.path)
 }
 
 /// A copy tool the driver resolved at start; absent there, the copy is refused naming it.

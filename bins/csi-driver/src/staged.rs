@@ -9,14 +9,19 @@
 //! exactly is not refused here but left to the lvm read, which decides as it always did:
 //! this is a shortcut for the ordinary case, never a second set of rules.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use vglet_csi_proto::v1::VolumeCapability;
-use vglet_lvm::Activation;
 use vglet_mount::MountEntry;
 use vglet_state::{Record, Target};
+use vglet_volume::{Access, Capability, activation_for, device_path, dm_uuid_is_lv, kind_of};
 
-use crate::capability::{self, Access, Capability, VgKind};
+/// What a publish the record and the kernel prove gives (the library's, which binds it).
+pub use vglet_volume::Proven;
+/// Kept here for the controller's in-use check, which compares dm uuids too.
+pub use vglet_volume::without_dashes;
+
+use crate::capability;
 use crate::volume_id::VolumeId;
 
 /// What the kernel shows of the volume, gathered without running any command.
@@ -40,73 +45,6 @@ pub struct Ask<'a> {
     pub driver_name: &'a str,
     /// The volume's VG is one this driver serves.
     pub served: bool,
-}
-
-/// A publish the record and the kernel prove.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Proven {
-    pub cap: Capability,
-    /// What is bind-mounted onto the target: the staging path or the device node.
-    pub source: PathBuf,
-    /// The device numbers a mount of `source` shows.
-    pub source_numbers: (u64, u64),
-}
-
-/// The device node of a volume, as LVM names it.
-pub fn device_path(id: &VolumeId) -> PathBuf {
-    PathBuf::from(format!("/dev/{}/{}", id.vg, id.lv))
-}
-
-/// The device numbers of `dev` and its device-mapper uuid (`/sys/dev/block/M:m/dm/uuid`);
-/// `None` when there is no such device node or it is not a device-mapper device.
-pub fn dm_device(dev: &Path) -> Option<((u64, u64), String)> {
-    use std::os::unix::fs::FileTypeExt;
-    use std::os::unix::fs::MetadataExt;
-    let md = std::fs::metadata(dev).ok()?;
-    if !md.file_type().is_block_device() {
-        return None;
-    }
-    let (major, minor) = (
-        nix::sys::stat::major(md.rdev()),
-        nix::sys::stat::minor(md.rdev()),
-    );
-    let uuid = std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/dm/uuid")).ok()?;
-    Some(((major, minor), uuid))
-}
-
-/// The VG's kind as the record's activation tells it: only shared VGs take LV locks.
-fn kind_of(record: &Record) -> VgKind {
-    match record.activation {
-        vglet_state::Activation::Local => VgKind::Local,
-        vglet_state::Activation::Exclusive | vglet_state::Activation::Shared => VgKind::Shared,
-    }
-}
-
-fn same_activation(a: Activation, b: vglet_state::Activation) -> bool {
-    matches!(
-        (a, b),
-        (Activation::Local, vglet_state::Activation::Local)
-            | (Activation::Exclusive, vglet_state::Activation::Exclusive)
-            | (Activation::Shared, vglet_state::Activation::Shared)
-    )
-}
-
-/// The VG's and the LV's uuid in the device-mapper uuid LVM gives an LV's own device:
-/// `LVM-`, then both without dashes (32 characters each). A suffix (`-real`, `-cow`, ...)
-/// marks one of LVM's internal layers, never the LV's own device: `None`.
-pub fn dm_lv_ids(dm_uuid: &str) -> Option<(&str, &str)> {
-    let ids = dm_uuid.trim_end().strip_prefix("LVM-")?;
-    (ids.len() == 64 && ids.is_ascii()).then(|| ids.split_at(32))
-}
-
-/// An lvm uuid as device-mapper spells it: without dashes.
-pub fn without_dashes(lvm_uuid: &str) -> String {
-    lvm_uuid.chars().filter(|c| *c != '-').collect()
-}
-
-/// Whether a device-mapper uuid is the one LVM gives the LV `lv_uuid` (see [`dm_lv_ids`]).
-pub fn dm_uuid_is_lv(dm_uuid: &str, lv_uuid: &str) -> bool {
-    dm_lv_ids(dm_uuid).is_some_and(|(_, lv)| lv == without_dashes(lv_uuid))
 }
 
 /// The publish that stands in the way of another read/write publish at `target` of a
@@ -155,7 +93,7 @@ pub fn prove(ask: &Ask, record: &Record, seen: &Observed) -> Result<Proven, &'st
     if record.lv_uuid.is_empty() {
         return Err("the record has no LV uuid");
     }
-    let kind = kind_of(record);
+    let kind = kind_of(record.activation);
     let cap = capability::validate("volume_capability", cap, kind)
         .map_err(|_| "the capability is not valid as it stands")?;
     let same_access = match (&cap.access, &record.access) {
@@ -174,7 +112,7 @@ pub fn prove(ask: &Ask, record: &Record, seen: &Observed) -> Result<Proven, &'st
     if cap.is_read_only_mode() != record.read_only {
         return Err("the capability's read-only mode differs from the staged one");
     }
-    if !same_activation(crate::node::activation_for(kind, &cap), record.activation) {
+    if activation_for(kind, &cap) != record.activation {
         return Err("the capability needs another activation than the staged one");
     }
     let Some(numbers) = seen.device else {
@@ -188,7 +126,7 @@ pub fn prove(ask: &Ask, record: &Record, seen: &Observed) -> Result<Proven, &'st
         return Err("the device is not the recorded LV");
     }
     let source = if cap.is_block() {
-        device_path(id)
+        device_path(&id.vg, &id.lv)
     } else {
         match &seen.staging_mount {
             Some(m) if (m.major as u64, m.minor as u64) == numbers => staging.to_path_buf(),
@@ -209,6 +147,7 @@ mod tests {
     use vglet_csi_proto::v1::volume_capability::{
         AccessMode, AccessType, BlockVolume, MountVolume, access_mode::Mode,
     };
+    use vglet_volume::VgKind;
 
     const LV_UUID: &str = "f3kLtQ-cNnV-Qp2W-VMbU-hT0R-7cdn-9Zv0xw";
     const VG_UUID: &str = "AbCdEfGhIjKlMnOpQrStUvWxYz012345";
@@ -334,24 +273,6 @@ mod tests {
                 None
             );
         }
-    }
-
-    #[test]
-    fn dm_uuids() {
-        assert!(dm_uuid_is_lv(&dm_uuid(), LV_UUID));
-        assert!(dm_uuid_is_lv(&format!("{}\n", dm_uuid()), LV_UUID));
-        // An internal layer of the LV, another LV of the VG, not LVM at all, truncated.
-        assert!(!dm_uuid_is_lv(&format!("{}-real", dm_uuid()), LV_UUID));
-        assert!(!dm_uuid_is_lv(
-            &format!("LVM-{VG_UUID}{}", "x".repeat(32)),
-            LV_UUID
-        ));
-        assert!(!dm_uuid_is_lv(
-            &format!("CRYPT-{VG_UUID}{}", LV_UUID.replace('-', "")),
-            LV_UUID
-        ));
-        assert!(!dm_uuid_is_lv(&dm_uuid()[..60], LV_UUID));
-        assert!(!dm_uuid_is_lv(&dm_uuid(), ""));
     }
 
     #[test]

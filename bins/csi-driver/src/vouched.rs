@@ -17,7 +17,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
-use crate::staged;
+use vglet_volume::host::{NodeHost, dm_device};
+use vglet_volume::{SystemHost, device_path, dm_lv_ids, dm_uuid_is_lv, without_dashes};
+
 use crate::volume_id::VolumeId;
 
 /// Entries beyond this are not remembered (their stage reads lvm): a bound on memory that
@@ -78,21 +80,21 @@ pub fn lvm_uuid_text(raw: &str) -> Option<String> {
 /// and belongs to the VG with uuid `vg_uuid`: how CreateVolume learns a new LV's uuid
 /// without reading it back from lvm.
 pub fn active_lv_uuid(id: &VolumeId, vg_uuid: &str) -> Option<String> {
-    let (_, dm_uuid) = staged::dm_device(&staged::device_path(id))?;
+    let (_, dm_uuid) = dm_device(&SystemHost, &device_path(&id.vg, &id.lv))?;
     lv_uuid_in_vg(&dm_uuid, vg_uuid)
 }
 
 /// The LV part of a device-mapper uuid `LVM-<vg><lv>` whose VG part is `vg_uuid`.
 fn lv_uuid_in_vg(dm_uuid: &str, vg_uuid: &str) -> Option<String> {
-    let (vg, lv) = staged::dm_lv_ids(dm_uuid)?;
-    (vg == staged::without_dashes(vg_uuid))
+    let (vg, lv) = dm_lv_ids(dm_uuid)?;
+    (vg == without_dashes(vg_uuid))
         .then(|| lvm_uuid_text(lv))
         .flatten()
 }
 
-/// Whether `dev` is the active LV with uuid `lv_uuid`.
-pub fn device_is_lv(dev: &Path, lv_uuid: &str) -> bool {
-    staged::dm_device(dev).is_some_and(|(_, dm_uuid)| staged::dm_uuid_is_lv(&dm_uuid, lv_uuid))
+/// Whether `dev` is the active LV with uuid `lv_uuid`, as `host` shows it.
+pub fn device_is_lv(host: &dyn NodeHost, dev: &Path, lv_uuid: &str) -> bool {
+    dm_device(host, dev).is_some_and(|(_, dm_uuid)| dm_uuid_is_lv(&dm_uuid, lv_uuid))
 }
 
 #[cfg(test)]

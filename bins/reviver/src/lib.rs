@@ -149,6 +149,7 @@ pub fn build(args: &Args) -> anyhow::Result<Reviver> {
         mounter: Arc::new(SystemMounter),
         store,
         lock_wait: Duration::from_secs(60),
+        host: Arc::new(vglet_volume::SystemHost),
     })
 }
 

@@ -2,16 +2,17 @@
 //! bind mounts, in that order, each only when missing.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use vglet_lvm::tags::{Claim, VgPmem};
-use vglet_lvm::{Activation, Lv, Lvm, LvmError, Vg};
-use vglet_mount::{CheckOutcome, Filesystems, MountEntry, Mounter};
+use vglet_lvm::tags::Claim;
+use vglet_lvm::{Lv, Lvm, LvmError, Vg};
+use vglet_mount::{CheckOutcome, Create, Filesystems, Kind, MountError, MountProof, Mounter};
 use vglet_state::{Record, StateError, StateStore};
+use vglet_volume::host::NodeHost;
+use vglet_volume::{VolumeNode, options};
 
 use crate::report::{Outcome, Report, VolumeReport};
 
@@ -23,6 +24,8 @@ pub struct Reviver {
     pub store: StateStore,
     /// How long to wait for a volume's lock (the node service may be mid-RPC on it).
     pub lock_wait: Duration,
+    /// The node's read side (the kernel; a fake in tests).
+    pub host: Arc<dyn NodeHost>,
 }
 
 /// A VG as this pass found it: its LVs, or why it cannot be used.
@@ -37,30 +40,22 @@ impl<E: std::fmt::Display> From<E> for Failure {
     }
 }
 
-fn lvm_activation(a: vglet_state::Activation) -> Activation {
-    match a {
-        vglet_state::Activation::Local => Activation::Local,
-        vglet_state::Activation::Exclusive => Activation::Exclusive,
-        vglet_state::Activation::Shared => Activation::Shared,
-    }
-}
-
-fn device_numbers(dev: &Path) -> Result<(u64, u64), Failure> {
-    let md =
-        std::fs::metadata(dev).map_err(|e| Failure(format!("device {}: {e}", dev.display())))?;
-    let rdev = md.rdev();
-    Ok((nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev)))
-}
-
-fn numbers_of(m: &MountEntry) -> (u64, u64) {
-    (m.major as u64, m.minor as u64)
-}
-
 fn is_shared(vg: &Vg) -> bool {
     !matches!(vg.lock_type.as_str(), "" | "none")
 }
 
 impl Reviver {
+    /// The node-volume library over the reviver's host, mounter, tools and records.
+    fn vol(&self) -> VolumeNode<'_> {
+        VolumeNode {
+            host: self.host.as_ref(),
+            mounter: self.mounter.as_ref(),
+            fs: &self.fs,
+            lvm: &self.lvm,
+            store: Some(&self.store),
+        }
+    }
+
     /// One pass. `wait` bounds the wait for the VGs; `progress` draws a bar on a terminal.
     /// Only an unreadable state directory is an error; everything else is in the report.
     pub async fn pass(
@@ -306,7 +301,8 @@ impl Reviver {
             }
         }
         if !lv.active {
-            let mode = lvm_activation(record.activation);
+            // The mode the node service chose at stage (`vglet_volume::activation_for`).
+            let mode = record.activation;
             self.lvm
                 .activate_lv(&record.vg, &record.lv, mode)
                 .await
@@ -318,17 +314,16 @@ impl Reviver {
                 })?;
             actions.push(format!("activated ({mode:?})").to_lowercase());
         }
-        let dev = if lv.path.is_empty() {
-            PathBuf::from(format!("/dev/{}/{}", record.vg, record.lv))
-        } else {
-            PathBuf::from(&lv.path)
-        };
-        wait_for_device(&dev).await;
-        let dev_numbers = device_numbers(&dev)?;
+        let dev = vglet_volume::lv_device_path(&record.vg, &record.lv, &lv.path);
+        wait_for_device(self.host.as_ref(), &dev).await;
+        let dev_numbers = self
+            .host
+            .device_numbers(&dev)
+            .ok_or_else(|| Failure(format!("device {} is not there", dev.display())))?;
         let source = match record.fs_type() {
             Some(fs) => {
                 // As at NodeStage: the VG's tags say whether the mount gets DAX.
-                let fsdax = VgPmem::from_tags(&vg.tags).is_fsdax();
+                let fsdax = options::is_fsdax_vg(&vg.tags);
                 self.stage(record, fs, &dev, dev_numbers, fsdax, actions)
                     .await?;
                 record.staging_path.clone()
@@ -368,26 +363,31 @@ impl Reviver {
         fsdax: bool,
         actions: &mut Vec<String>,
     ) -> Result<(), Failure> {
-        let staging = &record.staging_path;
-        if let Some(m) = vglet_mount::mount_at(staging)? {
-            if numbers_of(&m) == dev_numbers {
-                if fsdax && !vglet_mount::mount_has_dax(&m) {
+        // Resolved (and created) without following a symlink anywhere, as NodeStage did;
+        // the mount goes onto what was resolved.
+        let staging = vglet_mount::resolve(&record.staging_path, Create::Dir)?;
+        let shown = staging.path().display().to_string();
+        let vol = self.vol();
+        match vol.proof_at(&staging, Some(dev_numbers), false)? {
+            MountProof::Ours => {
+                let m = self.host.mount_at(staging.path())?;
+                if options::dax_as_needed(m.as_ref(), fsdax).is_err() {
                     return Err(Failure(format!(
-                        "staging path {} is mounted without DAX, but the volume is on fsdax persistent memory",
-                        staging.display()
+                        "staging path {shown} is mounted without DAX, but the volume is on fsdax persistent memory"
                     )));
                 }
                 return Ok(());
             }
-            return Err(Failure(format!(
-                "staging path {} has another device mounted ({})",
-                staging.display(),
-                m.source.as_deref().unwrap_or("?")
-            )));
+            MountProof::Foreign => {
+                let m = self.host.mount_at(staging.path())?;
+                return Err(Failure(format!(
+                    "staging path {shown} has another device mounted ({})",
+                    m.as_ref().and_then(|m| m.source.as_deref()).unwrap_or("?")
+                )));
+            }
+            MountProof::NotMounted => {}
         }
-        vglet_mount::ensure_dir(staging)?;
-        let (major, minor) = dev_numbers;
-        let in_use = !vglet_mount::mounts_of_device(major as u32, minor as u32)?.is_empty();
+        let in_use = !self.host.mounts_of_device(dev_numbers)?.is_empty();
         // ext4 records in its superblock whether it needs a check (unclean journal, errors,
         // mount count); fsck -p acts only then. xfs replays its log at mount and has no
         // such flag, so it is checked only when the mount fails. A filesystem mounted
@@ -405,17 +405,13 @@ impl Reviver {
                 }
             }
         }
-        let mut flags = match &record.access {
-            vglet_state::Access::Mount { mount_flags, .. } => mount_flags.clone(),
-            vglet_state::Access::Block => Vec::new(),
+        let flags = match &record.access {
+            vglet_state::Access::Mount { mount_flags, .. } => mount_flags.as_slice(),
+            vglet_state::Access::Block => &[],
         };
-        if record.read_only {
-            flags.push("ro".into());
-        }
-        flags.extend(vglet_mount::implied_mount_flags(fs));
-        let opts = vglet_mount::volume_mount_options(&flags, fsdax)?;
-        if let Err(e) = self.mounter.mount(dev, staging, fs, &opts) {
-            let mut why = format!("mounting {} at {}: {e}", dev.display(), staging.display());
+        let opts = options::staging_mount_options(flags, record.read_only, fs, fsdax)?;
+        if let Err(e) = self.mounter.mount(dev, &staging.proc_path(), fs, &opts) {
+            let mut why = format!("mounting {} at {shown}: {e}", dev.display());
             if fs == "xfs"
                 && !in_use
                 && let Ok(CheckOutcome::Corrupt { detail }) = self.fs.check(fs, dev).await
@@ -424,21 +420,12 @@ impl Reviver {
             }
             return Err(Failure(why));
         }
-        if fsdax {
-            let m = vglet_mount::mount_at(staging)?;
-            if !m.as_ref().is_some_and(vglet_mount::mount_has_dax) {
-                let shown = m.map(|m| m.options.join(",")).unwrap_or_default();
-                if let Err(e) = self.mounter.unmount(staging) {
-                    tracing::error!(staging = %staging.display(), error = %e, "cannot undo the mount without DAX");
-                }
-                return Err(Failure(format!(
-                    "the volume is on fsdax persistent memory, but the kernel mounted it without DAX (mount options {shown}); unmounted again"
-                )));
-            }
-            actions.push(format!("mounted {} with DAX", staging.display()));
-            return Ok(());
-        }
-        actions.push(format!("mounted {}", staging.display()));
+        vol.require_dax(&record.volume_id, &staging, dev_numbers, fsdax)?;
+        actions.push(if fsdax {
+            format!("mounted {shown} with DAX")
+        } else {
+            format!("mounted {shown}")
+        });
         Ok(())
     }
 
@@ -453,48 +440,55 @@ impl Reviver {
         actions: &mut Vec<String>,
     ) -> Result<bool, Failure> {
         let target = &t.path;
-        if let Some(m) = vglet_mount::mount_at(target)? {
-            // A bind of a device node shows devtmpfs' numbers: compare the file's own.
-            let same = if record.is_block() {
-                device_numbers(target).ok() == Some(dev_numbers)
-            } else {
-                numbers_of(&m) == dev_numbers
-            };
-            if same {
-                return Ok(true);
-            }
-            return Err(Failure(format!(
-                "target {} has something else mounted",
+        let block = record.is_block();
+        // A target whose directory is gone (the pod was deleted while the node was down)
+        // is dropped; one reached only through a symlink is refused, never followed.
+        let parent = match target.parent() {
+            Some(p) => vglet_mount::resolve(p, Create::Nothing).map(Some),
+            None => Ok(None),
+        };
+        let parent_is_dir = match parent {
+            Ok(Some(p)) => self.host.identity(&p)?.kind == Kind::Dir,
+            Ok(None) | Err(MountError::NotFound { .. }) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if !parent_is_dir {
+            actions.push(format!(
+                "dropped target {} (its directory is gone)",
                 target.display()
-            )));
+            ));
+            return Ok(false);
         }
-        match target.parent() {
-            Some(p) if p.is_dir() => {}
-            _ => {
-                actions.push(format!(
-                    "dropped target {} (its directory is gone)",
+        let create = if block { Create::File } else { Create::Dir };
+        let at = vglet_mount::resolve(target, create)?;
+        let vol = self.vol();
+        match vol.proof_at(&at, Some(dev_numbers), block)? {
+            MountProof::Ours => return Ok(true),
+            MountProof::Foreign => {
+                return Err(Failure(format!(
+                    "target {} has something else mounted",
                     target.display()
-                ));
-                return Ok(false);
+                )));
             }
+            MountProof::NotMounted => {}
         }
-        if record.is_block() {
-            vglet_mount::ensure_file(target)?;
-        } else {
-            vglet_mount::ensure_dir(target)?;
-        }
-        self.mounter
-            .bind(source, target, t.read_only)
-            .map_err(|e| Failure(format!("bind-mounting {}: {e}", target.display())))?;
+        vol.bind_onto(
+            &record.volume_id,
+            block,
+            source,
+            dev_numbers,
+            &at,
+            t.read_only,
+        )?;
         actions.push(format!("bound {}", target.display()));
         Ok(true)
     }
 }
 
 /// Without udev the node appears with activation; with udev it may lag a moment.
-async fn wait_for_device(dev: &Path) {
+async fn wait_for_device(host: &dyn NodeHost, dev: &Path) {
     let start = Instant::now();
-    while !dev.exists() && start.elapsed() < Duration::from_secs(10) {
+    while host.device_numbers(dev).is_none() && start.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -510,6 +504,21 @@ mod tests {
     const ONE_VG: &str = include_str!("../../../shared/lvm/tests/fixtures/fullreport_one_vg.json");
 
     fn reviver(dir: &Path) -> (Reviver, FakeRunner, Arc<RecordingMounter>) {
+        let (r, runner, mounter, _) = reviver_on(dir, vglet_volume::FakeHost::new(), false);
+        (r, runner, mounter)
+    }
+
+    /// A reviver over `host`; with `host_mounts` the host is the mounter as well.
+    fn reviver_on(
+        dir: &Path,
+        host: vglet_volume::FakeHost,
+        host_mounts: bool,
+    ) -> (
+        Reviver,
+        FakeRunner,
+        Arc<RecordingMounter>,
+        vglet_volume::FakeHost,
+    ) {
         let runner = FakeRunner::with(|c| {
             let argv = c.arg_strings();
             match argv[0].as_str() {
@@ -526,11 +535,16 @@ mod tests {
         let r = Reviver {
             lvm: Lvm::with_binary(runner_arc.clone(), "/sbin/lvm".into()),
             fs: Filesystems::new(runner_arc, vglet_runner::Programs::all_in("/sbin")),
-            mounter: mounter.clone(),
+            mounter: if host_mounts {
+                Arc::new(host.clone())
+            } else {
+                mounter.clone()
+            },
             store: StateStore::open(dir).unwrap(),
             lock_wait: Duration::from_millis(200),
+            host: Arc::new(host.clone()),
         };
-        (r, runner, mounter)
+        (r, runner, mounter, host)
     }
 
     fn record(vg: &str, lv: &str, uuid: &str) -> Record {
@@ -636,5 +650,69 @@ mod tests {
                 .contains("locked")
         );
         assert!(r.store.get("vgletx/csi-gone").unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_volume_comes_back_on_resolved_paths_and_a_symlinked_target_is_refused() {
+        const UUID: &str = "7VQg9j-boUs-LlJL-ck0B-xD2S-fFrX-PfylpR";
+        let d = tempfile::tempdir().unwrap();
+        let host = vglet_volume::FakeHost::new();
+        host.add_device(Path::new("/dev/vgletx/csi-pvc-1"), (253, 7), None);
+        let (r, runner, _, host) = reviver_on(&d.path().join("state"), host, true);
+        let (staging, pod, elsewhere) = (
+            d.path().join("staging/pvc-1"),
+            d.path().join("pods/a/vol"),
+            d.path().join("elsewhere"),
+        );
+        std::fs::create_dir_all(pod.parent().unwrap()).unwrap();
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, d.path().join("pods/link")).unwrap();
+        let mut rec = record("vgletx", "csi-pvc-1", UUID);
+        rec.staging_path = staging.clone();
+        rec.targets = vec![
+            Target {
+                path: pod.clone(),
+                read_only: true,
+            },
+            Target {
+                path: d.path().join("pods/link/vol"),
+                read_only: false,
+            },
+        ];
+        r.store.put(&rec).unwrap();
+
+        let report = r.pass(&[], Duration::ZERO, false).await.unwrap();
+        let v = &report.volumes[0];
+        // The symlinked target fails the volume; the good one is restored all the same.
+        assert_eq!(v.outcome, Outcome::Failed, "{report:#?}");
+        assert!(v.reason.as_ref().unwrap().contains("symlink"), "{v:#?}");
+        let mounts = host.mounts();
+        assert_eq!(mounts.len(), 2, "{mounts:#?}");
+        assert!(mounts[0].path == staging && mounts[0].device == (253, 7));
+        assert!(mounts[1].path == pod && mounts[1].read_only && mounts[1].device == (253, 7));
+        assert!(
+            std::fs::read_dir(&elsewhere).unwrap().next().is_none(),
+            "nothing made or mounted through the link"
+        );
+        assert!(
+            runner
+                .call_lines()
+                .iter()
+                .any(|l| l.contains("lvchange") || l.contains("-ay")),
+            "{:?}",
+            runner.call_lines()
+        );
+        // Again: what is there is proven by the resolved paths; nothing mounted twice.
+        host.clear_calls();
+        r.pass(&[], Duration::ZERO, false).await.unwrap();
+        assert_eq!(host.mounts().len(), 2);
+        assert!(
+            host.calls().iter().all(|c| !matches!(
+                c,
+                vglet_mount::MountCall::Mount { .. } | vglet_mount::MountCall::Bind { .. }
+            )),
+            "{:?}",
+            host.calls()
+        );
     }
 }

@@ -30,6 +30,7 @@ async fn a_vg_that_never_appears_fails_the_pass_and_is_logged_once() {
         mounter: Arc::new(RecordingMounter::new()),
         store: StateStore::open(dir.path()).unwrap(),
         lock_wait: Duration::from_millis(200),
+        host: Arc::new(vglet_volume::FakeHost::new()),
     };
     let logs = vglet_common::logging::LogCapture::default();
     let subscriber = logs.subscriber(tracing::Level::INFO);

@@ -1,7 +1,9 @@
 //! What callers ask lvm to do.
 
 /// How to activate an LV. In a shared (lvmlockd) VG the mode is also the LV lock taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The node's state records keep it (lowercase names) for the reviver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Activation {
     /// `-ay`: local VGs; in a shared VG lvm treats it as exclusive.
     Local,

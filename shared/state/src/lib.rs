@@ -46,14 +46,9 @@ pub enum Access {
     Block,
 }
 
-/// How the LV was activated on this node (lvchange -ay / -aey / -asy).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Activation {
-    Local,
-    Exclusive,
-    Shared,
-}
+/// How the LV was activated on this node (lvchange -ay / -aey / -asy): lvm's own enum,
+/// so that what is recorded is what is passed to lvm again, with no second copy.
+pub use vglet_lvm::Activation;
 
 /// One publish target of a volume.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
