@@ -58,22 +58,36 @@ impl Class {
 }
 
 const MARKER: &str = "example:";
+/// The keys a marker may carry after its first line.
+const KEYS: &[&str] = &["expect", "exit", "check", "ready"];
 
 /// Parses the text of a marker (without `<!--`/`-->`): `example: CLASS` on the first line,
 /// `key: value` lines after it.
 pub fn parse_marker(text: &str) -> Result<Class, String> {
-    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-    let head = lines.next().unwrap_or("");
+    // Logical lines: one starting with a key, or the head; any other line continues the
+    // one before it (a long reason or command wrapped over lines).
+    let mut logical: Vec<String> = Vec::new();
+    for l in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let is_key = KEYS
+            .iter()
+            .any(|k| l.strip_prefix(k).is_some_and(|r| r.starts_with(':')));
+        match logical.last_mut() {
+            Some(last) if !is_key => {
+                last.push(' ');
+                last.push_str(l);
+            }
+            _ => logical.push(l.to_string()),
+        }
+    }
+    let head = logical.first().map(String::as_str).unwrap_or("");
     let class = head
         .strip_prefix(MARKER)
         .ok_or_else(|| format!("a marker starts with `{MARKER}`: {head:?}"))?
         .trim();
     let mut keys: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for l in lines {
-        let (k, v) = l
-            .split_once(':')
-            .ok_or_else(|| format!("`key: value` expected in the marker, got {l:?}"))?;
-        keys.entry(k.trim()).or_default().push(v.trim().to_string());
+    for l in &logical[1..] {
+        let (k, v) = l.split_once(':').unwrap();
+        keys.entry(k).or_default().push(v.trim().to_string());
     }
     let mut take = |k: &str| keys.remove(k).unwrap_or_default();
     let world_of = |rest: &str| -> Result<String, String> {
@@ -355,7 +369,8 @@ impl Shell {
     }
 
     /// Starts `text` and waits until `ready` succeeds (polling once a second, up to
-    /// `limit`); fails when `text` exits first.
+    /// `limit`; it finds the output so far in the file `$EXAMPLE_LOG`); fails when `text`
+    /// exits first.
     pub fn serve(&self, text: &str, ready: &str, limit: Duration) -> Result<Served, String> {
         let n = std::fs::read_dir(&self.scratch).map_or(0, |d| d.count());
         let log = self.scratch.join(format!("served-{n}.log"));
@@ -366,13 +381,17 @@ impl Shell {
             .stderr(file)
             .spawn()
             .expect("spawn bash");
+        let mut probe = self.clone();
+        probe
+            .env
+            .push(("EXAMPLE_LOG".into(), log.display().to_string()));
         let mut served = Served { child, log };
         let start = Instant::now();
         loop {
             if let Some(status) = served.child.try_wait().unwrap() {
                 return Err(format!("exited ({status}) before `{ready}` succeeded"));
             }
-            if self.run(ready).code == 0 {
+            if probe.run(ready).code == 0 {
                 return Ok(served);
             }
             if start.elapsed() > limit {
@@ -474,6 +493,20 @@ mod tests {
             class("example: not run: needs a Kubernetes cluster"),
             Class::NotRun("needs a Kubernetes cluster".into())
         );
+        // Lines that do not start with a key continue the one before.
+        assert_eq!(
+            class("example: not run: needs a cluster\n  (see: x.md)\n"),
+            Class::NotRun("needs a cluster (see: x.md)".into())
+        );
+        assert_eq!(
+            class("example: run in w\ncheck: a &&\n  b\nexpect: c"),
+            Class::Run {
+                world: "w".into(),
+                exit: 0,
+                expect: vec!["c".into()],
+                check: vec!["a && b".into()],
+            }
+        );
     }
 
     #[test]
@@ -487,7 +520,6 @@ mod tests {
             ("example: run in vg0\nexit: zero", "not a number"),
             ("example: run in vg0\nready: x", "does not belong"),
             ("example: not run: x\nexpect: y", "does not belong"),
-            ("example: run in vg0\nno colon", "key: value"),
             ("example: sometimes", "unknown class"),
             ("examples: run in vg0", "starts with"),
         ] {
@@ -561,7 +593,11 @@ x
         );
         for i in [1, 2, 4] {
             assert!(
-                ex[i].class.as_ref().unwrap_err().contains("no `<!-- example:"),
+                ex[i]
+                    .class
+                    .as_ref()
+                    .unwrap_err()
+                    .contains("no `<!-- example:"),
                 "{:?}",
                 ex[i]
             );
@@ -632,7 +668,11 @@ two   Second, wrapped\n          over two lines\n  help  Print this\n\nUsage: to
         let bg = sh.run("sleep 30 &\necho started");
         assert!(bg.output.contains("started"));
         let mut served = sh
-            .serve("touch up; exec sleep 30", "test -e up", Duration::from_secs(20))
+            .serve(
+                "echo up; exec sleep 30",
+                "grep -q up \"$EXAMPLE_LOG\"",
+                Duration::from_secs(20),
+            )
             .unwrap();
         assert!(served.running());
         drop(served);
