@@ -347,9 +347,10 @@ impl Shell {
         c
     }
 
-    /// Runs `text` to its end. Output goes through files, not pipes: a block that leaves a
-    /// process in the background (`csi-driver ... &`) would hold a pipe open for ever.
-    pub fn run(&self, text: &str) -> Outcome {
+    /// Runs `text` to its end, or stops it after `limit` (exit status -1, and a line that
+    /// says so). Output goes through files, not pipes: a block that leaves a process in the
+    /// background (`csi-driver ... &`) would hold a pipe open for ever.
+    pub fn run(&self, text: &str, limit: Duration) -> Outcome {
         let (out_path, err_path) = (self.scratch.join("out"), self.scratch.join("err"));
         let mut child = self
             .command(text)
@@ -357,14 +358,27 @@ impl Shell {
             .stderr(File::create(&err_path).expect("scratch file"))
             .spawn()
             .expect("spawn bash");
-        let status = child.wait().expect("wait for bash");
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for bash") {
+                break Some(status);
+            }
+            if start.elapsed() > limit {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
         // Whatever the block left in the background ends with it (a server that later
         // blocks use is a `serve` block).
-        stop_group(child.id(), None);
+        stop_group(child.id(), status.is_none().then_some(&mut child));
         let read = |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap()).into_owned();
+        let mut output = read(&out_path) + &read(&err_path);
+        if status.is_none() {
+            output.push_str(&format!("\n(stopped: still running after {limit:?})\n"));
+        }
         Outcome {
-            code: status.code().unwrap_or(-1),
-            output: read(&out_path) + &read(&err_path),
+            code: status.and_then(|s| s.code()).unwrap_or(-1),
+            output,
         }
     }
 
@@ -389,13 +403,19 @@ impl Shell {
         let start = Instant::now();
         loop {
             if let Some(status) = served.child.try_wait().unwrap() {
-                return Err(format!("exited ({status}) before `{ready}` succeeded"));
+                return Err(format!(
+                    "exited ({status}) before `{ready}` succeeded:\n{}",
+                    served.output()
+                ));
             }
-            if probe.run(ready).code == 0 {
+            if probe.run(ready, limit).code == 0 {
                 return Ok(served);
             }
             if start.elapsed() > limit {
-                return Err(format!("`{ready}` did not succeed within {limit:?}"));
+                return Err(format!(
+                    "`{ready}` did not succeed within {limit:?}:\n{}",
+                    served.output()
+                ));
             }
             std::thread::sleep(Duration::from_secs(1));
         }
@@ -655,18 +675,23 @@ two   Second, wrapped\n          over two lines\n  help  Print this\n\nUsage: to
             env: vec![("GREETING".into(), "hello".into())],
             scratch: scratch.clone(),
         };
-        let ok = sh.run("echo \"$GREETING\"; echo warn >&2");
+        let limit = Duration::from_secs(20);
+        let ok = sh.run("echo \"$GREETING\"; echo warn >&2", limit);
         assert_eq!(ok.code, 0);
         assert!(mismatches(&ok, 0, &["hello".into(), "warn".into()]).is_empty());
         // `-e`: a failing first line fails the block even when the last line succeeds.
-        let broken = sh.run("false\necho hello");
+        let broken = sh.run("false\necho hello", limit);
         assert_eq!(
             mismatches(&broken, 0, &["hello".into()]),
             ["exit 1 (want 0)", "output lacks \"hello\""]
         );
         // A background process does not keep run() waiting.
-        let bg = sh.run("sleep 30 &\necho started");
+        let bg = sh.run("sleep 30 &\necho started", limit);
         assert!(bg.output.contains("started"));
+        // A block that hangs is stopped, and fails.
+        let hung = sh.run("echo waiting; sleep 30", Duration::from_millis(500));
+        assert_eq!(hung.code, -1);
+        assert!(hung.output.contains("waiting") && hung.output.contains("stopped"));
         let mut served = sh
             .serve(
                 "echo up; exec sleep 30",

@@ -152,7 +152,7 @@ const HELP: &[&[(&str, &str, &str)]] = &[
             "reviver",
             "reviver --volume-group vg0 --watch --interval 60s",
             "example: serve in vg0
-             ready: grep -q '0 volume(s)' \"$EXAMPLE_LOG\"",
+             ready: grep -q 'pass done' \"$EXAMPLE_LOG\"",
         ),
     ],
     &[(
@@ -430,6 +430,8 @@ fn doc_examples_run_in_guest() {
 }
 
 const WORK: &str = "/tmp/doc-examples";
+/// A block still running after this has hung (the longest takes ~10 s).
+const BLOCK_LIMIT: Duration = Duration::from_secs(120);
 /// The disks a world may write to (vdc keeps its ext4 for good).
 const BLANK: &str = "/dev/vda /dev/vdb /dev/vdd /dev/vde";
 /// Whether a pmem world was built since the last clean (ndctl is slow: skip it otherwise).
@@ -452,10 +454,12 @@ impl World {
         let script = format!(
             "findmnt -rn -o TARGET,SOURCE | awk '$2 ~ \"^/dev/\" {{print $1}}' \
                | sort -r | xargs -r -n1 umount
-             for vg in $(vgs --noheadings -o vg_name); do vgremove -ff -y \"$vg\" >/dev/null; done
-             for pv in $(pvs --noheadings -o pv_name); do pvremove -ff -y \"$pv\" >/dev/null; done
+             vgs=$(vgs --noheadings -o vg_name)
+             [ -z \"$vgs\" ] || vgchange -q -an $vgs >/dev/null
+             dmsetup remove_all
              wipefs -aq {BLANK}
              if {pmem}; then
+               for d in /dev/pmem*; do [ -b \"$d\" ] && wipefs -aq \"$d\"; done
                ndctl disable-namespace all >/dev/null 2>&1
                ndctl destroy-namespace -f all >/dev/null 2>&1 || true
              fi
@@ -584,7 +588,7 @@ fn guest_doc_examples() {
                     check,
                     ..
                 } => {
-                    let out = shell.run(&e.text);
+                    let out = shell.run(&e.text, BLOCK_LIMIT);
                     eprintln!(
                         "{}--> exit {} in {:.1}s",
                         out.output,
@@ -593,7 +597,7 @@ fn guest_doc_examples() {
                     );
                     let mut wrong = mismatches(&out, *exit, expect);
                     for c in check {
-                        let r = shell.run(c);
+                        let r = shell.run(c, BLOCK_LIMIT);
                         if r.code != 0 {
                             wrong.push(format!(
                                 "check `{c}` failed (exit {}): {}",
@@ -605,19 +609,17 @@ fn guest_doc_examples() {
                         failures.push(format!("{}:\n  {}", e.origin, wrong.join("\n  ")));
                     }
                 }
-                Class::Serve { ready, .. } => {
-                    match shell.serve(&e.text, ready, Duration::from_secs(60)) {
-                        Ok(s) => {
-                            eprintln!(
-                                "{}--> serving after {:.1}s",
-                                s.output(),
-                                t.elapsed().as_secs_f64()
-                            );
-                            w.served.push((e.origin.clone(), s));
-                        }
-                        Err(why) => failures.push(format!("{}: {why}", e.origin)),
+                Class::Serve { ready, .. } => match shell.serve(&e.text, ready, BLOCK_LIMIT) {
+                    Ok(s) => {
+                        eprintln!(
+                            "{}--> serving after {:.1}s",
+                            s.output(),
+                            t.elapsed().as_secs_f64()
+                        );
+                        w.served.push((e.origin.clone(), s));
                     }
-                }
+                    Err(why) => failures.push(format!("{}: {why}", e.origin)),
+                },
                 _ => unreachable!("only run and serve have a world"),
             }
         }
