@@ -22,7 +22,7 @@ use vglet_e2e::examples::{
 use vglet_e2e::{bin, bin_dir, in_guest, run_guest_test, sh};
 
 /// The worlds a block may name (docs/examples.md, "Worlds").
-const WORLDS: &[&str] = &["disks", "vg0", "legacy", "pmem", "pmem-labelled"];
+const WORLDS: &[&str] = &["disks", "vg0", "legacy", "pmem", "pmem-labelled", "lockd"];
 
 /// The binaries whose `--help` examples are classified here.
 const BINARIES: &[&str] = &[
@@ -89,13 +89,16 @@ const HELP: &[&[(&str, &str, &str)]] = &[
              check: vgs --noheadings -o vg_tags vg0 | grep -q vglet.managed=true
              check: test \"$(vgs --noheadings -o pv_count vg0 | tr -d ' ')\" = 2",
         ),
-        (
-            "vg-init",
-            "vg-init --vg svg --device /dev/mapper/lun1 --shared --lock-type sanlock",
-            "example: not run: needs a LUN shared by hosts running sanlock and lvmlockd \
-             (tests/e2e/tests/shared_vg.rs makes shared VGs on two guests)",
-        ),
     ],
+    // The one host of a shared VG here; two hosts share one: tests/e2e/tests/shared_vg.rs.
+    &[(
+        "vg-init",
+        "vg-init --vg svg --device /dev/mapper/lun1 --shared --lock-type sanlock",
+        "example: run in lockd
+         expect: \"action\":\"created\"
+         check: vgs --noheadings -o vg_lock_type svg | grep -q sanlock
+         check: lvmlockctl --info | grep -q 'ls_name=lvm_svg'",
+    )],
     // Fresh DIMMs are label-less: the example that labels them goes first, while they are.
     &[(
         "pmem-ns-init",
@@ -436,6 +439,8 @@ const BLOCK_LIMIT: Duration = Duration::from_secs(120);
 const BLANK: &str = "/dev/vda /dev/vdb /dev/vdd /dev/vde";
 /// Whether a pmem world was built since the last clean (ndctl is slow: skip it otherwise).
 static PMEM_USED: AtomicBool = AtomicBool::new(false);
+/// Whether the lock managers run (the `lockd` world).
+static LOCKD_USED: AtomicBool = AtomicBool::new(false);
 
 /// The guest's state for one group: what its world provides, and the servers its `serve`
 /// blocks started.
@@ -451,11 +456,17 @@ impl World {
     /// what is left when it cannot.
     fn clean() {
         let pmem = PMEM_USED.swap(false, Ordering::Relaxed);
+        let lockd = LOCKD_USED.swap(false, Ordering::Relaxed);
         let script = format!(
             "findmnt -rn -o TARGET,SOURCE | awk '$2 ~ \"^/dev/\" {{print $1}}' \
                | sort -r | xargs -r -n1 umount
              vgs=$(vgs --noheadings -o vg_name)
              [ -z \"$vgs\" ] || vgchange -q -an $vgs >/dev/null
+             if {lockd}; then
+               [ -z \"$vgs\" ] || vgchange -q --lockstop $vgs >/dev/null 2>&1
+               lvmlockctl --quit; sanlock shutdown -f 1 >/dev/null
+               sed -i '/use_lvmlockd = 1/d' /etc/lvm/lvm.conf; rm -f /etc/lvm/lvmlocal.conf
+             fi
              dmsetup remove_all
              wipefs -aq {BLANK}
              if {pmem}; then
@@ -497,6 +508,20 @@ impl World {
                 PMEM_USED.store(true, Ordering::Relaxed);
                 sh("ndctl disable-region all >/dev/null 2>&1; ndctl init-labels -f all >/dev/null 2>&1
                     ndctl enable-region all >/dev/null 2>&1; mkdir -p /run/vglet");
+            }
+            "lockd" => {
+                Self::disks();
+                LOCKD_USED.store(true, Ordering::Relaxed);
+                // As host-preparation.md 4.1 has it, with a 2 s sanlock I/O timeout (the
+                // default 10 s makes a lockstart take half a minute) and no watchdog.
+                sh("set -e
+                    sed -i 's/^global {/global {\\n\\tuse_lvmlockd = 1/' /etc/lvm/lvm.conf
+                    printf 'local {\\n\\thost_id = 1\\n}\\n' > /etc/lvm/lvmlocal.conf
+                    mkdir -p /run/lvm /run/sanlock
+                    sanlock daemon -w 0 -U root -G root && lvmlockd -g sanlock -o 2
+                    for i in $(seq 150); do lvmlockctl --info >/dev/null 2>&1 && break; sleep 0.2; done
+                    lvmlockctl --info >/dev/null
+                    dmsetup create lun1 --table \"0 $(blockdev --getsz /dev/vdd) linear /dev/vdd 0\"");
             }
             other => panic!("no world {other}"),
         }
@@ -561,8 +586,9 @@ fn guest_doc_examples() {
     // lvm.conf gives this host a system ID (host-preparation.md's --system-id auto needs one).
     sh("sed -i 's/^\\s*#\\s*system_id_source = \"none\"/\\tsystem_id_source = \"uname\"/' /etc/lvm/lvm.conf
         test -n \"$(lvm systemid)\"");
-    let mut groups = help_groups();
-    groups.extend(markdown_groups());
+    // Markdown first, then the help groups, the lock managers' world last.
+    let mut groups = markdown_groups();
+    groups.extend(help_groups());
     let shell = guest_shell();
     let mut failures = Vec::new();
     let mut ran = 0;
