@@ -90,15 +90,6 @@ const HELP: &[&[(&str, &str, &str)]] = &[
              check: test \"$(vgs --noheadings -o pv_count vg0 | tr -d ' ')\" = 2",
         ),
     ],
-    // The one host of a shared VG here; two hosts share one: tests/e2e/tests/shared_vg.rs.
-    &[(
-        "vg-init",
-        "vg-init --vg svg --device /dev/mapper/lun1 --shared --lock-type sanlock",
-        "example: run in lockd
-         expect: \"action\":\"created\"
-         check: vgs --noheadings -o vg_lock_type svg | grep -q sanlock
-         check: lvmlockctl --info | grep -q 'ls_name=lvm_svg'",
-    )],
     // Fresh DIMMs are label-less: the example that labels them goes first, while they are.
     &[(
         "pmem-ns-init",
@@ -169,6 +160,15 @@ const HELP: &[&[(&str, &str, &str)]] = &[
         "NODE_ID=node1 VGLET_VOLUME_GROUPS=vg0,vg1 csi-driver --mode node",
         "example: serve in vg0
          ready: csictl identity info",
+    )],
+    // The one host of a shared VG here; two hosts share one: tests/e2e/tests/shared_vg.rs.
+    &[(
+        "vg-init",
+        "vg-init --vg svg --device /dev/mapper/lun1 --shared --lock-type sanlock",
+        "example: run in lockd
+         expect: \"action\":\"created\"
+         check: vgs --noheadings -o vg_lock_type svg | grep -q sanlock
+         check: lvmlockctl --info | grep -q 'ls_name=lvm_svg'",
     )],
 ];
 
@@ -521,7 +521,9 @@ impl World {
                     sanlock daemon -w 0 -U root -G root && lvmlockd -g sanlock -o 2
                     for i in $(seq 150); do lvmlockctl --info >/dev/null 2>&1 && break; sleep 0.2; done
                     lvmlockctl --info >/dev/null
-                    dmsetup create lun1 --table \"0 $(blockdev --getsz /dev/vdd) linear /dev/vdd 0\"");
+                    dmsetup create lun1 --table \"0 $(blockdev --getsz /dev/vde) linear /dev/vde 0\"
+                    dmsetup mknodes lun1  # no udev to make /dev/mapper/lun1
+                    ln -s ../../vdd /dev/disk/by-id/wwn-0x600a0b800026b2a2000011a94fd1b6c4");
             }
             other => panic!("no world {other}"),
         }
