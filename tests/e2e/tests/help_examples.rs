@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use vglet_e2e::examples::{help_examples, help_subcommands};
 use vglet_e2e::{DriverProcess, bin, in_guest, lvs, mount_at, run_guest_test, sh};
 
 /// One step: an example exactly as `--help` prints it (continuation lines joined), or a
@@ -175,60 +176,21 @@ fn help(csictl: &Path, path: &[String]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Every example of every subcommand's help, continuation lines (`\` at the end) joined with
-/// one space, in help order.
+/// Every example of every subcommand's help, in help order (vglet_e2e::examples reads
+/// them: continuation lines joined, comment lines dropped).
 fn examples(csictl: &Path) -> Vec<String> {
     let mut found = Vec::new();
     let mut todo: Vec<Vec<String>> = vec![Vec::new()];
     while let Some(path) = todo.pop() {
         let text = help(csictl, &path);
-        let mut section = "";
-        let mut current: Option<String> = None;
-        for line in text.lines() {
-            if !line.starts_with(' ') {
-                if let Some(c) = current.take() {
-                    found.push(c);
-                }
-                section = line.trim_end_matches(':');
-                continue;
-            }
-            match section {
-                // A command's name is indented by two; its wrapped description by more.
-                "Commands" if !line.starts_with("   ") => {
-                    let name = line.split_whitespace().next().unwrap_or("");
-                    if !name.is_empty() && name != "help" {
-                        let mut p = path.clone();
-                        p.push(name.to_string());
-                        todo.push(p);
-                    }
-                }
-                "Examples" => {
-                    let body = line.trim();
-                    match current.as_mut() {
-                        Some(c) if c.ends_with('\\') => {
-                            c.pop();
-                            c.push(' ');
-                            c.push_str(body);
-                        }
-                        _ => {
-                            if let Some(c) = current.replace(body.to_string()) {
-                                found.push(c);
-                            }
-                        }
-                    }
-                }
-                _ => {}
-            }
+        for name in help_subcommands(&text) {
+            let mut p = path.clone();
+            p.push(name);
+            todo.push(p);
         }
-        if let Some(c) = current.take() {
-            found.push(c);
-        }
+        found.extend(help_examples(&text));
     }
     found
-        .into_iter()
-        .map(|e| e.split_whitespace().collect::<Vec<_>>().join(" "))
-        .filter(|e| !e.is_empty())
-        .collect()
 }
 
 fn scripted() -> Vec<String> {
