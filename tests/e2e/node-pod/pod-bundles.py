@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""OCI runtime bundles for the vglet containers of a DaemonSet, read from rendered manifests.
+"""OCI runtime bundles for the vglet containers of a DaemonSet or Deployment, read from
+rendered manifests.
 
-    pod-bundles.py --manifest RENDERED.yaml --daemonset NAME --images DIR --tag TAG --out DIR
+    pod-bundles.py --manifest RENDERED.yaml --workload NAME --images DIR --tag TAG --out DIR
                    --node NODE [--env CONTAINER:NAME=VALUE ...]
 
-RENDERED.yaml is `kubectl kustomize deploy/<model>` output. For every init container and
-container of the DaemonSet whose image is one of vglet's (ghcr.io/vglet/<image>:TAG; the
-sidecars need a Kubernetes API and are not run), it writes OUT/<daemonset>/<container>/config.json
+RENDERED.yaml is `kubectl kustomize deploy/<model>` output; NAME is a DaemonSet's or a
+Deployment's (--daemonset is the same flag). For every init container and
+container of its pod template whose image is one of vglet's (ghcr.io/vglet/<image>:TAG; the
+sidecars need a Kubernetes API and are not run), it writes OUT/<workload>/<container>/config.json
 as a kubelet and an OCI runtime would: the image's entrypoint and env from the image config,
 the container's command/args with $(VAR) expanded, its env (fieldRef spec.nodeName,
 metadata.namespace, metadata.name resolved), each volumeMount from the pod's hostPath or
@@ -15,7 +17,9 @@ rshared, HostToContainer: rslave), and privileged: all capabilities, no masked p
 writable. --env overrides one variable of one container (what an operator edits per
 cluster, e.g. the device globs), and is the only thing not taken from the manifests.
 
-Prints a JSON list, in run order: {"name", "init": bool, "bundle", "image", "privileged"}.
+Prints a JSON list, in run order: {"name", "id", "init": bool, "bundle", "image",
+"privileged"}; "id" (<workload>-<container>) names the container for the runtime, unique
+when several pods run on one host (a node plugin and a controller both have a csi-driver).
 Each image archive is unpacked once (umoci unpack, as root) to OUT/rootfs/<image>/; with
 --unpack-only that is all it does (the host does it before the guest boots; the bundles,
 and the hostPath directories of type DirectoryOrCreate, are made in the guest).
@@ -151,7 +155,7 @@ def bundle(container, init, base, rootfs, image_cfg, env, mounts):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--manifest", required=True)
-    ap.add_argument("--daemonset", required=True)
+    ap.add_argument("--workload", "--daemonset", dest="workload", required=True)
     ap.add_argument("--images", required=True)
     ap.add_argument("--tag", required=True)
     ap.add_argument("--out", required=True)
@@ -163,12 +167,13 @@ def main():
 
     with open(a.manifest) as f:
         docs = [d for d in yaml.safe_load_all(f) if d]
-    ds = [d for d in docs if d.get("kind") == "DaemonSet" and d["metadata"]["name"] == a.daemonset]
+    ds = [d for d in docs if d.get("kind") in ("DaemonSet", "Deployment")
+          and d["metadata"]["name"] == a.workload]
     if len(ds) != 1:
-        die(f"{a.manifest}: {len(ds)} DaemonSets named {a.daemonset}")
+        die(f"{a.manifest}: {len(ds)} DaemonSets or Deployments named {a.workload}")
     ds = ds[0]
     namespace = ds["metadata"].get("namespace", "default")
-    pod = f"{a.daemonset}-{a.node}"
+    pod = f"{a.workload}-{a.node}"
     spec = ds["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in spec.get("volumes") or []}
     overrides = {}
@@ -196,14 +201,15 @@ def main():
                     die(f"--env {c['name']}:{k}: the manifest does not set {k} for {c['name']}")
                 env[k] = v
                 used.add(c["name"])
-            mounts = mounts_for(c, volumes, a.out, a.daemonset)
-            entry = bundle(c, init, os.path.join(a.out, a.daemonset, c["name"]), rootfs, cfg, env,
+            mounts = mounts_for(c, volumes, a.out, a.workload)
+            entry = bundle(c, init, os.path.join(a.out, a.workload, c["name"]), rootfs, cfg, env,
                            mounts)
             entry["image"] = image
+            entry["id"] = f"{a.workload}-{c['name']}"
             out.append(entry)
     unknown = set(overrides) - used
     if unknown:
-        die(f"--env for containers the DaemonSet does not run: {sorted(unknown)}")
+        die(f"--env for containers the {ds['kind']} does not run: {sorted(unknown)}")
     json.dump(out, sys.stdout, indent=1)
     print()
 

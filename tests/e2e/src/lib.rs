@@ -14,6 +14,9 @@ use vglet_csi_proto::v1::node_client::NodeClient;
 
 pub use vglet_vmh::in_guest;
 
+pub mod pod;
+pub mod two_hosts;
+
 /// target/debug (or release), where the workspace's binaries are.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
