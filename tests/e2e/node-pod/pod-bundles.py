@@ -13,8 +13,8 @@ as a kubelet and an OCI runtime would: the image's entrypoint and env from the i
 the container's command/args with $(VAR) expanded, its env (fieldRef spec.nodeName,
 metadata.namespace, metadata.name resolved), each volumeMount from the pod's hostPath or
 emptyDir volume as a bind mount with its readOnly flag and mountPropagation (Bidirectional:
-rshared, HostToContainer: rslave), and privileged: all capabilities, no masked paths, /sys
-writable. --env overrides one variable of one container (what an operator edits per
+rshared, HostToContainer: rslave), privileged: all capabilities, no masked paths, /sys
+writable, and hostNetwork: the host's network and UTS namespaces. --env overrides one variable of one container (what an operator edits per
 cluster, e.g. the device globs), and is the only thing not taken from the manifests.
 
 Prints a JSON list, in run order: {"name", "id", "init": bool, "bundle", "image",
@@ -102,6 +102,8 @@ def mounts_for(container, volumes, out, ds):
                 os.makedirs(source, exist_ok=True)
             elif kind == "Directory" and not os.path.isdir(source):
                 die(f"{container['name']}: hostPath {source} (type Directory) does not exist")
+            elif kind == "File" and not os.path.isfile(source):
+                die(f"{container['name']}: hostPath {source} (type File) does not exist")
         elif "emptyDir" in vol:
             source = os.path.join(out, ds, "emptydir", vm["name"])
             os.makedirs(source, exist_ok=True)
@@ -114,7 +116,7 @@ def mounts_for(container, volumes, out, ds):
     return mounts
 
 
-def bundle(container, init, base, rootfs, image_cfg, env, mounts):
+def bundle(container, init, base, rootfs, image_cfg, env, mounts, host_network):
     spec = json.loads(json.dumps(image_cfg))  # the image's runtime spec from umoci
     proc = spec["process"]
     entry = container.get("command") or proc["args"][:1]
@@ -145,7 +147,14 @@ def bundle(container, init, base, rootfs, image_cfg, env, mounts):
     elif "rslave" in opts:
         spec["linux"]["rootfsPropagation"] = "rslave"
     spec["root"] = {"path": rootfs, "readonly": False}
-    spec["hostname"] = container["name"]
+    if host_network:
+        # hostNetwork: true: kubelet gives the pod the host's network and UTS namespaces
+        # (and so the host's abstract unix sockets, which lvmlockctl needs).
+        spec["linux"]["namespaces"] = [n for n in spec["linux"]["namespaces"]
+                                       if n["type"] not in ("network", "uts")]
+        spec.pop("hostname", None)
+    else:
+        spec["hostname"] = container["name"]
     os.makedirs(base, exist_ok=True)
     with open(os.path.join(base, "config.json"), "w") as f:
         json.dump(spec, f, indent=1)
@@ -203,7 +212,7 @@ def main():
                 used.add(c["name"])
             mounts = mounts_for(c, volumes, a.out, a.workload)
             entry = bundle(c, init, os.path.join(a.out, a.workload, c["name"]), rootfs, cfg, env,
-                           mounts)
+                           mounts, spec.get("hostNetwork", False))
             entry["image"] = image
             entry["id"] = f"{a.workload}-{c['name']}"
             out.append(entry)

@@ -140,6 +140,23 @@ pub fn run_to_end(c: &serde_json::Value) -> i32 {
     st.code().unwrap_or(-1)
 }
 
+/// Runs an init container as kubelet does in a pod with `restartPolicy: Always`: a failed
+/// one is started again (after kubelet's back-off, here 1 s), the next ones wait. Returns
+/// how many runs it took; panics when the `max`th fails too. `on_failure` sees each failed
+/// run's exit code (for diagnostics).
+pub fn run_init(c: &serde_json::Value, max: u32, mut on_failure: impl FnMut(i32)) -> u32 {
+    for attempt in 1..=max {
+        let code = run_to_end(c);
+        if code == 0 {
+            return attempt;
+        }
+        on_failure(code);
+        let _ = crun().args(["delete", "--force", id(c)]).status();
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    panic!("init container {} failed {max} times", id(c));
+}
+
 /// A long-running container, stopped (SIGTERM, then removed) when dropped.
 pub struct Running {
     id: String,
@@ -265,4 +282,3 @@ pub fn checksum() -> String {
         .trim()
         .to_string()
 }
-

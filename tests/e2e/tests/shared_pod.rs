@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use vglet_e2e::pod::{
     Running, SOCKET, STAGING, TARGET, bundles, checksum, container, csictl, csictl_refused,
-    kubelet_host, names, prepare, probe_ready, run_to_end, stage_publish, wait_until, work,
+    kubelet_host, names, prepare, probe_ready, run_init, stage_publish, wait_until, work,
 };
 use vglet_e2e::two_hosts::{Sync, start_sanlock_lvmlockd};
 use vglet_e2e::{in_guest, lvs, mount_at, sh};
@@ -180,10 +180,20 @@ fn guest_shared_pod() {
         "the vglet containers of the rendered DaemonSet, in order"
     );
     let t = Instant::now();
-    for c in pod.iter().filter(|c| c["init"] == true) {
-        assert_eq!(run_to_end(c), 0, "init container {} failed", c["name"]);
-    }
-    s.record("vg-init container (lockstart, host tag)", t.elapsed());
+    // A host whose lvmlock LV is not active yet (b here; every host after a reboot) fails
+    // its first lockstart in a container: lvm activates the LV without udev, so its
+    // /dev/mapper node appears only when the command ends, after lvmlockd has already
+    // looked for it ("prepare_lockspace_san stat error 2": "invalid parameters for
+    // sanlock"). kubelet restarts the init container; the second run finds the node.
+    let vg_init = container(&pod, "vg-init");
+    let runs = run_init(vg_init, 3, |_| {
+        let dump = sh("lvmlockctl --dump 2>&1 | grep -E 'stat error|prepare_lockspace' || true");
+        eprintln!("lvmlockd after the failed lockstart:\n{dump}");
+    });
+    s.record(
+        &format!("vg-init container (lockstart, host tag): {runs} run(s)"),
+        t.elapsed(),
+    );
     assert_eq!(vg_field("vg_lock_type"), "sanlock");
     let tags = vg_field("vg_tags");
     assert!(
