@@ -14,7 +14,7 @@ the container's command/args with $(VAR) expanded, its env (fieldRef spec.nodeNa
 metadata.namespace, metadata.name resolved), each volumeMount from the pod's hostPath or
 emptyDir volume as a bind mount with its readOnly flag and mountPropagation (Bidirectional:
 rshared, HostToContainer: rslave), privileged: all capabilities, no masked paths, /sys
-writable, and hostNetwork: the host's network and UTS namespaces. --env overrides one variable of one container (what an operator edits per
+writable, hostNetwork: the host's network and UTS namespaces, hostIPC: its IPC namespace. --env overrides one variable of one container (what an operator edits per
 cluster, e.g. the device globs), and is the only thing not taken from the manifests.
 
 Prints a JSON list, in run order: {"name", "id", "init": bool, "bundle", "image",
@@ -116,7 +116,7 @@ def mounts_for(container, volumes, out, ds):
     return mounts
 
 
-def bundle(container, init, base, rootfs, image_cfg, env, mounts, host_network):
+def bundle(container, init, base, rootfs, image_cfg, env, mounts, host_network, host_ipc):
     spec = json.loads(json.dumps(image_cfg))  # the image's runtime spec from umoci
     proc = spec["process"]
     entry = container.get("command") or proc["args"][:1]
@@ -155,6 +155,10 @@ def bundle(container, init, base, rootfs, image_cfg, env, mounts, host_network):
         spec.pop("hostname", None)
     else:
         spec["hostname"] = container["name"]
+    if host_ipc:
+        spec["linux"]["namespaces"] = [n for n in spec["linux"]["namespaces"]
+                                       if n["type"] != "ipc"]
+        spec["mounts"] = [m for m in spec["mounts"] if m["destination"] != "/dev/mqueue"]
     os.makedirs(base, exist_ok=True)
     with open(os.path.join(base, "config.json"), "w") as f:
         json.dump(spec, f, indent=1)
@@ -212,7 +216,7 @@ def main():
                 used.add(c["name"])
             mounts = mounts_for(c, volumes, a.out, a.workload)
             entry = bundle(c, init, os.path.join(a.out, a.workload, c["name"]), rootfs, cfg, env,
-                           mounts, spec.get("hostNetwork", False))
+                           mounts, spec.get("hostNetwork", False), spec.get("hostIPC", False))
             entry["image"] = image
             entry["id"] = f"{a.workload}-{c['name']}"
             out.append(entry)

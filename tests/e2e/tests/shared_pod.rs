@@ -159,6 +159,10 @@ fn guest_shared_pod() {
     s.time("sanlock + lvmlockd up (host)", || {
         start_sanlock_lvmlockd(host_id)
     });
+    // kubelet's directory as its own mount, as in node_pod.rs (there on a disk of its own).
+    // As a plain directory of the guest's root (an overlay), the staging and publish mounts
+    // made in the node plugin's container did not reach the host's mount table.
+    sh("mkdir -p /var/lib/kubelet && mount --bind /var/lib/kubelet /var/lib/kubelet");
     kubelet_host();
     if role == "a" {
         // docs/host-preparation.md 4.2: the VG is made once, by hand, on one host.
@@ -234,11 +238,23 @@ fn guest_shared_pod() {
     );
     s.signal(&format!("{role}-serving"));
 
-    if role == "a" {
-        s.wait("b-serving");
-        a_steps(&mut s);
-    } else {
-        b_steps(&mut s);
+    let steps = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if role == "a" {
+            s.wait("b-serving");
+            a_steps(&mut s);
+        } else {
+            b_steps(&mut s);
+        }
+    }));
+    if let Err(e) = steps {
+        // The lock managers' own accounts of what failed (their logs go nowhere else here).
+        eprintln!(
+            "lvmlockd on host {role}:\n{}\nsanlock on host {role}:\n{}\nkubelet's mounts:\n{}",
+            sh("lvmlockctl --dump 2>&1 | tail -60 || true"),
+            sh("sanlock client log_dump 2>&1 | tail -40 || true"),
+            sh("grep kubelet /proc/self/mountinfo || true")
+        );
+        std::panic::resume_unwind(e);
     }
     s.signal(&format!("{role}-PASS"));
     eprintln!("\nSHARED POD (host {role}): PASSED");
