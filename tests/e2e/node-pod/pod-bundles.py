@@ -1,21 +1,25 @@
 #!/usr/bin/env python3
-"""OCI runtime bundles for the vglet containers of a DaemonSet, read from rendered manifests.
+"""OCI runtime bundles for the vglet containers of a DaemonSet or Deployment, read from
+rendered manifests.
 
-    pod-bundles.py --manifest RENDERED.yaml --daemonset NAME --images DIR --tag TAG --out DIR
+    pod-bundles.py --manifest RENDERED.yaml --workload NAME --images DIR --tag TAG --out DIR
                    --node NODE [--env CONTAINER:NAME=VALUE ...]
 
-RENDERED.yaml is `kubectl kustomize deploy/<model>` output. For every init container and
-container of the DaemonSet whose image is one of vglet's (ghcr.io/vglet/<image>:TAG; the
-sidecars need a Kubernetes API and are not run), it writes OUT/<daemonset>/<container>/config.json
+RENDERED.yaml is `kubectl kustomize deploy/<model>` output; NAME is a DaemonSet's or a
+Deployment's (--daemonset is the same flag). For every init container and
+container of its pod template whose image is one of vglet's (ghcr.io/vglet/<image>:TAG; the
+sidecars need a Kubernetes API and are not run), it writes OUT/<workload>/<container>/config.json
 as a kubelet and an OCI runtime would: the image's entrypoint and env from the image config,
 the container's command/args with $(VAR) expanded, its env (fieldRef spec.nodeName,
 metadata.namespace, metadata.name resolved), each volumeMount from the pod's hostPath or
 emptyDir volume as a bind mount with its readOnly flag and mountPropagation (Bidirectional:
-rshared, HostToContainer: rslave), and privileged: all capabilities, no masked paths, /sys
-writable. --env overrides one variable of one container (what an operator edits per
+rshared, HostToContainer: rslave), privileged: all capabilities, no masked paths, /sys
+writable, hostNetwork: the host's network and UTS namespaces, hostIPC: its IPC namespace. --env overrides one variable of one container (what an operator edits per
 cluster, e.g. the device globs), and is the only thing not taken from the manifests.
 
-Prints a JSON list, in run order: {"name", "init": bool, "bundle", "image", "privileged"}.
+Prints a JSON list, in run order: {"name", "id", "init": bool, "bundle", "image",
+"privileged"}; "id" (<workload>-<container>) names the container for the runtime, unique
+when several pods run on one host (a node plugin and a controller both have a csi-driver).
 Each image archive is unpacked once (umoci unpack, as root) to OUT/rootfs/<image>/; with
 --unpack-only that is all it does (the host does it before the guest boots; the bundles,
 and the hostPath directories of type DirectoryOrCreate, are made in the guest).
@@ -98,6 +102,8 @@ def mounts_for(container, volumes, out, ds):
                 os.makedirs(source, exist_ok=True)
             elif kind == "Directory" and not os.path.isdir(source):
                 die(f"{container['name']}: hostPath {source} (type Directory) does not exist")
+            elif kind == "File" and not os.path.isfile(source):
+                die(f"{container['name']}: hostPath {source} (type File) does not exist")
         elif "emptyDir" in vol:
             source = os.path.join(out, ds, "emptydir", vm["name"])
             os.makedirs(source, exist_ok=True)
@@ -110,7 +116,7 @@ def mounts_for(container, volumes, out, ds):
     return mounts
 
 
-def bundle(container, init, base, rootfs, image_cfg, env, mounts):
+def bundle(container, init, base, rootfs, image_cfg, env, mounts, host_network, host_ipc):
     spec = json.loads(json.dumps(image_cfg))  # the image's runtime spec from umoci
     proc = spec["process"]
     entry = container.get("command") or proc["args"][:1]
@@ -141,7 +147,18 @@ def bundle(container, init, base, rootfs, image_cfg, env, mounts):
     elif "rslave" in opts:
         spec["linux"]["rootfsPropagation"] = "rslave"
     spec["root"] = {"path": rootfs, "readonly": False}
-    spec["hostname"] = container["name"]
+    if host_network:
+        # hostNetwork: true: kubelet gives the pod the host's network and UTS namespaces
+        # (and so the host's abstract unix sockets, which lvmlockctl needs).
+        spec["linux"]["namespaces"] = [n for n in spec["linux"]["namespaces"]
+                                       if n["type"] not in ("network", "uts")]
+        spec.pop("hostname", None)
+    else:
+        spec["hostname"] = container["name"]
+    if host_ipc:
+        spec["linux"]["namespaces"] = [n for n in spec["linux"]["namespaces"]
+                                       if n["type"] != "ipc"]
+        spec["mounts"] = [m for m in spec["mounts"] if m["destination"] != "/dev/mqueue"]
     os.makedirs(base, exist_ok=True)
     with open(os.path.join(base, "config.json"), "w") as f:
         json.dump(spec, f, indent=1)
@@ -151,7 +168,7 @@ def bundle(container, init, base, rootfs, image_cfg, env, mounts):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--manifest", required=True)
-    ap.add_argument("--daemonset", required=True)
+    ap.add_argument("--workload", "--daemonset", dest="workload", required=True)
     ap.add_argument("--images", required=True)
     ap.add_argument("--tag", required=True)
     ap.add_argument("--out", required=True)
@@ -163,12 +180,13 @@ def main():
 
     with open(a.manifest) as f:
         docs = [d for d in yaml.safe_load_all(f) if d]
-    ds = [d for d in docs if d.get("kind") == "DaemonSet" and d["metadata"]["name"] == a.daemonset]
+    ds = [d for d in docs if d.get("kind") in ("DaemonSet", "Deployment")
+          and d["metadata"]["name"] == a.workload]
     if len(ds) != 1:
-        die(f"{a.manifest}: {len(ds)} DaemonSets named {a.daemonset}")
+        die(f"{a.manifest}: {len(ds)} DaemonSets or Deployments named {a.workload}")
     ds = ds[0]
     namespace = ds["metadata"].get("namespace", "default")
-    pod = f"{a.daemonset}-{a.node}"
+    pod = f"{a.workload}-{a.node}"
     spec = ds["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in spec.get("volumes") or []}
     overrides = {}
@@ -196,14 +214,15 @@ def main():
                     die(f"--env {c['name']}:{k}: the manifest does not set {k} for {c['name']}")
                 env[k] = v
                 used.add(c["name"])
-            mounts = mounts_for(c, volumes, a.out, a.daemonset)
-            entry = bundle(c, init, os.path.join(a.out, a.daemonset, c["name"]), rootfs, cfg, env,
-                           mounts)
+            mounts = mounts_for(c, volumes, a.out, a.workload)
+            entry = bundle(c, init, os.path.join(a.out, a.workload, c["name"]), rootfs, cfg, env,
+                           mounts, spec.get("hostNetwork", False), spec.get("hostIPC", False))
             entry["image"] = image
+            entry["id"] = f"{a.workload}-{c['name']}"
             out.append(entry)
     unknown = set(overrides) - used
     if unknown:
-        die(f"--env for containers the DaemonSet does not run: {sorted(unknown)}")
+        die(f"--env for containers the {ds['kind']} does not run: {sorted(unknown)}")
     json.dump(out, sys.stdout, indent=1)
     print()
 

@@ -15,6 +15,8 @@ use vglet_csi_proto::v1::node_client::NodeClient;
 pub use vglet_vmh::in_guest;
 
 pub mod examples;
+pub mod pod;
+pub mod two_hosts;
 
 /// target/debug (or release), where the workspace's binaries are.
 pub fn bin_dir() -> PathBuf {

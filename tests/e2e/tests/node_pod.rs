@@ -17,35 +17,18 @@
 //! kubelet's directory and vglet's state directory live on a small ext4 disk bind-mounted
 //! at their real paths in both boots, as they do on a node's root filesystem.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use vglet_e2e::pod::{
+    KUBELET, Running, SOCKET, STAGING, TARGET, bundles, checksum, csictl, kubelet_host, prepare,
+    probe_ready, run_to_end, stage_publish, wait_until,
+};
 use vglet_e2e::{in_guest, lvs, mount_at, sh};
 
 const NODE: &str = "node-a";
 const VG: &str = "vg0";
-const KUBELET: &str = "/var/lib/kubelet";
-const SOCKET: &str = "/var/lib/kubelet/plugins/lvm.vglet.io/csi.sock";
-const STAGING: &str =
-    "/var/lib/kubelet/plugins/kubernetes.io/csi/lvm.vglet.io/0123abcd/globalmount";
-const TARGET: &str =
-    "/var/lib/kubelet/pods/5e1f0c2a-pod/volumes/kubernetes.io~csi/pvc-node-pod/mount";
 const PERSIST: &str = "/persist";
-const TAG: &str = "v0.1.0";
-
-fn e2e_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn workspace() -> PathBuf {
-    e2e_dir().join("../..").canonicalize().unwrap()
-}
-
-/// Rendered manifests, bundles and unpacked images (target/node-pod).
-fn work() -> PathBuf {
-    workspace().join("target/node-pod")
-}
 
 fn vm(name: &str) -> vglet_vmh::Vm {
     vglet_vmh::Vm::new(name)
@@ -54,19 +37,6 @@ fn vm(name: &str) -> vglet_vmh::Vm {
         .modules(["dm_mod", "ext4"])
         .udev(false)
         .timeout(Duration::from_secs(600))
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
@@ -98,51 +68,13 @@ fn node_pod_in_guest() {
     );
 }
 
-/// Host side, before the guest boots: the images (built by util/test.sh before the tests;
-/// alone, built here with debug binaries), the model's manifests as an operator applies them
-/// (target/node-pod/<model>.yaml), and the images of its DaemonSets unpacked (the guest
-/// sees them through its overlay).
-fn prepare(model: &str, daemonsets: &[&str]) {
-    let ws = workspace();
-    if !ws.join("target/images/csi-driver.oci.tar").exists() {
-        run(Command::new(ws.join("util/build-images.sh")).env("VGLET_IMAGE_PROFILE", "debug"));
-    }
-    let _ = std::fs::remove_dir_all(work());
-    std::fs::create_dir_all(work()).unwrap();
-    let rendered = run(Command::new("kubectl")
-        .arg("kustomize")
-        .arg(ws.join("deploy").join(model)));
-    std::fs::write(work().join(format!("{model}.yaml")), rendered).unwrap();
-    for ds in daemonsets {
-        bundles(model, ds, &["--unpack-only"]);
-    }
-}
-
-/// pod-bundles.py for one DaemonSet of a rendered model; returns its JSON list of containers.
-fn bundles(model: &str, daemonset: &str, extra: &[&str]) -> Vec<serde_json::Value> {
-    let out = run(Command::new("python3")
-        .arg(e2e_dir().join("node-pod/pod-bundles.py"))
-        .arg("--manifest")
-        .arg(work().join(format!("{model}.yaml")))
-        .args(["--daemonset", daemonset, "--tag", TAG, "--node", NODE])
-        .arg("--images")
-        .arg(workspace().join("target/images"))
-        .arg("--out")
-        .arg(work())
-        .args(extra));
-    serde_json::from_str::<serde_json::Value>(&out)
-        .expect("pod-bundles.py output")
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
 /// The node pod's containers, with what an operator sets for this cluster: the device
 /// globs (the guest has no udev, so no /dev/disk/by-id).
 fn node_pod() -> Vec<serde_json::Value> {
     bundles(
         "node-local",
         "vglet-node",
+        NODE,
         &[
             "--env",
             "disk-discover:VGLET_DISCOVER_GLOBS=/dev/vdb,/dev/vdc",
@@ -154,108 +86,15 @@ fn step(s: &str) {
     eprintln!("\n=== node pod: {s}");
 }
 
-/// What kubelet and the node's boot provide: kubelet's and vglet's directories on the
-/// persistent disk at their real paths, a shared root mount (systemd's default) so that
-/// Bidirectional mounts propagate, and the cgroup2 hierarchy (crun refuses to start
-/// without one, even when it manages no cgroups).
+/// kubelet's and vglet's directories on the persistent disk at their real paths, as on a
+/// node's root filesystem, and what else kubelet and the node's boot provide.
 fn host_paths() {
     sh(&format!(
         "mkdir -p {PERSIST} && mount /dev/vda {PERSIST} && mkdir -p {PERSIST}/kubelet {PERSIST}/vglet \
          {KUBELET} /var/lib/vglet && mount --bind {PERSIST}/kubelet {KUBELET} \
-         && mount --bind {PERSIST}/vglet /var/lib/vglet && mkdir -p {KUBELET}/plugins_registry \
-         && mount --make-rshared / \
-         && {{ mountpoint -q /sys/fs/cgroup || mount -t cgroup2 cgroup2 /sys/fs/cgroup; }}"
+         && mount --bind {PERSIST}/vglet /var/lib/vglet"
     ));
-}
-
-fn crun() -> Command {
-    let mut c = Command::new("crun");
-    // The guest has no cgroup hierarchy for a runtime; vglet's containers set no limits
-    // that matter here.
-    c.arg("--cgroup-manager=disabled");
-    c
-}
-
-/// Runs a container to its end (an init container); returns its exit code.
-fn run_to_end(c: &serde_json::Value) -> i32 {
-    let name = c["name"].as_str().unwrap();
-    let t = Instant::now();
-    let st = crun()
-        .args(["run", "--bundle", c["bundle"].as_str().unwrap(), name])
-        .stdin(Stdio::null())
-        .status()
-        .expect("spawn crun");
-    eprintln!(
-        "container {name}: exit {:?} after {:.1}s",
-        st.code(),
-        t.elapsed().as_secs_f64()
-    );
-    st.code().unwrap_or(-1)
-}
-
-/// A long-running container, stopped (SIGTERM, then removed) when dropped.
-struct Running {
-    name: String,
-    child: Child,
-}
-
-impl Running {
-    fn start(c: &serde_json::Value) -> Running {
-        let name = c["name"].as_str().unwrap().to_string();
-        let child = crun()
-            .args(["run", "--bundle", c["bundle"].as_str().unwrap(), &name])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn crun");
-        Running { name, child }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = crun().args(["kill", &self.name, "TERM"]).status();
-        let _ = self.child.wait();
-        let _ = crun().args(["delete", "--force", &self.name]).status();
-    }
-}
-
-fn csictl(args: &[&str]) -> serde_json::Value {
-    let out = Command::new(vglet_e2e::bin("csictl"))
-        .args(["--endpoint", SOCKET, "--json"])
-        .args(args)
-        .output()
-        .expect("spawn csictl");
-    assert!(
-        out.status.success(),
-        "csictl {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("csictl --json output")
-}
-
-fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-fn probe_ready() -> bool {
-    Command::new(vglet_e2e::bin("csictl"))
-        .args(["--endpoint", SOCKET, "identity", "probe"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-fn checksum() -> String {
-    sh(&format!("sha256sum {TARGET}/data | cut -d' ' -f1"))
-        .trim()
-        .to_string()
+    kubelet_host();
 }
 
 fn vg_tags() -> String {
@@ -292,22 +131,27 @@ fn guest_node_pod_boot1() {
     step("csi-driver serves on the socket in kubelet's plugin directory");
     let driver = pod.iter().find(|c| c["name"] == "csi-driver").unwrap();
     let _driver = Running::start(driver);
-    wait_until("csi-driver's Probe", Duration::from_secs(120), probe_ready);
+    wait_until("csi-driver's Probe", Duration::from_secs(120), || {
+        probe_ready(SOCKET)
+    });
 
     step("create, stage, publish and write a volume (csictl, as kubelet would)");
-    let v = csictl(&[
-        "controller",
-        "create",
-        "pvc-node-pod",
-        "--size",
-        "64Mi",
-        "--param",
-        "volumeGroup=vg0",
-        "--fs-type",
-        "ext4",
-        "--requisite-topology",
-        &format!("topology.vglet.io/node={NODE}"),
-    ]);
+    let v = csictl(
+        SOCKET,
+        &[
+            "controller",
+            "create",
+            "pvc-node-pod",
+            "--size",
+            "64Mi",
+            "--param",
+            "volumeGroup=vg0",
+            "--fs-type",
+            "ext4",
+            "--requisite-topology",
+            &format!("topology.vglet.io/node={NODE}"),
+        ],
+    );
     eprintln!("created: {v}");
     let id = v["volume_id"].as_str().expect("volume_id").to_string();
     let lv = id.split_once('/').unwrap().1.to_string();
@@ -318,29 +162,7 @@ fn guest_node_pod_boot1() {
         "no LV {lv} owned by vglet in {VG}: {:?}",
         lvs(VG)
     );
-    sh(&format!(
-        "mkdir -p {STAGING} && mkdir -p $(dirname {TARGET})"
-    ));
-    csictl(&[
-        "node",
-        "stage",
-        &id,
-        "--staging-path",
-        STAGING,
-        "--fs-type",
-        "ext4",
-    ]);
-    csictl(&[
-        "node",
-        "publish",
-        &id,
-        "--staging-path",
-        STAGING,
-        "--target-path",
-        TARGET,
-        "--fs-type",
-        "ext4",
-    ]);
+    stage_publish(&id);
     // The mounts were made in the container's mount namespace; kubelet and the pods see them
     // only through Bidirectional propagation of kubelet's directory.
     let (fs, src, _) = mount_at(Path::new(STAGING)).expect("staging mount in the host's table");
@@ -384,7 +206,7 @@ fn guest_node_pod_boot2() {
     assert!(!active.contains("active"), "LV active after boot: {active}");
 
     step("the reviver container (vglet-reviver-node-local) restores the mounts");
-    let reviver = bundles("node-local", "vglet-reviver-node-local", &[]);
+    let reviver = bundles("node-local", "vglet-reviver-node-local", NODE, &[]);
     assert_eq!(reviver.len(), 1, "{reviver:?}");
     {
         // Its manifest runs it with --watch: it keeps running; stop it once the mounts are back.
@@ -460,7 +282,7 @@ fn guest_pmem_node_pod_boot1() {
     sh("mkfs.ext4 -q -L persist /dev/vda");
     host_paths();
     sh("ndctl disable-region all && ndctl init-labels -f all && ndctl enable-region all");
-    let pod = bundles("pmem", "vglet-node-pmem", &[]);
+    let pod = bundles("pmem", "vglet-node-pmem", NODE, &[]);
     step("init containers: pmem-ns-init -> disk-discover -> vg-init per mode");
     for c in pod.iter().filter(|c| c["init"] == true) {
         assert_eq!(run_to_end(c), 0, "init container {} failed", c["name"]);
@@ -474,46 +296,29 @@ fn guest_pmem_node_pod_boot1() {
     }
     let driver = pod.iter().find(|c| c["name"] == "csi-driver").unwrap();
     let _driver = Running::start(driver);
-    wait_until("csi-driver's Probe", Duration::from_secs(120), probe_ready);
+    wait_until("csi-driver's Probe", Duration::from_secs(120), || {
+        probe_ready(SOCKET)
+    });
     step("an fsdax volume: created, staged with DAX, published, written");
-    let v = csictl(&[
-        "controller",
-        "create",
-        "pvc-node-pod",
-        "--size",
-        "64Mi",
-        "--param",
-        "pmemMode=fsdax",
-        "--fs-type",
-        "ext4",
-        "--requisite-topology",
-        &format!("topology.vglet.io/node={NODE}"),
-    ]);
+    let v = csictl(
+        SOCKET,
+        &[
+            "controller",
+            "create",
+            "pvc-node-pod",
+            "--size",
+            "64Mi",
+            "--param",
+            "pmemMode=fsdax",
+            "--fs-type",
+            "ext4",
+            "--requisite-topology",
+            &format!("topology.vglet.io/node={NODE}"),
+        ],
+    );
     let id = v["volume_id"].as_str().expect("volume_id").to_string();
     assert!(id.starts_with(&format!("{PMEM_FSDAX_VG}/")), "{id}");
-    sh(&format!(
-        "mkdir -p {STAGING} && mkdir -p $(dirname {TARGET})"
-    ));
-    csictl(&[
-        "node",
-        "stage",
-        &id,
-        "--staging-path",
-        STAGING,
-        "--fs-type",
-        "ext4",
-    ]);
-    csictl(&[
-        "node",
-        "publish",
-        &id,
-        "--staging-path",
-        STAGING,
-        "--target-path",
-        TARGET,
-        "--fs-type",
-        "ext4",
-    ]);
+    stage_publish(&id);
     assert!(
         staging_has_dax(),
         "staging mount without dax=always in the host's table"
@@ -543,7 +348,7 @@ fn guest_pmem_node_pod_boot2() {
         "target still mounted"
     );
     step("the reviver container (vglet-reviver-pmem) restores the DAX mounts");
-    let reviver = bundles("pmem", "vglet-reviver-pmem", &[]);
+    let reviver = bundles("pmem", "vglet-reviver-pmem", NODE, &[]);
     assert_eq!(reviver.len(), 1, "{reviver:?}");
     {
         let _r = Running::start(&reviver[0]);

@@ -16,6 +16,7 @@ use tonic::Code;
 use vglet_csi_proto::v1::volume_capability::access_mode::Mode;
 use vglet_csi_proto::v1::*;
 use vglet_e2e::req;
+use vglet_e2e::two_hosts::{self, Sync};
 use vglet_e2e::{Clients, DriverProcess, clients, in_guest, mount_at, sh};
 
 const VG: &str = "svg";
@@ -102,81 +103,6 @@ fn two_hosts(lock_type: &str) {
     let rb = rb.expect("guest b ran");
     assert_eq!(rb.exit_code, 0, "host b failed");
     assert!(sync.join("b-PASS").exists());
-}
-
-/// Marker-file coordination between the two guests.
-struct Sync {
-    dir: PathBuf,
-    role: String,
-    timings: Vec<String>,
-}
-
-impl Sync {
-    fn new() -> Sync {
-        let dir = PathBuf::from(std::env::var("VGLET_SYNC").expect("VGLET_SYNC"));
-        let role = std::env::var("VGLET_ROLE").expect("VGLET_ROLE");
-        let hook_dir = dir.clone();
-        let hook_role = role.clone();
-        let default = std::panic::take_hook();
-        // A failing host tells its peer at once, instead of letting it wait for a timeout.
-        std::panic::set_hook(Box::new(move |info| {
-            let _ = std::fs::write(hook_dir.join(format!("FAIL-{hook_role}")), info.to_string());
-            default(info);
-        }));
-        Sync {
-            dir,
-            role,
-            timings: Vec::new(),
-        }
-    }
-
-    fn signal(&self, what: &str) {
-        std::fs::write(self.dir.join(what), b"").unwrap();
-        eprintln!("[{}] signal {what}", self.role);
-    }
-
-    fn signal_value(&self, what: &str, value: &str) {
-        let tmp = self.dir.join(format!(".{what}.tmp"));
-        std::fs::write(&tmp, value).unwrap();
-        std::fs::rename(&tmp, self.dir.join(what)).unwrap();
-        eprintln!("[{}] signal {what}={value}", self.role);
-    }
-
-    fn wait(&self, what: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(600);
-        loop {
-            if let Ok(v) = std::fs::read_to_string(self.dir.join(what)) {
-                eprintln!("[{}] got {what}", self.role);
-                return v;
-            }
-            for peer in ["a", "b"] {
-                let f = self.dir.join(format!("FAIL-{peer}"));
-                if peer != self.role && f.exists() {
-                    panic!(
-                        "peer {peer} failed: {}",
-                        std::fs::read_to_string(f).unwrap_or_default()
-                    );
-                }
-            }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn time<T>(&mut self, what: &str, f: impl FnOnce() -> T) -> T {
-        let t = Instant::now();
-        let out = f();
-        self.record(what, t.elapsed());
-        out
-    }
-
-    fn record(&mut self, what: &str, d: Duration) {
-        let line = format!("  {:>7.2}s  {what}", d.as_secs_f64());
-        eprintln!("[{}] {line}", self.role);
-        self.timings.push(line);
-        let all = self.timings.join("\n") + "\n";
-        std::fs::write(self.dir.join(format!("timings-{}", self.role)), all).unwrap();
-    }
 }
 
 fn fs_cap(mode: Mode) -> VolumeCapability {
@@ -275,34 +201,13 @@ fn lock_type() -> String {
 /// a two-node corosync cluster (node ids a=1, b=2) on the guests' network link.
 fn start_lock_managers(role: &str) {
     let host_id = if role == "a" { 1 } else { 2 };
-    sh("sed -i 's/^global {/global {\\n\\tuse_lvmlockd = 1/' /etc/lvm/lvm.conf");
-    std::fs::write(
-        "/etc/lvm/lvmlocal.conf",
-        format!("local {{\n\thost_id = {host_id}\n}}\n"),
-    )
-    .unwrap();
-    sh("mkdir -p /run/lvm");
     if lock_type() == "dlm" {
+        two_hosts::use_lvmlockd(host_id);
         start_corosync_dlm(host_id);
         sh("lvmlockd -g dlm");
+        two_hosts::wait_for_lvmlockd();
     } else {
-        sh("mkdir -p /run/sanlock");
-        sh("sanlock daemon -w 0 -U root -G root");
-        // -o 2: 2 s sanlock I/O timeout keeps lockstart and lease expiry short in a test.
-        sh("lvmlockd -g sanlock -o 2");
-    }
-    wait_for_lvmlockd();
-}
-
-/// Waits until lvmlockd answers on its socket.
-fn wait_for_lvmlockd() {
-    let t = Instant::now();
-    while sh("lvmlockctl --info >/dev/null 2>&1 && echo up || true").trim() != "up" {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "lvmlockd did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(200));
+        two_hosts::start_sanlock_lvmlockd(host_id);
     }
 }
 
@@ -786,11 +691,8 @@ fn guest_unsupported_lock_type() {
     sh("vgcreate -q idmvg /dev/vda && vgcfgbackup -q -f /run/idm.vg idmvg");
     sh(r#"sed -i '0,/^\tseqno = /s//\tlock_type = "idm"\n\tlock_args = "1.0.0"\n&/' /run/idm.vg"#);
     sh("vgcfgrestore -q --force -y -f /run/idm.vg idmvg");
-    sh("sed -i 's/^global {/global {\\n\\tuse_lvmlockd = 1/' /etc/lvm/lvm.conf");
-    sh(
-        "mkdir -p /run/lvm /run/sanlock && sanlock daemon -w 0 -U root -G root && lvmlockd -g sanlock -o 2",
-    );
-    wait_for_lvmlockd();
+    // A host_id only matters for a sanlock lockspace, which an idm VG never gets.
+    two_hosts::start_sanlock_lvmlockd(1);
     let seqno = || sh("vgs --noheadings -o vg_lock_type,vg_seqno idmvg 2>/dev/null");
     let before = seqno();
     assert!(
