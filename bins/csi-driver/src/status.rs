@@ -68,6 +68,26 @@ pub fn invalid(field: &str, rule: impl std::fmt::Display) -> Status {
     VolumeError::invalid(field, rule).into()
 }
 
+/// The node-volume library's errors, each to the code of its kind.
+pub fn volume_status(e: vglet_volume::VolumeError) -> Status {
+    use vglet_volume::VolumeError as E;
+    match e {
+        E::Invalid { field, reason } => invalid(&field, reason),
+        E::Precondition(m) => Status::failed_precondition(m),
+        E::Exists(m) => Status::already_exists(m),
+        E::Changed(m) => Status::aborted(m),
+        E::Internal(m) => Status::internal(m),
+        E::Mount { context, source } => mount_status(&context, *source),
+        E::Lvm { context, source } => lvm_status(&context, *source),
+        E::State { context, source } => match *source {
+            vglet_state::StateError::Locked(id) => Status::aborted(format!(
+                "volume {id} is being restored by the reviver; retry later"
+            )),
+            e => Status::internal(format!("{context}: {e}")),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,25 +127,5 @@ mod tests {
             s.message(),
             "removing vg0/a: logical volume vg0/a not found"
         );
-    }
-}
-
-/// The node-volume library's errors, each to the code of its kind.
-pub fn volume_status(e: vglet_volume::VolumeError) -> Status {
-    use vglet_volume::VolumeError as E;
-    match e {
-        E::Invalid { field, reason } => invalid(&field, reason),
-        E::Precondition(m) => Status::failed_precondition(m),
-        E::Exists(m) => Status::already_exists(m),
-        E::Changed(m) => Status::aborted(m),
-        E::Internal(m) => Status::internal(m),
-        E::Mount { context, source } => mount_status(&context, *source),
-        E::Lvm { context, source } => lvm_status(&context, *source),
-        E::State { context, source } => match *source {
-            vglet_state::StateError::Locked(id) => Status::aborted(format!(
-                "volume {id} is being restored by the reviver; retry later"
-            )),
-            e => Status::internal(format!("{context}: {e}")),
-        },
     }
 }

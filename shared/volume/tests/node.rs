@@ -56,7 +56,7 @@ impl World {
         World {
             host,
             runner,
-            fs: Filesystems::new(r.clone()),
+            fs: Filesystems::new(r.clone(), vglet_runner::Programs::all_in("/sbin")),
             lvm: Lvm::with_binary(r, "/sbin/lvm".into()),
             store,
             blkid,

@@ -53,7 +53,7 @@ pub struct Sync {
 }
 
 impl Sync {
-    pub fn new() -> Sync {
+    pub fn from_env() -> Sync {
         let dir = PathBuf::from(std::env::var("VGLET_SYNC").expect("VGLET_SYNC"));
         let role = std::env::var("VGLET_ROLE").expect("VGLET_ROLE");
         let hook_dir = dir.clone();

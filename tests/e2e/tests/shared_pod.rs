@@ -147,7 +147,7 @@ fn unpublish_unstage(id: &str) {
 #[ignore = "runs inside two QEMU guests through shared_pod_two_hosts"]
 fn guest_shared_pod() {
     assert!(in_guest(), "run through shared_pod_two_hosts");
-    let mut s = Sync::new();
+    let mut s = Sync::from_env();
     let role = s.role.clone();
     let node = node_name(&role);
     let host_id = if role == "a" { 1 } else { 2 };

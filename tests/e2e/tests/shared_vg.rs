@@ -308,7 +308,7 @@ fn wait_probe_ready(rt: &tokio::runtime::Runtime, socket: &Path) {
 #[ignore = "runs inside two QEMU guests through shared_vg_two_hosts"]
 fn guest_shared_vg() {
     assert!(in_guest(), "run through shared_vg_two_hosts");
-    let mut s = Sync::new();
+    let mut s = Sync::from_env();
     let role = s.role.clone();
     let dev = "/dev/vda";
     let lt = lock_type();
