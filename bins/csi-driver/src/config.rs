@@ -87,8 +87,8 @@ pub struct Config {
     /// (EXPAND_VOLUME advertised). `node`: NodeExpandVolume on the volume's node, for a
     /// per-node deployment whose external-resizer then only marks the claim for the node.
     /// Shared VGs always grow through the controller.
-    #[arg(long, env = "VGLET_EXPANSION", value_enum, default_value_t = crate::expand::Expansion::Controller)]
-    pub expansion: crate::expand::Expansion,
+    #[arg(long, env = "VGLET_EXPANSION", value_enum, default_value_t = Expansion::Controller)]
+    pub expansion: Expansion,
 }
 
 /// The one duration grammar of every vglet binary (docs/units.md).
@@ -165,4 +165,17 @@ mod tests {
         assert!(socket_path("tcp://1.2.3.4:5").is_err());
         assert!(socket_path("unix://rel/a.sock").is_err());
     }
+}
+
+/// Which side of CSI extends the LV of a node-local volume (`--expansion`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Expansion {
+    /// ControllerExpandVolume extends the LV, NodeExpandVolume grows the filesystem: the
+    /// controller advertises EXPAND_VOLUME. Needed where one controller serves a shared VG.
+    Controller,
+    /// The controller does not advertise EXPAND_VOLUME, so the external-resizer only marks
+    /// the claim for the node (its "trivial resizer"), and NodeExpandVolume on the node that
+    /// holds the VG extends the LV and then grows the filesystem. Shared VGs are never
+    /// extended by the node: their volumes still need ControllerExpandVolume.
+    Node,
 }

@@ -18,7 +18,7 @@ use crate::params;
 use crate::provision::{self, Ask, Plan, Served, choice};
 use crate::reconcile::is_unfinished;
 use crate::snapshot;
-use crate::status::{invalid, lvm_status};
+use crate::status::{IntoStatus, invalid, lvm_status, volume_status};
 use crate::volume_id::{self, VolumeId};
 
 #[derive(Debug, Clone)]
@@ -64,28 +64,8 @@ impl ControllerService {
         };
         match self.driver.lvm.report(one).await {
             Err(vglet_lvm::LvmError::VgNotFound(_)) => Ok(Report::default()),
-            r => r.map_err(|e| VolumeError::lvm("reading the served volume groups", e)),
+            r => r.map_err(VolumeError::lvm("reading the served volume groups")),
         }
-    }
-
-    /// FAILED_PRECONDITION while the volume has thick snapshots (see
-    /// [`snapshot::thick_snapshots_of`] for why).
-    pub(crate) fn refuse_with_thick_snapshots(
-        report: &Report,
-        id: &VolumeId,
-        what: &str,
-    ) -> Result<(), Status> {
-        let snaps: Vec<String> = snapshot::thick_snapshots_of(report, &id.vg, &id.lv)
-            .iter()
-            .map(|l| format!("{}/{}", l.vg, l.name))
-            .collect();
-        if snaps.is_empty() {
-            return Ok(());
-        }
-        Err(Status::failed_precondition(format!(
-            "volume {id} has copy-on-write snapshots ({}); it cannot be {what} until they are deleted",
-            snaps.join(", ")
-        )))
     }
 
     /// FAILED_PRECONDITION while the volume is in use on this node (see [`crate::in_use`]):
@@ -159,20 +139,20 @@ impl ControllerService {
                 Err(VolumeError::NoSpace(_) | VolumeError::OutOfRange(_)) => {}
                 // Decided by the request and the VG's kind, tags and extent size, which
                 // the optimistic read may be trusted for: refused without reading lvm.
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(volume_status(e)),
                 // A report without LVs finds no volume of the name.
                 Ok(Plan::Existing(_) | Plan::RemoveUnfinished(_)) => {}
             }
         }
-        let mut report = self.served_report().await?;
+        let mut report = self.served_report().await.status()?;
         let mut removed = None;
         loop {
-            match provision::plan(&served, ask, &report)? {
+            match provision::plan(&served, ask, &report).status()? {
                 Plan::Existing(e) => return Ok(provision::execute::existing(&self.driver, e)),
                 Plan::Create(c) => return provision::execute::create(&self.driver, c).await,
                 Plan::RemoveUnfinished(id) if removed.as_ref() != Some(&id) => {
                     crate::reconcile::remove_unfinished(&self.driver, &id).await?;
-                    report = self.served_report().await?;
+                    report = self.served_report().await.status()?;
                     removed = Some(id);
                 }
                 Plan::RemoveUnfinished(id) => {
@@ -192,8 +172,8 @@ impl Controller for ControllerService {
         req: Request<CreateVolumeRequest>,
     ) -> Result<Response<CreateVolumeResponse>, Status> {
         let req = req.into_inner();
-        crate::limits::check(&req)?;
-        let ask = Ask::check(&req)?;
+        crate::limits::check(&req).status()?;
+        let ask = Ask::check(&req).status()?;
         let span = tracing::info_span!("CreateVolume", name = %req.name);
         let _e = span.enter();
         let _guard = self
@@ -212,8 +192,8 @@ impl Controller for ControllerService {
         req: Request<DeleteVolumeRequest>,
     ) -> Result<Response<DeleteVolumeResponse>, Status> {
         let req = req.into_inner();
-        crate::limits::check(&req)?;
-        let Some(id) = volume_id::to_delete("volume_id", &req.volume_id)? else {
+        crate::limits::check(&req).status()?;
+        let Some(id) = volume_id::to_delete("volume_id", &req.volume_id).status()? else {
             return Ok(Response::new(DeleteVolumeResponse {}));
         };
         let span = tracing::info_span!("DeleteVolume", volume_id = %id);
@@ -235,7 +215,7 @@ impl Controller for ControllerService {
                 tracing::info!("volume already gone");
                 return Ok(Response::new(DeleteVolumeResponse {}));
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(volume_status(e)),
             Ok(found) => found,
         };
         // Not OK without removing: the CO would take the volume for gone while the LV and
@@ -249,7 +229,7 @@ impl Controller for ControllerService {
                 vglet_lvm::tags::adopt_delete_tag(&self.driver.cfg.driver_name)
             )));
         }
-        Self::refuse_with_thick_snapshots(&report, &id, "deleted")?;
+        snapshot::refuse_with_thick_snapshots(&report, &id, "deleted").status()?;
         self.refuse_in_use(&v)?;
         let _w = self.driver.vg_locks.lock(&id.vg).await;
         // An adopted LV goes only while it still carries the delete opt-in, checked by lvm
@@ -323,12 +303,12 @@ impl Controller for ControllerService {
         req: Request<ValidateVolumeCapabilitiesRequest>,
     ) -> Result<Response<ValidateVolumeCapabilitiesResponse>, Status> {
         let req = req.into_inner();
-        crate::limits::check(&req)?;
-        let id = volume_id::lookup("volume_id", "volume", &req.volume_id)?;
+        crate::limits::check(&req).status()?;
+        let id = volume_id::lookup("volume_id", "volume", &req.volume_id).status()?;
         if req.volume_capabilities.is_empty() {
             return Err(invalid("volume_capabilities", "at least one is required"));
         }
-        let (v, vg, _) = self.driver.volume_in_vg(&id).await?;
+        let (v, vg, _) = self.driver.volume_in_vg(&id).await.status()?;
         let checked = capability::validate_all(
             "volume_capabilities",
             &req.volume_capabilities,
@@ -445,11 +425,11 @@ impl Controller for ControllerService {
         req: Request<GetCapacityRequest>,
     ) -> Result<Response<GetCapacityResponse>, Status> {
         let req = req.into_inner();
-        crate::limits::check(&req)?;
-        let params = params::parse("parameters", &req.parameters)?;
+        crate::limits::check(&req).status()?;
+        let params = params::parse("parameters", &req.parameters).status()?;
         let segments = req.accessible_topology.as_slice();
         let served = self.served();
-        choice::check_served(&served, &params)?;
+        choice::check_served(&served, &params).status()?;
         // As for a missing VG, a VG that cannot be read has no capacity; Probe reports it.
         let report = self.served_report().await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "cannot read the served volume groups; no capacity");
@@ -497,7 +477,7 @@ impl Controller for ControllerService {
                 // NodeExpandVolume on the volume's node (crate::expand::Expansion::Node).
                 .filter(|r| {
                     *r != R::ExpandVolume
-                        || self.driver.cfg.expansion == crate::expand::Expansion::Controller
+                        || self.driver.cfg.expansion == crate::config::Expansion::Controller
                 })
                 .map(|r| ControllerServiceCapability {
                     r#type: Some(Type::Rpc(Rpc { r#type: r as i32 })),
@@ -511,7 +491,7 @@ impl Controller for ControllerService {
         req: Request<CreateSnapshotRequest>,
     ) -> Result<Response<CreateSnapshotResponse>, Status> {
         let req = req.into_inner();
-        crate::limits::check(&req)?;
+        crate::limits::check(&req).status()?;
         let span =
             tracing::info_span!("CreateSnapshot", name = %req.name, source = %req.source_volume_id);
         let _e = span.enter();
@@ -523,7 +503,7 @@ impl Controller for ControllerService {
         req: Request<DeleteSnapshotRequest>,
     ) -> Result<Response<DeleteSnapshotResponse>, Status> {
         let req = req.into_inner();
-        crate::limits::check(&req)?;
+        crate::limits::check(&req).status()?;
         let span = tracing::info_span!("DeleteSnapshot", snapshot_id = %req.snapshot_id);
         let _e = span.enter();
         snapshot::delete(&self.driver, req).await?;
@@ -535,7 +515,7 @@ impl Controller for ControllerService {
         req: Request<ListSnapshotsRequest>,
     ) -> Result<Response<ListSnapshotsResponse>, Status> {
         let req = req.into_inner();
-        crate::limits::check(&req)?;
+        crate::limits::check(&req).status()?;
         snapshot::list(&self.driver, req).await.map(Response::new)
     }
 
@@ -551,22 +531,21 @@ impl Controller for ControllerService {
         req: Request<ControllerExpandVolumeRequest>,
     ) -> Result<Response<ControllerExpandVolumeResponse>, Status> {
         let req = req.into_inner();
-        crate::limits::check(&req)?;
-        let id = volume_id::lookup("volume_id", "volume", &req.volume_id)?;
+        crate::limits::check(&req).status()?;
+        let id = volume_id::lookup("volume_id", "volume", &req.volume_id).status()?;
         let span = tracing::info_span!("ControllerExpandVolume", volume_id = %id);
         let _e = span.enter();
-        let range = Range::parse("capacity_range", req.capacity_range.as_ref())?;
+        let range = Range::parse("capacity_range", req.capacity_range.as_ref()).status()?;
         if range.required == 0 && range.limit == 0 {
             return Err(invalid("capacity_range", "is required"));
         }
         let _guard = self.driver.inflight.acquire(&id.to_string())?;
-        let (v, vg, report) = self.driver.volume_in_vg(&id).await?;
+        let (v, vg, report) = self.driver.volume_in_vg(&id).await.status()?;
         let cap = match &req.volume_capability {
-            Some(cap) => Some(capability::validate(
-                "volume_capability",
-                Some(cap),
-                Driver::vg_kind(&vg),
-            )?),
+            Some(cap) => Some(
+                capability::validate("volume_capability", Some(cap), Driver::vg_kind(&vg))
+                    .status()?,
+            ),
             None => None,
         };
         // A static volume has no fs tag: the capability tells, and without one the node is
@@ -575,7 +554,9 @@ impl Controller for ControllerService {
             Some(c) => !c.is_block(),
             None => !cap.as_ref().is_some_and(|c| c.is_block()),
         };
-        let size = crate::expand::grow_lv(&self.driver, &v, &vg, &report, range).await?;
+        let size = crate::expand::grow_lv(&self.driver, &v, &vg, &report, range)
+            .await
+            .status()?;
         Ok(Response::new(ControllerExpandVolumeResponse {
             capacity_bytes: size as i64,
             node_expansion_required,
@@ -586,8 +567,8 @@ impl Controller for ControllerService {
         &self,
         req: Request<ControllerGetVolumeRequest>,
     ) -> Result<Response<ControllerGetVolumeResponse>, Status> {
-        let id = volume_id::lookup("volume_id", "volume", &req.into_inner().volume_id)?;
-        let (v, vg, report) = self.driver.volume_in_vg(&id).await?;
+        let id = volume_id::lookup("volume_id", "volume", &req.into_inner().volume_id).status()?;
+        let (v, vg, report) = self.driver.volume_in_vg(&id).await.status()?;
         Ok(Response::new(ControllerGetVolumeResponse {
             volume: Some(self.volume_message(&v, Driver::vg_kind(&vg))),
             status: Some(controller_get_volume_response::VolumeStatus {

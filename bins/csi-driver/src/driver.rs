@@ -60,7 +60,7 @@ pub fn vg_in(report: &Report, name: &str, context: &str) -> Result<Vg, VolumeErr
     report
         .vg(name)
         .cloned()
-        .ok_or_else(|| VolumeError::lvm(context, vglet_lvm::LvmError::VgNotFound(name.to_string())))
+        .ok_or_else(|| VolumeError::lvm(context)(vglet_lvm::LvmError::VgNotFound(name.to_string())))
 }
 
 /// The driver never touches an LV it neither created (the ownership tag names `driver`)
@@ -259,7 +259,7 @@ impl Driver {
         self.lvm
             .vg(name)
             .await
-            .map_err(|e| VolumeError::lvm(format!("volume group {name}"), e))
+            .map_err(VolumeError::lvm(format!("volume group {name}")))
     }
 
     /// Looks a volume id up: NOT_FOUND when the VG is not ours or the LV is missing;
@@ -299,7 +299,7 @@ impl Driver {
         self.lvm
             .report(Some(&id.vg))
             .await
-            .map_err(|e| VolumeError::lvm(format!("volume {id}"), e))
+            .map_err(VolumeError::lvm(format!("volume {id}")))
     }
 
     /// See [`claim`].

@@ -1,28 +1,13 @@
 //! Growing a volume's LV: the one rule ControllerExpandVolume and, with `--expansion node`,
 //! NodeExpandVolume of a node-local volume both follow.
 
-use tonic::Status;
 use vglet_lvm::tags::VolumeTags;
 use vglet_lvm::{Report, Vg};
 
 use crate::capability::VgKind;
 use crate::capacity::Range;
-use crate::controller::ControllerService;
 use crate::driver::{Driver, OwnedVolume};
-use crate::status::lvm_status;
-
-/// Which side of CSI extends the LV of a node-local volume (`--expansion`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Expansion {
-    /// ControllerExpandVolume extends the LV, NodeExpandVolume grows the filesystem: the
-    /// controller advertises EXPAND_VOLUME. Needed where one controller serves a shared VG.
-    Controller,
-    /// The controller does not advertise EXPAND_VOLUME, so the external-resizer only marks
-    /// the claim for the node (its "trivial resizer"), and NodeExpandVolume on the node that
-    /// holds the VG extends the LV and then grows the filesystem. Shared VGs are never
-    /// extended by the node: their volumes still need ControllerExpandVolume.
-    Node,
-}
+use crate::error::VolumeError;
 
 /// Grows the LV of `v` to satisfy `range`, rounded up to whole extents; never shrinks it.
 /// Returns the LV's size afterwards. Nothing runs when the LV is already big enough, so a
@@ -33,12 +18,12 @@ pub async fn grow_lv(
     vg: &Vg,
     report: &Report,
     range: Range,
-) -> Result<u64, Status> {
+) -> Result<u64, VolumeError> {
     let id = &v.id;
     // LVs never shrink: a limit below the current size cannot be met (CSI spec,
     // ControllerExpandVolume: "Unsupported capacity | 11 OUT_OF_RANGE").
     if range.limit > 0 && range.limit < v.lv.size {
-        return Err(Status::out_of_range(format!(
+        return Err(VolumeError::OutOfRange(format!(
             "capacity_range: limit_bytes {} is below the volume's current size of {} bytes; volumes do not shrink",
             range.limit, v.lv.size
         )));
@@ -47,10 +32,10 @@ pub async fn grow_lv(
     if size <= v.lv.size {
         return Ok(v.lv.size);
     }
-    ControllerService::refuse_with_thick_snapshots(report, id, "expanded")?;
+    crate::snapshot::refuse_with_thick_snapshots(report, id, "expanded")?;
     // A thin LV grows inside its pool, not in the VG's free space.
     if v.lv.segtype != "thin" && size - v.lv.size > vg.free {
-        return Err(Status::resource_exhausted(format!(
+        return Err(VolumeError::NoSpace(format!(
             "volume group {} has {} bytes free, growing {id} by {} bytes",
             vg.name,
             vg.free,
@@ -69,9 +54,9 @@ pub async fn grow_lv(
                 .lvm
                 .extend_lv_skip_lv_lock(&id.vg, &id.lv, size)
                 .await
-                .map_err(|e| lvm_status(&format!("extending {id}"), e))?;
+                .map_err(VolumeError::lvm(format!("extending {id}")))?;
         }
-        Err(e) => return Err(lvm_status(&format!("extending {id}"), e)),
+        Err(e) => return Err(VolumeError::lvm(format!("extending {id}"))(e)),
     }
     let new = VolumeTags {
         size: range.required.max(size),

@@ -9,8 +9,9 @@
 
 use std::collections::HashMap;
 
-use tonic::Status;
 use vglet_csi_proto::v1::*;
+
+use crate::error::VolumeError;
 
 /// Keys plus values of one map, in bytes (CSI spec, "Size Limits").
 pub const MAX_MAP_BYTES: usize = 4096;
@@ -19,19 +20,22 @@ pub const MAX_MAP_BYTES: usize = 4096;
 pub const MAX_MAP_ENTRIES: usize = 128;
 
 /// Refuses a map over [`MAX_MAP_ENTRIES`] entries or [`MAX_MAP_BYTES`] bytes.
-pub fn check_map(field: &str, map: &HashMap<String, String>) -> Result<(), Status> {
+pub fn check_map(field: &str, map: &HashMap<String, String>) -> Result<(), VolumeError> {
     if map.len() > MAX_MAP_ENTRIES {
-        return Err(Status::invalid_argument(format!(
-            "{field} has {} entries; at most {MAX_MAP_ENTRIES} are accepted",
-            map.len()
-        )));
+        return Err(VolumeError::invalid(
+            field,
+            format!(
+                "{} entries; at most {MAX_MAP_ENTRIES} are accepted",
+                map.len()
+            ),
+        ));
     }
     let bytes: usize = map.iter().map(|(k, v)| k.len() + v.len()).sum();
     if bytes > MAX_MAP_BYTES {
-        return Err(Status::invalid_argument(format!(
-            "{field} holds {bytes} bytes of keys and values; the CSI limit for a map is \
-             {MAX_MAP_BYTES}"
-        )));
+        return Err(VolumeError::invalid(
+            field,
+            format!("{bytes} bytes of keys and values; the CSI limit for a map is {MAX_MAP_BYTES}"),
+        ));
     }
     Ok(())
 }
@@ -42,7 +46,7 @@ pub trait RequestMaps {
 }
 
 /// Checks every map of `req`, see [`check_map`].
-pub fn check(req: &impl RequestMaps) -> Result<(), Status> {
+pub fn check(req: &impl RequestMaps) -> Result<(), VolumeError> {
     req.maps()
         .into_iter()
         .try_for_each(|(field, map)| check_map(field, map))
@@ -77,6 +81,7 @@ request_maps! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::status::volume_status;
 
     fn map(n: usize, key_len: usize, val_len: usize) -> HashMap<String, String> {
         (0..n)
@@ -97,17 +102,21 @@ mod tests {
 
     #[test]
     fn over_the_limits_is_invalid_argument_naming_the_field() {
-        let e = check_map("volume_context", &map(129, 4, 0)).unwrap_err();
+        let e = check_map("volume_context", &map(129, 4, 0))
+            .map_err(volume_status)
+            .unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
         assert!(
-            e.message().starts_with("volume_context has 129 entries"),
+            e.message().starts_with("volume_context: 129 entries"),
             "{}",
             e.message()
         );
-        let e = check_map("publish_context", &map(1, 97, 4000)).unwrap_err();
+        let e = check_map("publish_context", &map(1, 97, 4000))
+            .map_err(volume_status)
+            .unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
         assert!(
-            e.message().starts_with("publish_context holds 4097 bytes"),
+            e.message().starts_with("publish_context: 4097 bytes"),
             "{}",
             e.message()
         );
@@ -116,7 +125,9 @@ mod tests {
     #[test]
     fn the_message_never_carries_a_key_or_value() {
         let secrets = HashMap::from([("password-KEYSECRET".to_string(), "VALSECRET".repeat(500))]);
-        let e = check_map("secrets", &secrets).unwrap_err();
+        let e = check_map("secrets", &secrets)
+            .map_err(volume_status)
+            .unwrap_err();
         assert!(!e.message().contains("KEYSECRET"), "{}", e.message());
         assert!(!e.message().contains("VALSECRET"), "{}", e.message());
     }
@@ -146,7 +157,7 @@ mod tests {
                 r.mutable_parameters = map(1, 1, 5000)
             }),
         ] {
-            let e = req(set).unwrap_err();
+            let e = req(set).map_err(volume_status).unwrap_err();
             assert!(e.message().starts_with(field), "{field}: {}", e.message());
         }
         let stage = NodeStageVolumeRequest {
@@ -155,6 +166,7 @@ mod tests {
         };
         assert!(
             check(&stage)
+                .map_err(volume_status)
                 .unwrap_err()
                 .message()
                 .starts_with("publish_context")
@@ -165,6 +177,7 @@ mod tests {
         };
         assert!(
             check(&publish)
+                .map_err(volume_status)
                 .unwrap_err()
                 .message()
                 .starts_with("volume_context")

@@ -24,7 +24,7 @@ use crate::capability::{self, Capability, VgKind};
 use crate::driver::{Driver, OwnedVolume};
 use crate::health;
 use crate::staged;
-use crate::status::{invalid, lvm_status, mount_status, volume_status};
+use crate::status::{IntoStatus, invalid, lvm_status, mount_status, volume_status};
 use crate::volume_id::VolumeId;
 use crate::vouched;
 
@@ -182,7 +182,7 @@ impl NodeService {
         if let Some(r) = record.filter(|r| !r.lv_uuid.is_empty()) {
             return Ok(Some(r.lv_uuid.clone()));
         }
-        match self.driver.volume_in_vg(id).await.map_err(Status::from) {
+        match self.driver.volume_in_vg(id).await.map_err(volume_status) {
             Ok((v, _, _)) => Ok(Some(v.lv.uuid.clone())),
             Err(s)
                 if matches!(
@@ -269,9 +269,9 @@ impl NodeService {
         cap: Option<&VolumeCapability>,
         staging: &Path,
     ) -> Result<(Record, Proven), Status> {
-        let (v, vg, _) = self.driver.volume_in_vg(id).await?;
+        let (v, vg, _) = self.driver.volume_in_vg(id).await.status()?;
         let target = stage_target(&v, &vg);
-        let cap = capability::validate("volume_capability", cap, target.kind)?;
+        let cap = capability::validate("volume_capability", cap, target.kind).status()?;
         target.check_capability(&cap).map_err(volume_status)?;
         let record = record::stage_record(&target, &self.driver.cfg.driver_name, &cap, staging);
         let (source, source_numbers) = if cap.is_block() {
@@ -338,7 +338,7 @@ impl Node for NodeService {
         req: Request<NodeStageVolumeRequest>,
     ) -> Result<Response<NodeStageVolumeResponse>, Status> {
         let req = req.into_inner();
-        crate::limits::check(&req)?;
+        crate::limits::check(&req).status()?;
         let id = parse_node_id(&req.volume_id)?;
         let span = tracing::info_span!("NodeStageVolume", volume_id = %id);
         let _e = span.enter();
@@ -352,12 +352,13 @@ impl Node for NodeService {
         let (target, read) = match self.vouched_target(&id) {
             Some(t) => (t, None),
             None => {
-                let (v, vg, _) = self.driver.volume_in_vg(&id).await?;
+                let (v, vg, _) = self.driver.volume_in_vg(&id).await.status()?;
                 (stage_target(&v, &vg), Some((v, vg)))
             }
         };
         let kind = target.kind;
-        let cap = capability::validate("volume_capability", req.volume_capability.as_ref(), kind)?;
+        let cap = capability::validate("volume_capability", req.volume_capability.as_ref(), kind)
+            .status()?;
         target.check_capability(&cap).map_err(volume_status)?;
         // One staging path per volume: a second one would mount it twice.
         if let Some(first) = self
@@ -474,7 +475,7 @@ impl Node for NodeService {
         req: Request<NodePublishVolumeRequest>,
     ) -> Result<Response<NodePublishVolumeResponse>, Status> {
         let req = req.into_inner();
-        crate::limits::check(&req)?;
+        crate::limits::check(&req).status()?;
         let id = parse_node_id(&req.volume_id)?;
         let span = tracing::info_span!("NodePublishVolume", volume_id = %id);
         let _e = span.enter();
@@ -581,7 +582,7 @@ impl Node for NodeService {
             )));
         }
         let path = vglet_mount::normalize_path(&parse_path("volume_path", &req.volume_path)?);
-        let v = self.driver.usable_volume(&id).await?;
+        let v = self.driver.usable_volume(&id).await.status()?;
         let at = vglet_mount::resolve(asked, Create::Nothing).map_err(|e| {
             Status::not_found(format!(
                 "volume_path {} of volume {id}: {e}",
@@ -678,7 +679,7 @@ impl Node for NodeService {
         req: Request<NodeExpandVolumeRequest>,
     ) -> Result<Response<NodeExpandVolumeResponse>, Status> {
         let req = req.into_inner();
-        crate::limits::check(&req)?;
+        crate::limits::check(&req).status()?;
         let id = parse_node_id(&req.volume_id)?;
         let span = tracing::info_span!("NodeExpandVolume", volume_id = %id);
         let _e = span.enter();
@@ -689,9 +690,10 @@ impl Node for NodeService {
             e => invalid("volume_path", e),
         })?;
         let path = at.path().to_path_buf();
-        let range = crate::capacity::Range::parse("capacity_range", req.capacity_range.as_ref())?;
+        let range = crate::capacity::Range::parse("capacity_range", req.capacity_range.as_ref())
+            .status()?;
         let _guard = self.driver.inflight.acquire(&id.to_string())?;
-        let (v, vg, report) = self.driver.volume_in_vg(&id).await?;
+        let (v, vg, report) = self.driver.volume_in_vg(&id).await.status()?;
         let shared = Driver::vg_kind(&vg) == VgKind::Shared;
         if shared {
             // The controller may have extended the LV from another host; this node's
@@ -706,7 +708,7 @@ impl Node for NodeService {
         // shared VG's LV is the controller's to extend, under its lock, whatever the setting.
         let extend_here = range.required > v.lv.size
             && !shared
-            && self.driver.cfg.expansion == crate::expand::Expansion::Node;
+            && self.driver.cfg.expansion == crate::config::Expansion::Node;
         if range.required > v.lv.size && !extend_here {
             return Err(Status::out_of_range(format!(
                 "volume {id} is {} bytes, smaller than the {} bytes asked; expand it on the controller first",
@@ -748,7 +750,9 @@ impl Node for NodeService {
         };
         // Only now, with the path proven to be this volume's: a bad request changes nothing.
         let size = if extend_here {
-            crate::expand::grow_lv(&self.driver, &v, &vg, &report, range).await?
+            crate::expand::grow_lv(&self.driver, &v, &vg, &report, range)
+                .await
+                .status()?
         } else {
             v.lv.size
         };

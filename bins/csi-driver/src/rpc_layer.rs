@@ -365,7 +365,7 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
-        assert!(e.message().starts_with("secrets holds"), "{e:?}");
+        assert!(e.message().starts_with("secrets: "), "{e:?}");
         assert!(!e.message().contains(SECRET), "{e:?}");
         let mut node = NodeClient::new(channel);
         let e = node

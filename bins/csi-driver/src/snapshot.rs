@@ -29,7 +29,7 @@ use vglet_lvm::{Lv, LvmError, Report, SnapshotCreate, SnapshotKind};
 use crate::driver::Driver;
 use crate::error::VolumeError;
 use crate::params;
-use crate::status::{invalid, lvm_status};
+use crate::status::{IntoStatus, invalid, lvm_status};
 use crate::volume_id::{self, VolumeId};
 
 pub use vglet_lvm::tags::{
@@ -109,7 +109,7 @@ pub async fn owned_snapshot(driver: &Driver, id: &VolumeId) -> Result<OwnedSnaps
         .report(Some(&id.vg))
         .await
         .map_err(|e| lvm_status(&format!("snapshot {id}"), e))?;
-    Ok(snapshot_in(&driver.cfg.driver_name, &report, id)?)
+    snapshot_in(&driver.cfg.driver_name, &report, id).status()
 }
 
 /// [`owned_snapshot`] of a served VG, found in `report` (a read of that VG).
@@ -178,7 +178,7 @@ pub async fn create(
     if req.source_volume_id.is_empty() {
         return Err(invalid("source_volume_id", "must not be empty"));
     }
-    let p = params::parse_snapshot("parameters", &req.parameters)?;
+    let p = params::parse_snapshot("parameters", &req.parameters).status()?;
     let lv_name = snapshot_lv_name(&req.name);
     let _guard = driver.inflight.acquire(&format!("snapshot:{}", req.name))?;
 
@@ -203,9 +203,10 @@ pub async fn create(
         });
     }
 
-    let source_id = volume_id::lookup("source_volume_id", "volume", &req.source_volume_id)?;
-    let source = driver.owned_volume(&source_id).await?;
-    let vg = driver.vg(&source_id.vg).await?;
+    let source_id =
+        volume_id::lookup("source_volume_id", "volume", &req.source_volume_id).status()?;
+    let source = driver.owned_volume(&source_id).await.status()?;
+    let vg = driver.vg(&source_id.vg).await.status()?;
     if vg.is_shared() {
         return Err(Status::failed_precondition(format!(
             "volume {source_id} is in shared volume group {}; snapshots are supported on node-local volume groups only",
@@ -266,7 +267,7 @@ pub async fn create(
 }
 
 pub async fn delete(driver: &Driver, req: DeleteSnapshotRequest) -> Result<(), Status> {
-    let Some(id) = volume_id::to_delete("snapshot_id", &req.snapshot_id)? else {
+    let Some(id) = volume_id::to_delete("snapshot_id", &req.snapshot_id).status()? else {
         return Ok(());
     };
     if !driver.serves_vg(&id.vg) {
@@ -368,6 +369,26 @@ pub async fn list(
             .collect(),
         next_token,
     })
+}
+
+/// FAILED_PRECONDITION while the volume has thick snapshots (see [`thick_snapshots_of`]
+/// for why): DeleteVolume and ControllerExpandVolume refuse such a volume alike.
+pub fn refuse_with_thick_snapshots(
+    report: &Report,
+    id: &VolumeId,
+    what: &str,
+) -> Result<(), VolumeError> {
+    let snaps: Vec<String> = thick_snapshots_of(report, &id.vg, &id.lv)
+        .iter()
+        .map(|l| format!("{}/{}", l.vg, l.name))
+        .collect();
+    if snaps.is_empty() {
+        return Ok(());
+    }
+    Err(VolumeError::Precondition(format!(
+        "volume {id} has copy-on-write snapshots ({}); it cannot be {what} until they are deleted",
+        snaps.join(", ")
+    )))
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use vglet_mount::MountError;
 use crate::error::VolumeError;
 
 pub fn lvm_status(context: &str, e: LvmError) -> Status {
-    Status::from(VolumeError::lvm(context, e))
+    volume_status(VolumeError::lvm(context)(e))
 }
 
 /// The code of an lvm failure, by its class.
@@ -28,22 +28,49 @@ fn lvm_code(e: &LvmError) -> tonic::Code {
     }
 }
 
-impl From<VolumeError> for Status {
-    fn from(e: VolumeError) -> Status {
-        use tonic::Code;
-        let code = match &e {
-            VolumeError::Invalid { .. } => Code::InvalidArgument,
-            VolumeError::NotFound(_) => Code::NotFound,
-            VolumeError::AlreadyExists(_) => Code::AlreadyExists,
-            // CSI spec, CreateVolume: "Unsupported capacity" and "Unable to provision in
-            // `accessible_topology`" are both 8 RESOURCE_EXHAUSTED.
-            VolumeError::NoSpace(_) | VolumeError::Unreachable(_) => Code::ResourceExhausted,
-            VolumeError::OutOfRange(_) => Code::OutOfRange,
-            VolumeError::InUse(_) | VolumeError::Precondition(_) => Code::FailedPrecondition,
-            VolumeError::Internal(_) => Code::Internal,
-            VolumeError::Lvm { error, .. } => lvm_code(error),
-        };
-        Status::new(code, e.to_string())
+/// The volume layer's errors, each to the code of its kind. (A function, not `From`: both
+/// types are other crates', so `?` cannot convert; handlers call `.map_err(volume_status)`
+/// or [`IntoStatus::status`].)
+pub fn volume_status(e: VolumeError) -> Status {
+    use tonic::Code;
+    let e = match e {
+        VolumeError::Mount { context, source } => return mount_status(&context, *source),
+        VolumeError::State { context, source } => {
+            return match *source {
+                vglet_state::StateError::Locked(id) => Status::aborted(format!(
+                    "volume {id} is being restored by the reviver; retry later"
+                )),
+                e => Status::internal(format!("{context}: {e}")),
+            };
+        }
+        e => e,
+    };
+    let code = match &e {
+        VolumeError::Invalid { .. } => Code::InvalidArgument,
+        VolumeError::NotFound(_) => Code::NotFound,
+        VolumeError::AlreadyExists(_) => Code::AlreadyExists,
+        // CSI spec, CreateVolume: "Unsupported capacity" and "Unable to provision in
+        // `accessible_topology`" are both 8 RESOURCE_EXHAUSTED.
+        VolumeError::NoSpace(_) | VolumeError::Unreachable(_) => Code::ResourceExhausted,
+        VolumeError::OutOfRange(_) => Code::OutOfRange,
+        VolumeError::InUse(_) | VolumeError::Precondition(_) => Code::FailedPrecondition,
+        // The node changed under the call: ABORTED, which the CO retries.
+        VolumeError::Changed(_) => Code::Aborted,
+        VolumeError::Internal(_) => Code::Internal,
+        VolumeError::Lvm { source, .. } => lvm_code(source),
+        VolumeError::Mount { .. } | VolumeError::State { .. } => unreachable!("answered above"),
+    };
+    Status::new(code, e.to_string())
+}
+
+/// `.status()` on a volume-layer result: the error as its gRPC status.
+pub trait IntoStatus<T> {
+    fn status(self) -> Result<T, Status>;
+}
+
+impl<T> IntoStatus<T> for Result<T, VolumeError> {
+    fn status(self) -> Result<T, Status> {
+        self.map_err(volume_status)
     }
 }
 
@@ -65,27 +92,7 @@ pub fn mount_status(context: &str, e: MountError) -> Status {
 /// An INVALID_ARGUMENT naming the field and the rule, the form every validation error takes
 /// (see [`VolumeError::invalid`]).
 pub fn invalid(field: &str, rule: impl std::fmt::Display) -> Status {
-    VolumeError::invalid(field, rule).into()
-}
-
-/// The node-volume library's errors, each to the code of its kind.
-pub fn volume_status(e: vglet_volume::VolumeError) -> Status {
-    use vglet_volume::VolumeError as E;
-    match e {
-        E::Invalid { field, reason } => invalid(&field, reason),
-        E::Precondition(m) => Status::failed_precondition(m),
-        E::Exists(m) => Status::already_exists(m),
-        E::Changed(m) => Status::aborted(m),
-        E::Internal(m) => Status::internal(m),
-        E::Mount { context, source } => mount_status(&context, *source),
-        E::Lvm { context, source } => lvm_status(&context, *source),
-        E::State { context, source } => match *source {
-            vglet_state::StateError::Locked(id) => Status::aborted(format!(
-                "volume {id} is being restored by the reviver; retry later"
-            )),
-            e => Status::internal(format!("{context}: {e}")),
-        },
-    }
+    volume_status(VolumeError::invalid(field, rule))
 }
 
 #[cfg(test)]
@@ -112,14 +119,14 @@ mod tests {
             ),
             (VolumeError::Internal("x".into()), Code::Internal),
             (
-                VolumeError::lvm("c", LvmError::LockManager("down".into())),
+                VolumeError::lvm("c")(LvmError::LockManager("down".into())),
                 Code::Unavailable,
             ),
         ];
         for (e, code) in cases {
-            assert_eq!(Status::from(e).code(), code);
+            assert_eq!(volume_status(e).code(), code);
         }
-        let s = Status::from(VolumeError::invalid("parameters.type", "bad"));
+        let s = volume_status(VolumeError::invalid("parameters.type", "bad"));
         assert_eq!(s.message(), "parameters.type: bad");
         let s = lvm_status("removing vg0/a", LvmError::LvNotFound("vg0/a".into()));
         assert_eq!(s.code(), Code::NotFound);

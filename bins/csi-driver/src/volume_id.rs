@@ -3,11 +3,9 @@
 
 use std::fmt;
 
-use tonic::Status;
 use vglet_lvm::naming::{validate_lv_name, validate_vg_name};
 
 use crate::error::VolumeError;
-use crate::status::invalid;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct VolumeId {
@@ -70,8 +68,8 @@ pub fn lookup(field: &str, what: &str, id: &str) -> Result<VolumeId, VolumeError
 /// The id a delete RPC was handed: `None` when vglet never issued it, which the spec
 /// answers OK ("If a volume corresponding to the specified volume_id does not exist ...
 /// the Plugin MUST reply 0 OK", the same for snapshots).
-pub fn to_delete(field: &str, id: &str) -> Result<Option<VolumeId>, Status> {
-    match VolumeId::parse_issued(id).map_err(|e| invalid(field, e))? {
+pub fn to_delete(field: &str, id: &str) -> Result<Option<VolumeId>, VolumeError> {
+    match VolumeId::parse_issued(id).map_err(|e| VolumeError::invalid(field, e))? {
         Parsed::Issued(v) => Ok(Some(v)),
         Parsed::NeverIssued(why) => {
             tracing::info!(%field, reason = %why, "never issued by this driver: nothing to delete");
@@ -156,8 +154,10 @@ mod tests {
         for f in [
             lookup("volume_id", "volume", "")
                 .map(drop)
-                .map_err(Status::from),
-            to_delete("volume_id", "").map(drop),
+                .map_err(crate::status::volume_status),
+            to_delete("volume_id", "")
+                .map(drop)
+                .map_err(crate::status::volume_status),
         ] {
             assert_eq!(f.unwrap_err().code(), tonic::Code::InvalidArgument);
         }

@@ -1,5 +1,8 @@
-//! The volume layer's one error enum; csi-driver maps it to gRPC codes once (`status.rs`),
-//! the reviver puts its text into the report.
+//! The volume layer's one error enum, for the controller's rule modules (parameters,
+//! capabilities, capacity ranges, layouts, persistent memory, VG choice, ownership) and the
+//! node-volume library alike. It says *what* went wrong; csi-driver's `status.rs` alone turns
+//! it into gRPC codes, so no rule decides a code and every RPC answers one failure with one
+//! code. The reviver puts its text into its report.
 
 use vglet_lvm::LvmError;
 use vglet_mount::MountError;
@@ -8,32 +11,53 @@ use vglet_state::StateError;
 /// The sources are boxed: a `Result` of this type stays small on the hot path.
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
-    /// A request field breaks a rule (INVALID_ARGUMENT).
-    #[error("{field}: {reason}")]
-    Invalid { field: String, reason: String },
-    /// The volume is not in the state the call needs (FAILED_PRECONDITION).
+    /// The request itself is wrong in `field`; no change of the system makes it right.
+    #[error("{field}: {rule}")]
+    Invalid { field: String, rule: String },
+    /// What the request names does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// Something of the name exists and is not what the request asks for (another volume,
+    /// the volume with other settings, another mount at the path).
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// Not enough free space, PVs with room, or promisable thin-pool capacity (now).
+    #[error("{0}")]
+    NoSpace(String),
+    /// No served VG the request's topology can reach takes it.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The size the request needs passes its own limit or the VG's size.
+    #[error("{0}")]
+    OutOfRange(String),
+    /// The volume is used (mounted, open, locked by another host).
+    #[error("{0}")]
+    InUse(String),
+    /// The system is not in the state the operation needs (not ours, shared VG, a device
+    /// holding something else, ...).
     #[error("{0}")]
     Precondition(String),
-    /// Something else, or the volume with other settings, is already there (ALREADY_EXISTS).
-    #[error("{0}")]
-    Exists(String),
-    /// The node changed under the call; a retry may succeed (ABORTED).
+    /// The node changed under the call; a retry may succeed.
     #[error("{0}")]
     Changed(String),
+    /// Our own state cannot be read or does not add up.
     #[error("{0}")]
     Internal(String),
-    #[error("{context}: {source}")]
-    Mount {
-        context: String,
-        #[source]
-        source: Box<MountError>,
-    },
+    /// An lvm operation failed; its code follows the lvm error's class.
     #[error("{context}: {source}")]
     Lvm {
         context: String,
         #[source]
         source: Box<LvmError>,
     },
+    /// A mount, mkfs or filesystem operation failed; its code follows the mount error's class.
+    #[error("{context}: {source}")]
+    Mount {
+        context: String,
+        #[source]
+        source: Box<MountError>,
+    },
+    /// A state record could not be read, written or locked.
     #[error("{context}: {source}")]
     State {
         context: String,
@@ -43,21 +67,15 @@ pub enum VolumeError {
 }
 
 impl VolumeError {
-    pub fn invalid(field: &str, reason: impl std::fmt::Display) -> VolumeError {
+    /// An invalid `field`, with the rule it breaks: the form every validation error takes.
+    pub fn invalid(field: impl Into<String>, rule: impl std::fmt::Display) -> VolumeError {
         VolumeError::Invalid {
-            field: field.to_string(),
-            reason: reason.to_string(),
+            field: field.into(),
+            rule: rule.to_string(),
         }
     }
 
-    pub fn mount(context: impl Into<String>) -> impl FnOnce(MountError) -> VolumeError {
-        let context = context.into();
-        move |source| VolumeError::Mount {
-            context,
-            source: Box::new(source),
-        }
-    }
-
+    /// For `map_err`: an lvm failure while doing `context`.
     pub fn lvm(context: impl Into<String>) -> impl FnOnce(LvmError) -> VolumeError {
         let context = context.into();
         move |source| VolumeError::Lvm {
@@ -66,6 +84,16 @@ impl VolumeError {
         }
     }
 
+    /// For `map_err`: a mount failure while doing `context`.
+    pub fn mount(context: impl Into<String>) -> impl FnOnce(MountError) -> VolumeError {
+        let context = context.into();
+        move |source| VolumeError::Mount {
+            context,
+            source: Box::new(source),
+        }
+    }
+
+    /// For `map_err`: a state-record failure while doing `context`.
     pub fn state(context: impl Into<String>) -> impl FnOnce(StateError) -> VolumeError {
         let context = context.into();
         move |source| VolumeError::State {
@@ -73,4 +101,15 @@ impl VolumeError {
             source: Box::new(source),
         }
     }
+
+    /// Whether the thing asked for does not exist (for the RPCs that answer that with OK).
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            VolumeError::NotFound(_) => true,
+            VolumeError::Lvm { source, .. } => matches!(**source, LvmError::LvNotFound(_)),
+            _ => false,
+        }
+    }
 }
+
+pub type Result<T, E = VolumeError> = std::result::Result<T, E>;

@@ -315,14 +315,14 @@ impl VolumeNode<'_> {
         if here.mount_root {
             if vglet_mount::mount_proof(&here, numbers, false) != MountProof::Ours {
                 let m = mount_at()?;
-                return Err(VolumeError::Exists(format!(
+                return Err(VolumeError::AlreadyExists(format!(
                     "staging path {} already has another device mounted ({})",
                     staging.path().display(),
                     m.as_ref().and_then(|m| m.source.as_deref()).unwrap_or("?")
                 )));
             }
             if cap.is_read_only_mode() != here.read_only {
-                return Err(VolumeError::Exists(format!(
+                return Err(VolumeError::AlreadyExists(format!(
                     "volume {volume} is already staged at {} with another read-only setting",
                     staging.path().display()
                 )));
@@ -433,7 +433,7 @@ impl VolumeNode<'_> {
         match vglet_mount::mount_proof(&here, proven.source_numbers, block) {
             MountProof::Ours => {
                 if readonly != here.read_only {
-                    return Err(VolumeError::Exists(format!(
+                    return Err(VolumeError::AlreadyExists(format!(
                         "volume {volume} is already published at {} with another read-only setting",
                         target.display()
                     )));
@@ -441,7 +441,7 @@ impl VolumeNode<'_> {
                 return record::save_target(self.store, record, record_target);
             }
             MountProof::Foreign => {
-                return Err(VolumeError::Exists(format!(
+                return Err(VolumeError::AlreadyExists(format!(
                     "target path {} already has something else mounted",
                     target.display()
                 )));

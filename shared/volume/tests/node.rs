@@ -307,7 +307,7 @@ async fn publishes_bind_read_write_and_read_only_and_record_the_targets() {
     let e = vol
         .publish(ID, &p, &staging, &rw, true, rec.clone())
         .unwrap_err();
-    assert!(matches!(e, VolumeError::Exists(_)), "{e:?}");
+    assert!(matches!(e, VolumeError::AlreadyExists(_)), "{e:?}");
     // Not staged where asked: refused, no bind.
     let e = vol
         .publish(

@@ -361,22 +361,18 @@ async fn oversized_maps(c: &mut Clients) {
     let mut req = create_req("pvc-maps", 64 * MIB);
     req.parameters.extend(big_map(200, 200));
     let r = c.controller.create_volume(req).await.map(drop);
-    expect(
-        "CreateVolume, 201 parameters",
-        r,
-        "parameters has 201 entries",
-    );
+    expect("CreateVolume, 201 parameters", r, "parameters: 201 entries");
     let mut req = create_req("pvc-maps", 64 * MIB);
     req.secrets = big_map(2, 8000);
     let r = c.controller.create_volume(req).await.map(drop);
-    expect("CreateVolume, 8 KiB of secrets", r, "secrets holds");
+    expect("CreateVolume, 8 KiB of secrets", r, "secrets: ");
     let mut req = create_req("pvc-maps", 64 * MIB);
     req.mutable_parameters = big_map(1, 5000);
     let r = c.controller.create_volume(req).await.map(drop);
     expect(
         "CreateVolume, 5 KB mutable_parameters",
         r,
-        "mutable_parameters holds",
+        "mutable_parameters: ",
     );
     let r = c
         .node
@@ -392,7 +388,7 @@ async fn oversized_maps(c: &mut Clients) {
     expect(
         "NodeStageVolume, 6 KB volume_context",
         r,
-        "volume_context holds",
+        "volume_context: ",
     );
     let r = c
         .node
@@ -409,7 +405,7 @@ async fn oversized_maps(c: &mut Clients) {
     expect(
         "NodePublishVolume, 129 publish_context",
         r,
-        "publish_context has 129",
+        "publish_context: 129 entries",
     );
     assert!(failed.is_empty(), "{}", failed.join("\n"));
     assert_eq!(lvs(VG), before, "lvs changed after oversized requests");

@@ -178,8 +178,7 @@ pub fn choose(
     let mut refused = Vec::new();
     for name in served.vgs {
         let Some(vg) = report.vg(name) else {
-            missing = Some(VolumeError::lvm(
-                format!("volume group {name}"),
+            missing = Some(VolumeError::lvm(format!("volume group {name}"))(
                 vglet_lvm::LvmError::VgNotFound(name.clone()),
             ));
             continue;

@@ -173,7 +173,7 @@ fn err(p: Result<Plan, VolumeError>) -> VolumeError {
 
 /// The gRPC code the error maps to, and its message.
 fn code(e: VolumeError) -> (tonic::Code, String) {
-    let s = tonic::Status::from(e);
+    let s = crate::status::volume_status(e);
     (s.code(), s.message().to_string())
 }
 
