@@ -4,10 +4,10 @@
 
 use std::path::Path;
 
-use csi_driver::capability::{self, VgKind};
-use csi_driver::capacity::Range;
-use csi_driver::params;
-use csi_driver::volume_id::VolumeId;
+use csi_driver::rules::capability::{self, VgKind};
+use csi_driver::rules::capacity::Range;
+use csi_driver::rules::params;
+use csi_driver::rules::volume_id::VolumeId;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use vglet_csi_proto::v1::{

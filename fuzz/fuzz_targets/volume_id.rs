@@ -2,7 +2,7 @@
 //! accepts must be two valid LVM names that print back to the same text.
 #![no_main]
 
-use csi_driver::volume_id::VolumeId;
+use csi_driver::rules::volume_id::VolumeId;
 use libfuzzer_sys::fuzz_target;
 use vglet_lvm::naming::{validate_lv_name, validate_vg_name};
 

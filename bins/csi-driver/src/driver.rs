@@ -7,11 +7,11 @@ use vglet_lvm::tags::{self, Claim, VolumeTags};
 use vglet_lvm::{Lv, Lvm, Report, Vg};
 use vglet_mount::{Filesystems, Mounter};
 
-use crate::capability::VgKind;
 use crate::config::Config;
-use crate::error::VolumeError;
-use crate::inflight::{InFlight, VgWriteLocks};
-use crate::volume_id::VolumeId;
+use crate::rules::capability::VgKind;
+use crate::rules::error::VolumeError;
+use crate::rules::volume_id::VolumeId;
+use crate::service::inflight::{InFlight, VgWriteLocks};
 
 pub const TOPOLOGY_NODE_KEY: &str = "topology.vglet.io/node";
 /// Prefix of the per-VG keys of shared VGs: `vg.vglet.io/<vg name>=true`.
@@ -156,7 +156,7 @@ pub struct Driver {
     /// The node's record of staged/published volumes (node mode only).
     pub state: Option<vglet_state::StateStore>,
     /// Volumes this process created, which NodeStageVolume may stage without an lvm read.
-    pub created: crate::vouched::Created,
+    pub vouched: crate::node_state::vouched::VouchedVolumes,
 }
 
 /// An LV this driver may act on, with what its tags say.
@@ -179,16 +179,8 @@ pub struct Adopted {
 }
 
 impl OwnedVolume {
-    /// What the volume was created as ("block" or a filesystem type); `None` for an adopted
-    /// LV, whose content only the device itself can tell.
-    pub fn fs(&self) -> Option<&str> {
-        match self.adopted {
-            Some(_) => None,
-            None => Some(&self.tags.fs),
-        }
-    }
-
-    /// What the volume was created to hold; `None` for an adopted LV (see [`Self::fs`]).
+    /// What the volume was created to hold; `None` for an adopted LV, whose content only the
+    /// device itself can tell.
     pub fn content(&self) -> Option<vglet_lvm::tags::Content> {
         self.adopted.is_none().then(|| self.tags.content())
     }

@@ -1,36 +1,29 @@
 //! vglet's CSI driver as a library: the binary only parses flags and calls [`run`].
 
-pub mod authority;
-pub mod capability;
-pub mod capacity;
-pub mod clone;
+// The map, top down: each layer imports only from the ones below it.
+//
+//   service/      gRPC: Identity, Controller, Node adapters; server, tower layer, start-up;
+//                 status.rs, the one map from the volume layer's errors to gRPC codes
+//   provision/    CreateVolume as read -> pure plan -> execute; the VG rule GetCapacity shares
+//   ops/          snapshots, content sources, expansion, the in-use check, start-up reconcile
+//   node_state/   what the node may trust without an lvm read (vouched creates, proven
+//                 publishes, first-format marks at start)
+//   rules/        pure request rules and the volume layer's error type
+//   driver.rs     the state the services share (config, lvm, mounter, caches, ownership)
+//   config.rs, host_needs.rs, metrics.rs
+//
+// Staging, publishing, activation, mount options and the proven unmounts are not here but in
+// `vglet-volume`, which the reviver uses too. docs/architecture.md draws the same map.
+
 pub mod config;
-pub mod controller;
-pub mod driver;
-pub mod error;
-pub mod expand;
-pub mod first_format;
-pub mod health;
-pub mod host_needs;
-pub mod identity;
-pub mod in_use;
-pub mod inflight;
-pub mod layout;
-pub mod limits;
+pub(crate) mod driver;
+pub(crate) mod host_needs;
 pub mod metrics;
-pub mod node;
-pub mod params;
-pub mod pmem;
-pub mod provision;
-pub mod reconcile;
-pub mod rpc_layer;
-pub mod server;
-pub mod snapshot;
-pub mod staged;
-pub mod startup;
-pub mod status;
-pub mod volume_id;
-pub mod vouched;
+pub(crate) mod node_state;
+pub(crate) mod ops;
+pub(crate) mod provision;
+pub mod rules;
+pub mod service;
 
 use std::sync::Arc;
 
@@ -149,16 +142,16 @@ pub async fn build_driver_from(
         mounter: Arc::new(SystemMounter),
         inflight: Default::default(),
         vg_locks: Default::default(),
-        created: Default::default(),
+        vouched: Default::default(),
         state,
         lvm,
         cfg,
     };
     if driver.cfg.mode.controller() {
-        reconcile::at_start_from(&driver, report.as_ref()).await;
+        ops::reconcile::at_start_from(&driver, report.as_ref()).await;
     }
     if driver.cfg.mode.node() {
-        reconcile::first_formats_at_start(&driver, report.as_ref());
+        ops::reconcile::first_formats_at_start(&driver, report.as_ref());
     }
     Ok(driver)
 }
@@ -195,7 +188,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 ///
 /// The socket is served before start-up (lvm's version, the report, the reconcile) ends,
 /// so that Probe answers within milliseconds of the process starting; see
-/// [`server::serve_starting`]. A start-up that fails still fails the process: the server
+/// [`service::server::serve_starting`]. A start-up that fails still fails the process: the server
 /// stops, the socket is removed and the error is returned, as before serving existed. A
 /// server that stayed up forever not ready would only hide the failure from the
 /// operator behind a livenessprobe's restarts, which the error and exit do at once.
@@ -218,10 +211,10 @@ pub async fn run_with(
         ),
         None => None,
     };
-    let listener = server::bind(&path)?;
-    let (startup, handle) = startup::Startup::new();
+    let listener = service::server::bind(&path)?;
+    let (startup, handle) = service::startup::Startup::new();
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tokio::spawn(server::serve_starting(
+    let mut server = tokio::spawn(service::server::serve_starting(
         cfg.driver_name.clone(),
         cfg.mode,
         handle,

@@ -1,6 +1,6 @@
 //! Prometheus metrics and the optional HTTP listener that serves them (`/metrics`).
 //!
-//! RPC and command metrics are recorded as they happen (by [`crate::rpc_layer`] and the
+//! RPC and command metrics are recorded as they happen (by [`crate::service::rpc_layer`] and the
 //! runner's observer). VG, thin pool and RAID gauges are read from LVM when scraped, with
 //! one `lvm fullreport` that is reused for a few seconds, so a scraper polling often (or
 //! several scrapers) does not turn into a stream of lvm commands.
@@ -264,7 +264,7 @@ impl Metrics {
                     if let Some(p) = lv.metadata_percent {
                         self.thin_metadata.get_or_create(&pool).set(p);
                     }
-                    let full = crate::health::pool_fault(lv).is_some();
+                    let full = crate::rules::health::pool_fault(lv).is_some();
                     self.thin_full.get_or_create(&pool).set(i64::from(full));
                 }
                 let copies = lv.segtype.starts_with("raid") || lv.segtype == "mirror";

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use csi_driver::Mode;
 use csi_driver::metrics::Metrics;
-use csi_driver::server::{bind, serve_starting};
+use csi_driver::service::server::{bind, serve_starting};
 
 /// The real server answers a client that sends the socket path as `:authority`
 /// (hand-built HTTP/2: no Rust client can send it), both %-encoded and raw.
@@ -16,7 +16,7 @@ async fn a_path_authority_is_answered() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("csi.sock");
     let listener = bind(&sock).unwrap();
-    let (_startup, handle) = csi_driver::startup::Startup::new();
+    let (_startup, handle) = csi_driver::service::startup::Startup::new();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serve_starting(
         "lvm.vglet.io".into(),

@@ -2,6 +2,7 @@
 //! makes these from a request; the reviver from a state record).
 
 use vglet_csi_proto::v1::volume_capability::access_mode::Mode;
+use vglet_lvm::tags::Content;
 
 /// What a validated capability asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +37,14 @@ impl Capability {
         match &self.access {
             Access::Mount { fs_type, .. } => Some(fs_type),
             Access::Block => None,
+        }
+    }
+
+    /// What a volume must have been created to hold to serve this capability.
+    pub fn content(&self) -> Content {
+        match &self.access {
+            Access::Mount { fs_type, .. } => Content::Filesystem(fs_type.clone()),
+            Access::Block => Content::Block,
         }
     }
 

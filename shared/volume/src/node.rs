@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use vglet_lvm::Lvm;
+use vglet_lvm::tags::Content;
 use vglet_mount::{Create, Filesystems, MountProof, Mounter, Resolved};
 use vglet_state::{Record, StateStore, Target};
 
@@ -36,9 +37,9 @@ pub struct StageTarget {
     pub vg: String,
     pub lv: String,
     pub lv_uuid: String,
-    /// What the volume was created as ("block" or a filesystem); `None` for a static
-    /// volume, whose content only the device itself can tell.
-    pub created_as: Option<String>,
+    /// What the volume was created to hold; `None` for a static volume, whose content only
+    /// the device itself can tell.
+    pub created_as: Option<Content>,
     pub adopted: bool,
     pub kind: VgKind,
     /// The VG's tags say it is fsdax persistent memory: the mount gets DAX.
@@ -67,12 +68,12 @@ impl StageTarget {
     /// The capability must agree with what the volume was created as. A static volume
     /// has no record of that; staging checks its content instead.
     pub fn check_capability(&self, cap: &Capability) -> Result<(), VolumeError> {
-        let want = cap.fs_type().unwrap_or("block");
-        match self.created_as.as_deref() {
-            Some(fs) if fs != want => Err(VolumeError::invalid(
+        let want = cap.content();
+        match &self.created_as {
+            Some(made) if *made != want => Err(VolumeError::invalid(
                 "volume_capability",
                 format!(
-                    "volume {} was created as {fs:?}, not {want:?}",
+                    "volume {} was created as \"{made}\", not \"{want}\"",
                     self.volume_id()
                 ),
             )),

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use vglet_csi_proto::v1::volume_capability::access_mode::Mode;
 use vglet_lvm::Lvm;
+use vglet_lvm::tags::Content;
 use vglet_mount::{Create, Filesystems, MkfsProgress, MountCall, Resolved};
 use vglet_runner::{FakeRunner, Reply};
 use vglet_state::{FormatMark, StateStore};
@@ -115,7 +116,7 @@ fn target(fs: &str) -> StageTarget {
         vg: "vg0".into(),
         lv: "csi-a".into(),
         lv_uuid: LV_UUID.into(),
-        created_as: Some(fs.into()),
+        created_as: Some(Content::from_tag(fs)),
         adopted: false,
         kind: VgKind::Local,
         fsdax: false,

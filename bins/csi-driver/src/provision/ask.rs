@@ -7,11 +7,11 @@ use vglet_csi_proto::v1::volume_content_source::Type;
 use vglet_csi_proto::v1::{CreateVolumeRequest, TopologyRequirement};
 use vglet_lvm::tags::Content;
 
-use crate::capability::{self, Capability};
-use crate::capacity::Range;
-use crate::error::VolumeError;
-use crate::params::{self, Params};
-use crate::volume_id::{self, VolumeId};
+use crate::rules::capability::{self, Capability};
+use crate::rules::capacity::Range;
+use crate::rules::error::VolumeError;
+use crate::rules::params::{self, Params};
+use crate::rules::volume_id::{self, VolumeId};
 
 /// CSI names are free-form; this bound keeps the encoded tag far below LVM's 1024 bytes.
 pub const MAX_NAME_LEN: usize = 256;

@@ -6,10 +6,10 @@ use vglet_lvm::{LvType, Report, Vg};
 
 use super::Served;
 use crate::driver::{kind_of, segment_reaches, vg_in};
-use crate::error::VolumeError;
-use crate::layout;
-use crate::params::Params;
-use crate::pmem;
+use crate::rules::error::VolumeError;
+use crate::rules::layout;
+use crate::rules::params::Params;
+use crate::rules::pmem;
 
 /// Why a served VG does not take volumes of a StorageClass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,16 +1,16 @@
 //! The acting half of CreateVolume: performs a [`Plan`]'s create, and hands what it
-//! learned to NodeStageVolume (see [`crate::vouched`]).
+//! learned to NodeStageVolume (see [`crate::node_state::vouched`]).
 
 use tonic::Status;
 use vglet_lvm::{LayoutCreate, LvType, SnapshotCreate, SnapshotKind};
 
 use super::plan::{Answer, Create, Existing, How};
-use crate::clone;
 use crate::driver::{Driver, OwnedVolume};
-use crate::reconcile::CREATING_TAG;
-use crate::status::lvm_status;
-use crate::volume_id::VolumeId;
-use crate::vouched::Vouched;
+use crate::node_state::vouched::Vouched;
+use crate::ops::clone;
+use crate::ops::reconcile::CREATING_TAG;
+use crate::rules::volume_id::VolumeId;
+use crate::service::status::lvm_status;
 
 /// Creation markers dropped in one commit while more creates of the VG are queued: fewer
 /// commits in a burst, at most this many lvcreates of extra latency for the first caller.
@@ -20,7 +20,7 @@ const MARKER_BATCH: usize = 8;
 #[derive(Debug, Clone)]
 pub struct Done {
     pub volume: OwnedVolume,
-    pub kind: crate::capability::VgKind,
+    pub kind: crate::rules::capability::VgKind,
     pub answer: Answer,
 }
 
@@ -29,11 +29,11 @@ pub fn existing(driver: &Driver, e: Existing) -> Done {
     let v = &e.volume;
     tracing::info!(volume = %v.id, "volume already exists");
     if e.answer.vouch && !v.lv.uuid.is_empty() {
-        driver.created.remember(
+        driver.vouched.remember(
             &v.id,
             Vouched {
                 lv_uuid: v.lv.uuid.clone(),
-                created_as: v.tags.fs.clone(),
+                content: v.tags.content(),
             },
         );
     }
@@ -80,14 +80,14 @@ pub async fn create(driver: &Driver, c: Create) -> Result<Done, Status> {
         // here. Not active here: nothing is remembered and NodeStageVolume reads lvm.
         let lv_uuid = match lv.uuid.is_empty() {
             false => Some(lv.uuid.clone()),
-            true => crate::vouched::active_lv_uuid(&id, &c.vg.uuid),
+            true => crate::node_state::vouched::active_lv_uuid(&id, &c.vg.uuid),
         };
         if let Some(lv_uuid) = lv_uuid {
-            driver.created.remember(
+            driver.vouched.remember(
                 &id,
                 Vouched {
                     lv_uuid,
-                    created_as: c.tags.fs.clone(),
+                    content: c.tags.content(),
                 },
             );
         }

@@ -18,7 +18,7 @@ pub mod plan;
 mod tests;
 
 pub use ask::{Ask, SourceId};
-pub use plan::{Create, Existing, How, Plan, plan};
+pub use plan::{Plan, plan};
 
 use crate::config::Config;
 

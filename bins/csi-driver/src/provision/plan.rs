@@ -9,16 +9,16 @@ use vglet_lvm::tags::{VgPmem, VolumeTags};
 use vglet_lvm::{Layout, LvCreate, LvType, Report, Vg};
 
 use super::{Ask, Served, SourceId, choice};
-use crate::capability::{self, Access, VgKind};
-use crate::clone::Source;
 use crate::driver::{self, OwnedVolume, kind_of, vg_in};
-use crate::error::VolumeError;
-use crate::layout::{self, PoolUsage};
-use crate::params::{self, Params};
-use crate::pmem;
-use crate::reconcile::is_unfinished;
-use crate::snapshot;
-use crate::volume_id::VolumeId;
+use crate::ops::clone::Source;
+use crate::ops::reconcile::is_unfinished;
+use crate::ops::snapshot;
+use crate::rules::capability::{self, Access, VgKind};
+use crate::rules::error::VolumeError;
+use crate::rules::layout::{self, PoolUsage};
+use crate::rules::params::{self, Params};
+use crate::rules::pmem;
+use crate::rules::volume_id::VolumeId;
 
 /// What CreateVolume does.
 #[derive(Debug, Clone)]
@@ -38,7 +38,7 @@ pub struct Answer {
     pub volume_context: HashMap<String, String>,
     pub content_source: Option<VolumeContentSource>,
     /// Whether CreateVolume may remember the volume for NodeStageVolume (see
-    /// [`crate::vouched`]): only where staging needs nothing else from LVM.
+    /// [`crate::node_state::vouched`]): only where staging needs nothing else from LVM.
     pub vouch: bool,
 }
 

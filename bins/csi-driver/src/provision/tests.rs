@@ -10,9 +10,10 @@ use vglet_csi_proto::v1::*;
 use vglet_lvm::tags::VolumeTags;
 use vglet_lvm::{Lv, LvType, Pv, Report, Vg};
 
+use super::plan::{Create, How};
 use super::*;
 use crate::driver::{TOPOLOGY_NODE_KEY, vg_topology_key};
-use crate::error::VolumeError;
+use crate::rules::error::VolumeError;
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -173,7 +174,7 @@ fn err(p: Result<Plan, VolumeError>) -> VolumeError {
 
 /// The gRPC code the error maps to, and its message.
 fn code(e: VolumeError) -> (tonic::Code, String) {
-    let s = crate::status::volume_status(e);
+    let s = crate::service::status::volume_status(e);
     (s.code(), s.message().to_string())
 }
 
@@ -424,7 +425,7 @@ fn sizes_out_of_range_and_exhausted() {
         &r,
         &report(vec![vg("vg0", &[4 * GIB], &[])], vec![]),
     ));
-    assert_eq!(c.lv.size, crate::capacity::DEFAULT_SIZE);
+    assert_eq!(c.lv.size, crate::rules::capacity::DEFAULT_SIZE);
     let c = create(planned(&vgs, &req("pvc-1", MIB + 1, &[]), &rep));
     assert_eq!((c.lv.size, c.tags.size), (EXT, EXT));
 }
@@ -517,7 +518,7 @@ fn an_existing_volume_is_the_answer_or_already_exists() {
     let mut unfinished = rep.clone();
     unfinished.lvs[0]
         .tags
-        .push(crate::reconcile::CREATING_TAG.into());
+        .push(crate::ops::reconcile::CREATING_TAG.into());
     match planned(&vgs, &req("pvc-1", 64 * MIB, &[]), &unfinished) {
         Ok(Plan::RemoveUnfinished(id)) => assert_eq!(id.to_string(), "vg0/csi-pvc-1"),
         other => panic!("{other:?}"),
@@ -587,7 +588,7 @@ fn persistent_memory_and_dax_refusals() {
 fn content_sources_are_found_in_the_same_report() {
     let vgs = names(&["vg0"]);
     let mut snap = thin("vg0", "snap-s1", "pool", 64 * MIB);
-    snap.tags = crate::snapshot::SnapshotTags {
+    snap.tags = crate::ops::snapshot::SnapshotTags {
         owner: DRIVER.into(),
         name: "s1".into(),
         source: "vg0/csi-src".into(),
@@ -714,7 +715,7 @@ fn get_capacity_counts_the_vgs_create_volume_would_choose_from() {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let p = crate::params::parse("parameters", &raw).unwrap();
+        let p = crate::rules::params::parse("parameters", &raw).unwrap();
         let got: Vec<String> = choice::capacity_vgs(&s, &rep, &p, segments)
             .into_iter()
             .map(|v| v.name.clone())
@@ -737,7 +738,7 @@ fn get_capacity_counts_the_vgs_create_volume_would_choose_from() {
     );
     let other = segment(&[(TOPOLOGY_NODE_KEY, "n2"), (&vg_topology_key("sh"), "true")]);
     assert_eq!(counted(&[], &[other]), ["sh"]);
-    let p = crate::params::parse(
+    let p = crate::rules::params::parse(
         "parameters",
         &[
             ("type".to_string(), "thin".to_string()),
@@ -755,7 +756,7 @@ fn get_capacity_counts_the_vgs_create_volume_would_choose_from() {
         choice::largest_volume(&rep, rep.vg("vg0").unwrap(), &p),
         None
     );
-    let p = crate::params::parse("parameters", &HashMap::new()).unwrap();
+    let p = crate::rules::params::parse("parameters", &HashMap::new()).unwrap();
     assert_eq!(
         choice::largest_volume(&rep, rep.vg("vg1").unwrap(), &p),
         Some(2 * GIB)
@@ -771,7 +772,7 @@ mod lvm_reads {
     use vglet_runner::{FakeRunner, Reply};
 
     use super::*;
-    use crate::controller::ControllerService;
+    use crate::service::controller::ControllerService;
 
     const REPORT: &str = r#"{"report":[{"vg":[{"vg_name":"vg0","vg_uuid":"VGUUID","vg_size":"1073741824","vg_free":"536870912","vg_extent_size":"4194304","vg_lock_type":""}],"pv":[],"lv":[]}]}"#;
 

@@ -10,7 +10,7 @@
 use vglet_lvm::Lv;
 use vglet_state::Record;
 
-use crate::staged::without_dashes;
+use crate::node_state::staged::without_dashes;
 
 /// What holds `lv` on node `node`, from its report and this node's record of it; `None`
 /// when nothing does. A record of an earlier LV of the same name (another uuid) is not

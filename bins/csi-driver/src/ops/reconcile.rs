@@ -9,9 +9,9 @@
 //! lvm command, and the node side repairs itself on the CO's next call (every node RPC
 //! looks at the real state first) or through the reviver.
 //!
-//! On the node side, first formats a crash interrupted ([`crate::first_format`]) repair
+//! On the node side, first formats a crash interrupted ([`crate::node_state::first_format`]) repair
 //! themselves on the CO's next NodeStageVolume; the start-up pass only reports the marks
-//! older than [`crate::first_format::STUCK_AFTER`] and drops those of LVs that are gone.
+//! older than [`crate::node_state::first_format::STUCK_AFTER`] and drops those of LVs that are gone.
 //!
 //! LVs that carry our ownership tag but that no PersistentVolume refers to are never
 //! removed here: only the CO knows that, so `csictl controller orphans` reports them.
@@ -20,8 +20,8 @@ use tonic::Status;
 use vglet_lvm::{Lv, LvmError};
 
 use crate::driver::Driver;
-use crate::status::lvm_status;
-use crate::volume_id::VolumeId;
+use crate::rules::volume_id::VolumeId;
+use crate::service::status::lvm_status;
 
 /// Carried by an LV from its lvcreate until CreateVolume finished every step.
 pub use vglet_lvm::tags::CREATING_TAG;
@@ -52,13 +52,9 @@ pub struct Outcome {
     pub failed: Vec<(String, String)>,
 }
 
-/// Removes every unfinished LV of ours in the served VGs. Failures are logged and left for
-/// the next CreateVolume of that name (which removes it too) or the next start.
-pub async fn at_start(driver: &Driver) -> Outcome {
-    at_start_from(driver, None).await
-}
-
-/// [`at_start`] over a report read at start-up (`None`: read each VG now).
+/// Removes every unfinished LV of ours in the served VGs, from the report read at start-up
+/// (`None`: read each VG now). Failures are logged and left for the next CreateVolume of
+/// that name (which removes it too) or the next start.
 pub async fn at_start_from(driver: &Driver, known: Option<&vglet_lvm::Report>) -> Outcome {
     let mut out = Outcome::default();
     for vg in &driver.cfg.volume_groups {
@@ -97,13 +93,16 @@ pub async fn at_start_from(driver: &Driver, known: Option<&vglet_lvm::Report>) -
 }
 
 /// Reports stuck first-format marks and drops those of LVs that no longer exist (node
-/// mode; see [`crate::first_format::at_start`]).
+/// mode; see [`crate::node_state::first_format::at_start`]).
 pub fn first_formats_at_start(
     driver: &Driver,
     known: Option<&vglet_lvm::Report>,
-) -> crate::first_format::Startup {
-    let out =
-        crate::first_format::at_start_now(driver.state.as_ref(), known, &driver.cfg.volume_groups);
+) -> crate::node_state::first_format::Startup {
+    let out = crate::node_state::first_format::at_start_now(
+        driver.state.as_ref(),
+        known,
+        &driver.cfg.volume_groups,
+    );
     if !out.stuck.is_empty() || !out.stale.is_empty() {
         let stuck: Vec<&str> = out.stuck.iter().map(|m| m.volume_id.as_str()).collect();
         tracing::info!(?stuck, stale = ?out.stale, "first-format marks found at start-up");

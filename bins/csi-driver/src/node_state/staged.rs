@@ -21,8 +21,8 @@ pub use vglet_volume::Proven;
 /// Kept here for the controller's in-use check, which compares dm uuids too.
 pub use vglet_volume::without_dashes;
 
-use crate::capability;
-use crate::volume_id::VolumeId;
+use crate::rules::capability;
+use crate::rules::volume_id::VolumeId;
 
 /// What the kernel shows of the volume, gathered without running any command.
 #[derive(Debug, Clone, Default)]
@@ -37,7 +37,7 @@ pub struct Observed {
 
 /// What a NodePublishVolume asks, as far as the proof needs it.
 #[derive(Debug, Clone, Copy)]
-pub struct Ask<'a> {
+pub struct PublishAsk<'a> {
     pub id: &'a VolumeId,
     pub cap: Option<&'a VolumeCapability>,
     pub staging: &'a Path,
@@ -70,8 +70,8 @@ pub fn single_writer_conflict<'a>(
 
 /// Whether the request, its record and what the kernel shows agree on everything the lvm
 /// read would have established; `Err` says what did not (logged, then the lvm read runs).
-pub fn prove(ask: &Ask, record: &Record, seen: &Observed) -> Result<Proven, &'static str> {
-    let Ask {
+pub fn prove(ask: &PublishAsk, record: &Record, seen: &Observed) -> Result<Proven, &'static str> {
+    let PublishAsk {
         id,
         cap,
         staging,
@@ -228,7 +228,7 @@ mod tests {
         seen: &Observed,
     ) -> Result<Proven, &'static str> {
         let id = id();
-        let ask = Ask {
+        let ask = PublishAsk {
             id: &id,
             cap: Some(cap),
             staging: Path::new("/stage/pvc-1"),
@@ -240,7 +240,7 @@ mod tests {
 
     #[test]
     fn single_writer_is_published_read_write_once() {
-        use crate::capability::validate;
+        use crate::rules::capability::validate;
         let cap = |mode| validate("c", Some(&mount_cap("ext4", mode)), VgKind::Local).unwrap();
         let rw = Target {
             path: "/pods/a/vol/".into(),
@@ -352,7 +352,7 @@ mod tests {
             "an old record without uuid"
         );
         let id = id();
-        let ask = Ask {
+        let ask = PublishAsk {
             id: &id,
             cap: Some(&cap),
             staging: Path::new("/stage/pvc-1"),

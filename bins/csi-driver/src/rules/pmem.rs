@@ -5,8 +5,8 @@
 use vglet_lvm::Vg;
 use vglet_lvm::tags::{PMEM_REGION_PREFIX, PmemMode, VgPmem};
 
-use crate::error::VolumeError;
-use crate::params::PMEM_MODE;
+use crate::rules::error::VolumeError;
+use crate::rules::params::PMEM_MODE;
 
 /// Whether the driver may choose a VG with these tags by itself for `want`. Without a mode,
 /// ordinary and fsdax VGs qualify (fsdax is the default mode), sector VGs do not: a sector

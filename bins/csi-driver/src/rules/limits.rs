@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use vglet_csi_proto::v1::*;
 
-use crate::error::VolumeError;
+use crate::rules::error::VolumeError;
 
 /// Keys plus values of one map, in bytes (CSI spec, "Size Limits").
 pub const MAX_MAP_BYTES: usize = 4096;
@@ -81,7 +81,7 @@ request_maps! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::volume_status;
+    use crate::service::status::volume_status;
 
     fn map(n: usize, key_len: usize, val_len: usize) -> HashMap<String, String> {
         (0..n)

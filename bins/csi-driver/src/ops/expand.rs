@@ -4,10 +4,10 @@
 use vglet_lvm::tags::VolumeTags;
 use vglet_lvm::{Report, Vg};
 
-use crate::capability::VgKind;
-use crate::capacity::Range;
 use crate::driver::{Driver, OwnedVolume};
-use crate::error::VolumeError;
+use crate::rules::capability::VgKind;
+use crate::rules::capacity::Range;
+use crate::rules::error::VolumeError;
 
 /// Grows the LV of `v` to satisfy `range`, rounded up to whole extents; never shrinks it.
 /// Returns the LV's size afterwards. Nothing runs when the LV is already big enough, so a
@@ -32,7 +32,7 @@ pub async fn grow_lv(
     if size <= v.lv.size {
         return Ok(v.lv.size);
     }
-    crate::snapshot::refuse_with_thick_snapshots(report, id, "expanded")?;
+    crate::ops::snapshot::refuse_with_thick_snapshots(report, id, "expanded")?;
     // A thin LV grows inside its pool, not in the VG's free space.
     if v.lv.segtype != "thin" && size - v.lv.size > vg.free {
         return Err(VolumeError::NoSpace(format!(
@@ -84,8 +84,8 @@ mod tests {
     use vglet_csi_proto::v1::*;
     use vglet_runner::{FakeRunner, Reply};
 
-    use crate::controller::ControllerService;
-    use crate::node::NodeService;
+    use crate::service::controller::ControllerService;
+    use crate::service::node::NodeService;
 
     const MIB: u64 = 1 << 20;
 

@@ -6,13 +6,11 @@
 
 use vglet_state::StateStore;
 
-use crate::volume_id::VolumeId;
+use crate::rules::volume_id::VolumeId;
 
 /// The decision and the marks are the node-volume library's (staging uses them); the
 /// start-up pass over the marks is the driver's.
-pub use vglet_volume::first_format::{
-    FORMATTING_TAG_PREFIX, Mark, Plan, STUCK_AFTER, now_unix, plan, tag_on,
-};
+pub use vglet_volume::first_format::{FORMATTING_TAG_PREFIX, STUCK_AFTER, now_unix, tag_on};
 
 /// A mark the start-up pass found.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 
 use vglet_csi_proto::v1::CapacityRange;
 
-use crate::error::VolumeError;
+use crate::rules::error::VolumeError;
 
 /// Size given to a volume whose request names no capacity.
 pub const DEFAULT_SIZE: u64 = 1 << 30;

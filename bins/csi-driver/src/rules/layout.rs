@@ -3,7 +3,7 @@
 
 use vglet_lvm::{Layout, Lv, LvType, Report, Vg};
 
-use crate::error::VolumeError;
+use crate::rules::error::VolumeError;
 
 /// Checks that the VG has enough PVs for the layout (INVALID_ARGUMENT: no amount of freeing
 /// space helps) and enough free space on enough distinct PVs (RESOURCE_EXHAUSTED). `size`

@@ -27,14 +27,12 @@ use vglet_lvm::naming::lv_name_for;
 use vglet_lvm::{Lv, LvmError, Report, SnapshotCreate, SnapshotKind};
 
 use crate::driver::Driver;
-use crate::error::VolumeError;
-use crate::params;
-use crate::status::{IntoStatus, invalid, lvm_status};
-use crate::volume_id::{self, VolumeId};
+use crate::rules::error::VolumeError;
+use crate::rules::params;
+use crate::rules::volume_id::{self, VolumeId};
+use crate::service::status::{IntoStatus, invalid, lvm_status};
 
-pub use vglet_lvm::tags::{
-    CREATED_PREFIX, SNAPSHOT_NAME_PREFIX, SNAPSHOT_SIZE_PREFIX, SOURCE_PREFIX, SnapshotTags,
-};
+pub use vglet_lvm::tags::SnapshotTags;
 
 pub const SNAPSHOT_LV_PREFIX: &str = "snap-";
 

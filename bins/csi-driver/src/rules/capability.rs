@@ -5,7 +5,7 @@ use vglet_csi_proto::v1::VolumeCapability;
 use vglet_csi_proto::v1::volume_capability::{AccessType, access_mode::Mode};
 use vglet_lvm::tags::Content;
 
-use crate::error::VolumeError;
+use crate::rules::error::VolumeError;
 
 /// Filesystems vglet creates and mounts: the mount crate's one list.
 pub const FS_TYPES: &[&str] = vglet_mount::SUPPORTED_FILESYSTEMS;

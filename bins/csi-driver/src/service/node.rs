@@ -1,8 +1,8 @@
 //! CSI Node service, the gRPC adapter: each RPC parses and validates its request, reads
-//! LVM only where the state record (or this process's CreateVolume, [`crate::vouched`])
+//! LVM only where the state record (or this process's CreateVolume, [`crate::node_state::vouched`])
 //! cannot answer, activates, and leaves staging, publishing and the proven unmounts to the
 //! node-volume library ([`vglet_volume::VolumeNode`], shared with the reviver), whose
-//! errors map to codes in [`crate::status::volume_status`]. Every step first looks at the
+//! errors map to codes in [`crate::service::status::volume_status`]. Every step first looks at the
 //! real state (LV active? mounted? which device?) and does only what is missing, so a
 //! repeated call is a no-op and a half-done one is finished.
 
@@ -20,13 +20,13 @@ use vglet_volume::{
     Proven, StageTarget, SystemHost, VolumeError, VolumeNode, activation_for, kind_of, record,
 };
 
-use crate::capability::{self, Capability, VgKind};
 use crate::driver::{Driver, OwnedVolume};
-use crate::health;
-use crate::staged;
-use crate::status::{IntoStatus, invalid, lvm_status, mount_status, volume_status};
-use crate::volume_id::VolumeId;
-use crate::vouched;
+use crate::node_state::staged;
+use crate::node_state::vouched;
+use crate::rules::capability::{self, Capability, VgKind};
+use crate::rules::health;
+use crate::rules::volume_id::VolumeId;
+use crate::service::status::{IntoStatus, invalid, lvm_status, mount_status, volume_status};
 
 #[derive(Debug, Clone)]
 pub struct NodeService {
@@ -86,12 +86,12 @@ fn stage_target(v: &OwnedVolume, vg: &vglet_lvm::Vg) -> StageTarget {
         vg: v.id.vg.clone(),
         lv: v.id.lv.clone(),
         lv_uuid: v.lv.uuid.clone(),
-        created_as: v.fs().map(str::to_string),
+        created_as: v.content(),
         adopted: v.adopted.is_some(),
         kind: Driver::vg_kind(vg),
         fsdax: vglet_volume::options::is_fsdax_vg(&vg.tags),
         dev: device_of(v),
-        formatting_tag: crate::first_format::tag_on(&v.lv.tags),
+        formatting_tag: crate::node_state::first_format::tag_on(&v.lv.tags),
     }
 }
 
@@ -99,11 +99,11 @@ fn device_of(v: &OwnedVolume) -> PathBuf {
     vglet_volume::lv_device_path(&v.id.vg, &v.id.lv, &v.lv.path)
 }
 
-/// The refusal's suffix naming the holder of an LV's lock ([`crate::in_use::lock_holder`]).
+/// The refusal's suffix naming the holder of an LV's lock ([`crate::ops::in_use::lock_holder`]).
 fn holder_text(host_id: u64, vg_tags: &[String]) -> String {
     format!(
         "; the lock is held by {}",
-        crate::in_use::lock_holder(host_id, vg_tags)
+        crate::ops::in_use::lock_holder(host_id, vg_tags)
     )
 }
 
@@ -244,7 +244,7 @@ impl NodeService {
                 None
             },
         };
-        let ask = staged::Ask {
+        let ask = staged::PublishAsk {
             id,
             cap,
             staging,
@@ -304,10 +304,10 @@ impl NodeService {
     }
 
     /// A volume NodeStageVolume may stage without reading lvm: this process created it
-    /// and the kernel shows that very LV active here (see [`crate::vouched`]); `None` sends
+    /// and the kernel shows that very LV active here (see [`crate::node_state::vouched`]); `None` sends
     /// the caller to the lvm read.
     fn vouched_target(&self, id: &VolumeId) -> Option<StageTarget> {
-        let vouched = self.driver.created.get(id)?;
+        let vouched = self.driver.vouched.get(id)?;
         if !self.driver.serves_vg(&id.vg) {
             return None;
         }
@@ -320,7 +320,7 @@ impl NodeService {
             vg: id.vg.clone(),
             lv: id.lv.clone(),
             lv_uuid: vouched.lv_uuid,
-            created_as: Some(vouched.created_as),
+            created_as: Some(vouched.content),
             adopted: false,
             // Vouched only for node-local VGs without fsdax memory.
             kind: VgKind::Local,
@@ -338,7 +338,7 @@ impl Node for NodeService {
         req: Request<NodeStageVolumeRequest>,
     ) -> Result<Response<NodeStageVolumeResponse>, Status> {
         let req = req.into_inner();
-        crate::limits::check(&req).status()?;
+        crate::rules::limits::check(&req).status()?;
         let id = parse_node_id(&req.volume_id)?;
         let span = tracing::info_span!("NodeStageVolume", volume_id = %id);
         let _e = span.enter();
@@ -382,7 +382,7 @@ impl Node for NodeService {
         // layer's per-filesystem allow-list before they reach mkfs.
         let mkfs_options: Vec<String> = req
             .volume_context
-            .get(crate::params::CONTEXT_MKFS_OPTIONS)
+            .get(crate::rules::params::CONTEXT_MKFS_OPTIONS)
             .map(|o| o.split_whitespace().map(str::to_string).collect())
             .unwrap_or_default();
         let record = record::stage_record(&target, &self.driver.cfg.driver_name, &cap, &staging);
@@ -475,7 +475,7 @@ impl Node for NodeService {
         req: Request<NodePublishVolumeRequest>,
     ) -> Result<Response<NodePublishVolumeResponse>, Status> {
         let req = req.into_inner();
-        crate::limits::check(&req).status()?;
+        crate::rules::limits::check(&req).status()?;
         let id = parse_node_id(&req.volume_id)?;
         let span = tracing::info_span!("NodePublishVolume", volume_id = %id);
         let _e = span.enter();
@@ -679,7 +679,7 @@ impl Node for NodeService {
         req: Request<NodeExpandVolumeRequest>,
     ) -> Result<Response<NodeExpandVolumeResponse>, Status> {
         let req = req.into_inner();
-        crate::limits::check(&req).status()?;
+        crate::rules::limits::check(&req).status()?;
         let id = parse_node_id(&req.volume_id)?;
         let span = tracing::info_span!("NodeExpandVolume", volume_id = %id);
         let _e = span.enter();
@@ -690,8 +690,9 @@ impl Node for NodeService {
             e => invalid("volume_path", e),
         })?;
         let path = at.path().to_path_buf();
-        let range = crate::capacity::Range::parse("capacity_range", req.capacity_range.as_ref())
-            .status()?;
+        let range =
+            crate::rules::capacity::Range::parse("capacity_range", req.capacity_range.as_ref())
+                .status()?;
         let _guard = self.driver.inflight.acquire(&id.to_string())?;
         let (v, vg, report) = self.driver.volume_in_vg(&id).await.status()?;
         let shared = Driver::vg_kind(&vg) == VgKind::Shared;
@@ -715,13 +716,13 @@ impl Node for NodeService {
                 v.lv.size, range.required
             )));
         }
-        let is_block = v.fs() == Some("block")
+        let is_block = v.content().is_some_and(|c| c.is_block())
             || req.volume_capability.as_ref().is_some_and(|c| {
                 matches!(c.access_type, Some(volume_capability::AccessType::Block(_)))
             })
             // A static volume without a capability: a raw block volume is published as a
             // device file, a filesystem as a directory.
-            || (v.fs().is_none()
+            || (v.content().is_none()
                 && req.volume_capability.is_none()
                 && at.identity().is_ok_and(|i| i.kind != vglet_mount::Kind::Dir));
         let fs = if is_block {
@@ -732,7 +733,10 @@ impl Node for NodeService {
             })?;
             // A static volume's filesystem is whatever the kernel mounted (staging refused
             // any other than the capability's).
-            let fs_type = v.fs().unwrap_or(&mount.fs_type).to_string();
+            let fs_type = match v.content() {
+                Some(vglet_lvm::tags::Content::Filesystem(fs)) => fs,
+                _ => mount.fs_type.clone(),
+            };
             let dev = device_of(&v);
             let here = at
                 .identity()
@@ -750,7 +754,7 @@ impl Node for NodeService {
         };
         // Only now, with the path proven to be this volume's: a bad request changes nothing.
         let size = if extend_here {
-            crate::expand::grow_lv(&self.driver, &v, &vg, &report, range)
+            crate::ops::expand::grow_lv(&self.driver, &v, &vg, &report, range)
                 .await
                 .status()?
         } else {

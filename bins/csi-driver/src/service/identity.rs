@@ -7,10 +7,10 @@ use vglet_csi_proto::v1::{
     GetPluginInfoResponse, PluginCapability, ProbeRequest, ProbeResponse, plugin_capability,
 };
 
-use crate::capability::VgKind;
 use crate::config::Mode;
 use crate::driver::Driver;
-use crate::startup::StartupHandle;
+use crate::rules::capability::VgKind;
+use crate::service::startup::StartupHandle;
 
 /// Served from the first instant: everything but Probe's health checks comes from the
 /// configuration, so none of it waits for start-up.

@@ -5,7 +5,7 @@ use tonic::Status;
 use vglet_lvm::LvmError;
 use vglet_mount::MountError;
 
-use crate::error::VolumeError;
+use crate::rules::error::VolumeError;
 
 pub fn lvm_status(context: &str, e: LvmError) -> Status {
     volume_status(VolumeError::lvm(context)(e))

@@ -298,9 +298,9 @@ mod tests {
                 .unwrap(),
         );
         let metrics = Arc::new(Metrics::new());
-        let listener = crate::server::bind(&sock).unwrap();
+        let listener = crate::service::server::bind(&sock).unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(crate::server::serve_with_metrics(
+        let server = tokio::spawn(crate::service::server::serve_with_metrics(
             driver,
             metrics.clone(),
             listener,

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use vglet_lvm::tags::PmemMode;
 use vglet_lvm::{Layout, LvType};
 
-use crate::error::VolumeError;
+use crate::rules::error::VolumeError;
 
 pub const VOLUME_GROUP: &str = "volumeGroup";
 pub const VOLUME_GROUP_TAG: &str = "volumeGroupTag";
@@ -72,7 +72,7 @@ pub struct Params {
     /// Thin: pool data or metadata usage (percent) above which a warning is logged.
     pub thin_pool_usage_warning: f64,
     /// Only VGs tagged as persistent memory of this mode. Without it, ordinary and fsdax
-    /// VGs are candidates, sector VGs not (see [`crate::pmem`]).
+    /// VGs are candidates, sector VGs not (see [`crate::rules::pmem`]).
     pub pmem_mode: Option<PmemMode>,
 }
 
@@ -208,12 +208,12 @@ pub fn parse(field: &str, raw: &HashMap<String, String>) -> Result<Params, Volum
                 p.volume_group_tag = Some(value.clone());
             }
             FS_TYPE => {
-                if !crate::capability::FS_TYPES.contains(&value.as_str()) {
+                if !crate::rules::capability::FS_TYPES.contains(&value.as_str()) {
                     return Err(VolumeError::invalid(
                         &f,
                         format!(
                             "{value:?} is not supported; use one of {}",
-                            crate::capability::FS_TYPES.join(", ")
+                            crate::rules::capability::FS_TYPES.join(", ")
                         ),
                     ));
                 }

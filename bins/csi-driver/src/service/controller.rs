@@ -10,16 +10,16 @@ use vglet_csi_proto::v1::controller_server::Controller;
 use vglet_csi_proto::v1::*;
 use vglet_lvm::{LvType, Report};
 
-use crate::capability::{self, VgKind};
-use crate::capacity::Range;
 use crate::driver::{Driver, OwnedVolume};
-use crate::error::VolumeError;
-use crate::params;
+use crate::ops::reconcile::is_unfinished;
+use crate::ops::snapshot;
 use crate::provision::{self, Ask, Plan, Served, choice};
-use crate::reconcile::is_unfinished;
-use crate::snapshot;
-use crate::status::{IntoStatus, invalid, lvm_status, volume_status};
-use crate::volume_id::{self, VolumeId};
+use crate::rules::capability::{self, VgKind};
+use crate::rules::capacity::Range;
+use crate::rules::error::VolumeError;
+use crate::rules::params;
+use crate::rules::volume_id::{self, VolumeId};
+use crate::service::status::{IntoStatus, invalid, lvm_status, volume_status};
 
 #[derive(Debug, Clone)]
 pub struct ControllerService {
@@ -68,7 +68,7 @@ impl ControllerService {
         }
     }
 
-    /// FAILED_PRECONDITION while the volume is in use on this node (see [`crate::in_use`]):
+    /// FAILED_PRECONDITION while the volume is in use on this node (see [`crate::ops::in_use`]):
     /// nothing is changed, and the message says what holds it.
     fn refuse_in_use(&self, v: &OwnedVolume) -> Result<(), Status> {
         let record = match &self.driver.state {
@@ -80,7 +80,7 @@ impl ControllerService {
             })?,
             None => None,
         };
-        match crate::in_use::holder(&v.lv, record.as_ref(), &self.driver.cfg.node_id) {
+        match crate::ops::in_use::holder(&v.lv, record.as_ref(), &self.driver.cfg.node_id) {
             Some(why) => Err(Status::failed_precondition(format!(
                 "volume {} is in use: {why}; not removed",
                 v.id
@@ -106,7 +106,7 @@ impl ControllerService {
         // without a refused lvcreate.
         if self
             .driver
-            .created
+            .vouched
             .get(&VolumeId::new(vg.clone(), &ask.lv_name))
             .is_some()
         {
@@ -151,7 +151,7 @@ impl ControllerService {
                 Plan::Existing(e) => return Ok(provision::execute::existing(&self.driver, e)),
                 Plan::Create(c) => return provision::execute::create(&self.driver, c).await,
                 Plan::RemoveUnfinished(id) if removed.as_ref() != Some(&id) => {
-                    crate::reconcile::remove_unfinished(&self.driver, &id).await?;
+                    crate::ops::reconcile::remove_unfinished(&self.driver, &id).await?;
                     report = self.served_report().await.status()?;
                     removed = Some(id);
                 }
@@ -172,7 +172,7 @@ impl Controller for ControllerService {
         req: Request<CreateVolumeRequest>,
     ) -> Result<Response<CreateVolumeResponse>, Status> {
         let req = req.into_inner();
-        crate::limits::check(&req).status()?;
+        crate::rules::limits::check(&req).status()?;
         let ask = Ask::check(&req).status()?;
         let span = tracing::info_span!("CreateVolume", name = %req.name);
         let _e = span.enter();
@@ -192,7 +192,7 @@ impl Controller for ControllerService {
         req: Request<DeleteVolumeRequest>,
     ) -> Result<Response<DeleteVolumeResponse>, Status> {
         let req = req.into_inner();
-        crate::limits::check(&req).status()?;
+        crate::rules::limits::check(&req).status()?;
         let Some(id) = volume_id::to_delete("volume_id", &req.volume_id).status()? else {
             return Ok(Response::new(DeleteVolumeResponse {}));
         };
@@ -209,7 +209,7 @@ impl Controller for ControllerService {
         }
         let _guard = self.driver.inflight.acquire(&id.to_string())?;
         // Whatever happens next, the LV is no longer one to stage without reading lvm.
-        self.driver.created.forget(&id);
+        self.driver.vouched.forget(&id);
         let (v, vg, report) = match self.driver.volume_in_vg(&id).await {
             Err(e) if e.is_not_found() => {
                 tracing::info!("volume already gone");
@@ -249,7 +249,7 @@ impl Controller for ControllerService {
             // Another host uses the LV of a shared VG: it holds the LV's lock.
             Err(vglet_lvm::LvmError::Locked(msg)) => {
                 let holder = match self.driver.lvm.lock_holder(&v.lv).await {
-                    Some(host_id) => crate::in_use::lock_holder(host_id, &vg.tags),
+                    Some(host_id) => crate::ops::in_use::lock_holder(host_id, &vg.tags),
                     None => "another node".to_string(),
                 };
                 return Err(Status::failed_precondition(format!(
@@ -303,7 +303,7 @@ impl Controller for ControllerService {
         req: Request<ValidateVolumeCapabilitiesRequest>,
     ) -> Result<Response<ValidateVolumeCapabilitiesResponse>, Status> {
         let req = req.into_inner();
-        crate::limits::check(&req).status()?;
+        crate::rules::limits::check(&req).status()?;
         let id = volume_id::lookup("volume_id", "volume", &req.volume_id).status()?;
         if req.volume_capabilities.is_empty() {
             return Err(invalid("volume_capabilities", "at least one is required"));
@@ -425,7 +425,7 @@ impl Controller for ControllerService {
         req: Request<GetCapacityRequest>,
     ) -> Result<Response<GetCapacityResponse>, Status> {
         let req = req.into_inner();
-        crate::limits::check(&req).status()?;
+        crate::rules::limits::check(&req).status()?;
         let params = params::parse("parameters", &req.parameters).status()?;
         let segments = req.accessible_topology.as_slice();
         let served = self.served();
@@ -474,7 +474,7 @@ impl Controller for ControllerService {
             capabilities: caps
                 .into_iter()
                 // Without it the external-resizer leaves the whole expansion to
-                // NodeExpandVolume on the volume's node (crate::expand::Expansion::Node).
+                // NodeExpandVolume on the volume's node (crate::ops::expand::Expansion::Node).
                 .filter(|r| {
                     *r != R::ExpandVolume
                         || self.driver.cfg.expansion == crate::config::Expansion::Controller
@@ -491,7 +491,7 @@ impl Controller for ControllerService {
         req: Request<CreateSnapshotRequest>,
     ) -> Result<Response<CreateSnapshotResponse>, Status> {
         let req = req.into_inner();
-        crate::limits::check(&req).status()?;
+        crate::rules::limits::check(&req).status()?;
         let span =
             tracing::info_span!("CreateSnapshot", name = %req.name, source = %req.source_volume_id);
         let _e = span.enter();
@@ -503,7 +503,7 @@ impl Controller for ControllerService {
         req: Request<DeleteSnapshotRequest>,
     ) -> Result<Response<DeleteSnapshotResponse>, Status> {
         let req = req.into_inner();
-        crate::limits::check(&req).status()?;
+        crate::rules::limits::check(&req).status()?;
         let span = tracing::info_span!("DeleteSnapshot", snapshot_id = %req.snapshot_id);
         let _e = span.enter();
         snapshot::delete(&self.driver, req).await?;
@@ -515,7 +515,7 @@ impl Controller for ControllerService {
         req: Request<ListSnapshotsRequest>,
     ) -> Result<Response<ListSnapshotsResponse>, Status> {
         let req = req.into_inner();
-        crate::limits::check(&req).status()?;
+        crate::rules::limits::check(&req).status()?;
         snapshot::list(&self.driver, req).await.map(Response::new)
     }
 
@@ -531,7 +531,7 @@ impl Controller for ControllerService {
         req: Request<ControllerExpandVolumeRequest>,
     ) -> Result<Response<ControllerExpandVolumeResponse>, Status> {
         let req = req.into_inner();
-        crate::limits::check(&req).status()?;
+        crate::rules::limits::check(&req).status()?;
         let id = volume_id::lookup("volume_id", "volume", &req.volume_id).status()?;
         let span = tracing::info_span!("ControllerExpandVolume", volume_id = %id);
         let _e = span.enter();
@@ -554,7 +554,7 @@ impl Controller for ControllerService {
             Some(c) => !c.is_block(),
             None => !cap.as_ref().is_some_and(|c| c.is_block()),
         };
-        let size = crate::expand::grow_lv(&self.driver, &v, &vg, &report, range)
+        let size = crate::ops::expand::grow_lv(&self.driver, &v, &vg, &report, range)
             .await
             .status()?;
         Ok(Response::new(ControllerExpandVolumeResponse {
@@ -587,10 +587,10 @@ impl Controller for ControllerService {
 }
 
 /// Controller-side health from the LV and its thin pool in `report` (the controller sees
-/// no mount, and a shared VG's LVs are inactive here by design). See [`crate::health`].
+/// no mount, and a shared VG's LVs are inactive here by design). See [`crate::rules::health`].
 pub fn condition(v: &OwnedVolume, report: &Report) -> VolumeCondition {
     let pool = thin_pool_of(&v.lv, report.lvs_in(&v.lv.vg));
-    crate::health::volume_condition(Some(&v.lv), pool, None, Default::default())
+    crate::rules::health::volume_condition(Some(&v.lv), pool, None, Default::default())
 }
 
 /// The thin pool of `lv` among `lvs` (its VG's), when it is a thin volume.

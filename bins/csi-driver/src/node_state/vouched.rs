@@ -20,7 +20,9 @@ use std::sync::Mutex;
 use vglet_volume::host::{NodeHost, dm_device};
 use vglet_volume::{SystemHost, device_path, dm_lv_ids, dm_uuid_is_lv, without_dashes};
 
-use crate::volume_id::VolumeId;
+use vglet_lvm::tags::Content;
+
+use crate::rules::volume_id::VolumeId;
 
 /// Entries beyond this are not remembered (their stage reads lvm): a bound on memory that
 /// a node's volumes do not come near.
@@ -30,17 +32,16 @@ pub const MAX_REMEMBERED: usize = 16_384;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vouched {
     pub lv_uuid: String,
-    /// "block" or the filesystem.
-    pub created_as: String,
+    pub content: Content,
 }
 
 /// What this process's CreateVolume vouches for, by volume id.
 #[derive(Debug, Default)]
-pub struct Created {
+pub struct VouchedVolumes {
     volumes: Mutex<HashMap<String, Vouched>>,
 }
 
-impl Created {
+impl VouchedVolumes {
     pub fn remember(&self, id: &VolumeId, v: Vouched) {
         let mut m = self.volumes.lock().unwrap_or_else(|e| e.into_inner());
         if m.len() < MAX_REMEMBERED || m.contains_key(&id.to_string()) {
@@ -106,11 +107,11 @@ mod tests {
 
     #[test]
     fn remembered_until_forgotten_and_bounded() {
-        let created = Created::default();
+        let created = VouchedVolumes::default();
         let id = VolumeId::parse("vg0/csi-a").unwrap();
         let v = Vouched {
             lv_uuid: LV.into(),
-            created_as: "ext4".into(),
+            content: Content::Filesystem("ext4".into()),
         };
         created.remember(&id, v.clone());
         assert_eq!(created.get(&id), Some(v.clone()));

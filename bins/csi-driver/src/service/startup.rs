@@ -4,7 +4,7 @@
 //! interrupted CreateVolume; under emulation that is most of a second. The socket is served
 //! from the first instant instead: Identity answers at once (Probe with `ready: false`
 //! until start-up is complete, as the CSI spec's `ready` field foresees), and Controller and
-//! Node calls wait for start-up to end (see [`crate::server`] for why waiting, not
+//! Node calls wait for start-up to end (see [`crate::service::server`] for why waiting, not
 //! UNAVAILABLE).
 
 use std::sync::Arc;
@@ -165,9 +165,9 @@ mod tests {
                 .unwrap(),
         );
         let (startup, handle) = Startup::new();
-        let listener = crate::server::bind(&sock).unwrap();
+        let listener = crate::service::server::bind(&sock).unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(crate::server::serve_starting(
+        let server = tokio::spawn(crate::service::server::serve_starting(
             "lvm.vglet.io".into(),
             crate::Mode::All,
             handle.clone(),
@@ -246,7 +246,7 @@ mod tests {
                 .await
                 .unwrap(),
         );
-        let id = crate::identity::IdentityService {
+        let id = crate::service::identity::IdentityService {
             driver_name: "lvm.vglet.io".into(),
             mode: crate::Mode::All,
             startup: StartupHandle::started(driver),

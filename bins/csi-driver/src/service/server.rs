@@ -20,13 +20,13 @@ use vglet_csi_proto::v1::identity_server::IdentityServer;
 use vglet_csi_proto::v1::node_server::NodeServer;
 
 use crate::config::Mode;
-use crate::controller::ControllerService;
 use crate::driver::Driver;
-use crate::identity::IdentityService;
 use crate::metrics::Metrics;
-use crate::node::NodeService;
-use crate::rpc_layer::RpcLayer;
-use crate::startup::StartupHandle;
+use crate::service::controller::ControllerService;
+use crate::service::identity::IdentityService;
+use crate::service::node::NodeService;
+use crate::service::rpc_layer::RpcLayer;
+use crate::service::startup::StartupHandle;
 
 #[derive(Debug, Error)]
 pub enum ServeError {
@@ -135,9 +135,9 @@ pub async fn serve_starting(
         make: |driver| NodeServer::new(NodeService { driver }),
     });
     tracing::info!(socket = %path.display(), ?mode, "serving CSI");
-    // Every connection's request headers pass the authority fix (see crate::authority).
+    // Every connection's request headers pass the authority fix (see crate::service::authority).
     let incoming = tokio_stream::StreamExt::map(UnixListenerStream::new(listener), |conn| {
-        conn.map(crate::authority::AnyAuthority::new)
+        conn.map(crate::service::authority::AnyAuthority::new)
     });
     let result = tonic::transport::Server::builder()
         .layer(RpcLayer::new(metrics))
