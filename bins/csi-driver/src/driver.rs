@@ -8,10 +8,10 @@ use vglet_lvm::{Lv, Lvm, Report, Vg};
 use vglet_mount::{Filesystems, Mounter};
 
 use crate::config::Config;
+use crate::inflight::{InFlight, VgWriteLocks};
 use crate::rules::capability::VgKind;
 use crate::rules::error::VolumeError;
 use crate::rules::volume_id::VolumeId;
-use crate::service::inflight::{InFlight, VgWriteLocks};
 
 pub const TOPOLOGY_NODE_KEY: &str = "topology.vglet.io/node";
 /// Prefix of the per-VG keys of shared VGs: `vg.vglet.io/<vg name>=true`.

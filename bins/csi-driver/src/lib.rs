@@ -1,16 +1,18 @@
 //! vglet's CSI driver as a library: the binary only parses flags and calls [`run`].
 
-// The map, top down: each layer imports only from the ones below it.
+// The map, top down: each layer imports only from the ones below it (tests/layers.rs
+// checks it).
 //
-//   service/      gRPC: Identity, Controller, Node adapters; server, tower layer, start-up;
-//                 status.rs, the one map from the volume layer's errors to gRPC codes
+//   service/      gRPC: Identity, Controller, Node adapters; server, tower layer, start-up
 //   provision/    CreateVolume as read -> pure plan -> execute; the VG rule GetCapacity shares
 //   ops/          snapshots, content sources, expansion, the in-use check, start-up reconcile
+//   driver.rs     the state the services share (config, lvm, mounter, caches, ownership),
+//                 with inflight.rs, metrics.rs, host_needs.rs
+//   status.rs     the one map from the volume layer's errors to gRPC codes
 //   node_state/   what the node may trust without an lvm read (vouched creates, proven
 //                 publishes, first-format marks at start)
 //   rules/        pure request rules and the volume layer's error type
-//   driver.rs     the state the services share (config, lvm, mounter, caches, ownership)
-//   config.rs, host_needs.rs, metrics.rs
+//   config.rs     the flags
 //
 // Staging, publishing, activation, mount options and the proven unmounts are not here but in
 // `vglet-volume`, which the reviver uses too. docs/architecture.md draws the same map.
@@ -18,12 +20,14 @@
 pub mod config;
 pub(crate) mod driver;
 pub(crate) mod host_needs;
+pub(crate) mod inflight;
 pub mod metrics;
 pub(crate) mod node_state;
 pub(crate) mod ops;
 pub(crate) mod provision;
 pub mod rules;
 pub mod service;
+pub(crate) mod status;
 
 use std::sync::Arc;
 

@@ -23,7 +23,7 @@ use vglet_runner::{Command, Program};
 use crate::driver::{Driver, OwnedVolume};
 use crate::ops::snapshot::OwnedSnapshot;
 use crate::rules::volume_id::VolumeId;
-use crate::service::status::lvm_status;
+use crate::status::lvm_status;
 
 /// Bytes per `dd` run: big enough that the ~50 ms of an exec stays small next to the copy,
 /// small enough that progress shows and one chunk never nears the command timeout.

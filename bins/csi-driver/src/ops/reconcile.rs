@@ -21,7 +21,7 @@ use vglet_lvm::{Lv, LvmError};
 
 use crate::driver::Driver;
 use crate::rules::volume_id::VolumeId;
-use crate::service::status::lvm_status;
+use crate::status::lvm_status;
 
 /// Carried by an LV from its lvcreate until CreateVolume finished every step.
 pub use vglet_lvm::tags::CREATING_TAG;

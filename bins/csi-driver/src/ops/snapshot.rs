@@ -30,7 +30,7 @@ use crate::driver::Driver;
 use crate::rules::error::VolumeError;
 use crate::rules::params;
 use crate::rules::volume_id::{self, VolumeId};
-use crate::service::status::{IntoStatus, invalid, lvm_status};
+use crate::status::{IntoStatus, invalid, lvm_status};
 
 pub use vglet_lvm::tags::SnapshotTags;
 

@@ -10,7 +10,7 @@ use crate::node_state::vouched::Vouched;
 use crate::ops::clone;
 use crate::ops::reconcile::CREATING_TAG;
 use crate::rules::volume_id::VolumeId;
-use crate::service::status::lvm_status;
+use crate::status::lvm_status;
 
 /// Creation markers dropped in one commit while more creates of the VG are queued: fewer
 /// commits in a burst, at most this many lvcreates of extra latency for the first caller.

@@ -174,7 +174,7 @@ fn err(p: Result<Plan, VolumeError>) -> VolumeError {
 
 /// The gRPC code the error maps to, and its message.
 fn code(e: VolumeError) -> (tonic::Code, String) {
-    let s = crate::service::status::volume_status(e);
+    let s = crate::status::volume_status(e);
     (s.code(), s.message().to_string())
 }
 

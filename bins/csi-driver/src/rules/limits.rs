@@ -81,7 +81,7 @@ request_maps! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::service::status::volume_status;
+    use crate::status::volume_status;
 
     fn map(n: usize, key_len: usize, val_len: usize) -> HashMap<String, String> {
         (0..n)

@@ -154,10 +154,10 @@ mod tests {
         for f in [
             lookup("volume_id", "volume", "")
                 .map(drop)
-                .map_err(crate::service::status::volume_status),
+                .map_err(crate::status::volume_status),
             to_delete("volume_id", "")
                 .map(drop)
-                .map_err(crate::service::status::volume_status),
+                .map_err(crate::status::volume_status),
         ] {
             assert_eq!(f.unwrap_err().code(), tonic::Code::InvalidArgument);
         }

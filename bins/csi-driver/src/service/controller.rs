@@ -19,7 +19,7 @@ use crate::rules::capacity::Range;
 use crate::rules::error::VolumeError;
 use crate::rules::params;
 use crate::rules::volume_id::{self, VolumeId};
-use crate::service::status::{IntoStatus, invalid, lvm_status, volume_status};
+use crate::status::{IntoStatus, invalid, lvm_status, volume_status};
 
 #[derive(Debug, Clone)]
 pub struct ControllerService {

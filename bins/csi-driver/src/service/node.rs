@@ -2,7 +2,7 @@
 //! LVM only where the state record (or this process's CreateVolume, [`crate::node_state::vouched`])
 //! cannot answer, activates, and leaves staging, publishing and the proven unmounts to the
 //! node-volume library ([`vglet_volume::VolumeNode`], shared with the reviver), whose
-//! errors map to codes in [`crate::service::status::volume_status`]. Every step first looks at the
+//! errors map to codes in [`crate::status::volume_status`]. Every step first looks at the
 //! real state (LV active? mounted? which device?) and does only what is missing, so a
 //! repeated call is a no-op and a half-done one is finished.
 
@@ -26,7 +26,7 @@ use crate::node_state::vouched;
 use crate::rules::capability::{self, Capability, VgKind};
 use crate::rules::health;
 use crate::rules::volume_id::VolumeId;
-use crate::service::status::{IntoStatus, invalid, lvm_status, mount_status, volume_status};
+use crate::status::{IntoStatus, invalid, lvm_status, mount_status, volume_status};
 
 #[derive(Debug, Clone)]
 pub struct NodeService {
