@@ -10,7 +10,9 @@ use vglet_lvm::{LockType, PoolSize};
 use vglet_devices::taking::{Content, DeviceFacts, LvmLabel, Take, VgFacts, may_take};
 
 use crate::error::VgInitError;
-use crate::request::{Request, SystemIdWish, VERSION_TAG_PREFIX};
+use vglet_lvm::tags::VG_INIT_PREFIX;
+
+use crate::request::{Request, SystemIdWish};
 use crate::state::{DeviceState, LockEnv, Presence, State, VgState};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,7 +217,7 @@ pub fn plan(req: &Request, st: &State) -> Result<Plan, VgInitError> {
                 .tags
                 .iter()
                 .filter(|t| {
-                    let replaced = t.starts_with(VERSION_TAG_PREFIX)
+                    let replaced = t.starts_with(VG_INIT_PREFIX)
                         || host_tag
                             .as_ref()
                             .is_some_and(|(prefix, _)| t.starts_with(prefix.as_str()));
@@ -506,8 +508,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::request::{MANAGED_TAG, ThinPoolWish, version_tag};
+    use crate::request::{ThinPoolWish, version_tag};
     use crate::state::OtherVg;
+    use vglet_lvm::tags::MANAGED_TAG;
 
     fn req(devices: &[&str]) -> Request {
         Request {

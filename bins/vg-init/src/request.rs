@@ -12,10 +12,10 @@ use crate::error::VgInitError;
 
 /// The tag every VG vg-init manages carries, and `vglet.vg-init=<version>`: which vg-init
 /// last shaped the VG (the tag vocabulary lives in vglet_lvm::tags).
-pub use vglet_lvm::tags::{MANAGED_TAG, VG_INIT_PREFIX as VERSION_TAG_PREFIX};
+use vglet_lvm::tags::{MANAGED_TAG, VG_INIT_PREFIX};
 
 pub fn version_tag() -> String {
-    format!("{VERSION_TAG_PREFIX}{}", vglet_common::VERSION)
+    format!("{VG_INIT_PREFIX}{}", vglet_common::VERSION)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,7 +137,7 @@ impl Request {
         tags.extend(pmem_tags.iter().cloned());
         for t in cli.tags.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
             validate_tag(t).map_err(|e| usage(format!("--tag: {e}")))?;
-            if t.starts_with(VERSION_TAG_PREFIX) || t.starts_with(vglet_lvm::tags::MANAGED_PREFIX) {
+            if t.starts_with(VG_INIT_PREFIX) || t.starts_with(vglet_lvm::tags::MANAGED_PREFIX) {
                 return Err(usage(format!("--tag {t:?}: vg-init sets this tag itself")));
             }
             // Saying the same as the inventory is fine (scripts written before vg-init set

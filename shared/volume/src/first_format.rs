@@ -45,7 +45,7 @@ use crate::capability::VgKind;
 use crate::error::VolumeError;
 
 /// The LV tag that marks a shared volume's first format in progress.
-pub use vglet_lvm::tags::FORMATTING_TAG_PREFIX;
+use vglet_lvm::tags::FORMATTING_TAG_PREFIX;
 /// A mark older than this is reported as stuck: longer than mkfs may run (its timeout)
 /// plus the CO's retry back-off.
 pub const STUCK_AFTER: Duration = Duration::from_secs(15 * 60);

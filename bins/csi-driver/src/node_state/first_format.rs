@@ -8,9 +8,10 @@ use vglet_state::StateStore;
 
 use crate::rules::volume_id::VolumeId;
 
+use vglet_lvm::tags::FORMATTING_TAG_PREFIX;
 /// The decision and the marks are the node-volume library's (staging uses them); the
 /// start-up pass over the marks is the driver's.
-pub use vglet_volume::first_format::{FORMATTING_TAG_PREFIX, STUCK_AFTER, now_unix, tag_on};
+pub use vglet_volume::first_format::{STUCK_AFTER, now_unix, tag_on};
 
 /// A mark the start-up pass found.
 #[derive(Debug, Clone, PartialEq, Eq)]

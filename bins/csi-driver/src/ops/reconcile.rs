@@ -24,7 +24,7 @@ use crate::rules::volume_id::VolumeId;
 use crate::status::lvm_status;
 
 /// Carried by an LV from its lvcreate until CreateVolume finished every step.
-pub use vglet_lvm::tags::CREATING_TAG;
+use vglet_lvm::tags::CREATING_TAG;
 
 pub fn is_unfinished(lv: &Lv) -> bool {
     lv.tags.iter().any(|t| t == CREATING_TAG)

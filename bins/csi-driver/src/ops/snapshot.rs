@@ -32,7 +32,7 @@ use crate::rules::params;
 use crate::rules::volume_id::{self, VolumeId};
 use crate::status::{IntoStatus, invalid, lvm_status};
 
-pub use vglet_lvm::tags::SnapshotTags;
+use vglet_lvm::tags::SnapshotTags;
 
 pub const SNAPSHOT_LV_PREFIX: &str = "snap-";
 

@@ -8,9 +8,9 @@ use super::plan::{Answer, Create, Existing, How};
 use crate::driver::{Driver, OwnedVolume};
 use crate::node_state::vouched::Vouched;
 use crate::ops::clone;
-use crate::ops::reconcile::CREATING_TAG;
 use crate::rules::volume_id::VolumeId;
 use crate::status::lvm_status;
+use vglet_lvm::tags::CREATING_TAG;
 
 /// Creation markers dropped in one commit while more creates of the VG are queued: fewer
 /// commits in a burst, at most this many lvcreates of extra latency for the first caller.

@@ -518,7 +518,7 @@ fn an_existing_volume_is_the_answer_or_already_exists() {
     let mut unfinished = rep.clone();
     unfinished.lvs[0]
         .tags
-        .push(crate::ops::reconcile::CREATING_TAG.into());
+        .push(vglet_lvm::tags::CREATING_TAG.into());
     match planned(&vgs, &req("pvc-1", 64 * MIB, &[]), &unfinished) {
         Ok(Plan::RemoveUnfinished(id)) => assert_eq!(id.to_string(), "vg0/csi-pvc-1"),
         other => panic!("{other:?}"),
@@ -588,7 +588,7 @@ fn persistent_memory_and_dax_refusals() {
 fn content_sources_are_found_in_the_same_report() {
     let vgs = names(&["vg0"]);
     let mut snap = thin("vg0", "snap-s1", "pool", 64 * MIB);
-    snap.tags = crate::ops::snapshot::SnapshotTags {
+    snap.tags = vglet_lvm::tags::SnapshotTags {
         owner: DRIVER.into(),
         name: "s1".into(),
         source: "vg0/csi-src".into(),
