@@ -51,7 +51,8 @@ fi
 step "cargo test (unit, host integration$([[ $quick == 1 ]] || echo ', in-VM end-to-end'))"
 # Guests take both cores; the harness serialises them with a lock, and one test thread per
 # binary keeps the console output readable.
-cargo test --workspace -- --test-threads=1 2>&1 | tee target/test.log
+# --no-fail-fast: one failing binary must not hide how the others fare.
+cargo test --workspace --no-fail-fast -- --test-threads=1 2>&1 | tee target/test.log
 printf '\nall tests passed in %ds\n' $((SECONDS - t0))
 # The closing line CI reads: totals over every test binary of the run.
 grep -E '^test result:' target/test.log | awk '{p+=$4; f+=$6} END {printf "%d passed, %d failed\n", p, f}'

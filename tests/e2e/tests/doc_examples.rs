@@ -168,7 +168,7 @@ const HELP: &[&[(&str, &str, &str)]] = &[
         "example: run in lockd
          expect: \"action\":\"created\"
          check: vgs --noheadings -o vg_lock_type svg | grep -q sanlock
-         check: lvmlockctl --info | grep -q 'ls_name=lvm_svg'",
+         check: lvmlockctl --info | grep -qx 'LS sanlock lvm_svg'",
     )],
 ];
 
