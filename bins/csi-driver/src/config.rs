@@ -14,6 +14,15 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// The flag's value: `controller`, `node`, `all`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Controller => "controller",
+            Mode::Node => "node",
+            Mode::All => "all",
+        }
+    }
+
     pub fn controller(self) -> bool {
         matches!(self, Mode::Controller | Mode::All)
     }

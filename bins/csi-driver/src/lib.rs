@@ -119,7 +119,7 @@ pub async fn build_driver_from(
                 "no PV of the served volume groups found; lvm keeps scanning all devices"
             );
         } else {
-            tracing::info!(?devices, "lvm device scan restricted to the served PVs");
+            tracing::info!(devices = %devices.join(","), "lvm device scan restricted to the served PVs");
             lvm.set_device_scope(devices);
         }
     }

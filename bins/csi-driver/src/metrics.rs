@@ -333,8 +333,9 @@ pub async fn serve(
     driver: Arc<Driver>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) {
-    let local = listener.local_addr().ok();
-    tracing::info!(address = ?local, "serving metrics on /metrics");
+    if let Ok(local) = listener.local_addr() {
+        tracing::info!(address = %local, "serving metrics on /metrics");
+    }
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {

@@ -329,6 +329,8 @@ pub async fn run(cli: &Cli, host: &Host) -> anyhow::Result<Outcome> {
 
     let mut created = Vec::new();
     let bar = host.progress.then(|| progress_bar(plan.creates.len()));
+    // Log lines (an error on a failed create) are written around the bar, never into it.
+    let logs = bar.as_ref().map(vglet_common::logging::LogsAround::bar);
     for c in &plan.creates {
         let start = Instant::now();
         let what = format!(
@@ -371,6 +373,7 @@ pub async fn run(cli: &Cli, host: &Host) -> anyhow::Result<Outcome> {
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    drop(logs);
 
     let after = host
         .ndctl

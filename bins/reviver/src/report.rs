@@ -149,10 +149,10 @@ pub fn log(report: &Report) {
         match v.outcome {
             Outcome::AlreadyFine => {}
             Outcome::Failed => {
-                tracing::error!(volume = %v.volume_id, reason = v.reason.as_deref().unwrap_or(""), actions = ?v.actions, "volume not restored")
+                tracing::error!(volume = %v.volume_id, reason = v.reason.as_deref().unwrap_or(""), actions = %v.actions.join("; "), "volume not restored")
             }
             o => {
-                tracing::info!(volume = %v.volume_id, outcome = o.as_str(), actions = ?v.actions, reason = v.reason.as_deref().unwrap_or(""), "volume")
+                tracing::info!(volume = %v.volume_id, outcome = o.as_str(), actions = %v.actions.join("; "), reason = v.reason.as_deref().unwrap_or(""), "volume")
             }
         }
     }

@@ -109,6 +109,8 @@ impl Reviver {
         } else {
             ProgressBar::hidden()
         };
+        // Log lines of the passes are written around the bar, never into it.
+        let logs = (!bar.is_hidden()).then(|| vglet_common::logging::LogsAround::bar(&bar));
         for record in &records {
             bar.set_message(record.volume_id.clone());
             let v = self.revive_locked(record, &vgs).await;
@@ -116,6 +118,7 @@ impl Reviver {
             bar.inc(1);
         }
         bar.finish_and_clear();
+        drop(logs);
         Ok(report)
     }
 

@@ -4,12 +4,12 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use std::sync::Arc;
-
 use indicatif::{ProgressBar, ProgressStyle};
+use vglet_common::logging::LogsAround;
 
 pub struct Step {
     bar: Option<ProgressBar>,
+    _logs: Option<LogsAround>,
     what: String,
     start: Instant,
 }
@@ -24,18 +24,16 @@ impl Step {
             }
             bar.set_message(what.clone());
             bar.enable_steady_tick(Duration::from_millis(120));
-            // Log lines are written around the spinner, never into it.
-            let b = bar.clone();
-            vglet_common::logging::set_stderr_guard(Some(Arc::new(
-                move |w: &mut dyn FnMut()| b.suspend(w),
-            )));
             bar
         });
+        // Log lines are written around the spinner, never into it.
+        let logs = bar.as_ref().map(LogsAround::bar);
         if bar.is_none() {
             tracing::info!("{what} ...");
         }
         Step {
             bar,
+            _logs: logs,
             what,
             start: Instant::now(),
         }
@@ -60,14 +58,6 @@ impl Step {
             )),
             None if ok => tracing::info!(seconds = secs, "{}: done", self.what),
             None => tracing::warn!(seconds = secs, "{}: failed", self.what),
-        }
-    }
-}
-
-impl Drop for Step {
-    fn drop(&mut self) {
-        if self.bar.is_some() {
-            vglet_common::logging::set_stderr_guard(None);
         }
     }
 }

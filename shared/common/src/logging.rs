@@ -73,6 +73,25 @@ pub fn set_stderr_guard(guard: Option<StderrGuard>) {
     *STDERR_GUARD.write().unwrap_or_else(|e| e.into_inner()) = guard;
 }
 
+/// While it lives, log lines are written around `bar` (cleared, written, redrawn), never into
+/// it: every binary with a progress display on a terminal holds one for the display's life.
+#[must_use = "the guard ends when this is dropped"]
+pub struct LogsAround(());
+
+impl LogsAround {
+    pub fn bar(bar: &indicatif::ProgressBar) -> LogsAround {
+        let b = bar.clone();
+        set_stderr_guard(Some(Arc::new(move |w: &mut dyn FnMut()| b.suspend(w))));
+        LogsAround(())
+    }
+}
+
+impl Drop for LogsAround {
+    fn drop(&mut self) {
+        set_stderr_guard(None);
+    }
+}
+
 /// Where the log layers write: stderr, through the guard when one is set. The fmt layer hands
 /// each event over in one write, so a line is never split around a redraw.
 struct GuardedStderr;
@@ -138,8 +157,12 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    /// The guard is process-wide: its tests take turns.
+    static ONE_GUARD_TEST: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn log_writes_go_through_the_guard_while_one_is_set() {
+        let _one = ONE_GUARD_TEST.lock().unwrap_or_else(|e| e.into_inner());
         let calls = Arc::new(AtomicUsize::new(0));
         let seen = Arc::clone(&calls);
         set_stderr_guard(Some(Arc::new(move |w: &mut dyn FnMut()| {
@@ -159,5 +182,15 @@ mod tests {
             1,
             "no guard once it is cleared"
         );
+    }
+
+    #[test]
+    fn a_bar_guards_the_log_until_dropped() {
+        let _one = ONE_GUARD_TEST.lock().unwrap_or_else(|e| e.into_inner());
+        let bar = indicatif::ProgressBar::hidden();
+        let logs = LogsAround::bar(&bar);
+        assert!(STDERR_GUARD.read().unwrap().is_some());
+        drop(logs);
+        assert!(STDERR_GUARD.read().unwrap().is_none());
     }
 }

@@ -219,6 +219,17 @@ pub enum SnapshotKind {
     Thick { percent_of_origin: u8 },
 }
 
+/// `thin`, `thin (activated)`, `cow 25%`: for logs.
+impl fmt::Display for SnapshotKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SnapshotKind::Thin { activate: false } => f.write_str("thin"),
+            SnapshotKind::Thin { activate: true } => f.write_str("thin (activated)"),
+            SnapshotKind::Thick { percent_of_origin } => write!(f, "cow {percent_of_origin}%"),
+        }
+    }
+}
+
 /// A new snapshot LV of `origin` in `vg`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotCreate {

@@ -29,6 +29,17 @@ pub enum PoolSize {
     Bytes(u64),
 }
 
+/// As lvm's `-l`/`-L` would take it (`90%VG`, `50%FREE`, `1073741824B`): for logs.
+impl std::fmt::Display for PoolSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PoolSize::PercentOfVg(p) => write!(f, "{p}%VG"),
+            PoolSize::PercentOfFree(p) => write!(f, "{p}%FREE"),
+            PoolSize::Bytes(b) => write!(f, "{b}B"),
+        }
+    }
+}
+
 /// A new thin pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ThinPoolCreate {

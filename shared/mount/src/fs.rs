@@ -79,6 +79,18 @@ pub enum CheckOutcome {
     },
 }
 
+/// `clean`, `repaired`, `needs log replay`, `corrupt`: for logs (the detail is logged apart).
+impl fmt::Display for CheckOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CheckOutcome::Clean => "clean",
+            CheckOutcome::Repaired => "repaired",
+            CheckOutcome::NeedsLogReplay => "needs log replay",
+            CheckOutcome::Corrupt { .. } => "corrupt",
+        })
+    }
+}
+
 /// How far the mkfs of a filesystem got, by the filesystem's own evidence in its primary
 /// superblock (read past the page cache).
 ///
@@ -354,7 +366,7 @@ impl Filesystems {
             ("xfs", Some(2)) => CheckOutcome::NeedsLogReplay,
             _ => return Err(failed(tool, dev, &cmd, out)),
         };
-        tracing::info!(dev = %dev.display(), fs, outcome = ?outcome, "filesystem check");
+        tracing::info!(dev = %dev.display(), fs, %outcome, "filesystem check");
         Ok(outcome)
     }
 

@@ -55,7 +55,7 @@ impl Mounter for SystemMounter {
         let flags = opts.flags & VFS_FLAGS;
         let data = (!opts.data.is_empty()).then_some(opts.data.as_str());
         tracing::info!(source = %source.display(), target = %target.display(), fstype,
-            options = ?opts.to_strings(), "mount");
+            options = %opts.to_strings().join(","), "mount");
         nix::mount::mount(Some(source), target, Some(fstype), flags, data).map_err(|errno| {
             MountError::Mount {
                 device: source.to_path_buf(),

@@ -87,7 +87,7 @@ pub async fn at_start_from(driver: &Driver, known: Option<&vglet_lvm::Report>) -
         }
     }
     if !out.removed.is_empty() || !out.failed.is_empty() {
-        tracing::info!(removed = ?out.removed, failed = out.failed.len(), "reconciled interrupted CreateVolume calls");
+        tracing::info!(removed = %out.removed.join(","), failed = out.failed.len(), "reconciled interrupted CreateVolume calls");
     }
     out
 }
@@ -105,7 +105,7 @@ pub fn first_formats_at_start(
     );
     if !out.stuck.is_empty() || !out.stale.is_empty() {
         let stuck: Vec<&str> = out.stuck.iter().map(|m| m.volume_id.as_str()).collect();
-        tracing::info!(?stuck, stale = ?out.stale, "first-format marks found at start-up");
+        tracing::info!(stuck = %stuck.join(","), stale = %out.stale.join(","), "first-format marks found at start-up");
     }
     out
 }

@@ -140,23 +140,6 @@ fn boolean(field: &str, value: &str) -> Result<bool, VolumeError> {
     }
 }
 
-/// `65536`, `64k`, `64Ki`, `64KiB`, `1M`, `1Mi`, `1MiB` (binary units: stripe sizes are
-/// powers of two).
-pub fn parse_byte_size(value: &str) -> Option<u64> {
-    let v = value.trim();
-    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let (num, unit) = v.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let mult: u64 = match unit {
-        "" | "b" | "B" => 1,
-        "k" | "K" | "Ki" | "KiB" => 1 << 10,
-        "m" | "M" | "Mi" | "MiB" => 1 << 20,
-        "g" | "G" | "Gi" | "GiB" => 1 << 30,
-        _ => return None,
-    };
-    n.checked_mul(mult)
-}
-
 /// Each whitespace-separated word of `mkfsOptions`: an option (`-b`, `--x=y`) or its value.
 /// No paths and no shell metacharacters: mkfs runs without a shell, but a device path in
 /// the options could point mkfs at another device than the volume.
@@ -238,13 +221,16 @@ pub fn parse(field: &str, raw: &HashMap<String, String>) -> Result<Params, Volum
             }
             STRIPES => p.layout.stripes = Some(whole(&f, value, 1, MAX_STRIPES)?),
             STRIPE_SIZE => {
-                let size = parse_byte_size(value).ok_or_else(|| {
-                    VolumeError::invalid(&f, format!("{value:?} is not a size like 64Ki"))
-                })?;
+                // The one size grammar (docs/units.md): `64k` is 64000 bytes, as in a
+                // PVC, so a stripe size is written `64Ki`; the hint says so.
+                let size = vglet_common::size::parse_size(value)
+                    .map_err(|e| VolumeError::invalid(&f, e))?;
                 if !size.is_power_of_two() || !(4 << 10..=1 << 30).contains(&size) {
                     return Err(VolumeError::invalid(
                         &f,
-                        format!("{value:?} must be a power of two between 4Ki and 1Gi"),
+                        format!(
+                            "{value:?} is {size} bytes; a stripe size is a power of two between 4Ki and 1Gi (k, M, G are powers of 1000: write 64Ki, not 64k)"
+                        ),
                     ));
                 }
                 p.layout.stripe_size = Some(size);
@@ -491,9 +477,9 @@ mod tests {
         assert!(err(&[("type", "raid6"), ("stripes", "2")]).contains("at least 3"));
         assert!(err(&[("type", "striped"), ("stripes", "1")]).contains("at least 2"));
         assert!(err(&[("type", "striped"), ("stripes", "x")]).contains("whole number"));
-        assert!(err(&[("type", "striped"), ("stripeSize", "3k")]).contains("power of two"));
-        assert!(err(&[("type", "striped"), ("stripeSize", "1k")]).contains("power of two"));
-        assert!(err(&[("type", "raid1"), ("stripeSize", "64k")]).contains("stripeSize"));
+        assert!(err(&[("type", "striped"), ("stripeSize", "3Ki")]).contains("power of two"));
+        assert!(err(&[("type", "striped"), ("stripeSize", "1Ki")]).contains("power of two"));
+        assert!(err(&[("type", "raid1"), ("stripeSize", "64Ki")]).contains("stripeSize"));
         assert!(err(&[("type", "raid0"), ("integrity", "true")]).contains("integrity"));
         assert!(err(&[("type", "raid1"), ("integrity", "yes")]).contains("\"true\""));
         assert!(err(&[("type", "thin")]).contains("thinPool"));
@@ -529,13 +515,23 @@ mod tests {
     }
 
     #[test]
-    fn byte_sizes() {
-        assert_eq!(parse_byte_size("65536"), Some(65536));
-        assert_eq!(parse_byte_size("64k"), Some(65536));
-        assert_eq!(parse_byte_size("64KiB"), Some(65536));
-        assert_eq!(parse_byte_size("1Mi"), Some(1 << 20));
-        assert_eq!(parse_byte_size("1T"), None);
-        assert_eq!(parse_byte_size("k"), None);
+    fn stripe_sizes_take_the_one_size_grammar() {
+        let size = |v: &str| {
+            parse(
+                "parameters",
+                &map(&[("type", "striped"), ("stripes", "2"), ("stripeSize", v)]),
+            )
+        };
+        assert_eq!(size("65536").unwrap().layout.stripe_size, Some(65536));
+        assert_eq!(size("64Ki").unwrap().layout.stripe_size, Some(65536));
+        assert_eq!(size("64KiB").unwrap().layout.stripe_size, Some(65536));
+        assert_eq!(size("1Mi").unwrap().layout.stripe_size, Some(1 << 20));
+        // Decimal, as every size vglet reads: not a power of two, and the message says
+        // how to write it.
+        let e = size("64k").unwrap_err().to_string();
+        assert!(e.contains("64000 bytes") && e.contains("64Ki"), "{e}");
+        assert!(size("1M").is_err());
+        assert!(size("k").is_err());
     }
 
     #[test]

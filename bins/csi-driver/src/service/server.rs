@@ -134,7 +134,7 @@ pub async fn serve_starting(
         startup: startup.clone(),
         make: |driver| NodeServer::new(NodeService { driver }),
     });
-    tracing::info!(socket = %path.display(), ?mode, "serving CSI");
+    tracing::info!(socket = %path.display(), mode = mode.as_str(), "serving CSI");
     // Every connection's request headers pass the authority fix (see crate::service::authority).
     let incoming = tokio_stream::StreamExt::map(UnixListenerStream::new(listener), |conn| {
         conn.map(crate::service::authority::AnyAuthority::new)

@@ -52,7 +52,7 @@ impl Lvm {
         }
         let argv = args::lvcreate_snapshot(req, &self.options(false).await);
         self.run(argv, Some(&req.vg), Some(&req.name)).await?;
-        tracing::info!(vg = %req.vg, origin = %req.origin, snapshot = %req.name, kind = ?req.kind, "snapshot created");
+        tracing::info!(vg = %req.vg, origin = %req.origin, snapshot = %req.name, kind = %req.kind, "snapshot created");
         Ok(())
     }
 

@@ -107,7 +107,7 @@ impl Lvm {
         check_devices(devices)?;
         let argv = args::pvcreate(devices, metadata_size, &self.options(false).await);
         self.run(argv, None, None).await?;
-        tracing::info!(?devices, "physical volumes created");
+        tracing::info!(devices = %devices.join(","), "physical volumes created");
         Ok(())
     }
 
@@ -144,7 +144,7 @@ impl Lvm {
         check_devices(devices)?;
         let argv = args::vgextend(vg, devices, metadata_size, &self.options(false).await);
         self.run(argv, Some(vg), None).await?;
-        tracing::info!(%vg, ?devices, "volume group extended");
+        tracing::info!(%vg, devices = %devices.join(","), "volume group extended");
         Ok(())
     }
 
@@ -201,7 +201,7 @@ impl Lvm {
             .unwrap_or_default()
             .max(LOCK_START_BOUND);
         self.run_bounded(argv, bound, Some(&req.vg)).await?;
-        tracing::info!(vg = %req.vg, pool = %req.name, size = ?req.size, "thin pool created");
+        tracing::info!(vg = %req.vg, pool = %req.name, size = %req.size, "thin pool created");
         Ok(())
     }
 }
