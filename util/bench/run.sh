@@ -65,4 +65,7 @@ grep -qF "$marker" docs/benchmarks.md || { echo "docs/benchmarks.md lacks the re
 } > "$out/benchmarks.md"
 mv "$out/benchmarks.md" docs/benchmarks.md
 cp "$out/bench.json" docs/benchmarks.json
-echo "==> docs/benchmarks.md and docs/benchmarks.json updated"
+# The picture, from the JSON just written (Debian's python3 and its matplotlib).
+/usr/bin/python3 -c 'import matplotlib' 2>/dev/null || apt-get install -y -q python3-matplotlib >/dev/null
+util/bench/plot.py docs/benchmarks.json docs/benchmarks.png
+echo "==> docs/benchmarks.md, docs/benchmarks.json and docs/benchmarks.png updated"
