@@ -1,6 +1,6 @@
 //! Prometheus metrics and the optional HTTP listener that serves them (`/metrics`).
 //!
-//! RPC and command metrics are recorded as they happen (by [`crate::service::rpc_layer`] and the
+//! RPC and command metrics are recorded as they happen (by `service::rpc_layer` and the
 //! runner's observer). VG, thin pool and RAID gauges are read from LVM when scraped, with
 //! one `lvm fullreport` that is reused for a few seconds, so a scraper polling often (or
 //! several scrapers) does not turn into a stream of lvm commands.
