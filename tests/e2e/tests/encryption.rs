@@ -45,7 +45,15 @@ fn encryption_in_guest() {
         .cpus(2)
         .fresh_disk("d1", 1 << 30)
         .fresh_disk("d2", 1 << 30)
-        .modules(["dm_mod", "dm_crypt", "dm_raid", "raid1", "ext4"])
+        .modules([
+            "dm_mod",
+            "dm_crypt",
+            "xts",
+            "algif_skcipher",
+            "dm_raid",
+            "raid1",
+            "ext4",
+        ])
         // cryptsetup leaves /dev/mapper/<name> to udev.
         .udev(true)
         .timeout(Duration::from_secs(900));
@@ -123,7 +131,7 @@ fn start_driver(n: usize) -> DriverProcess {
     DriverProcess::start_logged(
         &[
             "--log",
-            "trace,h2=info,tower=info,hyper=info",
+            "trace",
             "--mode",
             "all",
             "--node-id",
