@@ -269,7 +269,7 @@ async fn scenario() {
     assert_eq!(fs, "ext4");
     eprintln!("staging mount source: {source}");
     assert_eq!(
-        sh(&format!("blkid -o value -s TYPE {raw}")).trim(),
+        sh(&format!("blkid -p -o value -s TYPE {raw}")).trim(),
         "crypto_LUKS"
     );
     // The mapping sits on the LV (its only slave).
@@ -369,7 +369,7 @@ async fn scenario() {
     eprintln!("wrong key answer: {}", e.message());
     assert_eq!(snapshot_of_state(), before);
     assert_eq!(
-        sh(&format!("blkid -o value -s TYPE {raw}")).trim(),
+        sh(&format!("blkid -p -o value -s TYPE {raw}")).trim(),
         "crypto_LUKS"
     );
 
