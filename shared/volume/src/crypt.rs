@@ -105,6 +105,17 @@ pub mod args {
         )
     }
 
+    /// Grows the open mapping `name` to its device's size, keyed from stdin (LUKS2 keeps
+    /// the volume key in the kernel keyring, so a resize asks for the key again).
+    pub fn resize(name: &str) -> Vec<OsString> {
+        vec![
+            "resize".into(),
+            "--key-file".into(),
+            "-".into(),
+            name.into(),
+        ]
+    }
+
     /// Closes the mapping `name`.
     pub fn close(name: &str) -> Vec<OsString> {
         vec!["close".into(), name.into()]
@@ -291,6 +302,48 @@ impl Crypt {
         }
     }
 
+    /// Grows the volume's open mapping to the LV's new size (after an lvextend, before the
+    /// filesystem grows); returns the mapping's device node and numbers. The mapping must be
+    /// proven on the LV: an encrypted volume that is not staged here cannot be grown here.
+    pub async fn resize(
+        &self,
+        host: &dyn NodeHost,
+        id: &str,
+        vg: &str,
+        lv: &str,
+        lv_numbers: Option<(u64, u64)>,
+        key: &[u8],
+    ) -> Result<(), VolumeError> {
+        let (name, _) = self.open_mapping(host, id, vg, lv, lv_numbers)?;
+        self.available()?;
+        self.run(
+            &format!("resizing the encryption of {id}"),
+            self.command(args::resize(&name))?.stdin(key.to_vec()),
+        )
+        .await?;
+        tracing::info!(mapping = %name, "encryption mapping resized");
+        Ok(())
+    }
+
+    /// The volume's mapping, proven open on the LV: its name and device numbers;
+    /// FAILED_PRECONDITION when it is not.
+    pub fn open_mapping(
+        &self,
+        host: &dyn NodeHost,
+        id: &str,
+        vg: &str,
+        lv: &str,
+        lv_numbers: Option<(u64, u64)>,
+    ) -> Result<(String, (u64, u64)), VolumeError> {
+        let name = mapping_name(vg, lv).unwrap_or_default();
+        match mapping_state(host, &name, lv_numbers) {
+            Mapping::OnLv(n) => Ok((name, n)),
+            _ => Err(VolumeError::Precondition(format!(
+                "encrypted volume {id} is not open on this node; NodeStageVolume first"
+            ))),
+        }
+    }
+
     /// Closes the volume's mapping if it is proven to sit on the LV with device numbers
     /// `lv` (a stage's failure undoing its open, an unstage). `Ok(false)`: there was none
     /// of the volume's to close.
@@ -360,6 +413,10 @@ mod tests {
         assert_eq!(
             s(args::open(dev, "vglet-crypt-vg0-csi--a")),
             "open --type luks2 --key-file - /dev/vg0/csi-a vglet-crypt-vg0-csi--a"
+        );
+        assert_eq!(
+            s(args::resize("vglet-crypt-vg0-csi--a")),
+            "resize --key-file - vglet-crypt-vg0-csi--a"
         );
         assert_eq!(
             s(args::close("vglet-crypt-vg0-csi--a")),

@@ -9,19 +9,6 @@ use crate::rules::capability::VgKind;
 use crate::rules::capacity::Range;
 use crate::rules::error::VolumeError;
 
-/// Growing an encrypted volume needs `cryptsetup resize` of its open mapping, keyed, on
-/// the node between the lvextend and the filesystem grow; until that is built (issue #21)
-/// the volume is refused whole rather than grown below a mapping that stays small.
-pub fn refuse_encrypted(v: &OwnedVolume) -> Result<(), VolumeError> {
-    match vglet_lvm::tags::Encryption::from_tags(&v.lv.tags) {
-        Ok(None) => Ok(()),
-        _ => Err(VolumeError::Precondition(format!(
-            "volume {} is encrypted; expanding encrypted volumes is not supported yet",
-            v.id
-        ))),
-    }
-}
-
 /// Grows the LV of `v` to satisfy `range`, rounded up to whole extents; never shrinks it.
 /// Returns the LV's size afterwards. Nothing runs when the LV is already big enough, so a
 /// retry after a crash between the lvextend and the filesystem grow converges.
@@ -33,7 +20,6 @@ pub async fn grow_lv(
     range: Range,
 ) -> Result<u64, VolumeError> {
     let id = &v.id;
-    refuse_encrypted(v)?;
     // LVs never shrink: a limit below the current size cannot be met (CSI spec,
     // ControllerExpandVolume: "Unsupported capacity | 11 OUT_OF_RANGE").
     if range.limit > 0 && range.limit < v.lv.size {

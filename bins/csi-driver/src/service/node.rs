@@ -135,6 +135,24 @@ fn encryption_key<'a>(
     }
 }
 
+/// The key NodeExpandVolume of an encrypted volume needs for `cryptsetup resize`: the
+/// node-expand secret's [`vglet_volume::crypt::KEY_SECRET`].
+fn expand_key<'a>(
+    id: &VolumeId,
+    secrets: &'a std::collections::HashMap<String, String>,
+) -> Result<&'a str, Status> {
+    use vglet_volume::crypt::KEY_SECRET;
+    match secrets.get(KEY_SECRET) {
+        Some(k) if !k.is_empty() => Ok(k.as_str()),
+        _ => Err(invalid(
+            "secrets",
+            format!(
+                "volume {id} is encrypted; growing it needs its key under {KEY_SECRET:?} in the node-expand secret (csi.storage.k8s.io/node-expand-secret-name and -namespace in the StorageClass)"
+            ),
+        )),
+    }
+}
+
 /// The refusal's suffix naming the holder of an LV's lock ([`crate::ops::in_use::lock_holder`]).
 fn holder_text(host_id: u64, vg_tags: &[String]) -> String {
     format!(
@@ -809,8 +827,22 @@ impl Node for NodeService {
                 .status()?;
         let _guard = self.driver.inflight.acquire(&id.to_string())?;
         let (v, vg, report) = self.driver.volume_in_vg(&id).await.status()?;
-        // Its filesystem is on the mapping, which only `cryptsetup resize` grows.
-        crate::ops::expand::refuse_encrypted(&v).status()?;
+        // An encrypted volume's filesystem is on its mapping, which `cryptsetup resize`
+        // grows after the LV, keyed by the node-expand secret; it must be open here.
+        let crypt_key = match encryption_of(&id, &v.lv.tags)? {
+            None => None,
+            Some(_) => Some(expand_key(&id, &req.secrets)?),
+        };
+        let lv_numbers = self.vol().lv_device(&id.vg, &id.lv, &v.lv.uuid);
+        let mapping = match crypt_key {
+            Some(_) => Some(
+                self.driver
+                    .crypt
+                    .open_mapping(&HOST, &id.to_string(), &id.vg, &id.lv, lv_numbers)
+                    .map_err(volume_status)?,
+            ),
+            None => None,
+        };
         let shared = Driver::vg_kind(&vg) == VgKind::Shared;
         if shared {
             // The controller may have extended the LV from another host; this node's
@@ -853,7 +885,10 @@ impl Node for NodeService {
                 Some(vglet_lvm::tags::Content::Filesystem(fs)) => fs,
                 _ => mount.fs_type.clone(),
             };
-            let dev = device_of(&v);
+            let dev = match &mapping {
+                Some((name, _)) => vglet_volume::crypt::mapping_path(name),
+                None => device_of(&v),
+            };
             let here = at
                 .identity()
                 .map_err(|e| mount_status("inspecting volume_path", e))?;
@@ -876,6 +911,20 @@ impl Node for NodeService {
         } else {
             v.lv.size
         };
+        if let Some(key) = crypt_key {
+            self.driver
+                .crypt
+                .resize(
+                    &HOST,
+                    &id.to_string(),
+                    &id.vg,
+                    &id.lv,
+                    lv_numbers,
+                    key.as_bytes(),
+                )
+                .await
+                .map_err(volume_status)?;
+        }
         if let Some((fs_type, dev)) = fs {
             self.driver
                 .fs
