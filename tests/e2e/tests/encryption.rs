@@ -98,29 +98,35 @@ fn guest_encryption() {
     eprintln!("--- encryption: /proc/*/cmdline sampled {n} times");
     assert!(n > 50, "the sampler ran ({n} samples)");
     assert!(!seen.load(Ordering::Relaxed), "a key appeared in a cmdline");
-    // Every file the driver wrote under its state directory, and its TRACE log.
-    let files = sh(&format!("find {STATE} -type f"));
-    for f in files.lines() {
-        let bytes = std::fs::read(f).unwrap();
-        let text = String::from_utf8_lossy(&bytes);
-        assert!(!text.contains(KEY) && !text.contains(WRONG), "key in {f}");
-    }
-    eprintln!(
-        "--- encryption: {} state files checked, no key",
-        files.lines().count()
-    );
+    // Every file left under the state directory (none once all is unstaged; the records
+    // of staged volumes were checked while they existed), and the driver's TRACE logs.
+    state_files_hold_no_key(0);
     for log in ["/tmp/cry-driver-1.log", "/tmp/cry-driver-2.log"] {
         let text = std::fs::read_to_string(log).unwrap();
-        assert!(
-            text.contains("TRACE") || text.contains("DEBUG"),
-            "{log} is at trace"
-        );
+        assert!(text.contains("TRACE"), "{log} is at trace");
         assert!(!text.contains(KEY) && !text.contains(WRONG), "key in {log}");
         eprintln!(
             "--- encryption: {log}: {} lines at trace, no key",
             text.lines().count()
         );
     }
+}
+
+/// Every file under the state directory (records, locks, marks): at least `min` of them,
+/// none holding a key; returns how many records name a mapping.
+fn state_files_hold_no_key(min: usize) -> usize {
+    let files = sh(&format!("find {STATE} -type f"));
+    let mut mappings = 0;
+    for f in files.lines() {
+        let bytes = std::fs::read(f).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains(KEY) && !text.contains(WRONG), "key in {f}");
+        mappings += usize::from(text.contains("\"crypt_mapping\""));
+    }
+    let n = files.lines().count();
+    eprintln!("--- encryption: {n} state files checked, no key, {mappings} name a mapping");
+    assert!(n >= min, "{n} state files, expected at least {min}");
+    mappings
 }
 
 fn step(s: &str) {
@@ -307,6 +313,8 @@ async fn scenario() {
         "the control: the marker is on the mapping"
     );
     assert_eq!(in_raw, 0, "the marker is in the raw LV");
+    // The staged volume's record names its mapping, and no file there holds the key.
+    assert_eq!(state_files_hold_no_key(1), 1);
 
     step("stats; snapshots of encrypted volumes are refused");
     let st = c
@@ -475,11 +483,17 @@ async fn scenario() {
         "for i in $(seq 100); do echo {MARKER}; done | dd of={} bs=4k conv=fsync status=none",
         btarget.display()
     ));
-    assert!(marker_count(&format!("/dev/mapper/{bmap}")) >= 1);
-    assert_eq!(
+    let (through, raw_count) = (
+        marker_count(&format!("/dev/mapper/{bmap}")),
         marker_count(&format!("/dev/{bid}")),
-        0,
-        "marker in the raw raid1 LV"
+    );
+    eprintln!("raid1 block marker count: through the mapping {through}, in the raw LV {raw_count}");
+    assert!(through >= 1);
+    assert_eq!(raw_count, 0, "marker in the raw raid1 LV");
+    assert_eq!(
+        state_files_hold_no_key(2),
+        2,
+        "both staged volumes' records"
     );
     c.node
         .node_unpublish_volume(req::unpublish(&bid, &btarget.display().to_string()))
