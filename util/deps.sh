@@ -5,7 +5,7 @@
 #
 #   harness: qemu-system-x86 linux-image-amd64 busybox-static kmod cpio python3
 #   guest tools under test: lvm2 lvm2-lockd sanlock thin-provisioning-tools xfsprogs e2fsprogs
-#                           ndctl udev util-linux
+#                           ndctl udev util-linux cryptsetup-bin (encrypted volumes)
 #   two-host dlm test: corosync dlm-controld iproute2 (guests joined by a QEMU UDP link)
 #   container images: mmdebstrap umoci (util/build-images.sh, util/check-images.sh),
 #                     crun (tests/e2e/tests/node_pod.rs runs the node pod's containers)
@@ -14,6 +14,7 @@ set -euo pipefail
 PKGS=(
   qemu-system-x86 linux-image-amd64 busybox-static kmod cpio python3
   lvm2 lvm2-lockd sanlock thin-provisioning-tools xfsprogs e2fsprogs ndctl udev util-linux
+  cryptsetup-bin
   corosync dlm-controld iproute2
   mmdebstrap umoci crun
 )

@@ -150,6 +150,8 @@ pub struct Driver {
     pub cfg: Config,
     pub lvm: Lvm,
     pub fs: Filesystems,
+    /// cryptsetup for encrypted volumes (node mode; refused where it is absent).
+    pub crypt: vglet_volume::crypt::Crypt,
     pub mounter: Arc<dyn Mounter>,
     pub inflight: InFlight,
     pub vg_locks: VgWriteLocks,

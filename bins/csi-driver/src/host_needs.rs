@@ -17,7 +17,8 @@ use crate::config::{Config, Mode};
 /// - Node: blkid (nothing is formatted without looking first) and e2fsprogs (ext4 is the
 ///   default filesystem) are required; xfsprogs are optional: an xfs-less node still
 ///   serves ext4 and block volumes, and refuses to format, check or grow xfs, naming the
-///   tool (FAILED_PRECONDITION).
+///   tool (FAILED_PRECONDITION). cryptsetup is optional too: without it encrypted
+///   volumes are refused at NodeStageVolume, naming it (FAILED_PRECONDITION).
 ///
 /// What is absent is logged once at start ([`Programs::log_absent`]).
 pub fn programs_for(mode: Mode) -> Vec<Wanted> {
@@ -42,6 +43,7 @@ pub fn programs_for(mode: Mode) -> Vec<Wanted> {
             optional(Program::MkfsXfs),
             optional(Program::XfsRepair),
             optional(Program::XfsGrowfs),
+            optional(Program::Cryptsetup),
         ]);
     }
     wanted

@@ -15,6 +15,9 @@ pub enum Outcome {
     Removed,
     /// Not (fully) restored; the reason says why.
     Failed,
+    /// An encrypted volume: the reviver has no key (it is never stored on the node), so it
+    /// leaves the volume to kubelet, whose NodeStageVolume brings the key again.
+    NeedsKey,
 }
 
 impl Outcome {
@@ -24,6 +27,7 @@ impl Outcome {
             Outcome::AlreadyFine => "already fine",
             Outcome::Removed => "removed",
             Outcome::Failed => "failed",
+            Outcome::NeedsKey => "needs key, left to kubelet",
         }
     }
 }
@@ -64,6 +68,8 @@ pub struct Summary {
     pub already_fine: usize,
     pub removed: usize,
     pub failed: usize,
+    /// Encrypted volumes left to kubelet's NodeStageVolume (see [`Outcome::NeedsKey`]).
+    pub needs_key: usize,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -83,6 +89,7 @@ impl Report {
             Outcome::AlreadyFine => self.summary.already_fine += 1,
             Outcome::Removed => self.summary.removed += 1,
             Outcome::Failed => self.summary.failed += 1,
+            Outcome::NeedsKey => self.summary.needs_key += 1,
         }
         self.volumes.push(v);
     }
@@ -120,12 +127,20 @@ impl Report {
         let m = &self.summary;
         let _ = writeln!(
             s,
-            "{} volume(s): {} restored, {} already fine, {} removed, {} failed",
+            "{} volume(s): {} restored, {} already fine, {} removed, {} failed{}",
             self.volumes.len(),
             m.restored,
             m.already_fine,
             m.removed,
-            m.failed
+            m.failed,
+            if m.needs_key > 0 {
+                format!(
+                    ", {} encrypted left to kubelet (need their key)",
+                    m.needs_key
+                )
+            } else {
+                String::new()
+            }
         );
         s
     }
@@ -165,6 +180,7 @@ pub fn log(report: &Report) {
         already_fine = m.already_fine,
         removed = m.removed,
         failed = m.failed,
+        needs_key = m.needs_key,
         "pass done"
     );
 }

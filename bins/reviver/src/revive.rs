@@ -40,6 +40,10 @@ impl<E: std::fmt::Display> From<E> for Failure {
     }
 }
 
+/// Why an encrypted volume is not revived (its report's reason).
+const NEEDS_KEY: &str =
+    "encrypted: needs its key, which only kubelet's NodeStageVolume brings; left to kubelet";
+
 fn is_shared(vg: &Vg) -> bool {
     !matches!(vg.lock_type.as_str(), "" | "none")
 }
@@ -245,6 +249,10 @@ impl Reviver {
         };
         let mut v = VolumeReport::new(id);
         match self.revive(&record, vgs, &mut v.actions).await {
+            Ok(Some(why)) if record.crypt_mapping.is_some() && why == NEEDS_KEY => {
+                v.outcome = Outcome::NeedsKey;
+                v.reason = Some(why);
+            }
             Ok(Some(removed)) => {
                 v.outcome = Outcome::Removed;
                 v.reason = Some(removed);
@@ -259,7 +267,8 @@ impl Reviver {
         v
     }
 
-    /// `Ok(Some(why))` when the record was removed because its LV is gone.
+    /// `Ok(Some(why))` when the record was removed because its LV is gone, or
+    /// [`NEEDS_KEY`] for an encrypted volume, left alone.
     async fn revive(
         &self,
         record: &Record,
@@ -302,6 +311,13 @@ impl Reviver {
                     record.volume_id, record.driver
                 )));
             }
+        }
+        // The key was never stored here, so an encrypted volume cannot be opened now.
+        // Nothing is activated, opened or mounted (mounting the LV would mount its
+        // ciphertext); kubelet calls NodeStageVolume again, with the key, before the pod runs.
+        if record.crypt_mapping.is_some() {
+            tracing::info!(volume = %record.volume_id, "encrypted; {NEEDS_KEY}");
+            return Ok(Some(NEEDS_KEY.to_string()));
         }
         if !lv.active {
             // The mode the node service chose at stage (`vglet_volume::activation_for`).
@@ -569,7 +585,40 @@ mod tests {
                 path: "/nonexistent/target".into(),
                 read_only: false,
             }],
+            crypt_mapping: None,
         }
+    }
+
+    /// The reviver has no key: an encrypted volume's record is reported and kept, and
+    /// nothing is activated, opened or mounted for it (not even the LV's ciphertext).
+    #[tokio::test]
+    async fn an_encrypted_volume_is_left_to_kubelet() {
+        let d = tempfile::tempdir().unwrap();
+        let (r, runner, mounter) = reviver(d.path());
+        let mut rec = record(
+            "vgletx",
+            "csi-pvc-1",
+            "7VQg9j-boUs-LlJL-ck0B-xD2S-fFrX-PfylpR",
+        );
+        rec.crypt_mapping = Some("vglet-crypt-vgletx-csi--pvc--1".into());
+        r.store.put(&rec).unwrap();
+        let report = r.pass(&[], Duration::ZERO, false).await.unwrap();
+        let v = &report.volumes[0];
+        assert_eq!(v.outcome, Outcome::NeedsKey, "{report:#?}");
+        assert!(v.reason.as_deref().unwrap().contains("kubelet"), "{v:?}");
+        assert!(v.actions.is_empty(), "{v:?}");
+        assert!(!report.any_failed());
+        assert_eq!(report.summary.needs_key, 1);
+        assert!(report.text().contains("1 encrypted left to kubelet"));
+        assert!(r.store.get("vgletx/csi-pvc-1").unwrap().is_some());
+        assert!(mounter.calls().is_empty(), "{:?}", mounter.calls());
+        let lines = runner.call_lines();
+        assert!(
+            lines
+                .iter()
+                .all(|l| !l.contains("lvchange") && !l.contains("cryptsetup")),
+            "{lines:?}"
+        );
     }
 
     #[tokio::test]

@@ -186,6 +186,52 @@ impl VolumeTags {
     }
 }
 
+/// `vglet.encryption=luks2` on an LV: CreateVolume was asked for an encrypted volume, so
+/// the node puts LUKS2 between the LV and the filesystem. The tag, not the volume context
+/// (which any PV author writes), is what the node believes: a volume created encrypted is
+/// never staged in the clear.
+pub const ENCRYPTION_PREFIX: &str = "vglet.encryption=";
+
+/// How a volume is encrypted at rest, as its `vglet.encryption=` tag records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Encryption {
+    Luks2,
+}
+
+impl Encryption {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encryption::Luks2 => "luks2",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Encryption> {
+        (s == "luks2").then_some(Encryption::Luks2)
+    }
+
+    pub fn tag(self) -> String {
+        format!("{ENCRYPTION_PREFIX}{}", self.as_str())
+    }
+
+    /// What an LV's tags say. `Err` when an encryption tag is there but not one this
+    /// version knows (a newer driver's scheme, a hand-written tag): such a volume must
+    /// be refused, never staged in the clear.
+    pub fn from_tags(tags: &[String]) -> Result<Option<Encryption>, String> {
+        let mut found = None;
+        for v in tags
+            .iter()
+            .filter_map(|t| t.strip_prefix(ENCRYPTION_PREFIX))
+        {
+            let e = Encryption::parse(v).ok_or_else(|| format!("{ENCRYPTION_PREFIX}{v}"))?;
+            if found.is_some_and(|f| f != e) {
+                return Err(format!("two {ENCRYPTION_PREFIX} tags"));
+            }
+            found = Some(e);
+        }
+        Ok(found)
+    }
+}
+
 /// `vglet.pmem=<mode>` on a VG: its PVs are persistent-memory namespaces of this mode.
 /// vg-init writes it from the inventory; the driver chooses VGs by it and the node mounts
 /// fsdax volumes with DAX because of it.
@@ -559,5 +605,18 @@ mod tests {
         assert_eq!(PmemMode::Sector.tag(), "vglet.pmem=sector");
         crate::naming::validate_tag(&PmemMode::Fsdax.tag()).unwrap();
         crate::naming::validate_tag(&format!("{PMEM_REGION_PREFIX}region12")).unwrap();
+    }
+
+    #[test]
+    fn encryption_tag() {
+        let t = Encryption::Luks2.tag();
+        assert_eq!(t, "vglet.encryption=luks2");
+        assert_eq!(
+            Encryption::from_tags(&["a".into(), t.clone()]),
+            Ok(Some(Encryption::Luks2))
+        );
+        assert_eq!(Encryption::from_tags(&["vglet.fs=ext4".into()]), Ok(None));
+        // An unknown scheme is an error, never "not encrypted".
+        assert!(Encryption::from_tags(&["vglet.encryption=luks9".into()]).is_err());
     }
 }

@@ -6,7 +6,10 @@ use std::time::Duration;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// An external command as argv plus its environment, stdin and timeout.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `Debug` shows the length of stdin, never its bytes: stdin is how secrets (a LUKS key)
+/// reach a program, and a `{:?}` of a command must not put one in a log or a panic.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Command {
     pub program: OsString,
     pub args: Vec<OsString>,
@@ -16,6 +19,22 @@ pub struct Command {
     /// Non-zero exit codes that are answers, not failures (blkid's 2 = "no signature"):
     /// logged like a success.
     pub answer_codes: Vec<i32>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Command")
+            .field("program", &self.program)
+            .field("args", &self.args)
+            .field("env", &self.env)
+            .field(
+                "stdin",
+                &self.stdin.as_ref().map(|d| format!("<{} bytes>", d.len())),
+            )
+            .field("timeout", &self.timeout)
+            .field("answer_codes", &self.answer_codes)
+            .finish()
+    }
 }
 
 impl Command {
@@ -125,5 +144,14 @@ mod tests {
         let c = Command::new("/sbin/lvm").args(["lvs", "--reportformat", "json"]);
         assert_eq!(c.argv_string(), "/sbin/lvm lvs --reportformat json");
         assert_eq!(c.program_name(), "lvm");
+    }
+
+    /// What a command is fed on stdin (a key) never shows in its `Debug`, only its length.
+    #[test]
+    fn debug_hides_stdin() {
+        let c = Command::new("/sbin/cryptsetup").stdin(b"s3cret-key".to_vec());
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("<10 bytes>"), "{shown}");
     }
 }

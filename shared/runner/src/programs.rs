@@ -37,6 +37,7 @@ pub enum Program {
     Dd,
     Blockdev,
     Cmp,
+    Cryptsetup,
 }
 
 impl Program {
@@ -57,6 +58,7 @@ impl Program {
         Program::Dd,
         Program::Blockdev,
         Program::Cmp,
+        Program::Cryptsetup,
     ];
 
     /// The executable's file name.
@@ -78,6 +80,7 @@ impl Program {
             Program::Dd => "dd",
             Program::Blockdev => "blockdev",
             Program::Cmp => "cmp",
+            Program::Cryptsetup => "cryptsetup",
         }
     }
 
@@ -94,6 +97,7 @@ impl Program {
             Program::Ndctl => "ndctl",
             Program::Dd => "coreutils",
             Program::Cmp => "diffutils",
+            Program::Cryptsetup => "cryptsetup-bin",
         }
     }
 
@@ -116,6 +120,7 @@ impl Program {
             Program::Dd => "copying volumes (clones, restores by copy)",
             Program::Blockdev => "flushing device caches before a copy is verified",
             Program::Cmp => "verifying copied volumes",
+            Program::Cryptsetup => "encrypted (LUKS2) volumes",
         }
     }
 

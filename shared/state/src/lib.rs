@@ -78,6 +78,11 @@ pub struct Record {
     pub staging_path: PathBuf,
     #[serde(default)]
     pub targets: Vec<Target>,
+    /// An encrypted volume: the name of its dm-crypt mapping (`/dev/mapper/<name>`), which
+    /// the staging mount and the publishes are of. Never the key: the key is not stored
+    /// on the node at all, so the reviver leaves such a volume to kubelet's NodeStage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crypt_mapping: Option<String>,
 }
 
 impl Record {

@@ -19,6 +19,7 @@ fn record(id: &str) -> Record {
         activation: Activation::Local,
         staging_path: PathBuf::from(format!("/var/lib/kubelet/staging/{lv}")),
         targets: vec![],
+        crypt_mapping: None,
     }
 }
 

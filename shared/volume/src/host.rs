@@ -26,6 +26,9 @@ pub trait NodeHost: Send + Sync + Debug {
     /// The device-mapper uuid of the device with these numbers (sysfs); `None` when it
     /// is not a device-mapper device.
     fn dm_uuid(&self, device: (u64, u64)) -> Option<String>;
+    /// The devices a device-mapper device sits on (sysfs `slaves/`), sorted; empty when
+    /// it is none.
+    fn dm_slaves(&self, device: (u64, u64)) -> Vec<(u64, u64)>;
     /// Whether the start of `dev` still holds lvcreate's zeroes.
     fn head_is_zeroed(&self, dev: &Path) -> Result<bool, MountError>;
     /// The filesystem's own evidence of a finished or interrupted mkfs.
@@ -71,6 +74,22 @@ impl NodeHost for SystemHost {
         std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/dm/uuid")).ok()
     }
 
+    fn dm_slaves(&self, (major, minor): (u64, u64)) -> Vec<(u64, u64)> {
+        let dir = format!("/sys/dev/block/{major}:{minor}/slaves");
+        let mut found: Vec<(u64, u64)> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("dev")).ok())
+            .filter_map(|d| {
+                let (a, b) = d.trim().split_once(':')?;
+                Some((a.parse().ok()?, b.parse().ok()?))
+            })
+            .collect();
+        found.sort_unstable();
+        found
+    }
+
     fn head_is_zeroed(&self, dev: &Path) -> Result<bool, MountError> {
         vglet_mount::head_is_zeroed(dev)
     }
@@ -87,6 +106,8 @@ pub struct FakeDevice {
     pub dm_uuid: Option<String>,
     pub head_zeroed: bool,
     pub progress: Option<MkfsProgress>,
+    /// What a device-mapper device sits on.
+    pub slaves: Vec<(u64, u64)>,
 }
 
 /// One mount in the fake's table.
@@ -143,8 +164,29 @@ impl FakeHost {
                 dm_uuid,
                 head_zeroed: true,
                 progress: None,
+                slaves: Vec::new(),
             },
         );
+    }
+
+    /// An open dm-crypt mapping at `dev` on the device with numbers `on`. Its content is
+    /// what decrypting lvcreate's zeroes gives: not zeroes.
+    pub fn add_mapping(&self, dev: &Path, numbers: (u64, u64), dm_uuid: &str, on: (u64, u64)) {
+        self.state().devices.insert(
+            dev.to_path_buf(),
+            FakeDevice {
+                numbers,
+                dm_uuid: Some(dm_uuid.to_string()),
+                head_zeroed: false,
+                progress: None,
+                slaves: vec![on],
+            },
+        );
+    }
+
+    /// The device at `dev` is gone (a closed mapping).
+    pub fn remove_device(&self, dev: &Path) {
+        self.state().devices.remove(dev);
     }
 
     /// Something was written to the device's start; mkfs_progress answers `progress`.
@@ -244,6 +286,15 @@ impl NodeHost for FakeHost {
             .values()
             .find(|d| d.numbers == numbers)
             .and_then(|d| d.dm_uuid.clone())
+    }
+
+    fn dm_slaves(&self, numbers: (u64, u64)) -> Vec<(u64, u64)> {
+        let s = self.state();
+        s.devices
+            .values()
+            .find(|d| d.numbers == numbers)
+            .map(|d| d.slaves.clone())
+            .unwrap_or_default()
     }
 
     fn head_is_zeroed(&self, dev: &Path) -> Result<bool, MountError> {

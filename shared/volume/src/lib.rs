@@ -9,6 +9,8 @@
 //!   recording double of both, so that staging and publishing are unit-tested on any host.
 //! - [`options`]: mount and mkfs option assembly, DAX included.
 //! - [`first_format`]: the mkfs decision and the first-format marks.
+//! - [`crypt`]: LUKS2 encryption at rest: the mapping's name and proof, the luksFormat
+//!   decision, cryptsetup keyed on stdin.
 //! - [`node`]: staging, publishing and the "proven ours" unmounts, on [`VolumeNode`].
 //! - [`record`]: the state record a stage and a publish write.
 //! - [`error`]: [`VolumeError`], mapped to gRPC codes once, in csi-driver's `status.rs`.
@@ -16,12 +18,13 @@
 //! Paths a CO hands over are resolved with [`vglet_mount::resolve`] (no symlink followed in
 //! any component); everything here acts on the [`vglet_mount::Resolved`] result.
 //!
-//! Room for what comes: encryption (issue #21) opens a mapping between activation and
-//! [`VolumeNode::stage`] (the target's `dev` becomes the mapping) and closes it after the
-//! unstage; a cached volume (issue #20) is staged like any other once activated.
+//! Encryption (issue #21) opens a mapping between activation and [`VolumeNode::stage`] (the
+//! target's `dev` becomes the mapping) and closes it after the unstage; a cached volume
+//! (issue #20) is staged like any other once activated.
 
 pub mod activation;
 pub mod capability;
+pub mod crypt;
 pub mod device;
 pub mod error;
 pub mod first_format;

@@ -110,7 +110,21 @@ pub enum Unpublished {
 impl VolumeNode<'_> {
     /// The device numbers of the volume's LV on this node, proven by device-mapper to be
     /// the LV with `lv_uuid`; `None` when it is not active here.
+    ///
+    /// For an encrypted volume whose mapping is open on that LV, the mapping's numbers:
+    /// what the volume is mounted and published from (see [`crate::crypt`]).
     pub fn volume_device(&self, vg: &str, lv: &str, lv_uuid: &str) -> Option<(u64, u64)> {
+        let numbers = self.lv_device(vg, lv, lv_uuid)?;
+        match crate::crypt::mapping_name(vg, lv)
+            .map(|n| crate::crypt::mapping_state(self.host, &n, Some(numbers)))
+        {
+            Some(crate::crypt::Mapping::OnLv(mapping)) => Some(mapping),
+            _ => Some(numbers),
+        }
+    }
+
+    /// The LV's own device numbers, proven by device-mapper to be the LV with `lv_uuid`.
+    pub fn lv_device(&self, vg: &str, lv: &str, lv_uuid: &str) -> Option<(u64, u64)> {
         let (numbers, uuid) = dm_device(self.host, &crate::device::device_path(vg, lv))?;
         crate::device::dm_uuid_is_lv(&uuid, lv_uuid).then_some(numbers)
     }

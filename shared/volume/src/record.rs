@@ -24,6 +24,7 @@ pub fn stage_record(t: &StageTarget, driver: &str, cap: &Capability, staging: &P
         activation: activation_for(t.kind, cap),
         staging_path: staging.to_path_buf(),
         targets: Vec::new(),
+        crypt_mapping: None,
     }
 }
 

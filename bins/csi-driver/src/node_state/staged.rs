@@ -190,6 +190,7 @@ mod tests {
             activation: vglet_state::Activation::Local,
             staging_path: "/stage/pvc-1".into(),
             targets: Vec::new(),
+            crypt_mapping: None,
         }
     }
 

@@ -96,6 +96,7 @@ mod tests {
                     read_only: false,
                 })
                 .collect(),
+            crypt_mapping: None,
         }
     }
 

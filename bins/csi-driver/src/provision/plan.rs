@@ -156,15 +156,54 @@ pub fn plan(served: &Served<'_>, ask: &Ask, report: &Report) -> Result<Plan, Vol
         vglet_mount::fsdax_mkfs_options(fs, &params.mkfs_options, served.page_size)
             .map_err(|e| VolumeError::invalid(format!("parameters.{}", params::MKFS_OPTIONS), e))?;
     }
+    check_encryption(params, fsdax, source.as_ref())?;
     let answer = Answer {
         volume_context: volume_context(params),
         content_source: source.as_ref().map(Source::content_source),
-        vouch: kind == VgKind::Local && !fsdax,
+        // An encrypted volume's stage reads its tags from lvm: the encryption tag is what
+        // the node believes, and the vouched entry does not carry it.
+        vouch: kind == VgKind::Local && !fsdax && params.encryption.is_none(),
     };
     if let Some(v) = existing {
         return compare_existing(ask, &vg, v, kind, answer).map(Plan::Existing);
     }
     plan_create(served, ask, report, vg, kind, source, answer).map(Plan::Create)
+}
+
+/// Encryption only where it works end to end: not on fsdax memory (DAX bypasses
+/// dm-crypt), and neither from nor to a content source: a snapshot or clone would copy
+/// the ciphertext with its LUKS header, keyed like the source, and how such a copy is keyed
+/// and tagged is not decided yet (issue #21), so it is refused rather than half done.
+fn check_encryption(
+    params: &Params,
+    fsdax: bool,
+    source: Option<&Source>,
+) -> Result<(), VolumeError> {
+    let field = format!("parameters.{}", params::ENCRYPTION);
+    if params.encryption.is_some() && fsdax {
+        return Err(VolumeError::invalid(
+            field,
+            "the chosen volume group is fsdax persistent memory, where an encrypted volume cannot be (DAX bypasses dm-crypt); name another volumeGroup",
+        ));
+    }
+    if let Some(s) = source {
+        if params.encryption.is_some() {
+            return Err(VolumeError::invalid(
+                field,
+                "encrypted volumes cannot be created from a snapshot or another volume yet; create it empty",
+            ));
+        }
+        if vglet_lvm::tags::Encryption::from_tags(&s.lv().tags) != Ok(None) {
+            return Err(VolumeError::invalid(
+                "volume_content_source",
+                format!(
+                    "{} is encrypted; snapshots and clones of encrypted volumes are not supported yet",
+                    s.id()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The LV of this name in any served VG (a retry may land after a different VG was chosen
@@ -291,6 +330,18 @@ fn compare_existing(
             v.tags.fs,
             ask.content.as_tag()
         ))
+    } else if vglet_lvm::tags::Encryption::from_tags(&v.lv.tags) != Ok(ask.params.encryption) {
+        Some(format!(
+            "volume {} exists {}, the request asks for parameters.{}={}",
+            v.id,
+            match vglet_lvm::tags::Encryption::from_tags(&v.lv.tags) {
+                Ok(Some(e)) => format!("encrypted ({})", e.as_str()),
+                Ok(None) => "unencrypted".to_string(),
+                Err(t) => format!("with an unknown encryption tag {t}"),
+            },
+            params::ENCRYPTION,
+            ask.params.encryption.map_or("none", |e| e.as_str())
+        ))
     } else if !pmem::agrees(&vg.tags, ask.params.pmem_mode) {
         Some(format!(
             "volume {} exists in volume group {}, not of parameters.pmemMode",
@@ -412,7 +463,11 @@ fn plan_create(
             vg: vg.name.clone(),
             name: ask.lv_name.clone(),
             size,
-            tags: tags.to_tags(),
+            tags: tags
+                .to_tags()
+                .into_iter()
+                .chain(ask.params.encryption.map(|e| e.tag()))
+                .collect(),
             activate: true,
         },
         vg,

@@ -875,3 +875,60 @@ mod lvm_reads {
         }
     }
 }
+
+#[test]
+fn encrypted_volumes_are_tagged_never_vouched_and_refused_with_sources() {
+    let vgs = names(&["vg0"]);
+    let mut src = ours("vg0", "src", 64 * MIB, "ext4");
+    src.name = "csi-src".into();
+    let mut enc_src = ours("vg0", "esrc", 64 * MIB, "ext4");
+    enc_src.name = "csi-esrc".into();
+    enc_src.uuid = "LVUUID2".into();
+    enc_src.tags.push("vglet.encryption=luks2".into());
+    let rep = report(vec![vg("vg0", &[GIB], &[])], vec![src, enc_src]);
+    let luks = [("encryption", "luks2")];
+    // The tag is written by the one lvcreate; the node must read it, so no vouching.
+    let c = create(planned(&vgs, &req("pvc-e", 64 * MIB, &luks), &rep));
+    assert!(
+        c.lv.tags.iter().any(|t| t == "vglet.encryption=luks2"),
+        "{:?}",
+        c.lv.tags
+    );
+    assert!(!c.answer.vouch);
+    let plain = create(planned(&vgs, &req("pvc-p", 64 * MIB, &[]), &rep));
+    assert!(
+        !plain
+            .lv
+            .tags
+            .iter()
+            .any(|t| t.starts_with("vglet.encryption="))
+    );
+    assert!(plain.answer.vouch);
+    // The existing volume must agree on its encryption.
+    let (code_, m) = code(err(planned(&vgs, &req("esrc", 64 * MIB, &[]), &rep)));
+    assert_eq!(code_, tonic::Code::AlreadyExists, "{m}");
+    assert!(m.contains("encrypted (luks2)"), "{m}");
+    assert!(matches!(
+        planned(&vgs, &req("esrc", 64 * MIB, &luks), &rep),
+        Ok(Plan::Existing(_))
+    ));
+    // No clone to or from an encrypted volume.
+    let from = |id: &str, params: &[(&str, &str)]| {
+        let mut r = req("pvc-clone", 64 * MIB, params);
+        r.volume_content_source = Some(VolumeContentSource {
+            r#type: Some(Type::Volume(VolumeSource {
+                volume_id: id.into(),
+            })),
+        });
+        r
+    };
+    let (code_, m) = code(err(planned(&vgs, &from("vg0/csi-src", &luks), &rep)));
+    assert_eq!(code_, tonic::Code::InvalidArgument, "{m}");
+    assert!(
+        m.contains("encrypted volumes cannot be created from"),
+        "{m}"
+    );
+    let (code_, m) = code(err(planned(&vgs, &from("vg0/csi-esrc", &[]), &rep)));
+    assert_eq!(code_, tonic::Code::InvalidArgument, "{m}");
+    assert!(m.contains("is encrypted"), "{m}");
+}

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use vglet_lvm::tags::PmemMode;
+use vglet_lvm::tags::{Encryption, PmemMode};
 use vglet_lvm::{Layout, LvType};
 
 use crate::rules::error::VolumeError;
@@ -23,6 +23,9 @@ pub const OVERPROVISION_RATIO: &str = "overprovisionRatio";
 pub const THIN_POOL_USAGE_WARNING: &str = "thinPoolUsageWarning";
 /// Persistent memory: the namespace mode (`fsdax` or `sector`) of the VG the volume goes to.
 pub const PMEM_MODE: &str = "pmemMode";
+/// Encryption at rest: `luks2` (LUKS2 between the LV and the filesystem, keyed by the
+/// node-stage secret) or `none` (the default).
+pub const ENCRYPTION: &str = "encryption";
 /// VolumeSnapshotClass: COW area of a thick snapshot, in percent of the origin.
 pub const SNAPSHOT_SIZE_PERCENT: &str = "snapshotSizePercent";
 
@@ -48,6 +51,7 @@ pub const KNOWN: &[&str] = &[
     OVERPROVISION_RATIO,
     THIN_POOL_USAGE_WARNING,
     PMEM_MODE,
+    ENCRYPTION,
 ];
 pub const KNOWN_SNAPSHOT: &[&str] = &[SNAPSHOT_SIZE_PERCENT];
 
@@ -74,6 +78,8 @@ pub struct Params {
     /// Only VGs tagged as persistent memory of this mode. Without it, ordinary and fsdax
     /// VGs are candidates, sector VGs not (see [`crate::rules::pmem`]).
     pub pmem_mode: Option<PmemMode>,
+    /// `None`: stored in the clear, as before.
+    pub encryption: Option<Encryption>,
 }
 
 impl Default for Params {
@@ -87,6 +93,7 @@ impl Default for Params {
             overprovision_ratio: 1.0,
             thin_pool_usage_warning: DEFAULT_THIN_POOL_USAGE_WARNING,
             pmem_mode: None,
+            encryption: None,
         }
     }
 }
@@ -252,6 +259,17 @@ pub fn parse(field: &str, raw: &HashMap<String, String>) -> Result<Params, Volum
                     )
                 })?)
             }
+            ENCRYPTION => {
+                p.encryption = match value.trim() {
+                    "none" => None,
+                    v => Some(Encryption::parse(v).ok_or_else(|| {
+                        VolumeError::invalid(
+                            &f,
+                            format!("{value:?} is not an encryption; use luks2 or none"),
+                        )
+                    })?),
+                }
+            }
             k if k.starts_with(CO_PREFIX) => continue,
             other => return Err(unknown(field, other, KNOWN)),
         }
@@ -341,6 +359,14 @@ fn check_combination(
             ),
         ));
     }
+    // DAX maps the device's pages into the application: there is no place for dm-crypt
+    // between them.
+    if p.encryption.is_some() && p.pmem_mode == Some(PmemMode::Fsdax) {
+        return Err(VolumeError::invalid(
+            format!("{field}.{ENCRYPTION}"),
+            "an encrypted volume cannot be on fsdax persistent memory (DAX bypasses dm-crypt); use pmemMode sector or no pmemMode",
+        ));
+    }
     for key in [THIN_POOL, OVERPROVISION_RATIO, THIN_POOL_USAGE_WARNING] {
         if has(key) && t != LvType::Thin {
             return Err(VolumeError::invalid(
@@ -399,6 +425,26 @@ mod tests {
         let e = parse("parameters", &map(kv)).unwrap_err();
         assert!(matches!(e, VolumeError::Invalid { .. }), "{e:?}");
         e.to_string()
+    }
+
+    #[test]
+    fn encryption() {
+        let p = |v: &str| parse("parameters", &map(&[(ENCRYPTION, v)]));
+        assert_eq!(p("luks2").unwrap().encryption, Some(Encryption::Luks2));
+        assert_eq!(p("none").unwrap().encryption, None);
+        assert_eq!(parse("parameters", &map(&[])).unwrap().encryption, None);
+        let e = err(&[(ENCRYPTION, "luks1")]);
+        assert!(e.contains("use luks2 or none"), "{e}");
+        let e = err(&[(ENCRYPTION, "luks2"), (PMEM_MODE, "fsdax")]);
+        assert!(e.contains("DAX"), "{e}");
+        assert!(p("luks2").is_ok());
+        assert!(
+            parse(
+                "parameters",
+                &map(&[(ENCRYPTION, "luks2"), (TYPE, "raid1")])
+            )
+            .is_ok()
+        );
     }
 
     #[test]

@@ -550,10 +550,14 @@ impl Controller for ControllerService {
         };
         // A static volume has no fs tag: the capability tells, and without one the node is
         // asked (NodeExpandVolume of a raw block volume does nothing).
-        let node_expansion_required = match v.content() {
-            Some(c) => !c.is_block(),
-            None => !cap.as_ref().is_some_and(|c| c.is_block()),
-        };
+        // An encrypted volume's mapping grows only on the node (`cryptsetup resize`),
+        // raw block too.
+        let encrypted = vglet_lvm::tags::Encryption::from_tags(&v.lv.tags) != Ok(None);
+        let node_expansion_required = encrypted
+            || match v.content() {
+                Some(c) => !c.is_block(),
+                None => !cap.as_ref().is_some_and(|c| c.is_block()),
+            };
         let size = crate::ops::expand::grow_lv(&self.driver, &v, &vg, &report, range)
             .await
             .status()?;

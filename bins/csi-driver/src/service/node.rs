@@ -99,6 +99,60 @@ fn device_of(v: &OwnedVolume) -> PathBuf {
     vglet_volume::lv_device_path(&v.id.vg, &v.id.lv, &v.lv.path)
 }
 
+/// What the LV's tags say of its encryption; a tag this driver does not know refuses the
+/// volume (staged in the clear it would be the wrong volume).
+fn encryption_of(
+    id: &VolumeId,
+    tags: &[String],
+) -> Result<Option<vglet_lvm::tags::Encryption>, Status> {
+    vglet_lvm::tags::Encryption::from_tags(tags).map_err(|t| {
+        Status::failed_precondition(format!(
+            "volume {id} carries the encryption tag {t}, which this driver does not know; not staged"
+        ))
+    })
+}
+
+/// The key of an encrypted volume from NodeStageVolume's secrets; `None` for a volume in
+/// the clear. A missing key is the request's fault (the StorageClass names no
+/// node-stage secret, or the secret lacks the key). The key's value is never in a message.
+fn encryption_key<'a>(
+    id: &VolumeId,
+    tags: &[String],
+    secrets: &'a std::collections::HashMap<String, String>,
+) -> Result<Option<&'a str>, Status> {
+    use vglet_volume::crypt::KEY_SECRET;
+    if encryption_of(id, tags)?.is_none() {
+        return Ok(None);
+    }
+    match secrets.get(KEY_SECRET) {
+        Some(k) if !k.is_empty() => Ok(Some(k.as_str())),
+        _ => Err(invalid(
+            "secrets",
+            format!(
+                "volume {id} is encrypted and needs its key under {KEY_SECRET:?} in the node-stage secret (csi.storage.k8s.io/node-stage-secret-name and -namespace in the StorageClass)"
+            ),
+        )),
+    }
+}
+
+/// The key NodeExpandVolume of an encrypted volume needs for `cryptsetup resize`: the
+/// node-expand secret's [`vglet_volume::crypt::KEY_SECRET`].
+fn expand_key<'a>(
+    id: &VolumeId,
+    secrets: &'a std::collections::HashMap<String, String>,
+) -> Result<&'a str, Status> {
+    use vglet_volume::crypt::KEY_SECRET;
+    match secrets.get(KEY_SECRET) {
+        Some(k) if !k.is_empty() => Ok(k.as_str()),
+        _ => Err(invalid(
+            "secrets",
+            format!(
+                "volume {id} is encrypted; growing it needs its key under {KEY_SECRET:?} in the node-expand secret (csi.storage.k8s.io/node-expand-secret-name and -namespace in the StorageClass)"
+            ),
+        )),
+    }
+}
+
 /// The refusal's suffix naming the holder of an LV's lock ([`crate::ops::in_use::lock_holder`]).
 fn holder_text(host_id: u64, vg_tags: &[String]) -> String {
     format!(
@@ -225,6 +279,9 @@ impl NodeService {
             return Ok(None);
         };
         let record = match store.get(&id.to_string()) {
+            // An encrypted volume is published from its mapping, which the lvm read below
+            // proves; the record's proof is of the LV itself.
+            Ok(Some(r)) if r.crypt_mapping.is_some() => return Ok(None),
             Ok(Some(r)) => r,
             Ok(None) => return Ok(None),
             Err(e) => {
@@ -274,7 +331,22 @@ impl NodeService {
         let cap = capability::validate("volume_capability", cap, target.kind).status()?;
         target.check_capability(&cap).map_err(volume_status)?;
         let record = record::stage_record(&target, &self.driver.cfg.driver_name, &cap, staging);
-        let (source, source_numbers) = if cap.is_block() {
+        let encrypted = encryption_of(id, &v.lv.tags)?.is_some();
+        let (source, source_numbers) = if cap.is_block() && encrypted {
+            // Raw block of an encrypted volume: the mapping, never the LV's ciphertext.
+            let mapped = self.vol().volume_device(&id.vg, &id.lv, &v.lv.uuid);
+            let lv = self.vol().lv_device(&id.vg, &id.lv, &v.lv.uuid);
+            match (mapped, vglet_volume::crypt::mapping_name(&id.vg, &id.lv)) {
+                (Some(m), Some(name)) if Some(m) != lv => {
+                    (vglet_volume::crypt::mapping_path(&name), m)
+                }
+                _ => {
+                    return Err(Status::failed_precondition(format!(
+                        "encrypted volume {id} is not open on this node; NodeStageVolume first"
+                    )));
+                }
+            }
+        } else if cap.is_block() {
             let dev = target.dev;
             match HOST.device_numbers(&dev) {
                 Some(numbers) if v.lv.active => (dev, numbers),
@@ -360,6 +432,15 @@ impl Node for NodeService {
         let cap = capability::validate("volume_capability", req.volume_capability.as_ref(), kind)
             .status()?;
         target.check_capability(&cap).map_err(volume_status)?;
+        // The LV's tag says whether it is encrypted (a vouched volume never is); the key
+        // and cryptsetup are checked before anything is activated or opened.
+        let key = match &read {
+            Some((v, _)) => encryption_key(&id, &v.lv.tags, &req.secrets)?,
+            None => None,
+        };
+        if key.is_some() {
+            self.driver.crypt.available().map_err(volume_status)?;
+        }
         // One staging path per volume: a second one would mount it twice.
         if let Some(first) = self
             .record_of(&id)
@@ -385,11 +466,53 @@ impl Node for NodeService {
             .get(crate::rules::params::CONTEXT_MKFS_OPTIONS)
             .map(|o| o.split_whitespace().map(str::to_string).collect())
             .unwrap_or_default();
-        let record = record::stage_record(&target, &self.driver.cfg.driver_name, &cap, &staging);
-        self.vol()
+        let mut target = target;
+        let mut mapping = None;
+        if let Some(key) = key {
+            let lv_dev = target.dev.clone();
+            // The first format's evidence that the LV holds nothing: lvcreate's zeroes.
+            let empty_head = !target.adopted && HOST.head_is_zeroed(&lv_dev).unwrap_or(false);
+            let (mapped, opened) = self
+                .driver
+                .crypt
+                .open_for_stage(
+                    &HOST,
+                    &self.driver.fs,
+                    &id.to_string(),
+                    &id.vg,
+                    &id.lv,
+                    &lv_dev,
+                    target.adopted,
+                    empty_head,
+                    key.as_bytes(),
+                )
+                .await
+                .map_err(volume_status)?;
+            target.dev = mapped;
+            mapping = Some((opened, HOST.device_numbers(&lv_dev)));
+        }
+        let mut record =
+            record::stage_record(&target, &self.driver.cfg.driver_name, &cap, &staging);
+        record.crypt_mapping = mapping
+            .is_some()
+            .then(|| vglet_volume::crypt::mapping_name(&id.vg, &id.lv))
+            .flatten();
+        let staged = self
+            .vol()
             .stage(&target, &staging_dir, &cap, &mkfs_options, record)
-            .await
-            .map_err(volume_status)?;
+            .await;
+        if let (Err(_), Some((true, lv_numbers))) = (&staged, mapping) {
+            // Nothing of this call's open is left behind a failed stage.
+            if let Err(e) = self
+                .driver
+                .crypt
+                .close_if_ours(&HOST, &id.vg, &id.lv, lv_numbers)
+                .await
+            {
+                tracing::warn!(error = %e, "cannot close the mapping opened for a failed stage");
+            }
+        }
+        staged.map_err(volume_status)?;
         Ok(Response::new(NodeStageVolumeResponse {}))
     }
 
@@ -445,6 +568,15 @@ impl Node for NodeService {
             // The record stays: the volume's mount may be under this one.
             return Ok(Response::new(NodeUnstageVolumeResponse {}));
         }
+        // An encrypted volume's mapping goes once nothing is mounted from it, only when it
+        // is proven to sit on this LV, and before the record: a failed close is retried by
+        // the CO's next NodeUnstageVolume, which must still find the record.
+        let lv_numbers = vol.lv_device(&id.vg, &id.lv, &lv_uuid);
+        self.driver
+            .crypt
+            .close_if_ours(&HOST, &id.vg, &id.lv, lv_numbers)
+            .await
+            .map_err(volume_status)?;
         // Only once nothing is mounted: a record may outlive its mount (the reviver then
         // mounts it again), a mount must never outlive its record.
         record::remove_record(store, &id_text).map_err(volume_status)?;
@@ -695,6 +827,22 @@ impl Node for NodeService {
                 .status()?;
         let _guard = self.driver.inflight.acquire(&id.to_string())?;
         let (v, vg, report) = self.driver.volume_in_vg(&id).await.status()?;
+        // An encrypted volume's filesystem is on its mapping, which `cryptsetup resize`
+        // grows after the LV, keyed by the node-expand secret; it must be open here.
+        let crypt_key = match encryption_of(&id, &v.lv.tags)? {
+            None => None,
+            Some(_) => Some(expand_key(&id, &req.secrets)?),
+        };
+        let lv_numbers = self.vol().lv_device(&id.vg, &id.lv, &v.lv.uuid);
+        let mapping = match crypt_key {
+            Some(_) => Some(
+                self.driver
+                    .crypt
+                    .open_mapping(&HOST, &id.to_string(), &id.vg, &id.lv, lv_numbers)
+                    .map_err(volume_status)?,
+            ),
+            None => None,
+        };
         let shared = Driver::vg_kind(&vg) == VgKind::Shared;
         if shared {
             // The controller may have extended the LV from another host; this node's
@@ -737,7 +885,10 @@ impl Node for NodeService {
                 Some(vglet_lvm::tags::Content::Filesystem(fs)) => fs,
                 _ => mount.fs_type.clone(),
             };
-            let dev = device_of(&v);
+            let dev = match &mapping {
+                Some((name, _)) => vglet_volume::crypt::mapping_path(name),
+                None => device_of(&v),
+            };
             let here = at
                 .identity()
                 .map_err(|e| mount_status("inspecting volume_path", e))?;
@@ -760,6 +911,20 @@ impl Node for NodeService {
         } else {
             v.lv.size
         };
+        if let Some(key) = crypt_key {
+            self.driver
+                .crypt
+                .resize(
+                    &HOST,
+                    &id.to_string(),
+                    &id.vg,
+                    &id.lv,
+                    lv_numbers,
+                    key.as_bytes(),
+                )
+                .await
+                .map_err(volume_status)?;
+        }
         if let Some((fs_type, dev)) = fs {
             self.driver
                 .fs
