@@ -282,14 +282,39 @@ impl Driver {
         Ok((v, vg, report))
     }
 
-    /// One read of the VG of volume `id`; NOT_FOUND when the VG is not served.
-    async fn report_of(&self, id: &VolumeId) -> Result<Report, VolumeError> {
+    /// [`Driver::volume_in_vg`] from a read of the one LV and the LVs whose origin it is
+    /// ([`vglet_lvm::Lvm::report_lv`]) instead of the whole VG: everything DeleteVolume
+    /// decides on (the VG and its tags, the LV's ownership tags and open state, its thick
+    /// snapshots), at a cost that does not grow with the VG's other LVs. The report holds
+    /// neither a thin pool nor other volumes: not for a volume's condition or a plan.
+    pub async fn volume_and_snapshots(
+        &self,
+        id: &VolumeId,
+    ) -> Result<(OwnedVolume, Vg, Report), VolumeError> {
+        self.check_served(id)?;
+        let report = self
+            .lvm
+            .report_lv(&id.vg, &id.lv)
+            .await
+            .map_err(VolumeError::lvm(format!("volume {id}")))?;
+        let (v, vg) = volume_in(&self.cfg.driver_name, &report, id)?;
+        Ok((v, vg, report))
+    }
+
+    /// NOT_FOUND when the VG of volume `id` is not served.
+    fn check_served(&self, id: &VolumeId) -> Result<(), VolumeError> {
         if !self.serves_vg(&id.vg) {
             return Err(VolumeError::NotFound(format!(
                 "volume {id}: volume group {} is not served by this driver",
                 id.vg
             )));
         }
+        Ok(())
+    }
+
+    /// One read of the VG of volume `id`; NOT_FOUND when the VG is not served.
+    async fn report_of(&self, id: &VolumeId) -> Result<Report, VolumeError> {
+        self.check_served(id)?;
         self.lvm
             .report(Some(&id.vg))
             .await

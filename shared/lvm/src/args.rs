@@ -67,6 +67,47 @@ pub fn fullreport(vg: Option<&str>, common: &CommonOptions) -> Vec<String> {
     argv
 }
 
+/// The lvm selection of the LVs named `lvs` and of the LVs whose origin is one of them
+/// (their thick and thin snapshots): `lv_name="a" || origin="a" || ...`. LV names are
+/// validated against lvm's rules before use, so none holds a quote.
+pub fn lvs_and_snapshots_selection(lvs: &[String]) -> String {
+    lvs.iter()
+        .map(|lv| format!(r#"lv_name="{lv}" || origin="{lv}""#))
+        .collect::<Vec<_>>()
+        .join(" || ")
+}
+
+/// [`fullreport`] of one VG limited to the LVs `lvs` and the LVs whose origin is one of
+/// them: the VG and its PVs in full, only those LVs and their segments, no PV segments.
+/// lvm still reads the whole VG's metadata, but with many LVs the report it prints (and
+/// the driver parses) is a few rows instead of all of them. Each `--configreport`'s `-S`
+/// applies to that subreport only (lvmreport(7)), verified against lvm 2.03.16.
+pub fn fullreport_of_lvs(vg: &str, lvs: &[String], common: &CommonOptions) -> Vec<String> {
+    let selection = lvs_and_snapshots_selection(lvs);
+    let mut argv = common.start("fullreport");
+    argv.extend(["--reportformat", "json", "--units", "b", "--nosuffix"].map(String::from));
+    for (subreport, fields, select) in [
+        ("vg", VG_FIELDS, None),
+        ("pv", PV_FIELDS, None),
+        ("lv", LV_FIELDS, Some(selection.as_str())),
+        // fullreport always prints a pvseg subreport; a selection that matches no row
+        // keeps it empty.
+        ("pvseg", PVSEG_FIELDS, Some("pvseg_start<0")),
+        ("seg", SEG_FIELDS, Some(selection.as_str())),
+    ] {
+        argv.push("--configreport".into());
+        argv.push(subreport.into());
+        argv.push("-o".into());
+        argv.push(fields.join(","));
+        if let Some(select) = select {
+            argv.push("-S".into());
+            argv.push(select.to_string());
+        }
+    }
+    argv.push(vg.to_string());
+    argv
+}
+
 /// A linear LV. Signatures are always wiped; the start is zeroed only when the LV is
 /// activated, because lvm can only zero an active LV (`-an` requires `-Z n`).
 pub fn lvcreate(req: &LvCreate, common: &CommonOptions) -> Vec<String> {
@@ -255,6 +296,53 @@ mod tests {
             s(&fullreport(None, &scoped())),
             format!("fullreport --devices /dev/sdb,/dev/sdc {FULLREPORT_FIELDS}")
         );
+    }
+
+    #[test]
+    fn fullreport_of_lvs_argv() {
+        let argv = fullreport_of_lvs("vg0", &["csi-a".into(), "csi-b+1.x".into()], &scoped());
+        let sel =
+            r#"lv_name="csi-a" || origin="csi-a" || lv_name="csi-b+1.x" || origin="csi-b+1.x""#;
+        let want: Vec<String> = [
+            "fullreport",
+            "--devices",
+            "/dev/sdb,/dev/sdc",
+            "--reportformat",
+            "json",
+            "--units",
+            "b",
+            "--nosuffix",
+            "--configreport",
+            "vg",
+            "-o",
+            &VG_FIELDS.join(","),
+            "--configreport",
+            "pv",
+            "-o",
+            &PV_FIELDS.join(","),
+            "--configreport",
+            "lv",
+            "-o",
+            &LV_FIELDS.join(","),
+            "-S",
+            sel,
+            "--configreport",
+            "pvseg",
+            "-o",
+            "pvseg_start",
+            "-S",
+            "pvseg_start<0",
+            "--configreport",
+            "seg",
+            "-o",
+            "lv_uuid,seg_start,segtype",
+            "-S",
+            sel,
+            "vg0",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(argv, want);
     }
 
     fn create(activate: bool) -> LvCreate {

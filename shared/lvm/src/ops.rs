@@ -31,6 +31,7 @@ pub struct Lvm {
     timeout: RwLock<Option<Duration>>,
     version: OnceLock<LvmVersion>,
     reads: crate::coalesce::ReadCoalescer,
+    lv_reads: crate::coalesce::LvReadBatcher,
     untags: crate::batch::TagBatcher,
     recent: crate::recent::RecentVgs,
 }
@@ -85,6 +86,7 @@ impl Lvm {
             timeout: RwLock::new(None),
             version: OnceLock::new(),
             reads: Default::default(),
+            lv_reads: Default::default(),
             untags: Default::default(),
             recent: Default::default(),
         }
@@ -220,6 +222,31 @@ impl Lvm {
             .await;
         if let Ok(r) = &report {
             self.recent.record(vg, asked, r);
+        }
+        report
+    }
+
+    /// One `lvm fullreport` of VG `vg` limited to LV `lv` and the LVs whose origin it is
+    /// (its snapshots): the VG and its PVs as [`Lvm::report`] shows them, and of the LVs
+    /// only those. What a decision about one LV needs, at a cost that does not grow with
+    /// the VG's other LVs' rows. Concurrent callers of the VG share one read of all their
+    /// LVs (see coalesce.rs), so the report may hold other LVs as well: look the LV up by
+    /// name. [`LvmError::VgNotFound`] when the VG is missing; a VG without the LV is a
+    /// report without it.
+    pub async fn report_lv(&self, vg: &str, lv: &str) -> Result<Report, LvmError> {
+        check_names(vg, lv)?;
+        let asked = std::time::Instant::now();
+        let report = self
+            .lv_reads
+            .read(vg, lv, |lvs| async move {
+                let argv = args::fullreport_of_lvs(vg, &lvs, &self.options(false).await);
+                let out = self.run(argv, Some(vg), None).await?;
+                parse_fullreport(&out.stdout_lossy()).map_err(LvmError::Parse)
+            })
+            .await;
+        if let Ok(r) = &report {
+            // The VG and its PVs are shown in full: as fresh a view of them as a whole read.
+            self.recent.record(Some(vg), asked, r);
         }
         report
     }

@@ -205,6 +205,23 @@ async fn loop_metadata_roundtrip() {
     assert_eq!(VolumeTags::from_tags(&lv.tags), Some(tags.clone()));
     assert!(vglet_lvm::tags::is_owned_by(&lv.tags, "lvm.vglet.io"));
 
+    // A read of one LV: the VG and its PVs in full, of the LVs only that one (and LVs
+    // whose origin it is: none here). The hashed name's '+' goes through the selection.
+    let one = lvm.report_lv(&vg_name, &lv_name).await.unwrap();
+    let whole = lvm.report(Some(&vg_name)).await.unwrap();
+    assert_eq!(one.vgs, whole.vgs);
+    assert_eq!(one.pvs, whole.pvs);
+    assert_eq!(whole.lvs.len(), 2);
+    assert_eq!(one.lvs, vec![whole.lv(&vg_name, &lv_name).unwrap().clone()]);
+    assert_eq!(one.lvs[0].segtype, "linear");
+    let none = lvm.report_lv(&vg_name, "csi-nothing-here").await.unwrap();
+    assert_eq!((none.vgs.len(), none.lvs.len()), (1, 0));
+    let e = lvm
+        .report_lv("vglet-no-such-vg", &lv_name)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, LvmError::VgNotFound(_)), "{e:?}");
+
     let vg_after = lvm.vg(&vg_name).await.unwrap();
     assert_eq!(vg_after.lv_count, 2);
     assert_eq!(vg_after.free, vg.free - 12 * MIB - 4 * MIB);

@@ -333,6 +333,9 @@ async fn scenario(c: &mut Clients, kind: &str, kv: &[(&str, &str)], segtype: &st
         // A thick origin depends on its COW snapshots' stack: deleting or growing it waits.
         let e = delete(c, &a.volume_id).await.unwrap_err();
         assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        // Refused for the snapshot, which DeleteVolume's read of the LV and the LVs whose
+        // origin it is must find, before the in-use check.
+        assert!(e.message().contains("copy-on-write snapshots"), "{e:?}");
         let e = c
             .controller
             .controller_expand_volume(ControllerExpandVolumeRequest {

@@ -210,7 +210,9 @@ impl Controller for ControllerService {
         let _guard = self.driver.inflight.acquire(&id.to_string())?;
         // Whatever happens next, the LV is no longer one to stage without reading lvm.
         self.driver.vouched.forget(&id);
-        let (v, vg, report) = match self.driver.volume_in_vg(&id).await {
+        // The LV and its snapshots only, not the whole VG: with 1,000 LVs a full report
+        // cost more than the lvremove.
+        let (v, vg, report) = match self.driver.volume_and_snapshots(&id).await {
             Err(e) if e.is_not_found() => {
                 tracing::info!("volume already gone");
                 return Ok(Response::new(DeleteVolumeResponse {}));
@@ -991,6 +993,259 @@ mod tests {
             assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
             assert!(e.message().contains("static volume"), "{e:?}");
             assert_eq!(changes(&f), Vec::<String>::new());
+        }
+    }
+
+    /// DeleteVolume against a fake lvm that answers a read limited to some LVs (`-S` of the
+    /// `lv` subreport) with only those LVs and the LVs whose origin they are, as lvm does:
+    /// the read it runs, the lvm commands per delete, and each of its answers.
+    mod delete_reads {
+        use std::sync::Mutex;
+
+        use vglet_runner::{FakeRunner, Reply};
+
+        use super::*;
+
+        const OURS: &[&str] = &[
+            "vglet.owner=lvm.vglet.io",
+            "vglet.name=pvc-1",
+            "vglet.size=67108864",
+            "vglet.fs=ext4",
+        ];
+
+        #[derive(Clone)]
+        struct FakeLv {
+            name: String,
+            attr: &'static str,
+            origin: &'static str,
+            segtype: &'static str,
+            tags: Vec<String>,
+        }
+
+        fn ours(name: &str) -> FakeLv {
+            FakeLv {
+                name: name.into(),
+                attr: "-wi-a-----",
+                origin: "",
+                segtype: "linear",
+                tags: OURS.iter().map(|t| t.to_string()).collect(),
+            }
+        }
+
+        fn row(l: &FakeLv) -> String {
+            format!(
+                r#"{{"vg_name":"vg0","lv_name":"{n}","lv_uuid":"U-{n}","lv_attr":"{a}","lv_size":"67108864","lv_active":"active","lv_tags":"{t}","lv_path":"/dev/vg0/{n}","lv_dm_path":"/dev/mapper/vg0-{n}","lv_layout":"linear","lv_role":"public","pool_lv":"","origin":"{o}","data_percent":""}}"#,
+                n = l.name,
+                a = l.attr,
+                t = l.tags.join(","),
+                o = l.origin
+            )
+        }
+
+        /// The LVs a selection `lv_name="a" || origin="a" || ...` names.
+        fn selected(selection: &str) -> Vec<String> {
+            selection
+                .split(" || ")
+                .filter_map(|c| c.strip_prefix("lv_name=\"")?.strip_suffix('"'))
+                .map(String::from)
+                .collect()
+        }
+
+        struct Fake {
+            lvs: Arc<Mutex<Vec<FakeLv>>>,
+            runner: FakeRunner,
+        }
+
+        fn fake(lvs: Vec<FakeLv>) -> Fake {
+            let lvs = Arc::new(Mutex::new(lvs));
+            let state = lvs.clone();
+            let runner = FakeRunner::with(move |c| {
+                let args = c.arg_strings();
+                match args.first().map(String::as_str) {
+                    Some("version") => Reply::ok("  LVM version:     2.03.16(2) (2022-05-18)\n"),
+                    Some("fullreport") => {
+                        // The lv subreport's selection, when there is one.
+                        let names = args
+                            .windows(6)
+                            .find(|w| w[0] == "--configreport" && w[1] == "lv" && w[4] == "-S")
+                            .map(|w| selected(&w[5]));
+                        let shown: Vec<FakeLv> = state
+                            .lock()
+                            .unwrap()
+                            .iter()
+                            .filter(|l| {
+                                names.as_ref().is_none_or(|n| {
+                                    n.contains(&l.name) || n.iter().any(|n| n == l.origin)
+                                })
+                            })
+                            .cloned()
+                            .collect();
+                        let lvs: Vec<String> = shown.iter().map(row).collect();
+                        let segs: Vec<String> = shown
+                            .iter()
+                            .map(|l| {
+                                format!(
+                                    r#"{{"lv_uuid":"U-{}","seg_start":"0","segtype":"{}"}}"#,
+                                    l.name, l.segtype
+                                )
+                            })
+                            .collect();
+                        Reply::ok(format!(
+                            r#"{{"report":[{{"vg":[{{"vg_name":"vg0","vg_size":"1073741824","vg_free":"536870912","vg_extent_size":"4194304","vg_lock_type":"","vg_tags":"vglet.vg=1"}}],"pv":[{{"pv_name":"/dev/vda","vg_name":"vg0","pv_size":"1073741824","pv_free":"536870912"}}],"lv":[{}],"pvseg":[],"seg":[{}]}}]}}"#,
+                            lvs.join(","),
+                            segs.join(",")
+                        ))
+                    }
+                    Some("lvremove") => {
+                        let target = args.last().unwrap().strip_prefix("vg0/").unwrap();
+                        state.lock().unwrap().retain(|l| l.name != target);
+                        Reply::ok("")
+                    }
+                    _ => Reply::fail(5, "unexpected"),
+                }
+            });
+            Fake { lvs, runner }
+        }
+
+        async fn service(f: &Fake) -> (tempfile::TempDir, ControllerService) {
+            let dir = tempfile::tempdir().unwrap();
+            let cfg = crate::test_config(dir.path(), &["--mode=controller".to_string()]);
+            let driver = crate::build_driver_with(cfg, Arc::new(f.runner.clone()))
+                .await
+                .unwrap();
+            (
+                dir,
+                ControllerService {
+                    driver: Arc::new(driver),
+                },
+            )
+        }
+
+        /// lvm commands since call `before`, without `version`.
+        fn lvm_since(f: &Fake, before: usize) -> Vec<String> {
+            f.runner.call_lines()[before..]
+                .iter()
+                .filter(|l| !l.contains(" version"))
+                .cloned()
+                .collect()
+        }
+
+        fn kinds(lvm: &[String]) -> Vec<&str> {
+            lvm.iter()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or_default())
+                .collect()
+        }
+
+        fn present(f: &Fake, name: &str) -> bool {
+            f.lvs.lock().unwrap().iter().any(|l| l.name == name)
+        }
+
+        async fn delete(c: &ControllerService, lv: &str) -> Result<(), Status> {
+            c.delete_volume(Request::new(DeleteVolumeRequest {
+                volume_id: format!("vg0/{lv}"),
+                ..Default::default()
+            }))
+            .await
+            .map(drop)
+        }
+
+        /// Runs a delete of `lv`: its outcome and the lvm commands it ran.
+        async fn deleted(
+            f: &Fake,
+            c: &ControllerService,
+            lv: &str,
+        ) -> (Result<(), Status>, Vec<String>) {
+            let before = f.runner.call_lines().len();
+            let r = delete(c, lv).await;
+            (r, lvm_since(f, before))
+        }
+
+        fn scoped_read(lv: &str) -> String {
+            format!(r#"-S lv_name="{lv}" || origin="{lv}""#)
+        }
+
+        #[tokio::test]
+        async fn a_delete_is_one_read_of_the_lv_and_its_snapshots_then_lvremove() {
+            let mut lvs: Vec<FakeLv> = (0..50).map(|i| ours(&format!("csi-other-{i}"))).collect();
+            lvs.push(ours("csi-a"));
+            let f = fake(lvs);
+            let (_dir, c) = service(&f).await;
+            let (r, lvm) = deleted(&f, &c, "csi-a").await;
+            r.unwrap();
+            assert_eq!(kinds(&lvm), ["fullreport", "lvremove"], "{lvm:#?}");
+            assert!(lvm[0].contains(&scoped_read("csi-a")), "{lvm:#?}");
+            assert!(lvm[0].ends_with(" vg0"), "{lvm:#?}");
+            assert_eq!(lvm[1], "sh lvremove -y vg0/csi-a");
+            assert!(!present(&f, "csi-a"));
+            assert!(present(&f, "csi-other-0"));
+            // Gone is gone: one read, nothing removed.
+            let (r, lvm) = deleted(&f, &c, "csi-a").await;
+            r.unwrap();
+            assert_eq!(kinds(&lvm), ["fullreport"], "{lvm:#?}");
+        }
+
+        #[tokio::test]
+        async fn thick_snapshots_block_the_delete_and_thin_ones_do_not() {
+            let snap = FakeLv {
+                name: "snap-1".into(),
+                attr: "swi-a-s---",
+                origin: "csi-thick",
+                ..ours("snap-1")
+            };
+            let thin_snap = FakeLv {
+                name: "snap-2".into(),
+                attr: "Vwi-a-tz--",
+                origin: "csi-thin",
+                segtype: "thin",
+                ..ours("snap-2")
+            };
+            let f = fake(vec![ours("csi-thick"), snap, ours("csi-thin"), thin_snap]);
+            let (_dir, c) = service(&f).await;
+            let (r, lvm) = deleted(&f, &c, "csi-thick").await;
+            let e = r.unwrap_err();
+            assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+            assert!(
+                e.message().contains("copy-on-write snapshots (vg0/snap-1)"),
+                "{e:?}"
+            );
+            assert_eq!(kinds(&lvm), ["fullreport"], "{lvm:#?}");
+            assert!(present(&f, "csi-thick") && present(&f, "snap-1"));
+            let (r, lvm) = deleted(&f, &c, "csi-thin").await;
+            r.unwrap();
+            assert_eq!(kinds(&lvm), ["fullreport", "lvremove"], "{lvm:#?}");
+            assert!(lvm[0].contains(&scoped_read("csi-thin")), "{lvm:#?}");
+        }
+
+        #[tokio::test]
+        async fn lvs_not_ours_or_in_use_are_refused_and_never_issued_ids_are_ok() {
+            let foreign = FakeLv {
+                tags: vec!["team=a".into()],
+                ..ours("csi-foreign")
+            };
+            let open = FakeLv {
+                attr: "-wi-ao----",
+                ..ours("csi-open")
+            };
+            let f = fake(vec![foreign, open]);
+            let (_dir, c) = service(&f).await;
+            for lv in ["csi-foreign", "csi-open"] {
+                let (r, lvm) = deleted(&f, &c, lv).await;
+                let e = r.unwrap_err();
+                assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{lv}: {e:?}");
+                assert_eq!(kinds(&lvm), ["fullreport"], "{lv}: {lvm:#?}");
+                assert!(lvm[0].contains(&scoped_read(lv)), "{lvm:#?}");
+                assert!(present(&f, lv), "{lv}");
+            }
+            let (r, _) = deleted(&f, &c, "csi-open").await;
+            assert!(
+                r.unwrap_err()
+                    .message()
+                    .contains("is in use: its device is open on node n1")
+            );
+            // An id of our form that names no LV: the spec's OK, after one read.
+            let (r, lvm) = deleted(&f, &c, "csi-never").await;
+            r.unwrap();
+            assert_eq!(kinds(&lvm), ["fullreport"], "{lvm:#?}");
         }
     }
 }
