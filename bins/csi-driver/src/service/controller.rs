@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 use vglet_csi_proto::v1::controller_server::Controller;
 use vglet_csi_proto::v1::*;
 use vglet_lvm::{LvType, Report};
@@ -175,16 +176,21 @@ impl Controller for ControllerService {
         crate::rules::limits::check(&req).status()?;
         let ask = Ask::check(&req).status()?;
         let span = tracing::info_span!("CreateVolume", name = %req.name);
-        let _e = span.enter();
-        let _guard = self
-            .driver
-            .inflight
-            .acquire(&format!("name:{}", req.name))?;
-        let done = self.provision(&ask).await?;
-        let mut m = self.volume_message(&done.volume, done.kind);
-        m.volume_context = done.answer.volume_context;
-        m.content_source = done.answer.content_source;
-        Ok(Response::new(CreateVolumeResponse { volume: Some(m) }))
+        // Held across awaits, an entered span would be exited on another thread:
+        // the future carries it instead.
+        async move {
+            let _guard = self
+                .driver
+                .inflight
+                .acquire(&format!("name:{}", req.name))?;
+            let done = self.provision(&ask).await?;
+            let mut m = self.volume_message(&done.volume, done.kind);
+            m.volume_context = done.answer.volume_context;
+            m.content_source = done.answer.content_source;
+            Ok(Response::new(CreateVolumeResponse { volume: Some(m) }))
+        }
+        .instrument(span)
+        .await
     }
 
     async fn delete_volume(
@@ -197,93 +203,98 @@ impl Controller for ControllerService {
             return Ok(Response::new(DeleteVolumeResponse {}));
         };
         let span = tracing::info_span!("DeleteVolume", volume_id = %id);
-        let _e = span.enter();
-        // Not the spec's OK for a missing volume: an id of our form in a VG this instance
-        // does not serve may be a live volume of another instance (another node's VG, or a
-        // VG dropped from --volume-group), and OK would let the CO forget it.
-        if !self.driver.serves_vg(&id.vg) {
-            return Err(Status::failed_precondition(format!(
-                "volume {id}: volume group {} is not served by this driver; refusing",
-                id.vg
-            )));
-        }
-        let _guard = self.driver.inflight.acquire(&id.to_string())?;
-        // Whatever happens next, the LV is no longer one to stage without reading lvm.
-        self.driver.vouched.forget(&id);
-        // The LV and its snapshots only, not the whole VG: with 1,000 LVs a full report
-        // cost more than the lvremove.
-        let (v, vg, report) = match self.driver.volume_and_snapshots(&id).await {
-            Err(e) if e.is_not_found() => {
-                tracing::info!("volume already gone");
-                return Ok(Response::new(DeleteVolumeResponse {}));
-            }
-            Err(e) => return Err(volume_status(e)),
-            Ok(found) => found,
-        };
-        // Not OK without removing: the CO would take the volume for gone while the LV and
-        // its data stay, and the spec's OK means the volume no longer exists. The error
-        // keeps the PV (Released/Failed, with this message) until the operator decides.
-        if v.adopted.is_some_and(|a| !a.may_delete) {
-            return Err(Status::failed_precondition(format!(
-                "volume {id} is a static volume the driver did not create; it is not removed \
-                 without the operator's opt-in. Keep it: set the PersistentVolume's reclaim \
-                 policy to Retain and delete the PersistentVolume. Remove it: lvchange --addtag {} {id}",
-                vglet_lvm::tags::adopt_delete_tag(&self.driver.cfg.driver_name)
-            )));
-        }
-        snapshot::refuse_with_thick_snapshots(&report, &id, "deleted").status()?;
-        self.refuse_in_use(&v)?;
-        let _w = self.driver.vg_locks.lock(&id.vg).await;
-        // An adopted LV goes only while it still carries the delete opt-in, checked by lvm
-        // under the VG lock: an operator withdrawing it a moment ago wins.
-        let removed = match v.adopted {
-            Some(_) => {
-                let tag = vglet_lvm::tags::adopt_delete_tag(&self.driver.cfg.driver_name);
-                self.driver
-                    .lvm
-                    .remove_lv_if_tagged(&id.vg, &id.lv, &tag)
-                    .await
-            }
-            None => self.driver.lvm.remove_lv(&id.vg, &id.lv).await,
-        };
-        match removed {
-            Ok(()) | Err(vglet_lvm::LvmError::LvNotFound(_)) => {}
-            // Another host uses the LV of a shared VG: it holds the LV's lock.
-            Err(vglet_lvm::LvmError::Locked(msg)) => {
-                let holder = match self.driver.lvm.lock_holder(&v.lv).await {
-                    Some(host_id) => crate::ops::in_use::lock_holder(host_id, &vg.tags),
-                    None => "another node".to_string(),
-                };
+        // Held across awaits, an entered span would be exited on another thread:
+        // the future carries it instead.
+        async move {
+            // Not the spec's OK for a missing volume: an id of our form in a VG this instance
+            // does not serve may be a live volume of another instance (another node's VG, or a
+            // VG dropped from --volume-group), and OK would let the CO forget it.
+            if !self.driver.serves_vg(&id.vg) {
                 return Err(Status::failed_precondition(format!(
-                    "volume {id} is in use: {holder} holds its lock in shared volume group {} ({msg}); not removed",
+                    "volume {id}: volume group {} is not served by this driver; refusing",
                     id.vg
                 )));
             }
-            Err(e @ vglet_lvm::LvmError::InUse(_)) => {
-                return Err(lvm_status(
-                    &format!("volume {id} is in use; not removed"),
-                    e,
-                ));
+            let _guard = self.driver.inflight.acquire(&id.to_string())?;
+            // Whatever happens next, the LV is no longer one to stage without reading lvm.
+            self.driver.vouched.forget(&id);
+            // The LV and its snapshots only, not the whole VG: with 1,000 LVs a full report
+            // cost more than the lvremove.
+            let (v, vg, report) = match self.driver.volume_and_snapshots(&id).await {
+                Err(e) if e.is_not_found() => {
+                    tracing::info!("volume already gone");
+                    return Ok(Response::new(DeleteVolumeResponse {}));
+                }
+                Err(e) => return Err(volume_status(e)),
+                Ok(found) => found,
+            };
+            // Not OK without removing: the CO would take the volume for gone while the LV and
+            // its data stay, and the spec's OK means the volume no longer exists. The error
+            // keeps the PV (Released/Failed, with this message) until the operator decides.
+            if v.adopted.is_some_and(|a| !a.may_delete) {
+                return Err(Status::failed_precondition(format!(
+                    "volume {id} is a static volume the driver did not create; it is not removed \
+                     without the operator's opt-in. Keep it: set the PersistentVolume's reclaim \
+                     policy to Retain and delete the PersistentVolume. Remove it: lvchange --addtag {} {id}",
+                    vglet_lvm::tags::adopt_delete_tag(&self.driver.cfg.driver_name)
+                )));
             }
-            Err(e) => return Err(lvm_status(&format!("removing {id}"), e)),
+            snapshot::refuse_with_thick_snapshots(&report, &id, "deleted").status()?;
+            self.refuse_in_use(&v)?;
+            let _w = self.driver.vg_locks.lock(&id.vg).await;
+            // An adopted LV goes only while it still carries the delete opt-in, checked by lvm
+            // under the VG lock: an operator withdrawing it a moment ago wins.
+            let removed = match v.adopted {
+                Some(_) => {
+                    let tag = vglet_lvm::tags::adopt_delete_tag(&self.driver.cfg.driver_name);
+                    self.driver
+                        .lvm
+                        .remove_lv_if_tagged(&id.vg, &id.lv, &tag)
+                        .await
+                }
+                None => self.driver.lvm.remove_lv(&id.vg, &id.lv).await,
+            };
+            match removed {
+                Ok(()) | Err(vglet_lvm::LvmError::LvNotFound(_)) => {}
+                // Another host uses the LV of a shared VG: it holds the LV's lock.
+                Err(vglet_lvm::LvmError::Locked(msg)) => {
+                    let holder = match self.driver.lvm.lock_holder(&v.lv).await {
+                        Some(host_id) => crate::ops::in_use::lock_holder(host_id, &vg.tags),
+                        None => "another node".to_string(),
+                    };
+                    return Err(Status::failed_precondition(format!(
+                        "volume {id} is in use: {holder} holds its lock in shared volume group {} ({msg}); not removed",
+                        id.vg
+                    )));
+                }
+                Err(e @ vglet_lvm::LvmError::InUse(_)) => {
+                    return Err(lvm_status(
+                        &format!("volume {id} is in use; not removed"),
+                        e,
+                    ));
+                }
+                Err(e) => return Err(lvm_status(&format!("removing {id}"), e)),
+            }
+            // An interrupted first format's mark goes with the LV (a shared VG's tag already
+            // has); one left behind is dropped by the node's start-up pass.
+            if let Some(store) = &self.driver.state
+                && let Err(e) = store.remove_format_mark(&id.to_string())
+            {
+                tracing::warn!(error = %e, "cannot remove the volume's first-format mark");
+            }
+            // A conditional lvremove that selects nothing succeeds: say so rather than OK.
+            if v.adopted.is_some()
+                && let Ok(Some(_)) = self.driver.lvm.lv(&id.vg, &id.lv).await
+            {
+                return Err(Status::failed_precondition(format!(
+                    "volume {id} was not removed: its delete opt-in tag was withdrawn"
+                )));
+            }
+            tracing::info!("volume deleted");
+            Ok(Response::new(DeleteVolumeResponse {}))
         }
-        // An interrupted first format's mark goes with the LV (a shared VG's tag already
-        // has); one left behind is dropped by the node's start-up pass.
-        if let Some(store) = &self.driver.state
-            && let Err(e) = store.remove_format_mark(&id.to_string())
-        {
-            tracing::warn!(error = %e, "cannot remove the volume's first-format mark");
-        }
-        // A conditional lvremove that selects nothing succeeds: say so rather than OK.
-        if v.adopted.is_some()
-            && let Ok(Some(_)) = self.driver.lvm.lv(&id.vg, &id.lv).await
-        {
-            return Err(Status::failed_precondition(format!(
-                "volume {id} was not removed: its delete opt-in tag was withdrawn"
-            )));
-        }
-        tracing::info!("volume deleted");
-        Ok(Response::new(DeleteVolumeResponse {}))
+        .instrument(span)
+        .await
     }
 
     async fn controller_publish_volume(
@@ -496,8 +507,11 @@ impl Controller for ControllerService {
         crate::rules::limits::check(&req).status()?;
         let span =
             tracing::info_span!("CreateSnapshot", name = %req.name, source = %req.source_volume_id);
-        let _e = span.enter();
-        snapshot::create(&self.driver, req).await.map(Response::new)
+        // Held across awaits, an entered span would be exited on another thread:
+        // the future carries it instead.
+        async move { snapshot::create(&self.driver, req).await.map(Response::new) }
+            .instrument(span)
+            .await
     }
 
     async fn delete_snapshot(
@@ -507,9 +521,14 @@ impl Controller for ControllerService {
         let req = req.into_inner();
         crate::rules::limits::check(&req).status()?;
         let span = tracing::info_span!("DeleteSnapshot", snapshot_id = %req.snapshot_id);
-        let _e = span.enter();
-        snapshot::delete(&self.driver, req).await?;
-        Ok(Response::new(DeleteSnapshotResponse {}))
+        // Held across awaits, an entered span would be exited on another thread:
+        // the future carries it instead.
+        async move {
+            snapshot::delete(&self.driver, req).await?;
+            Ok(Response::new(DeleteSnapshotResponse {}))
+        }
+        .instrument(span)
+        .await
     }
 
     async fn list_snapshots(
@@ -536,37 +555,42 @@ impl Controller for ControllerService {
         crate::rules::limits::check(&req).status()?;
         let id = volume_id::lookup("volume_id", "volume", &req.volume_id).status()?;
         let span = tracing::info_span!("ControllerExpandVolume", volume_id = %id);
-        let _e = span.enter();
-        let range = Range::parse("capacity_range", req.capacity_range.as_ref()).status()?;
-        if range.required == 0 && range.limit == 0 {
-            return Err(invalid("capacity_range", "is required"));
-        }
-        let _guard = self.driver.inflight.acquire(&id.to_string())?;
-        let (v, vg, report) = self.driver.volume_in_vg(&id).await.status()?;
-        let cap = match &req.volume_capability {
-            Some(cap) => Some(
-                capability::validate("volume_capability", Some(cap), Driver::vg_kind(&vg))
-                    .status()?,
-            ),
-            None => None,
-        };
-        // A static volume has no fs tag: the capability tells, and without one the node is
-        // asked (NodeExpandVolume of a raw block volume does nothing).
-        // An encrypted volume's mapping grows only on the node (`cryptsetup resize`),
-        // raw block too.
-        let encrypted = vglet_lvm::tags::Encryption::from_tags(&v.lv.tags) != Ok(None);
-        let node_expansion_required = encrypted
-            || match v.content() {
-                Some(c) => !c.is_block(),
-                None => !cap.as_ref().is_some_and(|c| c.is_block()),
+        // Held across awaits, an entered span would be exited on another thread:
+        // the future carries it instead.
+        async move {
+            let range = Range::parse("capacity_range", req.capacity_range.as_ref()).status()?;
+            if range.required == 0 && range.limit == 0 {
+                return Err(invalid("capacity_range", "is required"));
+            }
+            let _guard = self.driver.inflight.acquire(&id.to_string())?;
+            let (v, vg, report) = self.driver.volume_in_vg(&id).await.status()?;
+            let cap = match &req.volume_capability {
+                Some(cap) => Some(
+                    capability::validate("volume_capability", Some(cap), Driver::vg_kind(&vg))
+                        .status()?,
+                ),
+                None => None,
             };
-        let size = crate::ops::expand::grow_lv(&self.driver, &v, &vg, &report, range)
-            .await
-            .status()?;
-        Ok(Response::new(ControllerExpandVolumeResponse {
-            capacity_bytes: size as i64,
-            node_expansion_required,
-        }))
+            // A static volume has no fs tag: the capability tells, and without one the node is
+            // asked (NodeExpandVolume of a raw block volume does nothing).
+            // An encrypted volume's mapping grows only on the node (`cryptsetup resize`),
+            // raw block too.
+            let encrypted = vglet_lvm::tags::Encryption::from_tags(&v.lv.tags) != Ok(None);
+            let node_expansion_required = encrypted
+                || match v.content() {
+                    Some(c) => !c.is_block(),
+                    None => !cap.as_ref().is_some_and(|c| c.is_block()),
+                };
+            let size = crate::ops::expand::grow_lv(&self.driver, &v, &vg, &report, range)
+                .await
+                .status()?;
+            Ok(Response::new(ControllerExpandVolumeResponse {
+                capacity_bytes: size as i64,
+                node_expansion_required,
+            }))
+        }
+        .instrument(span)
+        .await
     }
 
     async fn controller_get_volume(

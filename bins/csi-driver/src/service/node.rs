@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 use vglet_csi_proto::v1::node_server::Node;
 use vglet_csi_proto::v1::*;
 use vglet_mount::{Create, MountEntry, MountProof, Resolved};
@@ -413,107 +414,112 @@ impl Node for NodeService {
         crate::rules::limits::check(&req).status()?;
         let id = parse_node_id(&req.volume_id)?;
         let span = tracing::info_span!("NodeStageVolume", volume_id = %id);
-        let _e = span.enter();
-        let staging_asked = parse_path("staging_target_path", &req.staging_target_path)?;
-        let staging = vglet_mount::normalize_path(&staging_asked);
-        if req.volume_capability.is_none() {
-            return Err(invalid("volume_capability", "is required"));
-        }
-        let _guard = self.driver.inflight.acquire(&id.to_string())?;
-        let _lock = self.lock_state(&id)?;
-        let (target, read) = match self.vouched_target(&id) {
-            Some(t) => (t, None),
-            None => {
-                let (v, vg, _) = self.driver.volume_in_vg(&id).await.status()?;
-                (stage_target(&v, &vg), Some((v, vg)))
+        // Held across awaits, an entered span would be exited on another thread:
+        // the future carries it instead.
+        async move {
+            let staging_asked = parse_path("staging_target_path", &req.staging_target_path)?;
+            let staging = vglet_mount::normalize_path(&staging_asked);
+            if req.volume_capability.is_none() {
+                return Err(invalid("volume_capability", "is required"));
             }
-        };
-        let kind = target.kind;
-        let cap = capability::validate("volume_capability", req.volume_capability.as_ref(), kind)
-            .status()?;
-        target.check_capability(&cap).map_err(volume_status)?;
-        // The LV's tag says whether it is encrypted (a vouched volume never is); the key
-        // and cryptsetup are checked before anything is activated or opened.
-        let key = match &read {
-            Some((v, _)) => encryption_key(&id, &v.lv.tags, &req.secrets)?,
-            None => None,
-        };
-        if key.is_some() {
-            self.driver.crypt.available().map_err(volume_status)?;
-        }
-        // One staging path per volume: a second one would mount it twice.
-        if let Some(first) = self
-            .record_of(&id)
-            .and_then(|r| record::staged_elsewhere(&r, &target.lv_uuid, &staging))
-        {
-            return Err(Status::failed_precondition(format!(
-                "volume {id} is already staged at {}; NodeUnstageVolume it there first",
-                first.display()
-            )));
-        }
-        // Resolved (and created) before anything is activated or formatted: a symlink
-        // anywhere in the path is refused here and never followed later. A raw block
-        // volume mounts nothing there, but its record names the path all the same.
-        let staging_dir = resolve_path("staging_target_path", &staging_asked, Create::Dir)?;
-        // A vouched target is active already; the one the lvm read found may need it.
-        if let Some((v, vg)) = &read {
-            self.activate(v, &vg.tags, kind, &cap).await?;
-        }
-        // The StorageClass's mkfsOptions, validated by CreateVolume and again by the mount
-        // layer's per-filesystem allow-list before they reach mkfs.
-        let mkfs_options: Vec<String> = req
-            .volume_context
-            .get(crate::rules::params::CONTEXT_MKFS_OPTIONS)
-            .map(|o| o.split_whitespace().map(str::to_string).collect())
-            .unwrap_or_default();
-        let mut target = target;
-        let mut mapping = None;
-        if let Some(key) = key {
-            let lv_dev = target.dev.clone();
-            // The first format's evidence that the LV holds nothing: lvcreate's zeroes.
-            let empty_head = !target.adopted && HOST.head_is_zeroed(&lv_dev).unwrap_or(false);
-            let (mapped, opened) = self
-                .driver
-                .crypt
-                .open_for_stage(
-                    &HOST,
-                    &self.driver.fs,
-                    &id.to_string(),
-                    &id.vg,
-                    &id.lv,
-                    &lv_dev,
-                    target.adopted,
-                    empty_head,
-                    key.as_bytes(),
-                )
-                .await
-                .map_err(volume_status)?;
-            target.dev = mapped;
-            mapping = Some((opened, HOST.device_numbers(&lv_dev)));
-        }
-        let mut record =
-            record::stage_record(&target, &self.driver.cfg.driver_name, &cap, &staging);
-        record.crypt_mapping = mapping
-            .is_some()
-            .then(|| vglet_volume::crypt::mapping_name(&id.vg, &id.lv))
-            .flatten();
-        let staged = self
-            .vol()
-            .stage(&target, &staging_dir, &cap, &mkfs_options, record)
-            .await;
-        if let (Err(_), Some((true, lv_numbers))) = (&staged, mapping) {
-            // Nothing of this call's open is left behind a failed stage.
-            if let Err(e) = self
-                .driver
-                .crypt
-                .close_if_ours(&HOST, &id.vg, &id.lv, lv_numbers)
-                .await
+            let _guard = self.driver.inflight.acquire(&id.to_string())?;
+            let _lock = self.lock_state(&id)?;
+            let (target, read) = match self.vouched_target(&id) {
+                Some(t) => (t, None),
+                None => {
+                    let (v, vg, _) = self.driver.volume_in_vg(&id).await.status()?;
+                    (stage_target(&v, &vg), Some((v, vg)))
+                }
+            };
+            let kind = target.kind;
+            let cap = capability::validate("volume_capability", req.volume_capability.as_ref(), kind)
+                .status()?;
+            target.check_capability(&cap).map_err(volume_status)?;
+            // The LV's tag says whether it is encrypted (a vouched volume never is); the key
+            // and cryptsetup are checked before anything is activated or opened.
+            let key = match &read {
+                Some((v, _)) => encryption_key(&id, &v.lv.tags, &req.secrets)?,
+                None => None,
+            };
+            if key.is_some() {
+                self.driver.crypt.available().map_err(volume_status)?;
+            }
+            // One staging path per volume: a second one would mount it twice.
+            if let Some(first) = self
+                .record_of(&id)
+                .and_then(|r| record::staged_elsewhere(&r, &target.lv_uuid, &staging))
             {
-                tracing::warn!(error = %e, "cannot close the mapping opened for a failed stage");
+                return Err(Status::failed_precondition(format!(
+                    "volume {id} is already staged at {}; NodeUnstageVolume it there first",
+                    first.display()
+                )));
             }
+            // Resolved (and created) before anything is activated or formatted: a symlink
+            // anywhere in the path is refused here and never followed later. A raw block
+            // volume mounts nothing there, but its record names the path all the same.
+            let staging_dir = resolve_path("staging_target_path", &staging_asked, Create::Dir)?;
+            // A vouched target is active already; the one the lvm read found may need it.
+            if let Some((v, vg)) = &read {
+                self.activate(v, &vg.tags, kind, &cap).await?;
+            }
+            // The StorageClass's mkfsOptions, validated by CreateVolume and again by the mount
+            // layer's per-filesystem allow-list before they reach mkfs.
+            let mkfs_options: Vec<String> = req
+                .volume_context
+                .get(crate::rules::params::CONTEXT_MKFS_OPTIONS)
+                .map(|o| o.split_whitespace().map(str::to_string).collect())
+                .unwrap_or_default();
+            let mut target = target;
+            let mut mapping = None;
+            if let Some(key) = key {
+                let lv_dev = target.dev.clone();
+                // The first format's evidence that the LV holds nothing: lvcreate's zeroes.
+                let empty_head = !target.adopted && HOST.head_is_zeroed(&lv_dev).unwrap_or(false);
+                let (mapped, opened) = self
+                    .driver
+                    .crypt
+                    .open_for_stage(
+                        &HOST,
+                        &self.driver.fs,
+                        &id.to_string(),
+                        &id.vg,
+                        &id.lv,
+                        &lv_dev,
+                        target.adopted,
+                        empty_head,
+                        key.as_bytes(),
+                    )
+                    .await
+                    .map_err(volume_status)?;
+                target.dev = mapped;
+                mapping = Some((opened, HOST.device_numbers(&lv_dev)));
+            }
+            let mut record =
+                record::stage_record(&target, &self.driver.cfg.driver_name, &cap, &staging);
+            record.crypt_mapping = mapping
+                .is_some()
+                .then(|| vglet_volume::crypt::mapping_name(&id.vg, &id.lv))
+                .flatten();
+            let staged = self
+                .vol()
+                .stage(&target, &staging_dir, &cap, &mkfs_options, record)
+                .await;
+            if let (Err(_), Some((true, lv_numbers))) = (&staged, mapping) {
+                // Nothing of this call's open is left behind a failed stage.
+                if let Err(e) = self
+                    .driver
+                    .crypt
+                    .close_if_ours(&HOST, &id.vg, &id.lv, lv_numbers)
+                    .await
+                {
+                    tracing::warn!(error = %e, "cannot close the mapping opened for a failed stage");
+                }
+            }
+            staged.map_err(volume_status)?;
+            Ok(Response::new(NodeStageVolumeResponse {}))
         }
-        staged.map_err(volume_status)?;
-        Ok(Response::new(NodeStageVolumeResponse {}))
+        .instrument(span)
+        .await
     }
 
     async fn node_unstage_volume(
@@ -523,83 +529,88 @@ impl Node for NodeService {
         let req = req.into_inner();
         let id = parse_node_id(&req.volume_id)?;
         let span = tracing::info_span!("NodeUnstageVolume", volume_id = %id);
-        let _e = span.enter();
-        let staging_asked = parse_path("staging_target_path", &req.staging_target_path)?;
-        let staging = vglet_mount::normalize_path(&staging_asked);
-        let _guard = self.driver.inflight.acquire(&id.to_string())?;
-        let _lock = self.lock_state(&id)?;
-        let store = self.driver.state.as_ref();
-        // Only what is provably this volume's is touched: its record names this staging
-        // path, and what is mounted there is its LV. Anything else is not this volume
-        // staged here, which is an OK with nothing changed (the spec's idempotent row).
-        let record = self.record_of(&id);
-        if let Some(r) = &record
-            && vglet_mount::normalize_path(&r.staging_path) != staging
-        {
-            tracing::info!(staged_at = %r.staging_path.display(), "not staged at this path; nothing touched");
-            return Ok(Response::new(NodeUnstageVolumeResponse {}));
-        }
-        let Some(lv_uuid) = self.lv_uuid_of(&id, record.as_ref()).await? else {
-            if record.is_some() {
-                // The LV is gone: nothing of it can be mounted (lvremove refuses an open
-                // LV), only the record is left.
-                record::remove_record(store, &id.to_string()).map_err(volume_status)?;
+        // Held across awaits, an entered span would be exited on another thread:
+        // the future carries it instead.
+        async move {
+            let staging_asked = parse_path("staging_target_path", &req.staging_target_path)?;
+            let staging = vglet_mount::normalize_path(&staging_asked);
+            let _guard = self.driver.inflight.acquire(&id.to_string())?;
+            let _lock = self.lock_state(&id)?;
+            let store = self.driver.state.as_ref();
+            // Only what is provably this volume's is touched: its record names this staging
+            // path, and what is mounted there is its LV. Anything else is not this volume
+            // staged here, which is an OK with nothing changed (the spec's idempotent row).
+            let record = self.record_of(&id);
+            if let Some(r) = &record
+                && vglet_mount::normalize_path(&r.staging_path) != staging
+            {
+                tracing::info!(staged_at = %r.staging_path.display(), "not staged at this path; nothing touched");
+                return Ok(Response::new(NodeUnstageVolumeResponse {}));
             }
-            return Ok(Response::new(NodeUnstageVolumeResponse {}));
-        };
-        let device = self.volume_device(&id, &lv_uuid);
-        let vol = self.vol();
-        let left = vol
-            .remaining_publishes(record.as_ref(), device, &staging)
-            .map_err(volume_status)?;
-        if !left.is_empty() {
-            let left: Vec<String> = left.iter().map(|p| p.display().to_string()).collect();
-            return Err(Status::failed_precondition(format!(
-                "volume {id} is still published at {}; NodeUnpublishVolume first",
-                left.join(", ")
-            )));
-        }
-        let id_text = id.to_string();
-        if vol
-            .unstage_at(&id_text, record.as_ref(), device, &staging_asked)
-            .map_err(volume_status)?
-            == Unpublished::LeftAlone
-        {
-            // The record stays: the volume's mount may be under this one.
-            return Ok(Response::new(NodeUnstageVolumeResponse {}));
-        }
-        // An encrypted volume's mapping goes once nothing is mounted from it, only when it
-        // is proven to sit on this LV, and before the record: a failed close is retried by
-        // the CO's next NodeUnstageVolume, which must still find the record.
-        let lv_numbers = vol.lv_device(&id.vg, &id.lv, &lv_uuid);
-        self.driver
-            .crypt
-            .close_if_ours(&HOST, &id.vg, &id.lv, lv_numbers)
-            .await
-            .map_err(volume_status)?;
-        // Only once nothing is mounted: a record may outlive its mount (the reviver then
-        // mounts it again), a mount must never outlive its record.
-        record::remove_record(store, &id_text).map_err(volume_status)?;
-        // Shared VGs must give the LV lock back so another node can take the volume; local
-        // LVs stay active (cheap, and the next stage on this node skips activation). The
-        // record's activation says which; only a volume without one needs the VG read.
-        let shared = match &record {
-            _ if !self.driver.serves_vg(&id.vg) => false,
-            Some(r) => kind_of(r.activation) == VgKind::Shared,
-            None => self
-                .driver
-                .vg(&id.vg)
+            let Some(lv_uuid) = self.lv_uuid_of(&id, record.as_ref()).await? else {
+                if record.is_some() {
+                    // The LV is gone: nothing of it can be mounted (lvremove refuses an open
+                    // LV), only the record is left.
+                    record::remove_record(store, &id.to_string()).map_err(volume_status)?;
+                }
+                return Ok(Response::new(NodeUnstageVolumeResponse {}));
+            };
+            let device = self.volume_device(&id, &lv_uuid);
+            let vol = self.vol();
+            let left = vol
+                .remaining_publishes(record.as_ref(), device, &staging)
+                .map_err(volume_status)?;
+            if !left.is_empty() {
+                let left: Vec<String> = left.iter().map(|p| p.display().to_string()).collect();
+                return Err(Status::failed_precondition(format!(
+                    "volume {id} is still published at {}; NodeUnpublishVolume first",
+                    left.join(", ")
+                )));
+            }
+            let id_text = id.to_string();
+            if vol
+                .unstage_at(&id_text, record.as_ref(), device, &staging_asked)
+                .map_err(volume_status)?
+                == Unpublished::LeftAlone
+            {
+                // The record stays: the volume's mount may be under this one.
+                return Ok(Response::new(NodeUnstageVolumeResponse {}));
+            }
+            // An encrypted volume's mapping goes once nothing is mounted from it, only when it
+            // is proven to sit on this LV, and before the record: a failed close is retried by
+            // the CO's next NodeUnstageVolume, which must still find the record.
+            let lv_numbers = vol.lv_device(&id.vg, &id.lv, &lv_uuid);
+            self.driver
+                .crypt
+                .close_if_ours(&HOST, &id.vg, &id.lv, lv_numbers)
                 .await
-                .is_ok_and(|vg| Driver::vg_kind(&vg) == VgKind::Shared),
-        };
-        if shared {
-            match self.driver.lvm.deactivate_lv(&id.vg, &id.lv).await {
-                Ok(()) | Err(vglet_lvm::LvmError::LvNotFound(_)) => {}
-                Err(e) => return Err(lvm_status(&format!("deactivating {id}"), e)),
+                .map_err(volume_status)?;
+            // Only once nothing is mounted: a record may outlive its mount (the reviver then
+            // mounts it again), a mount must never outlive its record.
+            record::remove_record(store, &id_text).map_err(volume_status)?;
+            // Shared VGs must give the LV lock back so another node can take the volume; local
+            // LVs stay active (cheap, and the next stage on this node skips activation). The
+            // record's activation says which; only a volume without one needs the VG read.
+            let shared = match &record {
+                _ if !self.driver.serves_vg(&id.vg) => false,
+                Some(r) => kind_of(r.activation) == VgKind::Shared,
+                None => self
+                    .driver
+                    .vg(&id.vg)
+                    .await
+                    .is_ok_and(|vg| Driver::vg_kind(&vg) == VgKind::Shared),
+            };
+            if shared {
+                match self.driver.lvm.deactivate_lv(&id.vg, &id.lv).await {
+                    Ok(()) | Err(vglet_lvm::LvmError::LvNotFound(_)) => {}
+                    Err(e) => return Err(lvm_status(&format!("deactivating {id}"), e)),
+                }
             }
+            tracing::info!("unstaged");
+            Ok(Response::new(NodeUnstageVolumeResponse {}))
         }
-        tracing::info!("unstaged");
-        Ok(Response::new(NodeUnstageVolumeResponse {}))
+        .instrument(span)
+        .await
     }
 
     async fn node_publish_volume(
@@ -610,39 +621,44 @@ impl Node for NodeService {
         crate::rules::limits::check(&req).status()?;
         let id = parse_node_id(&req.volume_id)?;
         let span = tracing::info_span!("NodePublishVolume", volume_id = %id);
-        let _e = span.enter();
-        let target_asked = parse_path("target_path", &req.target_path)?;
-        let target = vglet_mount::normalize_path(&target_asked);
-        let staging_asked = parse_path("staging_target_path", &req.staging_target_path)?;
-        let staging = vglet_mount::normalize_path(&staging_asked);
-        if req.volume_capability.is_none() {
-            return Err(invalid("volume_capability", "is required"));
+        // Held across awaits, an entered span would be exited on another thread:
+        // the future carries it instead.
+        async move {
+            let target_asked = parse_path("target_path", &req.target_path)?;
+            let target = vglet_mount::normalize_path(&target_asked);
+            let staging_asked = parse_path("staging_target_path", &req.staging_target_path)?;
+            let staging = vglet_mount::normalize_path(&staging_asked);
+            if req.volume_capability.is_none() {
+                return Err(invalid("volume_capability", "is required"));
+            }
+            let _guard = self.driver.inflight.acquire(&id.to_string())?;
+            let _lock = self.lock_state(&id)?;
+            let cap_req = req.volume_capability.as_ref();
+            let (record, proven) = match self.staged_without_lvm(&id, cap_req, &staging)? {
+                Some(known) => known,
+                None => self.staged_from_lvm(&id, cap_req, &staging).await?,
+            };
+            let readonly = req.readonly || proven.cap.is_read_only_mode();
+            if let Some(other) = self.single_writer_conflict(&id, &proven.cap, readonly, &target) {
+                return Err(Status::failed_precondition(format!(
+                    "volume {id} is SINGLE_NODE_SINGLE_WRITER and already published read/write at {}; it can only be published once as read/write",
+                    other.display()
+                )));
+            }
+            self.vol()
+                .publish(
+                    &id.to_string(),
+                    &proven,
+                    &staging_asked,
+                    &target_asked,
+                    readonly,
+                    record,
+                )
+                .map_err(volume_status)?;
+            Ok(Response::new(NodePublishVolumeResponse {}))
         }
-        let _guard = self.driver.inflight.acquire(&id.to_string())?;
-        let _lock = self.lock_state(&id)?;
-        let cap_req = req.volume_capability.as_ref();
-        let (record, proven) = match self.staged_without_lvm(&id, cap_req, &staging)? {
-            Some(known) => known,
-            None => self.staged_from_lvm(&id, cap_req, &staging).await?,
-        };
-        let readonly = req.readonly || proven.cap.is_read_only_mode();
-        if let Some(other) = self.single_writer_conflict(&id, &proven.cap, readonly, &target) {
-            return Err(Status::failed_precondition(format!(
-                "volume {id} is SINGLE_NODE_SINGLE_WRITER and already published read/write at {}; it can only be published once as read/write",
-                other.display()
-            )));
-        }
-        self.vol()
-            .publish(
-                &id.to_string(),
-                &proven,
-                &staging_asked,
-                &target_asked,
-                readonly,
-                record,
-            )
-            .map_err(volume_status)?;
-        Ok(Response::new(NodePublishVolumeResponse {}))
+        .instrument(span)
+        .await
     }
 
     async fn node_unpublish_volume(
@@ -652,45 +668,50 @@ impl Node for NodeService {
         let req = req.into_inner();
         let id = parse_node_id(&req.volume_id)?;
         let span = tracing::info_span!("NodeUnpublishVolume", volume_id = %id);
-        let _e = span.enter();
-        let target_asked = parse_path("target_path", &req.target_path)?;
-        let target = vglet_mount::normalize_path(&target_asked);
-        let _guard = self.driver.inflight.acquire(&id.to_string())?;
-        let _lock = self.lock_state(&id)?;
-        let ok = || Ok(Response::new(NodeUnpublishVolumeResponse {}));
-        // Only a target the volume's record names is unmounted or removed, and only when
-        // what is mounted there is the volume's LV; anything else means this volume is
-        // not published there: OK, nothing touched. Without a state directory there are
-        // no records, and the device proof alone decides.
-        let record = self.record_of(&id);
-        let recorded = record
-            .as_ref()
-            .is_some_and(|r| record::names_target(r, &target));
-        if self.driver.state.is_some() && !recorded {
-            tracing::info!(target = %target.display(), "not published there; nothing touched");
-            return ok();
+        // Held across awaits, an entered span would be exited on another thread:
+        // the future carries it instead.
+        async move {
+            let target_asked = parse_path("target_path", &req.target_path)?;
+            let target = vglet_mount::normalize_path(&target_asked);
+            let _guard = self.driver.inflight.acquire(&id.to_string())?;
+            let _lock = self.lock_state(&id)?;
+            let ok = || Ok(Response::new(NodeUnpublishVolumeResponse {}));
+            // Only a target the volume's record names is unmounted or removed, and only when
+            // what is mounted there is the volume's LV; anything else means this volume is
+            // not published there: OK, nothing touched. Without a state directory there are
+            // no records, and the device proof alone decides.
+            let record = self.record_of(&id);
+            let recorded = record
+                .as_ref()
+                .is_some_and(|r| record::names_target(r, &target));
+            if self.driver.state.is_some() && !recorded {
+                tracing::info!(target = %target.display(), "not published there; nothing touched");
+                return ok();
+            }
+            let Some(lv_uuid) = self.lv_uuid_of(&id, record.as_ref()).await? else {
+                return ok();
+            };
+            let device = self.volume_device(&id, &lv_uuid);
+            if self
+                .vol()
+                .unpublish_at(record.as_ref(), device, &target_asked)
+                .map_err(volume_status)?
+                == Unpublished::LeftAlone
+            {
+                return ok();
+            }
+            if let (Some(store), Some(mut rec)) = (&self.driver.state, record) {
+                rec.targets
+                    .retain(|t| vglet_mount::normalize_path(&t.path) != target);
+                store
+                    .put(&rec)
+                    .map_err(|e| state_status("updating the state record", e))?;
+            }
+            tracing::info!("unpublished");
+            ok()
         }
-        let Some(lv_uuid) = self.lv_uuid_of(&id, record.as_ref()).await? else {
-            return ok();
-        };
-        let device = self.volume_device(&id, &lv_uuid);
-        if self
-            .vol()
-            .unpublish_at(record.as_ref(), device, &target_asked)
-            .map_err(volume_status)?
-            == Unpublished::LeftAlone
-        {
-            return ok();
-        }
-        if let (Some(store), Some(mut rec)) = (&self.driver.state, record) {
-            rec.targets
-                .retain(|t| vglet_mount::normalize_path(&t.path) != target);
-            store
-                .put(&rec)
-                .map_err(|e| state_status("updating the state record", e))?;
-        }
-        tracing::info!("unpublished");
-        ok()
+        .instrument(span)
+        .await
     }
 
     async fn node_get_volume_stats(
@@ -814,128 +835,133 @@ impl Node for NodeService {
         crate::rules::limits::check(&req).status()?;
         let id = parse_node_id(&req.volume_id)?;
         let span = tracing::info_span!("NodeExpandVolume", volume_id = %id);
-        let _e = span.enter();
-        let asked = parse_path("volume_path", &req.volume_path)?;
-        // Resolved only to refuse a symlinked path; the grow tools take the path by name.
-        let at = vglet_mount::resolve(&asked, Create::Nothing).map_err(|e| match e {
-            e @ vglet_mount::MountError::NotFound { .. } => mount_status("volume_path", e),
-            e => invalid("volume_path", e),
-        })?;
-        let path = at.path().to_path_buf();
-        let range =
-            crate::rules::capacity::Range::parse("capacity_range", req.capacity_range.as_ref())
-                .status()?;
-        let _guard = self.driver.inflight.acquire(&id.to_string())?;
-        let (v, vg, report) = self.driver.volume_in_vg(&id).await.status()?;
-        // An encrypted volume's filesystem is on its mapping, which `cryptsetup resize`
-        // grows after the LV, keyed by the node-expand secret; it must be open here.
-        let crypt_key = match encryption_of(&id, &v.lv.tags)? {
-            None => None,
-            Some(_) => Some(expand_key(&id, &req.secrets)?),
-        };
-        let lv_numbers = self.vol().lv_device(&id.vg, &id.lv, &v.lv.uuid);
-        let mapping = match crypt_key {
-            Some(_) => Some(
+        // Held across awaits, an entered span would be exited on another thread:
+        // the future carries it instead.
+        async move {
+            let asked = parse_path("volume_path", &req.volume_path)?;
+            // Resolved only to refuse a symlinked path; the grow tools take the path by name.
+            let at = vglet_mount::resolve(&asked, Create::Nothing).map_err(|e| match e {
+                e @ vglet_mount::MountError::NotFound { .. } => mount_status("volume_path", e),
+                e => invalid("volume_path", e),
+            })?;
+            let path = at.path().to_path_buf();
+            let range =
+                crate::rules::capacity::Range::parse("capacity_range", req.capacity_range.as_ref())
+                    .status()?;
+            let _guard = self.driver.inflight.acquire(&id.to_string())?;
+            let (v, vg, report) = self.driver.volume_in_vg(&id).await.status()?;
+            // An encrypted volume's filesystem is on its mapping, which `cryptsetup resize`
+            // grows after the LV, keyed by the node-expand secret; it must be open here.
+            let crypt_key = match encryption_of(&id, &v.lv.tags)? {
+                None => None,
+                Some(_) => Some(expand_key(&id, &req.secrets)?),
+            };
+            let lv_numbers = self.vol().lv_device(&id.vg, &id.lv, &v.lv.uuid);
+            let mapping = match crypt_key {
+                Some(_) => Some(
+                    self.driver
+                        .crypt
+                        .open_mapping(&HOST, &id.to_string(), &id.vg, &id.lv, lv_numbers)
+                        .map_err(volume_status)?,
+                ),
+                None => None,
+            };
+            let shared = Driver::vg_kind(&vg) == VgKind::Shared;
+            if shared {
+                // The controller may have extended the LV from another host; this node's
+                // device-mapper table only learns the new size on refresh.
                 self.driver
-                    .crypt
-                    .open_mapping(&HOST, &id.to_string(), &id.vg, &id.lv, lv_numbers)
-                    .map_err(volume_status)?,
-            ),
-            None => None,
-        };
-        let shared = Driver::vg_kind(&vg) == VgKind::Shared;
-        if shared {
-            // The controller may have extended the LV from another host; this node's
-            // device-mapper table only learns the new size on refresh.
-            self.driver
-                .lvm
-                .refresh_lv(&id.vg, &id.lv)
-                .await
-                .map_err(|e| lvm_status(&format!("refreshing {id}"), e))?;
-        }
-        // `--expansion node`: the resizer left the LV to this node, which holds the VG. A
-        // shared VG's LV is the controller's to extend, under its lock, whatever the setting.
-        let extend_here = range.required > v.lv.size
-            && !shared
-            && self.driver.cfg.expansion == crate::config::Expansion::Node;
-        if range.required > v.lv.size && !extend_here {
-            return Err(Status::out_of_range(format!(
-                "volume {id} is {} bytes, smaller than the {} bytes asked; expand it on the controller first",
-                v.lv.size, range.required
-            )));
-        }
-        let is_block = v.content().is_some_and(|c| c.is_block())
-            || req.volume_capability.as_ref().is_some_and(|c| {
-                matches!(c.access_type, Some(volume_capability::AccessType::Block(_)))
-            })
-            // A static volume without a capability: a raw block volume is published as a
-            // device file, a filesystem as a directory.
-            || (v.content().is_none()
-                && req.volume_capability.is_none()
-                && at.identity().is_ok_and(|i| i.kind != vglet_mount::Kind::Dir));
-        let fs = if is_block {
-            None
-        } else {
-            let mount = mounted_at(&path)?.ok_or_else(|| {
-                Status::not_found(format!("volume {id} is not mounted at {}", path.display()))
-            })?;
-            // A static volume's filesystem is whatever the kernel mounted (staging refused
-            // any other than the capability's).
-            let fs_type = match v.content() {
-                Some(vglet_lvm::tags::Content::Filesystem(fs)) => fs,
-                _ => mount.fs_type.clone(),
-            };
-            let dev = match &mapping {
-                Some((name, _)) => vglet_volume::crypt::mapping_path(name),
-                None => device_of(&v),
-            };
-            let here = at
-                .identity()
-                .map_err(|e| mount_status("inspecting volume_path", e))?;
-            let numbers = HOST.device_numbers(&dev).ok_or_else(|| {
-                Status::failed_precondition(format!("device {} is not there", dev.display()))
-            })?;
-            if vglet_mount::mount_proof(&here, numbers, false) != MountProof::Ours {
-                return Err(Status::not_found(format!(
-                    "{} is not a mount of volume {id}",
-                    path.display()
+                    .lvm
+                    .refresh_lv(&id.vg, &id.lv)
+                    .await
+                    .map_err(|e| lvm_status(&format!("refreshing {id}"), e))?;
+            }
+            // `--expansion node`: the resizer left the LV to this node, which holds the VG. A
+            // shared VG's LV is the controller's to extend, under its lock, whatever the setting.
+            let extend_here = range.required > v.lv.size
+                && !shared
+                && self.driver.cfg.expansion == crate::config::Expansion::Node;
+            if range.required > v.lv.size && !extend_here {
+                return Err(Status::out_of_range(format!(
+                    "volume {id} is {} bytes, smaller than the {} bytes asked; expand it on the controller first",
+                    v.lv.size, range.required
                 )));
             }
-            Some((fs_type, dev))
-        };
-        // Only now, with the path proven to be this volume's: a bad request changes nothing.
-        let size = if extend_here {
-            crate::ops::expand::grow_lv(&self.driver, &v, &vg, &report, range)
-                .await
-                .status()?
-        } else {
-            v.lv.size
-        };
-        if let Some(key) = crypt_key {
-            self.driver
-                .crypt
-                .resize(
-                    &HOST,
-                    &id.to_string(),
-                    &id.vg,
-                    &id.lv,
-                    lv_numbers,
-                    key.as_bytes(),
-                )
-                .await
-                .map_err(volume_status)?;
+            let is_block = v.content().is_some_and(|c| c.is_block())
+                || req.volume_capability.as_ref().is_some_and(|c| {
+                    matches!(c.access_type, Some(volume_capability::AccessType::Block(_)))
+                })
+                // A static volume without a capability: a raw block volume is published as a
+                // device file, a filesystem as a directory.
+                || (v.content().is_none()
+                    && req.volume_capability.is_none()
+                    && at.identity().is_ok_and(|i| i.kind != vglet_mount::Kind::Dir));
+            let fs = if is_block {
+                None
+            } else {
+                let mount = mounted_at(&path)?.ok_or_else(|| {
+                    Status::not_found(format!("volume {id} is not mounted at {}", path.display()))
+                })?;
+                // A static volume's filesystem is whatever the kernel mounted (staging refused
+                // any other than the capability's).
+                let fs_type = match v.content() {
+                    Some(vglet_lvm::tags::Content::Filesystem(fs)) => fs,
+                    _ => mount.fs_type.clone(),
+                };
+                let dev = match &mapping {
+                    Some((name, _)) => vglet_volume::crypt::mapping_path(name),
+                    None => device_of(&v),
+                };
+                let here = at
+                    .identity()
+                    .map_err(|e| mount_status("inspecting volume_path", e))?;
+                let numbers = HOST.device_numbers(&dev).ok_or_else(|| {
+                    Status::failed_precondition(format!("device {} is not there", dev.display()))
+                })?;
+                if vglet_mount::mount_proof(&here, numbers, false) != MountProof::Ours {
+                    return Err(Status::not_found(format!(
+                        "{} is not a mount of volume {id}",
+                        path.display()
+                    )));
+                }
+                Some((fs_type, dev))
+            };
+            // Only now, with the path proven to be this volume's: a bad request changes nothing.
+            let size = if extend_here {
+                crate::ops::expand::grow_lv(&self.driver, &v, &vg, &report, range)
+                    .await
+                    .status()?
+            } else {
+                v.lv.size
+            };
+            if let Some(key) = crypt_key {
+                self.driver
+                    .crypt
+                    .resize(
+                        &HOST,
+                        &id.to_string(),
+                        &id.vg,
+                        &id.lv,
+                        lv_numbers,
+                        key.as_bytes(),
+                    )
+                    .await
+                    .map_err(volume_status)?;
+            }
+            if let Some((fs_type, dev)) = fs {
+                self.driver
+                    .fs
+                    .grow(&fs_type, &dev, &path)
+                    .await
+                    .map_err(|e| mount_status(&format!("growing the filesystem of {id}"), e))?;
+                tracing::info!(bytes = size, "filesystem grown");
+            }
+            Ok(Response::new(NodeExpandVolumeResponse {
+                capacity_bytes: size as i64,
+            }))
         }
-        if let Some((fs_type, dev)) = fs {
-            self.driver
-                .fs
-                .grow(&fs_type, &dev, &path)
-                .await
-                .map_err(|e| mount_status(&format!("growing the filesystem of {id}"), e))?;
-            tracing::info!(bytes = size, "filesystem grown");
-        }
-        Ok(Response::new(NodeExpandVolumeResponse {
-            capacity_bytes: size as i64,
-        }))
+        .instrument(span)
+        .await
     }
 
     async fn node_get_capabilities(
