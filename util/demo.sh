@@ -30,7 +30,7 @@ if [[ ${VGLET_DEMO_IN_GUEST:-0} != 1 ]]; then
   if ! has_device_mapper; then
     echo "==> this kernel has no device-mapper: running the demo inside a QEMU guest (Debian kernel, software emulation)"
     exec "$BIN/vmrun" --name vglet-demo --mem 1536 --module dm_mod --module loop --module ext4 \
-      --timeout 600 --env VGLET_DEMO_IN_GUEST=1 -- "$ROOT/util/demo.sh"
+      --timeout 600 --env VGLET_DEMO_IN_GUEST=1 -- bash "$ROOT/util/demo.sh"
   fi
 fi
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # util/vm.sh - build the VM harness's `vmrun` and run it: boot Debian's kernel in QEMU over the
-# host root and run one command in the guest (as root, by bash -c); exit with its status.
+# host root and run one command in the guest (as root, by bash -c: one word is a script,
+# several are a program and its arguments, each quoted); exit with its status.
 #
 #   util/vm.sh [--name N] [--mem 1G] [--cpus 2] [--disk IMG] [--fresh-disk NAME:SIZE]
 #              [--shared-disk IMG] [--pmem FILE] [--fresh-pmem NAME:SIZE] [--share DIR]

@@ -46,12 +46,7 @@ pub fn run_guest_test(test_name: &str, vm: vglet_vmh::Vm) {
     }
     // The guest sees the host root, so the binaries must be built before it boots.
     bin("csi-driver");
-    let exe = std::env::current_exe().unwrap();
-    let cmd = format!(
-        "{} --exact {test_name} --include-ignored --nocapture --test-threads=1",
-        exe.display()
-    );
-    let out = vm.run(&cmd).expect("guest run");
+    let out = vm.run_test(test_name).expect("guest run");
     assert_eq!(
         out.exit_code, 0,
         "guest test {test_name} failed (exit {})",

@@ -36,12 +36,7 @@ fn vm(name: &str) -> vglet_vmh::Vm {
 
 /// Boots `vm` to run guest test `name`; returns the guest's wall time.
 fn boot(vm: vglet_vmh::Vm, name: &str) -> Duration {
-    let exe = std::env::current_exe().unwrap();
-    let cmd = format!(
-        "{} --exact {name} --include-ignored --nocapture --test-threads=1",
-        exe.display()
-    );
-    let out = vm.run(&cmd).expect("guest run");
+    let out = vm.run_test(name).expect("guest run");
     assert_eq!(out.exit_code, 0, "guest test {name} failed");
     out.duration
 }

@@ -51,13 +51,7 @@ fn pmem_chain_in_guest() {
             "nfit", "nd_pmem", "nd_btt", "dax_pmem", "dm_mod", "xfs", "ext4",
         ])
         .timeout(Duration::from_secs(900));
-    let exe = std::env::current_exe().unwrap();
-    let out = vm
-        .run(&format!(
-            "{} --exact guest_pmem_chain --include-ignored --nocapture --test-threads=1",
-            exe.display()
-        ))
-        .expect("guest run");
+    let out = vm.run_test("guest_pmem_chain").expect("guest run");
     assert_eq!(out.exit_code, 0, "guest test guest_pmem_chain failed");
     eprintln!("pmem guest: {:.1}s", out.duration.as_secs_f64());
 }

@@ -44,11 +44,7 @@ fn shared_pod_two_hosts() {
     // Not on tmpfs: the shared disk is opened with O_DIRECT (cache=none).
     let disk = w.sparse_file("shared.img", 2 << 30).expect("shared disk");
     let sync = w.subdir("sync").expect("sync dir");
-    let exe = std::env::current_exe().unwrap();
-    let cmd = format!(
-        "{} --exact guest_shared_pod --include-ignored --nocapture --test-threads=1",
-        exe.display()
-    );
+    let cmd = vglet_vmh::test_command("guest_shared_pod").expect("test command");
     let guest = |role: &str| {
         vglet_vmh::Vm::new(format!("host-{role}"))
             .mem_mib(1024)

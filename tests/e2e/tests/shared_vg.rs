@@ -49,11 +49,7 @@ fn two_hosts(lock_type: &str) {
         .sparse_file("shared.img", 2 << 30)
         .expect("shared disk");
     let sync = work.subdir("sync").expect("sync dir");
-    let exe = std::env::current_exe().unwrap();
-    let cmd = format!(
-        "{} --exact guest_shared_vg --include-ignored --nocapture --test-threads=1",
-        exe.display()
-    );
+    let cmd = vglet_vmh::test_command("guest_shared_vg").expect("test command");
     let guest = |role: &str| {
         let mut vm = vglet_vmh::Vm::new(format!("host-{role}"))
             .mem_mib(1024)
@@ -189,7 +185,7 @@ fn df_size(path: &Path) -> u64 {
 fn vg_init(args: &str) -> String {
     sh(&format!(
         "{} {args} --log-format text",
-        vglet_e2e::bin("vg-init").display()
+        vglet_vmh::shell_quote(&vglet_e2e::bin("vg-init").to_string_lossy())
     ))
 }
 

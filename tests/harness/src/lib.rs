@@ -394,12 +394,7 @@ impl Vm {
     /// binary at the same path (the host root is shared), so it must be built before booting,
     /// which cargo test does anyway.
     pub fn run_test(&self, test: &str) -> Result<VmOutcome, HarnessError> {
-        let exe = std::env::current_exe().map_err(io_err("locate the current test binary"))?;
-        self.run(&format!(
-            "{} --exact {} --include-ignored --nocapture --test-threads=1",
-            shell_quote(&exe.to_string_lossy()),
-            shell_quote(test)
-        ))
+        self.run(&test_command(test)?)
     }
 
     /// Boots the guest in the background. Guests spawned from one thread share the VM lock,
@@ -1095,8 +1090,20 @@ fn serial_of(p: &Path) -> String {
         .collect()
 }
 
-/// Single-quotes `s` for bash.
-fn shell_quote(s: &str) -> String {
+/// The guest command that runs one test of the *current test binary*:
+/// `<current_exe> --exact <test> --include-ignored --nocapture --test-threads=1`, quoted for
+/// `bash -c` (a checkout path may hold spaces). For guests started with [`Vm::spawn`].
+pub fn test_command(test: &str) -> Result<String, HarnessError> {
+    let exe = std::env::current_exe().map_err(io_err("locate the current test binary"))?;
+    Ok(format!(
+        "{} --exact {} --include-ignored --nocapture --test-threads=1",
+        shell_quote(&exe.to_string_lossy()),
+        shell_quote(test)
+    ))
+}
+
+/// Single-quotes `s` for bash, for a path or word put into a guest command.
+pub fn shell_quote(s: &str) -> String {
     if !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c))

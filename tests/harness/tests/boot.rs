@@ -39,8 +39,8 @@ fail() {{ echo "CHECK FAILED: $*"; exit 1; }}
 grep -q 'udev_sync = 0' /etc/lvm/lvm.conf || fail "lvm.conf not adjusted"
 touch /etc/guest-only-write || fail "overlay not writable"
 exit 7"#,
-        cwd = cwd.display(),
-        exe = std::env::current_exe().unwrap().display(),
+        cwd = vglet_vmh::shell_quote(&cwd.to_string_lossy()),
+        exe = vglet_vmh::shell_quote(&std::env::current_exe().unwrap().to_string_lossy()),
     );
     let out = Vm::new("exitcode")
         .env("TRICKY", "a b'c \"d\" $e")

@@ -66,7 +66,8 @@ struct Args {
     /// Do not stream the console to stderr.
     #[arg(long)]
     quiet: bool,
-    /// The command (joined with spaces, run by bash -c in the guest).
+    /// The command: one word is a script for bash -c (`-- 'pvcreate /dev/vda && pvs'`);
+    /// several are a program and its arguments, each quoted (a path may hold spaces).
     #[arg(last = true, required = true, value_name = "COMMAND")]
     command: Vec<String>,
 }
@@ -170,7 +171,15 @@ fn main() -> ExitCode {
     if let Some(l) = &a.log {
         vm = vm.log_to(l);
     }
-    match vm.run(&a.command.join(" ")) {
+    let command = match a.command.as_slice() {
+        [script] => script.clone(),
+        argv => argv
+            .iter()
+            .map(|w| vglet_vmh::shell_quote(w))
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
+    match vm.run(&command) {
         Ok(out) => {
             eprintln!(
                 "vmrun: {} exit={} boot={} total={:.1}s",
