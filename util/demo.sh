@@ -148,8 +148,9 @@ show findmnt -o TARGET,SOURCE,FSTYPE "$TARGET"
 show cat "$TARGET/hello.txt"
 start_driver
 
-say "bad input is refused and changes nothing"
+say "bad input changes nothing: an id vglet never issued is deleted as 'already gone' (the CSI spec's OK), an empty name is refused"
 csictl controller delete "../etc" || echo "(refused, exit $?)"
+show lvs -o lv_name "$VG"
 csictl controller create "" --size 1Mi || echo "(refused, exit $?)"
 
 say "tear down and DeleteVolume"
