@@ -877,9 +877,16 @@ impl VmHandle {
         let Ok(entries) = fs::read_dir(self.rc_dir.join("unplug-req")) else {
             return;
         };
+        let done = self.rc_dir.join("unplug-done");
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let _ = fs::remove_file(e.path());
+            // A request seen twice (over 9p the guest's touch can report a failure and still
+            // create the file, so it asks again) is answered as before: the disk is gone, and
+            // a second device_del would overwrite the "ok" with "not found".
+            if fs::read_to_string(done.join(&name)).is_ok_and(|a| a == "ok\n") {
+                continue;
+            }
             let answer = match self.unplug_disk(&name) {
                 Ok(()) => "ok\n".to_string(),
                 Err(err) => format!("error: {err}\n"),
@@ -887,7 +894,6 @@ impl VmHandle {
             eprintln!("[{}] host: unplug {name}: {}", self.name, answer.trim());
             // Written under a temporary name and renamed: the guest polls for the file and
             // must not read it half-written.
-            let done = self.rc_dir.join("unplug-done");
             let tmp = done.join(format!(".{name}.tmp"));
             if fs::write(&tmp, answer).is_ok() {
                 let _ = fs::rename(&tmp, done.join(&name));

@@ -174,7 +174,7 @@ fn two_guests_share_a_disk() {
 printf '%s\n' {marker} | dd of=/dev/vda bs=512 count=1 conv=sync oflag=direct status=none
 touch {sync}/written
 echo WRITER-OK"#,
-        sync = sync.display()
+        sync = vglet_vmh::shell_quote(&sync.to_string_lossy())
     );
     let reader = format!(
         r#"set -euo pipefail
@@ -186,7 +186,7 @@ got=$(dd if=/dev/vda bs=512 count=1 iflag=direct status=none | tr -d '\0')
 echo "read: $got"
 [ "$got" = {marker} ]
 echo READER-OK"#,
-        sync = sync.display()
+        sync = vglet_vmh::shell_quote(&sync.to_string_lossy())
     );
     let base = |name: &str| {
         Vm::new(name)
