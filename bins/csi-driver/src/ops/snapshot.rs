@@ -304,19 +304,7 @@ pub async fn list(
     driver: &Driver,
     req: ListSnapshotsRequest,
 ) -> Result<ListSnapshotsResponse, Status> {
-    if req.max_entries < 0 {
-        return Err(invalid("max_entries", "must not be negative"));
-    }
-    let after = if req.starting_token.is_empty() {
-        None
-    } else {
-        Some(VolumeId::parse(&req.starting_token).map_err(|e| {
-            Status::aborted(format!(
-                "starting_token {:?} is not valid: {e}",
-                req.starting_token
-            ))
-        })?)
-    };
+    let after = volume_id::page_after(req.max_entries, &req.starting_token).status()?;
     // A filter id that cannot exist matches nothing; the spec wants an empty list, not an
     // error.
     let wanted_id = if req.snapshot_id.is_empty() {

@@ -78,6 +78,24 @@ pub fn to_delete(field: &str, id: &str) -> Result<Option<VolumeId>, VolumeError>
     }
 }
 
+/// Where a page of ListVolumes or ListSnapshots starts: after the id the previous page
+/// ended with (`starting_token`), or at the start. Both lists are ordered by id, so deleting
+/// between pages neither skips nor repeats any. A token that is no id of ours is ABORTED
+/// (the spec's code for an invalid `starting_token`).
+pub fn page_after(max_entries: i32, starting_token: &str) -> Result<Option<VolumeId>, VolumeError> {
+    if max_entries < 0 {
+        return Err(VolumeError::invalid("max_entries", "must not be negative"));
+    }
+    if starting_token.is_empty() {
+        return Ok(None);
+    }
+    VolumeId::parse(starting_token).map(Some).map_err(|e| {
+        VolumeError::Changed(format!(
+            "starting_token {starting_token:?} is not valid: {e}"
+        ))
+    })
+}
+
 /// A non-empty id from the CO, see [`VolumeId::parse_issued`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed {
@@ -165,5 +183,18 @@ mod tests {
             to_delete("volume_id", "vg0/csi-a").unwrap(),
             Some(VolumeId::new("vg0", "csi-a"))
         );
+    }
+
+    #[test]
+    fn pages_start_after_a_token_of_ours() {
+        use crate::status::volume_status;
+        assert_eq!(page_after(0, "").unwrap(), None);
+        assert_eq!(
+            page_after(10, "vg0/csi-a").unwrap(),
+            Some(VolumeId::parse("vg0/csi-a").unwrap())
+        );
+        let code = |r: Result<Option<VolumeId>, VolumeError>| volume_status(r.unwrap_err()).code();
+        assert_eq!(code(page_after(-1, "")), tonic::Code::InvalidArgument);
+        assert_eq!(code(page_after(0, "../etc")), tonic::Code::Aborted);
     }
 }

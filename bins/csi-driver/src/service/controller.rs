@@ -366,19 +366,7 @@ impl Controller for ControllerService {
         req: Request<ListVolumesRequest>,
     ) -> Result<Response<ListVolumesResponse>, Status> {
         let req = req.into_inner();
-        if req.max_entries < 0 {
-            return Err(invalid("max_entries", "must not be negative"));
-        }
-        let after = if req.starting_token.is_empty() {
-            None
-        } else {
-            Some(VolumeId::parse(&req.starting_token).map_err(|e| {
-                Status::aborted(format!(
-                    "starting_token {:?} is not valid: {e}",
-                    req.starting_token
-                ))
-            })?)
-        };
+        let after = volume_id::page_after(req.max_entries, &req.starting_token).status()?;
         let mut vols = Vec::new();
         for vg in &self.driver.cfg.volume_groups {
             // One fullreport gives the VG's kind and its LVs.
