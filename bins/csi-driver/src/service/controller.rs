@@ -176,8 +176,8 @@ impl Controller for ControllerService {
         crate::rules::limits::check(&req).status()?;
         let ask = Ask::check(&req).status()?;
         let span = tracing::info_span!("CreateVolume", name = %req.name);
-        // Held across awaits, an entered span would be exited on another thread:
-        // the future carries it instead.
+        // Each handler's span travels with its future (`.instrument`): an entered guard
+        // held across awaits is exited on another thread and corrupts the subscriber.
         async move {
             let _guard = self
                 .driver
@@ -203,8 +203,6 @@ impl Controller for ControllerService {
             return Ok(Response::new(DeleteVolumeResponse {}));
         };
         let span = tracing::info_span!("DeleteVolume", volume_id = %id);
-        // Held across awaits, an entered span would be exited on another thread:
-        // the future carries it instead.
         async move {
             // Not the spec's OK for a missing volume: an id of our form in a VG this instance
             // does not serve may be a live volume of another instance (another node's VG, or a
@@ -495,8 +493,6 @@ impl Controller for ControllerService {
         crate::rules::limits::check(&req).status()?;
         let span =
             tracing::info_span!("CreateSnapshot", name = %req.name, source = %req.source_volume_id);
-        // Held across awaits, an entered span would be exited on another thread:
-        // the future carries it instead.
         async move { snapshot::create(&self.driver, req).await.map(Response::new) }
             .instrument(span)
             .await
@@ -509,8 +505,6 @@ impl Controller for ControllerService {
         let req = req.into_inner();
         crate::rules::limits::check(&req).status()?;
         let span = tracing::info_span!("DeleteSnapshot", snapshot_id = %req.snapshot_id);
-        // Held across awaits, an entered span would be exited on another thread:
-        // the future carries it instead.
         async move {
             snapshot::delete(&self.driver, req).await?;
             Ok(Response::new(DeleteSnapshotResponse {}))
@@ -543,8 +537,6 @@ impl Controller for ControllerService {
         crate::rules::limits::check(&req).status()?;
         let id = volume_id::lookup("volume_id", "volume", &req.volume_id).status()?;
         let span = tracing::info_span!("ControllerExpandVolume", volume_id = %id);
-        // Held across awaits, an entered span would be exited on another thread:
-        // the future carries it instead.
         async move {
             let range = Range::parse("capacity_range", req.capacity_range.as_ref()).status()?;
             if range.required == 0 && range.limit == 0 {

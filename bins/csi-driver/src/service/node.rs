@@ -414,8 +414,8 @@ impl Node for NodeService {
         crate::rules::limits::check(&req).status()?;
         let id = parse_node_id(&req.volume_id)?;
         let span = tracing::info_span!("NodeStageVolume", volume_id = %id);
-        // Held across awaits, an entered span would be exited on another thread:
-        // the future carries it instead.
+        // Each handler's span travels with its future (`.instrument`): an entered guard
+        // held across awaits is exited on another thread and corrupts the subscriber.
         async move {
             let staging_asked = parse_path("staging_target_path", &req.staging_target_path)?;
             let staging = vglet_mount::normalize_path(&staging_asked);
@@ -529,8 +529,6 @@ impl Node for NodeService {
         let req = req.into_inner();
         let id = parse_node_id(&req.volume_id)?;
         let span = tracing::info_span!("NodeUnstageVolume", volume_id = %id);
-        // Held across awaits, an entered span would be exited on another thread:
-        // the future carries it instead.
         async move {
             let staging_asked = parse_path("staging_target_path", &req.staging_target_path)?;
             let staging = vglet_mount::normalize_path(&staging_asked);
@@ -621,8 +619,6 @@ impl Node for NodeService {
         crate::rules::limits::check(&req).status()?;
         let id = parse_node_id(&req.volume_id)?;
         let span = tracing::info_span!("NodePublishVolume", volume_id = %id);
-        // Held across awaits, an entered span would be exited on another thread:
-        // the future carries it instead.
         async move {
             let target_asked = parse_path("target_path", &req.target_path)?;
             let target = vglet_mount::normalize_path(&target_asked);
@@ -668,8 +664,6 @@ impl Node for NodeService {
         let req = req.into_inner();
         let id = parse_node_id(&req.volume_id)?;
         let span = tracing::info_span!("NodeUnpublishVolume", volume_id = %id);
-        // Held across awaits, an entered span would be exited on another thread:
-        // the future carries it instead.
         async move {
             let target_asked = parse_path("target_path", &req.target_path)?;
             let target = vglet_mount::normalize_path(&target_asked);
@@ -835,8 +829,6 @@ impl Node for NodeService {
         crate::rules::limits::check(&req).status()?;
         let id = parse_node_id(&req.volume_id)?;
         let span = tracing::info_span!("NodeExpandVolume", volume_id = %id);
-        // Held across awaits, an entered span would be exited on another thread:
-        // the future carries it instead.
         async move {
             let asked = parse_path("volume_path", &req.volume_path)?;
             // Resolved only to refuse a symlinked path; the grow tools take the path by name.
