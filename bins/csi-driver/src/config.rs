@@ -104,6 +104,19 @@ pub struct Config {
 pub use vglet_common::duration::parse_duration;
 
 impl Config {
+    /// What this driver marks its children with ([`vglet_runner::orphans`]): the state
+    /// directory, which one driver of a node owns.
+    pub fn runner_owner(&self) -> String {
+        format!("csi-driver:{}", self.state_dir.display())
+    }
+
+    /// Whether CreateVolume records its creates in the state directory rather than in an
+    /// LV tag, for the node-local VGs ([`crate::node_state::create_intents`]): only where
+    /// the controller cannot move away from that directory.
+    pub fn keeps_create_intents(&self) -> bool {
+        self.mode == Mode::All
+    }
+
     /// Checks that cannot be expressed in clap attributes.
     pub fn validate(&self) -> Result<(), String> {
         if self.node_id.trim().is_empty() {

@@ -159,6 +159,9 @@ pub struct Driver {
     pub state: Option<vglet_state::StateStore>,
     /// Volumes this process created, which NodeStageVolume may stage without an lvm read.
     pub vouched: crate::node_state::vouched::VouchedVolumes,
+    /// Creates in flight in node-local VGs, recorded in the state directory instead of
+    /// the `vglet.creating` LV tag.
+    pub creating: crate::node_state::create_intents::CreateIntents,
 }
 
 /// An LV this driver may act on, with what its tags say.

@@ -87,6 +87,11 @@ pub async fn build_driver_from(
     programs.log_absent();
     let lvm = Lvm::new(runner.clone(), programs.clone())?;
     lvm.set_timeout(cfg.command_timeout);
+    // First of all: an earlier run's lvcreate may hold the VG's lock, and must not commit
+    // after the reads below.
+    if cfg.keeps_create_intents() {
+        stop_orphans(&cfg).await?;
+    }
     // Both are needed before serving and neither depends on the other: one lvm start-up
     // cost instead of two. The one report of everything serves the device scope, the VG
     // checks and the reconcile below.
@@ -141,6 +146,10 @@ pub async fn build_driver_from(
     } else {
         None
     };
+    let creating = match cfg.keeps_create_intents() {
+        true => node_state::create_intents::CreateIntents::load(state.clone()),
+        false => Default::default(),
+    };
     let driver = driver::Driver {
         crypt: vglet_volume::crypt::Crypt::new(runner.clone(), &programs),
         fs: Filesystems::new(runner.clone(), programs),
@@ -148,6 +157,7 @@ pub async fn build_driver_from(
         inflight: Default::default(),
         vg_locks: Default::default(),
         vouched: Default::default(),
+        creating,
         state,
         lvm,
         cfg,
@@ -159,6 +169,24 @@ pub async fn build_driver_from(
         ops::reconcile::first_formats_at_start(&driver, report.as_ref());
     }
     Ok(driver)
+}
+
+/// Stops the lvm commands an earlier run of this driver left running when it was killed,
+/// before the intents it left are read: a create it began must not commit after the
+/// reconcile looked (see [`node_state::create_intents`]). One that cannot be stopped stops
+/// the start-up, loudly, rather than risk handing out a half-made LV.
+async fn stop_orphans(cfg: &Config) -> anyhow::Result<()> {
+    let owner = cfg.runner_owner();
+    let stopped = tokio::task::spawn_blocking(move || {
+        vglet_runner::orphans::stop_orphans(&owner, std::time::Duration::from_secs(30))
+    })
+    .await
+    .context("stopping an earlier run's commands")?
+    .context("an earlier run of this driver left commands running")?;
+    for o in &stopped {
+        tracing::warn!(pid = o.pid, cmd = %o.argv, "killed a command an earlier run of this driver left running");
+    }
+    Ok(())
 }
 
 /// A shared VG whose lock type this lvm was not built with (idm on Debian's lvm2) could be
@@ -185,7 +213,9 @@ async fn check_lock_type(lvm: &Lvm, vg: &str, lock_type: &str) -> anyhow::Result
 /// Serves until SIGTERM or SIGINT.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(metrics::Metrics::new());
-    let runner = Arc::new(SystemRunner::with_observer(metrics.command_observer()));
+    let runner = Arc::new(
+        SystemRunner::with_observer(metrics.command_observer()).owned_by(cfg.runner_owner()),
+    );
     run_with(cfg, runner, metrics, shutdown_signal()).await
 }
 

@@ -24,6 +24,11 @@ pub const ADOPT_DELETE_PREFIX: &str = "vglet.adopt.delete=";
 /// `vglet.creating`: carried by an LV from its lvcreate until CreateVolume finished every
 /// step; the reconcile at start removes LVs that still carry it.
 pub const CREATING_TAG: &str = "vglet.creating";
+/// `vglet.create-id=<id>`: which CreateVolume attempt made the LV, written in lvcreate's
+/// commit where the attempt is recorded by a create intent on the node instead of
+/// [`CREATING_TAG`]; it lets an unfinished LV be told from one of the same name made
+/// earlier, which must never be removed for it.
+pub const CREATE_ID_PREFIX: &str = "vglet.create-id=";
 /// `vglet.formatting=<mark>`: a shared volume's first format is in progress.
 pub const FORMATTING_TAG_PREFIX: &str = "vglet.formatting=";
 
@@ -57,7 +62,7 @@ impl VolumeTags {
     /// The tags to write, values encoded with [`encode_tag_value`].
     pub fn to_tags(&self) -> Vec<String> {
         vec![
-            format!("{OWNER_PREFIX}{}", encode_tag_value(&self.owner)),
+            owner_tag(&self.owner),
             format!("{NAME_PREFIX}{}", encode_tag_value(&self.name)),
             format!("{SIZE_PREFIX}{}", self.size),
             format!("{FS_PREFIX}{}", encode_tag_value(&self.fs)),
@@ -376,6 +381,16 @@ fn is_adopt_tag(t: &str) -> bool {
 /// The tag that lets `driver_name` adopt an LV, as `lvchange --addtag` takes it.
 pub fn adopt_tag(driver_name: &str) -> String {
     format!("{ADOPT_PREFIX}{}", encode_tag_value(driver_name))
+}
+
+/// `vglet.create-id=<id>` of one create attempt (`id`: letters and digits).
+pub fn create_id_tag(id: &str) -> String {
+    format!("{CREATE_ID_PREFIX}{}", encode_tag_value(id))
+}
+
+/// `vglet.owner=<driver>`, as an LV the driver created carries it.
+pub fn owner_tag(driver_name: &str) -> String {
+    format!("{OWNER_PREFIX}{}", encode_tag_value(driver_name))
 }
 
 /// The tag that lets `driver_name` remove an adopted LV.

@@ -7,6 +7,7 @@
 
 mod command;
 mod fake;
+pub mod orphans;
 pub mod programs;
 mod real;
 

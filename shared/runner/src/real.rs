@@ -51,12 +51,15 @@ pub type Observer = Arc<dyn Fn(&CommandEvent) + Send + Sync>;
 #[derive(Default, Clone)]
 pub struct SystemRunner {
     observer: Option<Observer>,
+    /// Marks every child's environment (see [`crate::orphans`]).
+    owner: Option<String>,
 }
 
 impl std::fmt::Debug for SystemRunner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SystemRunner")
             .field("observer", &self.observer.is_some())
+            .field("owner", &self.owner)
             .finish()
     }
 }
@@ -71,7 +74,15 @@ impl SystemRunner {
     pub fn with_observer(observer: Observer) -> Self {
         SystemRunner {
             observer: Some(observer),
+            owner: None,
         }
+    }
+
+    /// Marks every child with [`crate::orphans::OWNER_ENV`]`=owner`, so that a successor of
+    /// this process can find and stop the children a `kill -9` left running.
+    pub fn owned_by(mut self, owner: impl Into<String>) -> Self {
+        self.owner = Some(owner.into());
+        self
     }
 
     fn observe(&self, program: &str, duration: Duration, outcome: CommandOutcome) {
@@ -94,6 +105,7 @@ impl Runner for SystemRunner {
         child_cmd
             .args(&cmd.args)
             .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+            .envs(self.owner.iter().map(|o| (crate::orphans::OWNER_ENV, o)))
             .stdin(if cmd.stdin.is_some() {
                 Stdio::piped()
             } else {

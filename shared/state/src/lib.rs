@@ -8,8 +8,10 @@
 //! A record that is damaged anyway (disk trouble, a hand edit) is reported by [`StateStore::list`]
 //! and skipped; it never stops the others from being read.
 
+mod create_intent;
 mod format_mark;
 mod lock;
+mod marks;
 mod name;
 
 use std::fs::{File, OpenOptions};
@@ -19,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use create_intent::{CREATE_INTENT_DIR, CREATE_INTENT_VERSION, CreateIntent};
 pub use format_mark::{FORMAT_MARK_DIR, FORMAT_MARK_VERSION, FormatMark};
 pub use lock::VolumeLock;
 pub use name::{decode_file_name, encode_file_name};

@@ -322,3 +322,43 @@ fn a_damaged_or_misplaced_format_mark_is_reported_not_used() {
         Err(StateError::BadVolumeId(_))
     ));
 }
+
+fn intent(id: &str) -> CreateIntent {
+    CreateIntent {
+        version: CREATE_INTENT_VERSION,
+        volume_id: id.into(),
+        create_id: "17c3a".into(),
+        started_unix: 1_700_000_000,
+    }
+}
+
+#[test]
+fn create_intents_live_apart_from_format_marks_and_records() {
+    let d = tempfile::tempdir().unwrap();
+    let s = StateStore::open(d.path()).unwrap();
+    assert_eq!(s.create_intent("vg0/a").unwrap(), None);
+    s.put_create_intent(&intent("vg0/a")).unwrap();
+    s.put_format_mark(&mark("vg0/a")).unwrap();
+    assert!(
+        d.path()
+            .join(CREATE_INTENT_DIR)
+            .join("vg0%2Fa.json")
+            .is_file()
+    );
+    assert_eq!(s.create_intent("vg0/a").unwrap(), Some(intent("vg0/a")));
+    assert_eq!(s.create_intents().unwrap(), (vec![intent("vg0/a")], vec![]));
+    // Each kind is read only as itself: removing the intent leaves the format mark.
+    s.remove_create_intent("vg0/a").unwrap();
+    s.remove_create_intent("vg0/a").unwrap();
+    assert_eq!(s.create_intent("vg0/a").unwrap(), None);
+    assert_eq!(s.format_mark("vg0/a").unwrap(), Some(mark("vg0/a")));
+    assert_eq!(s.list().unwrap(), (vec![], vec![]));
+    // A format mark copied into the intents' directory is damage, not an intent.
+    std::fs::copy(
+        d.path().join(FORMAT_MARK_DIR).join("vg0%2Fa.json"),
+        d.path().join(CREATE_INTENT_DIR).join("vg0%2Fa.json"),
+    )
+    .unwrap();
+    let (good, bad) = s.create_intents().unwrap();
+    assert!(good.is_empty() && bad.len() == 1, "{good:?} {bad:?}");
+}

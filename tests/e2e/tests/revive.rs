@@ -489,6 +489,60 @@ fn guest_revive_boot2() {
 }
 
 const KILL_NAMES: usize = 50;
+const ORPHAN_NAMES: usize = 8;
+const KILL_STATE: &str = "/run/vglet-state";
+
+/// An earlier tenant's data at the head of every 4 MiB extent of the disk (the PV's data
+/// starts at 1 MiB), where a new LV's first bytes land.
+fn plant_earlier_tenant(disk: &str, extents: usize) {
+    sh(&format!(
+        "for i in $(seq 0 {}); do yes TENANT | head -c 4096 | \
+         dd of={disk} bs=4096 seek=$((256 + i*1024)) count=1 conv=notrunc status=none; done",
+        extents - 1
+    ));
+}
+
+/// Every LV of the VG starts with zeros: none was handed out with an earlier tenant's data.
+fn heads_are_zeroed(vg: &str) {
+    sh(&format!("lvchange -q -ay {vg}"));
+    for (name, _, _) in lvs(vg) {
+        let n = sh(&format!(
+            "head -c 4096 /dev/{vg}/{name} | tr -d '\\000' | wc -c"
+        ));
+        assert_eq!(n.trim(), "0", "{vg}/{name} does not start with zeros");
+    }
+}
+
+/// The create intents csi-driver's state directory holds.
+fn intents() -> Vec<String> {
+    match std::fs::read_dir(Path::new(KILL_STATE).join("creating")) {
+        Ok(d) => d
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect(),
+        Err(_) => vec![],
+    }
+}
+
+/// Writes a create intent as a killed driver would have left it.
+fn write_intent(lv: &str, create_id: &str) {
+    let dir = Path::new(KILL_STATE).join("creating");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join(format!("{VG}%2F{lv}.json")),
+        format!(
+            r#"{{"version":1,"volume_id":"{VG}/{lv}","create_id":"{create_id}","started_unix":1}}"#
+        ),
+    )
+    .unwrap();
+}
+
+/// State letter of a process (`None`: gone).
+fn process_state(pid: &str) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next())
+}
 
 async fn create_retrying(c: &mut Clients, name: &str) -> Result<String, tonic::Status> {
     let mut last = None;
@@ -513,9 +567,18 @@ async fn create_retrying(c: &mut Clients, name: &str) -> Result<String, tonic::S
 #[ignore = "runs inside the QEMU guest through kill_during_creates_in_guest"]
 fn guest_kill_during_creates() {
     assert!(in_guest());
+    plant_earlier_tenant("/dev/vda", 2 * (KILL_NAMES + ORPHAN_NAMES) + 8);
     sh(&format!(
         "pvcreate -q /dev/vda && vgcreate -q {VG} /dev/vda"
     ));
+    // The check below can fail: an LV made without zeroing shows the earlier data.
+    sh(&format!("lvcreate -q -y -Zn -Wn -n control -L 4M {VG}"));
+    let head = sh(&format!("head -c 4096 /dev/{VG}/control"));
+    assert!(
+        head.contains("TENANT"),
+        "the planted data is not where LVs start"
+    );
+    sh(&format!("lvremove -q -y {VG}/control"));
     let sock = Path::new("/run/vglet/kill.sock");
     let args = [
         "--mode",
@@ -525,7 +588,7 @@ fn guest_kill_during_creates() {
         "--volume-group",
         VG,
         "--state-dir",
-        "/run/vglet-state",
+        KILL_STATE,
     ];
     let rt = tokio::runtime::Runtime::new().unwrap();
     let names: Vec<String> = (0..KILL_NAMES).map(|i| format!("kill-{i}")).collect();
@@ -582,12 +645,24 @@ fn guest_kill_during_creates() {
     eprintln!("{}", sh(&format!("lvs -o lv_name,lv_tags {VG}")));
 
     // An interruption between lvcreate's commit and the end of CreateVolume, made
-    // deterministic: an LV that still carries the unfinished marker.
-    sh(&format!(
-        "lvcreate -q -y -an -Zn -n csi-kill-49 -L 8M --addtag vglet.owner=lvm.vglet.io \
-         --addtag vglet.name=kill-49 --addtag vglet.size=8388608 --addtag vglet.fs=block \
-         --addtag vglet.creating {VG}"
-    ));
+    // deterministic. On a shared VG the LV carries the unfinished marker tag; here, on a
+    // node-local VG under --mode all, the driver's create intent names the attempt's id,
+    // which the LV carries. One LV of each kind, unzeroed (-Zn) on the earlier data.
+    let unfinished = |name: &str, marker: &str| {
+        sh(&format!(
+            "lvremove -q -y {VG}/csi-{name} 2>/dev/null; \
+             lvcreate -q -y -an -Zn -n csi-{name} -L 8M --addtag vglet.owner=lvm.vglet.io \
+             --addtag vglet.name={name} --addtag vglet.size=8388608 --addtag vglet.fs=block \
+             --addtag {marker} {VG}"
+        ))
+    };
+    unfinished("kill-49", "vglet.creating");
+    unfinished("kill-48", "vglet.create-id=dead01");
+    write_intent("csi-kill-48", "dead01");
+    // An intent whose attempt made no LV of its own: the LV of the name is an earlier,
+    // finished one (here kill-0, if the first round made it), which must stay.
+    write_intent("csi-kill-0", "cafe02");
+    let kill0_before = lvs(VG).into_iter().find(|l| l.0 == "csi-kill-0");
 
     step("restart: the unfinished LVs are gone before any retry");
     let t = Instant::now();
@@ -602,8 +677,20 @@ fn guest_kill_during_creates() {
     assert!(
         after_start
             .iter()
-            .all(|(_, _, tags)| !tags.contains("vglet.creating")),
+            .all(|(name, _, tags)| !tags.contains("vglet.creating")
+                && !tags.contains("vglet.create-id=dead01")
+                && name != "csi-kill-48"),
         "unfinished LVs left after start-up: {after_start:?}"
+    );
+    assert_eq!(
+        after_start.iter().find(|l| l.0 == "csi-kill-0"),
+        kill0_before.as_ref(),
+        "an earlier LV of an intent's name was touched"
+    );
+    assert_eq!(
+        intents(),
+        Vec::<String>::new(),
+        "intents left after start-up"
     );
     eprintln!("restart with reconcile: {:.1}s", t.elapsed().as_secs_f64());
 
@@ -638,5 +725,87 @@ fn guest_kill_during_creates() {
             "{name}: {tags}"
         );
     }
+    assert_eq!(intents(), Vec::<String>::new());
+    heads_are_zeroed(VG);
+    drop(_d);
+
+    step("kill -9 of csi-driver alone: its lvcreate outlives it (stopped, so it surely does)");
+    let log = Path::new("/tmp/kill-orphan.log");
+    let d = DriverProcess::start(&args, sock);
+    let orphans: Vec<String> = (0..ORPHAN_NAMES).map(|i| format!("orphan-{i}")).collect();
+    let killer = std::thread::spawn(|| {
+        let start = Instant::now();
+        loop {
+            let out = sh("pid=$(pgrep -f '^[^ ]*lvm lvcreate' | head -1); \
+                 if [ -n \"$pid\" ]; then kill -STOP $pid && kill -9 $(pidof csi-driver) && echo $pid; fi");
+            if !out.trim().is_empty() {
+                return out.trim().to_string();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "no lvcreate seen"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    rt.block_on(async {
+        let mut c = clients(sock).await;
+        for n in &orphans {
+            if c.controller
+                .create_volume(create_req(n, 8 * MIB, cap(Kind::Block)))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let orphan = killer.join().unwrap();
+    drop(d);
+    assert_eq!(
+        process_state(&orphan),
+        Some('T'),
+        "the orphaned lvcreate {orphan} is not stopped"
+    );
+
+    step("restart: the orphan is killed before start-up reads lvm; retries converge");
+    let _d = DriverProcess::start_logged(&args, sock, log);
+    rt.block_on(async {
+        let mut c = clients(sock).await;
+        vglet_e2e::wait_probe_ready(&mut c).await;
+    });
+    assert!(
+        matches!(process_state(&orphan), None | Some('Z')),
+        "the orphaned lvcreate {orphan} survived the restart"
+    );
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(
+        text.contains("killed a command an earlier run of this driver left running"),
+        "{text}"
+    );
+    assert_eq!(
+        intents(),
+        Vec::<String>::new(),
+        "intents left after start-up"
+    );
+    rt.block_on(async {
+        let mut c = clients(sock).await;
+        for n in &orphans {
+            create_retrying(&mut c, n)
+                .await
+                .unwrap_or_else(|s| panic!("retry of {n}: {s}"));
+        }
+    });
+    let all = lvs(VG);
+    assert_eq!(all.len(), KILL_NAMES + ORPHAN_NAMES, "{all:?}");
+    for n in names.iter().chain(&orphans) {
+        assert_eq!(
+            all.iter().filter(|l| l.0 == format!("csi-{n}")).count(),
+            1,
+            "{n}: {all:?}"
+        );
+    }
+    assert_eq!(intents(), Vec::<String>::new());
+    heads_are_zeroed(VG);
     eprintln!("\nKILL DURING CREATES: PASSED");
 }

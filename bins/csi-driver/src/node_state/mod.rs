@@ -3,6 +3,7 @@
 //! ([`staged`]), and the start-up pass over first-format marks ([`first_format`]). Staging and
 //! publishing themselves are [`vglet_volume`]'s.
 
+pub(crate) mod create_intents;
 pub(crate) mod first_format;
 pub(crate) mod staged;
 pub(crate) mod vouched;

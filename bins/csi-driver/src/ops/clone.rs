@@ -247,11 +247,7 @@ pub async fn fill(
                         vg: v.id.vg.clone(),
                         origin: v.id.lv.clone(),
                         name: temp.lv.clone(),
-                        tags: vec![format!(
-                            "{}{}",
-                            vglet_lvm::tags::OWNER_PREFIX,
-                            vglet_lvm::naming::encode_tag_value(&driver.cfg.driver_name)
-                        )],
+                        tags: vec![vglet_lvm::tags::owner_tag(&driver.cfg.driver_name)],
                         kind,
                     })
                     .await

@@ -1,11 +1,13 @@
 //! Start-up reconciliation of work a previous process left half-done.
 //!
-//! CreateVolume is the only controller operation with more than one lvm step (lvcreate;
-//! on shared VGs the release of the activation it needs for zeroing; dropping the
-//! [`CREATING_TAG`] marker). An LV that still carries the marker was never reported to a
-//! CO, may be unzeroed (lvcreate killed between its metadata commit and the wipe) and may
-//! hold an exclusive activation on this host: it is removed, with a log line per LV, and
-//! the CO's retry creates it afresh. Everything else the controller does is one atomic
+//! CreateVolume is the only controller operation with more than one step (lvcreate; on
+//! shared VGs the release of the activation it needs for zeroing; a copy into the new LV;
+//! dropping the marker that says it is unfinished: the [`CREATING_TAG`] on shared VGs, a
+//! create intent in the state directory on node-local ones, see
+//! [`crate::node_state::create_intents`]). An LV still marked was never reported to a CO,
+//! may be unzeroed (lvcreate killed between its metadata commit and the wipe) and may hold
+//! an exclusive activation on this host: it is removed, with a log line per LV, and the
+//! CO's retry creates it afresh. Everything else the controller does is one atomic
 //! lvm command, and the node side repairs itself on the CO's next call (every node RPC
 //! looks at the real state first) or through the reviver.
 //!
@@ -20,29 +22,49 @@ use tonic::Status;
 use vglet_lvm::{Lv, LvmError};
 
 use crate::driver::Driver;
+use crate::node_state::create_intents::CreateIntents;
 use crate::rules::volume_id::VolumeId;
 use crate::status::lvm_status;
 
 /// Carried by an LV from its lvcreate until CreateVolume finished every step.
 use vglet_lvm::tags::CREATING_TAG;
 
-pub fn is_unfinished(lv: &Lv) -> bool {
-    lv.tags.iter().any(|t| t == CREATING_TAG)
+/// The tag that marks LV `id` unfinished, if one does: the create id of an open intent in
+/// `creating` (only an LV carrying it is that attempt's), or [`CREATING_TAG`].
+pub fn unfinished_mark(creating: Option<&CreateIntents>, id: &VolumeId, lv: &Lv) -> Option<String> {
+    if let Some(tag) = creating.and_then(|c| c.unfinished_tag(id))
+        && lv.tags.contains(&tag)
+    {
+        return Some(tag);
+    }
+    lv.tags
+        .iter()
+        .any(|t| t == CREATING_TAG)
+        .then(|| CREATING_TAG.to_string())
 }
 
-/// Removes an unfinished LV. The removal is conditional on the marker (checked by lvm under
-/// the VG lock), so a create that completes at the same moment elsewhere keeps its LV.
-pub async fn remove_unfinished(driver: &Driver, id: &VolumeId) -> Result<(), Status> {
+pub fn is_unfinished(creating: Option<&CreateIntents>, id: &VolumeId, lv: &Lv) -> bool {
+    unfinished_mark(creating, id, lv).is_some()
+}
+
+/// Removes an unfinished LV, conditional on `mark` (from [`unfinished_mark`]), checked by
+/// lvm under the VG lock: a create that completes at the same moment on another host keeps
+/// its LV, and an LV of the name that another attempt made is never taken for this one's.
+/// A create intent goes once its LV is gone.
+pub async fn remove_unfinished(driver: &Driver, id: &VolumeId, mark: &str) -> Result<(), Status> {
     tracing::warn!(volume = %id, "removing an LV left unfinished by an interrupted CreateVolume");
     let _w = driver.vg_locks.lock(&id.vg).await;
-    match driver
-        .lvm
-        .remove_lv_if_tagged(&id.vg, &id.lv, CREATING_TAG)
-        .await
-    {
-        Ok(()) | Err(LvmError::LvNotFound(_)) => Ok(()),
-        Err(e) => Err(lvm_status(&format!("removing the unfinished LV {id}"), e)),
+    match driver.lvm.remove_lv_if_tagged(&id.vg, &id.lv, mark).await {
+        Ok(()) | Err(LvmError::LvNotFound(_)) => {}
+        Err(e) => return Err(lvm_status(&format!("removing the unfinished LV {id}"), e)),
     }
+    if driver.creating.unfinished_tag(id).as_deref() == Some(mark) {
+        driver
+            .creating
+            .end(id)
+            .map_err(crate::status::volume_status)?;
+    }
+    Ok(())
 }
 
 /// What the start-up pass did, for logs and tests.
@@ -72,12 +94,15 @@ pub async fn at_start_from(driver: &Driver, known: Option<&vglet_lvm::Report>) -
                 continue;
             }
         };
-        for lv in lvs.iter().filter(|lv| is_unfinished(lv)) {
+        for lv in lvs {
             let id = VolumeId::new(vg.clone(), lv.name.clone());
-            if driver.ownership(&id, lv).is_err() {
+            let Some(mark) = unfinished_mark(Some(&driver.creating), &id, &lv) else {
+                continue;
+            };
+            if driver.ownership(&id, &lv).is_err() {
                 continue;
             }
-            match remove_unfinished(driver, &id).await {
+            match remove_unfinished(driver, &id, &mark).await {
                 Ok(()) => out.removed.push(id.to_string()),
                 Err(s) => {
                     tracing::error!(volume = %id, error = %s.message(), "reconcile: unfinished LV not removed");
@@ -86,10 +111,55 @@ pub async fn at_start_from(driver: &Driver, known: Option<&vglet_lvm::Report>) -
             }
         }
     }
+    drop_intents_of_absent_lvs(driver, known, &mut out).await;
     if !out.removed.is_empty() || !out.failed.is_empty() {
         tracing::info!(removed = %out.removed.join(","), failed = out.failed.len(), "reconciled interrupted CreateVolume calls");
     }
     out
+}
+
+/// Intents whose LV does not exist (the create stopped before lvcreate committed, and no
+/// lvcreate of an earlier run is left to commit: start-up stopped them), or whose LV of the
+/// name is not that attempt's (made before it: the lvcreate was refused): dropped. An
+/// intent of a VG no longer served, or one that cannot be read now, is kept.
+async fn drop_intents_of_absent_lvs(
+    driver: &Driver,
+    known: Option<&vglet_lvm::Report>,
+    out: &mut Outcome,
+) {
+    for key in driver.creating.open() {
+        let Ok(id) = VolumeId::parse(&key) else {
+            continue;
+        };
+        if !driver.serves_vg(&id.vg) {
+            continue;
+        }
+        // Removed above (and the intent with it), or not ours, or its removal failed.
+        let lv = match known.filter(|r| r.vg(&id.vg).is_some()) {
+            Some(r) => Ok(r
+                .lvs
+                .iter()
+                .find(|l| l.vg == id.vg && l.name == id.lv)
+                .cloned()),
+            None => driver.lvm.lv(&id.vg, &id.lv).await,
+        };
+        let unfinished = |lv: &Lv| driver.creating.marks(&id, lv);
+        match lv {
+            Ok(Some(lv)) if unfinished(&lv) => {}
+            Ok(_) => match driver.creating.end(&id) {
+                Ok(()) => {
+                    tracing::info!(volume = %id, "dropped the intent of a create that made no LV")
+                }
+                Err(e) => {
+                    tracing::warn!(volume = %id, error = %e, "cannot drop a create intent");
+                    out.failed.push((id.to_string(), e.to_string()));
+                }
+            },
+            Err(e) => {
+                tracing::warn!(volume = %id, error = %e, "reconcile: cannot read the LV of a create intent; kept")
+            }
+        }
+    }
 }
 
 /// Reports stuck first-format marks and drops those of LVs that no longer exist (node

@@ -9,7 +9,7 @@ use crate::driver::{Driver, OwnedVolume};
 use crate::node_state::vouched::Vouched;
 use crate::ops::clone;
 use crate::rules::volume_id::VolumeId;
-use crate::status::lvm_status;
+use crate::status::{IntoStatus, lvm_status};
 use vglet_lvm::tags::CREATING_TAG;
 
 /// Creation markers dropped in one commit while more creates of the VG are queued: fewer
@@ -108,15 +108,23 @@ pub async fn create(driver: &Driver, c: Create) -> Result<Done, Status> {
 /// its start and wipes old signatures) and then released, so that any node can take it;
 /// if the release fails the LV is removed again, so a retry starts clean.
 ///
-/// The LV carries [`CREATING_TAG`] until every step is done: a crash in between (the
-/// lvcreate killed after its metadata commit but before zeroing, or before the release,
-/// or in the middle of copying a content source) leaves an LV that says it is
-/// unfinished, which the next CreateVolume of that name or the start-up reconcile
-/// removes. No CO was ever told about such an LV.
+/// The LV is marked unfinished until every step is done: a crash in between (the lvcreate
+/// killed after its metadata commit but before zeroing, or before the release, or in the
+/// middle of copying a content source) leaves an LV that says it is unfinished, which the
+/// next CreateVolume of that name or the start-up reconcile removes. No CO was ever told
+/// about such an LV. The mark is a create intent in the state directory where the VG is
+/// node-local and this process serves both sides ([`crate::node_state::create_intents`]:
+/// no lvm commit to drop it), else [`CREATING_TAG`], written in lvcreate's own commit.
 async fn create_lv(driver: &Driver, c: &Create) -> Result<(), Status> {
     let id = c.id();
     let mut lv = c.lv.clone();
-    lv.tags.push(CREATING_TAG.to_string());
+    let by_intent = driver.creating.keeps(&c.vg);
+    // Durable before lvcreate can commit anything; the LV carries the attempt's id.
+    let mark = match by_intent {
+        true => driver.creating.begin(&id).status()?,
+        false => CREATING_TAG.to_string(),
+    };
+    lv.tags.push(mark.clone());
     {
         // Held for the metadata change only: a copy into the new LV can take minutes,
         // and takes this lock itself for its temporary snapshot.
@@ -173,6 +181,9 @@ async fn create_lv(driver: &Driver, c: &Create) -> Result<(), Status> {
                 .await
                 .map_err(|e| lvm_status(&format!("releasing the new LV {id}"), e))?;
         }
+        if by_intent {
+            return driver.creating.end(&id).status();
+        }
         driver
             .lvm
             .del_lv_tag_batched(&id.vg, &id.lv, CREATING_TAG, |queued| {
@@ -185,18 +196,14 @@ async fn create_lv(driver: &Driver, c: &Create) -> Result<(), Status> {
     };
     if let Err(status) = finished.await {
         tracing::error!(volume = %id, error = %status.message(), "cannot finish the new LV; removing it");
-        remove_unfinished_after_failure(driver, &id).await;
+        remove_unfinished_after_failure(driver, &id, &mark).await;
         return Err(status);
     }
     Ok(())
 }
 
-async fn remove_unfinished_after_failure(driver: &Driver, id: &VolumeId) {
-    if let Err(e2) = driver
-        .lvm
-        .remove_lv_if_tagged(&id.vg, &id.lv, CREATING_TAG)
-        .await
-    {
-        tracing::error!(volume = %id, error = %e2, "removing the unfinished LV failed; the next attempt or a restart retries");
+async fn remove_unfinished_after_failure(driver: &Driver, id: &VolumeId, mark: &str) {
+    if let Err(e2) = crate::ops::reconcile::remove_unfinished(driver, id, mark).await {
+        tracing::error!(volume = %id, error = %e2.message(), "removing the unfinished LV failed; the next attempt or a restart retries");
     }
 }

@@ -21,6 +21,7 @@ pub use ask::{Ask, SourceId};
 pub use plan::{Plan, plan};
 
 use crate::config::Config;
+use crate::node_state::create_intents::CreateIntents;
 
 /// What the plan needs of the driver's configuration and host: nothing it would have to
 /// ask lvm or the kernel for while planning.
@@ -33,15 +34,18 @@ pub struct Served<'a> {
     pub vgs: &'a [String],
     /// The host's page size, which an fsdax filesystem's block size must equal.
     pub page_size: u64,
+    /// Creates in flight recorded on this node (`None`: only LV tags mark unfinished LVs).
+    pub creating: Option<&'a CreateIntents>,
 }
 
 impl<'a> Served<'a> {
-    pub fn of(cfg: &'a Config) -> Served<'a> {
+    pub fn of(cfg: &'a Config, creating: &'a CreateIntents) -> Served<'a> {
         Served {
             driver: &cfg.driver_name,
             node_id: &cfg.node_id,
             vgs: &cfg.volume_groups,
             page_size: vglet_mount::page_size(),
+            creating: Some(creating),
         }
     }
 

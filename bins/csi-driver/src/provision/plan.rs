@@ -11,7 +11,7 @@ use vglet_lvm::{Layout, LvCreate, LvType, Report, Vg};
 use super::{Ask, Served, SourceId, choice};
 use crate::driver::{self, OwnedVolume, kind_of, vg_in};
 use crate::ops::clone::Source;
-use crate::ops::reconcile::is_unfinished;
+use crate::ops::reconcile::unfinished_mark;
 use crate::ops::snapshot;
 use crate::rules::capability::{self, Access, VgKind};
 use crate::rules::error::VolumeError;
@@ -26,8 +26,9 @@ pub enum Plan {
     /// The volume exists as asked: the answer is the existing volume (idempotent retry).
     Existing(Existing),
     /// An LV of the name left by an interrupted attempt (this request holds the name now):
-    /// remove it, read again and plan again.
-    RemoveUnfinished(VolumeId),
+    /// remove it (conditional on the tag that marks it, see
+    /// [`crate::ops::reconcile::unfinished_mark`]), read again and plan again.
+    RemoveUnfinished(VolumeId, String),
     /// Create the volume.
     Create(Create),
 }
@@ -116,9 +117,9 @@ pub fn plan(served: &Served<'_>, ask: &Ask, report: &Report) -> Result<Plan, Vol
     };
     let existing = find_by_name(served, report, &ask.lv_name)?;
     if let Some(v) = &existing
-        && is_unfinished(&v.lv)
+        && let Some(mark) = unfinished_mark(served.creating, &v.id, &v.lv)
     {
-        return Ok(Plan::RemoveUnfinished(v.id.clone()));
+        return Ok(Plan::RemoveUnfinished(v.id.clone(), mark));
     }
     let params = &ask.params;
     let vg = match (&existing, &source) {

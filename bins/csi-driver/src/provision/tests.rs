@@ -26,6 +26,7 @@ fn served(vgs: &[String]) -> Served<'_> {
         node_id: "n1",
         vgs,
         page_size: 4096,
+        creating: None,
     }
 }
 
@@ -520,7 +521,32 @@ fn an_existing_volume_is_the_answer_or_already_exists() {
         .tags
         .push(vglet_lvm::tags::CREATING_TAG.into());
     match planned(&vgs, &req("pvc-1", 64 * MIB, &[]), &unfinished) {
-        Ok(Plan::RemoveUnfinished(id)) => assert_eq!(id.to_string(), "vg0/csi-pvc-1"),
+        Ok(Plan::RemoveUnfinished(id, mark)) => {
+            assert_eq!(id.to_string(), "vg0/csi-pvc-1");
+            assert_eq!(mark, vglet_lvm::tags::CREATING_TAG);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Recorded by a create intent on the node: only the LV carrying that attempt's id is
+    // unfinished. An LV of the name made before (the attempt's lvcreate was refused because
+    // it existed) is the existing volume, never removed for it.
+    let dir = tempfile::tempdir().unwrap();
+    let creating = CreateIntents::load(Some(vglet_state::StateStore::open(dir.path()).unwrap()));
+    let id = crate::rules::volume_id::VolumeId::new("vg0", "csi-pvc-1");
+    let mark = creating.begin(&id).unwrap();
+    let with_intent = |rep: &Report| {
+        let mut s = served(&vgs);
+        s.creating = Some(&creating);
+        plan(&s, &ask(&req("pvc-1", 64 * MIB, &[])), rep)
+    };
+    assert!(
+        matches!(with_intent(&rep), Ok(Plan::Existing(_))),
+        "an earlier LV of the name is the volume"
+    );
+    let mut this_attempt = rep.clone();
+    this_attempt.lvs[0].tags.push(mark.clone());
+    match with_intent(&this_attempt) {
+        Ok(Plan::RemoveUnfinished(_, m)) => assert_eq!(m, mark),
         other => panic!("{other:?}"),
     }
 }
@@ -779,6 +805,13 @@ mod lvm_reads {
     /// The controller of vg0 (with `--volume-group=vg1` also of vg1, which is missing),
     /// after its start-up read.
     async fn service(extra: &[&str]) -> (tempfile::TempDir, FakeRunner, ControllerService) {
+        service_in("--mode=controller", extra).await
+    }
+
+    async fn service_in(
+        mode: &str,
+        extra: &[&str],
+    ) -> (tempfile::TempDir, FakeRunner, ControllerService) {
         let runner = FakeRunner::with(|c| {
             let args = c.arg_strings();
             match args.first().map(String::as_str) {
@@ -789,7 +822,7 @@ mod lvm_reads {
             }
         });
         let dir = tempfile::tempdir().unwrap();
-        let mut flags = vec!["--mode=controller".to_string()];
+        let mut flags = vec![mode.to_string()];
         flags.extend(extra.iter().map(|f| f.to_string()));
         let cfg = crate::test_config(dir.path(), &flags);
         let driver = crate::build_driver_with(cfg, Arc::new(runner.clone()))
@@ -873,6 +906,23 @@ mod lvm_reads {
                 "{lvm:#?}"
             );
         }
+    }
+
+    /// `--mode all` on a node-local VG: the create is recorded on the node, the LV carries
+    /// the attempt's id, and no second lvm commit drops a marker.
+    #[tokio::test]
+    async fn a_node_local_create_is_one_lvcreate_and_its_intent_is_gone_after() {
+        let (dir, runner, c) = service_in("--mode=all", &[]).await;
+        let before = runner.call_lines().len();
+        c.create_volume(Request::new(req("pvc-1", 64 * MIB, &[])))
+            .await
+            .unwrap();
+        let lvm = lvm_since(&runner, before);
+        assert_eq!(kinds(&lvm), &["lvcreate"], "{lvm:#?}");
+        assert!(lvm[0].contains("--addtag vglet.create-id="), "{lvm:#?}");
+        assert!(!lvm[0].contains("vglet.creating"), "{lvm:#?}");
+        let store = vglet_state::StateStore::open(dir.path().join("state")).unwrap();
+        assert_eq!(store.create_intents().unwrap(), (vec![], vec![]));
     }
 }
 

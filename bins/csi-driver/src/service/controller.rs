@@ -51,7 +51,7 @@ impl ControllerService {
     }
 
     fn served(&self) -> Served<'_> {
-        Served::of(&self.driver.cfg)
+        Served::of(&self.driver.cfg, &self.driver.creating)
     }
 
     /// One `lvm fullreport` of every served VG: what CreateVolume decides on (an existing LV
@@ -142,7 +142,7 @@ impl ControllerService {
                 // the optimistic read may be trusted for: refused without reading lvm.
                 Err(e) => return Err(volume_status(e)),
                 // A report without LVs finds no volume of the name.
-                Ok(Plan::Existing(_) | Plan::RemoveUnfinished(_)) => {}
+                Ok(Plan::Existing(_) | Plan::RemoveUnfinished(..)) => {}
             }
         }
         let mut report = self.served_report().await.status()?;
@@ -151,12 +151,12 @@ impl ControllerService {
             match provision::plan(&served, ask, &report).status()? {
                 Plan::Existing(e) => return Ok(provision::execute::existing(&self.driver, e)),
                 Plan::Create(c) => return provision::execute::create(&self.driver, c).await,
-                Plan::RemoveUnfinished(id) if removed.as_ref() != Some(&id) => {
-                    crate::ops::reconcile::remove_unfinished(&self.driver, &id).await?;
+                Plan::RemoveUnfinished(id, mark) if removed.as_ref() != Some(&id) => {
+                    crate::ops::reconcile::remove_unfinished(&self.driver, &id, &mark).await?;
                     report = self.served_report().await.status()?;
                     removed = Some(id);
                 }
-                Plan::RemoveUnfinished(id) => {
+                Plan::RemoveUnfinished(id, _) => {
                     return Err(Status::internal(format!(
                         "the unfinished LV {id} is still there after its removal"
                     )));
@@ -273,6 +273,13 @@ impl Controller for ControllerService {
                 }
                 Err(e) => return Err(lvm_status(&format!("removing {id}"), e)),
             }
+            // So does the intent of a create that was refused or failed before it finished
+            // (the CO may delete what it never got an answer for); none costs no fsync.
+            if self.driver.creating.unfinished_tag(&id).is_some()
+                && let Err(e) = self.driver.creating.end(&id)
+            {
+                tracing::warn!(error = %e, "cannot drop the volume's create intent");
+            }
             // An interrupted first format's mark goes with the LV (a shared VG's tag already
             // has); one left behind is dropped by the node's start-up pass.
             if let Some(store) = &self.driver.state
@@ -377,10 +384,13 @@ impl Controller for ControllerService {
                 continue;
             };
             // An unfinished LV is not a volume: no CO was told of it.
-            for lv in report.lvs_in(vg).filter(|lv| !is_unfinished(lv)) {
+            for lv in report.lvs_in(vg) {
                 // Adopted LVs are listed too: the CO has a PV for each, and their health is
                 // reported like any other volume's.
                 let id = VolumeId::new(vg.clone(), lv.name.clone());
+                if is_unfinished(Some(&self.driver.creating), &id, lv) {
+                    continue;
+                }
                 if let Ok(v) = self.driver.claim(&id, lv.clone()) {
                     let cond = condition(&v, &report);
                     vols.push((v, kind, cond));
