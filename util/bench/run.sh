@@ -9,7 +9,7 @@
 # Without a guest, spawn → first Probe answered needs neither a VG nor root:
 #   cargo build --release -p csi-driver -p vglet-bench && target/release/vglet-bench --probe-only
 #
-# Builds csi-driver and vglet-bench in release mode, boots a guest with two blank 8 GiB
+# Builds csi-driver and vglet-bench in release mode, boots a guest with two blank (24 and 8 GiB, sparse)
 # virtio disks (udev on, as on a real host), runs target/release/vglet-bench in it, and
 # copies its results into docs/. Needs root (util/deps.sh installs QEMU and the kernel).
 set -euo pipefail
@@ -47,7 +47,7 @@ fi
 
 echo "==> booting the guest and measuring (the full run takes about half an hour)"
 "$target/debug/vmrun" --name vglet-bench --mem 2048 --cpus 2 \
-  --fresh-disk b1:8G --fresh-disk b2:8G \
+  --fresh-disk b1:24G --fresh-disk b2:8G \
   --module dm_mod --module ext4 --module xfs --module loop --udev \
   --share "$out" --timeout 7200 --env "VGLET_BENCH_ENVIRONMENT=$env_desc" \
   -- "$target/release/vglet-bench" "${args[@]}" "${extra[@]}"

@@ -29,7 +29,8 @@ pub struct Plan {
     pub burst: usize,
     pub stage_reps: usize,
     pub start_reps: usize,
-    pub scale_lvs: usize,
+    /// VG sizes of the scale rows, ascending; the unrelated devices join the first.
+    pub scale_lvs: Vec<usize>,
     pub scale_devices: usize,
     pub volume_bytes: u64,
     pub stage_bytes: u64,
@@ -86,11 +87,14 @@ pub async fn run(plan: &Plan) -> Result<Report> {
             );
         }
     }
-    if plan.scale_cycles > 0 && plan.scale_lvs > 0 {
-        populate::thousand_lvs(&plan.vg, plan.scale_lvs, "lvm.vglet.io", &plan.work)?;
-        let s = format!("{} LVs", plan.scale_lvs);
+    for (i, &lvs) in plan.scale_lvs.iter().enumerate() {
+        if plan.scale_cycles == 0 || lvs == 0 {
+            break;
+        }
+        populate::pop_lvs(&plan.vg, lvs, "lvm.vglet.io", &plan.work)?;
+        let s = format!("{} LVs", thousands(lvs));
         latency.push(bench.latency(&mut c, &s, plan.scale_cycles).await?);
-        if plan.scale_devices > 0 {
+        if i == 0 && plan.scale_devices > 0 {
             let devs =
                 populate::unrelated_devices(&plan.work.join("unrelated"), plan.scale_devices)?;
             let s = format!("{s} + {} unrelated devices", devs.len());
@@ -122,4 +126,17 @@ pub async fn run(plan: &Plan) -> Result<Report> {
         burst,
         stage,
     })
+}
+
+/// 5000 → "5,000", as the report writes counts.
+fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }

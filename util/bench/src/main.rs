@@ -36,9 +36,10 @@ struct Args {
     /// Cycles in each scale scenario (1,000 LVs; + unrelated devices); 0 skips them.
     #[arg(long, default_value_t = 50)]
     scale_cycles: usize,
-    /// LVs in the scale scenario.
-    #[arg(long, default_value_t = 1000)]
-    scale_lvs: usize,
+    /// VG sizes (LVs) of the scale rows, ascending, comma-separated: the VG grows from one
+    /// to the next. The first row is also run with the unrelated devices.
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
+    scale_lvs: Vec<usize>,
     /// Unrelated loop devices in the second scale scenario.
     #[arg(long, default_value_t = 50)]
     scale_devices: usize,

@@ -11,27 +11,39 @@ use anyhow::{Context, Result, bail, ensure};
 
 use crate::floor::{output, run};
 
-/// Adds `count` one-extent LVs named `pop-NNNN` to the empty VG `vg`, on its first PV.
-pub fn thousand_lvs(vg: &str, count: usize, driver: &str, work: &Path) -> Result<()> {
+/// Grows the VG `vg` to `total` one-extent LVs named `pop-NNNN` on its first PV: from an
+/// empty VG, or from one this function populated before (the 1,000 row, then 5,000).
+pub fn pop_lvs(vg: &str, total: usize, driver: &str, work: &Path) -> Result<()> {
     let backup = work.join(format!("{vg}.vgcfg"));
     let backup_s = backup.to_str().context("path")?;
     run("vgcfgbackup", &["-q", "-f", backup_s, vg])?;
     let text = std::fs::read_to_string(&backup)?;
-    let extended = with_lvs(&text, count, driver)?;
+    let first = text.matches("vglet.name=pop-").count();
+    ensure!(
+        first <= total,
+        "the VG has {first} pop LVs, more than {total}"
+    );
+    let extended = with_lvs(&text, first, total - first, driver)?;
     std::fs::write(&backup, extended)?;
     run("vgcfgrestore", &["-q", "-f", backup_s, vg])?;
     let n = output("lvs", &["--noheadings", "-o", "lv_name", vg])?
         .lines()
         .filter(|l| l.trim().starts_with("pop-"))
         .count();
-    ensure!(n == count, "vgcfgrestore left {n} LVs, wanted {count}");
+    ensure!(n == total, "vgcfgrestore left {n} LVs, wanted {total}");
     Ok(())
 }
 
-/// The VG metadata text `text` (from vgcfgbackup, of a VG without LVs) with `count` LVs.
-pub fn with_lvs(text: &str, count: usize, driver: &str) -> Result<String> {
-    if text.contains("logical_volumes {") {
+/// The VG metadata text `text` (from vgcfgbackup) with `count` more LVs, `pop-<first>`
+/// on: `first` is 0 for a VG without LVs, else the number of pop LVs it holds (and no
+/// others: they take extents 0..first of pv0).
+pub fn with_lvs(text: &str, first: usize, count: usize, driver: &str) -> Result<String> {
+    let has_lvs = text.contains("logical_volumes {");
+    if first == 0 && has_lvs {
         bail!("the VG already has LVs; the fixture needs an empty one");
+    }
+    if first > 0 && (!has_lvs || text.matches("segment1 {").count() != first) {
+        bail!("the VG must hold exactly the {first} pop LVs before more are added");
     }
     let pe_count: usize = text
         .split("pv0 {")
@@ -41,12 +53,12 @@ pub fn with_lvs(text: &str, count: usize, driver: &str) -> Result<String> {
         .and_then(|v| v.parse().ok())
         .context("pv0's pe_count in the VG metadata")?;
     ensure!(
-        pe_count >= count,
-        "pv0 has {pe_count} extents, {count} LVs need as many"
+        pe_count >= first + count,
+        "pv0 has {pe_count} extents, {} LVs need as many",
+        first + count
     );
-    let end = text.rfind('}').context("VG block end")?;
-    let mut lvs = String::from("\n\tlogical_volumes {\n");
-    for i in 0..count {
+    let mut lvs = String::new();
+    for i in first..first + count {
         let name = format!("pop-{i:04}");
         write!(
             lvs,
@@ -54,8 +66,17 @@ pub fn with_lvs(text: &str, count: usize, driver: &str) -> Result<String> {
             id = lvm_id(i as u64)
         )?;
     }
-    lvs.push_str("\t}\n");
-    Ok(format!("{}{}{}", &text[..end], lvs, &text[end..]))
+    if has_lvs {
+        let at =
+            text.find("logical_volumes {\n").context("LV block")? + "logical_volumes {\n".len();
+        return Ok(format!("{}{}{}", &text[..at], lvs, &text[at..]));
+    }
+    let end = text.rfind('}').context("VG block end")?;
+    Ok(format!(
+        "{}\n\tlogical_volumes {{\n{lvs}\t}}\n{}",
+        &text[..end],
+        &text[end..]
+    ))
 }
 
 /// A deterministic LVM uuid: 32 characters of lvm's alphabet in its 6-4-4-4-4-4-6 groups.
@@ -111,7 +132,7 @@ mod tests {
 
     #[test]
     fn lvs_go_inside_the_vg_block() {
-        let t = with_lvs(EMPTY_VG, 3, "lvm.vglet.io").unwrap();
+        let t = with_lvs(EMPTY_VG, 0, 3, "lvm.vglet.io").unwrap();
         assert!(t.trim_end().ends_with('}'));
         let lvs_at = t.find("logical_volumes {").unwrap();
         assert!(lvs_at > t.find("physical_volumes").unwrap());
@@ -120,13 +141,23 @@ mod tests {
         assert!(t.contains("vglet.name=pop-0002"));
         // Braces balance: lvm's parser would reject the file otherwise.
         assert_eq!(t.matches('{').count(), t.matches('}').count());
+        // Grown again: the new LVs join the block, after the first ones' extents.
+        let more = with_lvs(&t, 3, 2, "lvm.vglet.io").unwrap();
+        assert_eq!(more.matches("logical_volumes {").count(), 1);
+        assert_eq!(more.matches("segment1 {").count(), 5);
+        assert!(more.contains("vglet.name=pop-0004") && more.contains("\"pv0\", 4"));
+        assert_eq!(more.matches('{').count(), more.matches('}').count());
+        assert!(
+            with_lvs(&t, 2, 1, "d").is_err(),
+            "a count that is not the VG's"
+        );
     }
 
     #[test]
     fn refuses_more_lvs_than_extents_and_a_used_vg() {
-        assert!(with_lvs(EMPTY_VG, 5000, "d").is_err());
+        assert!(with_lvs(EMPTY_VG, 0, 5000, "d").is_err());
         let used = EMPTY_VG.replace("\n}\n", "\tlogical_volumes {\n\t}\n}\n");
-        assert!(with_lvs(&used, 1, "d").is_err());
+        assert!(with_lvs(&used, 0, 1, "d").is_err());
     }
 
     #[test]

@@ -115,7 +115,7 @@ impl CreateIntents {
     /// (a retry that found it, an lvcreate refused because it existed) is not.
     pub fn marks(&self, id: &VolumeId, lv: &Lv) -> bool {
         self.unfinished_tag(id)
-            .is_some_and(|tag| lv.tags.iter().any(|t| *t == tag))
+            .is_some_and(|tag| lv.tags.contains(&tag))
     }
 
     /// Every open intent's volume id, for the start-up reconcile.
