@@ -92,6 +92,9 @@ pub async fn build_driver_from(
     if cfg.keeps_create_intents() {
         stop_orphans(&cfg).await?;
     }
+    // The socket already answers Probe: start-up's lvm runs at a lower CPU priority, so
+    // that under load (or emulation) the first Probe is not queued behind lvm's scan.
+    lvm.set_niceness(Some(STARTUP_NICENESS));
     // Both are needed before serving and neither depends on the other: one lvm start-up
     // cost instead of two. The one report of everything serves the device scope, the VG
     // checks and the reconcile below.
@@ -168,8 +171,13 @@ pub async fn build_driver_from(
     if driver.cfg.mode.node() {
         ops::reconcile::first_formats_at_start(&driver, report.as_ref());
     }
+    // RPCs are served from here on: their lvm runs at the driver's own priority.
+    driver.lvm.set_niceness(None);
     Ok(driver)
 }
+
+/// Nice levels start-up's lvm commands run below the driver (the RPCs' own run at its).
+const STARTUP_NICENESS: i32 = 10;
 
 /// Stops the lvm commands an earlier run of this driver left running when it was killed,
 /// before the intents it left are read: a create it began must not commit after the

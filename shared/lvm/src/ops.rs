@@ -29,6 +29,7 @@ pub struct Lvm {
     config: RwLock<Option<String>>,
     /// `None`: the runner's default bound.
     timeout: RwLock<Option<Duration>>,
+    niceness: RwLock<Option<i32>>,
     version: OnceLock<LvmVersion>,
     reads: crate::coalesce::ReadCoalescer,
     lv_reads: crate::coalesce::LvReadBatcher,
@@ -84,6 +85,7 @@ impl Lvm {
             devices: RwLock::new(Vec::new()),
             config: RwLock::new(None),
             timeout: RwLock::new(None),
+            niceness: RwLock::new(None),
             version: OnceLock::new(),
             reads: Default::default(),
             lv_reads: Default::default(),
@@ -136,12 +138,21 @@ impl Lvm {
         write(&self.timeout, Some(timeout));
     }
 
+    /// Runs lvm `n` nice levels below this process from now on (`None`: at its priority
+    /// again): for start-up reads that must not take the CPU from a server already answering.
+    pub fn set_niceness(&self, n: Option<i32>) {
+        write(&self.niceness, n);
+    }
+
     fn command(&self, argv: Vec<String>) -> Command {
-        let cmd = Command::new(&self.binary)
+        let mut cmd = Command::new(&self.binary)
             .args(argv)
             // lvm warns on stderr about every inherited descriptor; those lines would only
             // clutter the messages we classify.
             .env("LVM_SUPPRESS_FD_WARNINGS", "1");
+        if let Some(n) = read(&self.niceness) {
+            cmd = cmd.niceness(n);
+        }
         match read(&self.timeout) {
             Some(t) => cmd.timeout(t),
             None => cmd,

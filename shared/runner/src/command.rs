@@ -19,6 +19,10 @@ pub struct Command {
     /// Non-zero exit codes that are answers, not failures (blkid's 2 = "no signature"):
     /// logged like a success.
     pub answer_codes: Vec<i32>,
+    /// Added to the child's nice value (higher: less CPU when the CPU is contended), for
+    /// background work that must not slow what the calling process serves. `None`: the
+    /// caller's priority.
+    pub niceness: Option<i32>,
 }
 
 impl std::fmt::Debug for Command {
@@ -46,7 +50,14 @@ impl Command {
             stdin: None,
             timeout: DEFAULT_TIMEOUT,
             answer_codes: Vec::new(),
+            niceness: None,
         }
+    }
+
+    /// Runs the child `n` nice levels below the caller (see [`Command::niceness`]).
+    pub fn niceness(mut self, n: i32) -> Self {
+        self.niceness = Some(n);
+        self
     }
 
     /// Exit codes that answer the question rather than report a failure (see

@@ -114,6 +114,18 @@ impl Runner for SystemRunner {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        if let Some(n) = cmd.niceness {
+            // SAFETY: nice is one async-signal-safe syscall, touching no memory of the
+            // parent's. (A pre_exec hook makes std fork instead of posix_spawn; only
+            // background commands pay that.)
+            unsafe {
+                child_cmd.pre_exec(move || {
+                    rustix::process::nice(n)
+                        .map(drop)
+                        .map_err(std::io::Error::from)
+                });
+            }
+        }
         let start = Instant::now();
         let mut child = child_cmd.spawn().map_err(|source| {
             tracing::warn!(cmd = %argv, error = %source, "command failed to start");
@@ -263,6 +275,30 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn a_background_command_runs_at_its_nice_value() {
+        let out = SystemRunner::new()
+            .run(
+                Command::new("/bin/sh")
+                    .args(["-c", "cut -d' ' -f19 /proc/self/stat"])
+                    .niceness(7),
+            )
+            .await
+            .unwrap();
+        // Field 19 of stat is the nice value: ours plus 7, at most 19.
+        let ours: i32 = std::fs::read_to_string("/proc/self/stat")
+            .unwrap()
+            .rsplit_once(") ")
+            .unwrap()
+            .1
+            .split(' ')
+            .nth(16)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(out.stdout_lossy().trim(), (ours + 7).min(19).to_string());
     }
 
     #[tokio::test]
