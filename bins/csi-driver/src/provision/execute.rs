@@ -152,7 +152,16 @@ async fn create_lv(driver: &Driver, c: &Create) -> Result<(), Status> {
                     .await
             }
         };
-        created.map_err(|e| lvm_status(&format!("creating {id}"), e))?;
+        if let Err(e) = created {
+            // Refused before lvm changed anything (most often: a retry planned on the
+            // optimistic report, whose name exists): this attempt made no LV. Any other
+            // failure may have left one carrying the attempt's id, so the intent stays and
+            // marks it for the retry's plan or the next start-up.
+            if by_intent && refused_before_any_change(&e) {
+                driver.creating.end(&id).status()?;
+            }
+            return Err(lvm_status(&format!("creating {id}"), e));
+        }
     }
     let finished = async {
         match &c.how {
@@ -206,4 +215,17 @@ async fn remove_unfinished_after_failure(driver: &Driver, id: &VolumeId, mark: &
     if let Err(e2) = crate::ops::reconcile::remove_unfinished(driver, id, mark).await {
         tracing::error!(volume = %id, error = %e2.message(), "removing the unfinished LV failed; the next attempt or a restart retries");
     }
+}
+
+/// lvm errors that lvcreate reports before it writes metadata.
+fn refused_before_any_change(e: &vglet_lvm::LvmError) -> bool {
+    use vglet_lvm::LvmError as E;
+    matches!(
+        e,
+        E::AlreadyExists(_)
+            | E::InsufficientSpace { .. }
+            | E::InvalidArgument(_)
+            | E::VgNotFound(_)
+            | E::ProgramMissing(_)
+    )
 }

@@ -812,12 +812,22 @@ mod lvm_reads {
         mode: &str,
         extra: &[&str],
     ) -> (tempfile::TempDir, FakeRunner, ControllerService) {
-        let runner = FakeRunner::with(|c| {
+        service_answering(mode, extra, Reply::ok("")).await
+    }
+
+    /// As [`service_in`], lvcreate answering `create`.
+    async fn service_answering(
+        mode: &str,
+        extra: &[&str],
+        create: Reply,
+    ) -> (tempfile::TempDir, FakeRunner, ControllerService) {
+        let runner = FakeRunner::with(move |c| {
             let args = c.arg_strings();
             match args.first().map(String::as_str) {
                 Some("version") => Reply::ok("  LVM version:     2.03.16(2) (2022-05-18)\n"),
                 Some("fullreport") => Reply::ok(REPORT),
-                Some("lvcreate") | Some("lvchange") => Reply::ok(""),
+                Some("lvcreate") => create.clone(),
+                Some("lvchange") => Reply::ok(""),
                 _ => Reply::fail(5, "unexpected"),
             }
         });
@@ -923,6 +933,25 @@ mod lvm_reads {
         assert!(!lvm[0].contains("vglet.creating"), "{lvm:#?}");
         let store = vglet_state::StateStore::open(dir.path().join("state")).unwrap();
         assert_eq!(store.create_intents().unwrap(), (vec![], vec![]));
+    }
+
+    /// A create lvm refuses before changing anything leaves no intent behind; one that
+    /// fails otherwise keeps it (the LV may exist, carrying the attempt's id).
+    #[tokio::test]
+    async fn an_intent_stays_only_where_lvcreate_may_have_made_an_lv() {
+        let exists = Reply::fail(
+            5,
+            "  Logical Volume \"csi-pvc-1\" already exists in volume group \"vg0\"\n",
+        );
+        for (reply, kept) in [(exists, 0), (Reply::fail(5, "  Internal error\n"), 1)] {
+            let (dir, _runner, c) = service_answering("--mode=all", &[], reply).await;
+            let _ = c
+                .create_volume(Request::new(req("pvc-1", 64 * MIB, &[])))
+                .await
+                .unwrap_err();
+            let store = vglet_state::StateStore::open(dir.path().join("state")).unwrap();
+            assert_eq!(store.create_intents().unwrap().0.len(), kept);
+        }
     }
 }
 
