@@ -7,6 +7,7 @@
 
 pub mod args;
 mod batch;
+pub mod cache;
 mod coalesce;
 mod errors;
 pub mod layout;
@@ -24,6 +25,7 @@ mod vg_errors;
 mod vg_requests;
 pub mod wipe;
 
+pub use cache::{CacheMode, CacheStats};
 pub use errors::{LvmError, classify, classify_stderr};
 pub use layout::{Footprint, Layout, LayoutCreate, LvType, SnapshotCreate, SnapshotKind};
 pub use lockd::LockType;
