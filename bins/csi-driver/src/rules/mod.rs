@@ -3,6 +3,7 @@
 //! from what LVM and the mount table say. No command runs here; every rule answers in
 //! [`error::VolumeError`], never in gRPC codes. Public for the fuzz targets.
 
+pub mod cache;
 pub mod capability;
 pub mod capacity;
 pub mod error;
