@@ -6,8 +6,10 @@ use crate::report::{LV_FIELDS, PV_FIELDS, PVSEG_FIELDS, SEG_FIELDS, VG_FIELDS};
 use crate::requests::{Activation, LvCreate};
 use crate::size::size_arg;
 
+mod convert;
 mod layout;
 mod vg;
+pub use convert::*;
 pub use layout::*;
 pub use vg::*;
 

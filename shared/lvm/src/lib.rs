@@ -9,6 +9,7 @@ pub mod args;
 mod batch;
 mod coalesce;
 mod errors;
+pub mod images;
 pub mod layout;
 pub mod lockd;
 pub mod lockspace;
@@ -25,6 +26,7 @@ mod vg_requests;
 pub mod wipe;
 
 pub use errors::{LvmError, classify, classify_stderr};
+pub use images::{Image, LvImages};
 pub use layout::{Footprint, Layout, LayoutCreate, LvType, SnapshotCreate, SnapshotKind};
 pub use lockd::LockType;
 pub use ops::Lvm;

@@ -13,6 +13,7 @@ use crate::report::{Lv, Report, Vg, parse_fullreport};
 use crate::requests::{Activation, LvCreate};
 use crate::version::LvmVersion;
 
+mod convert;
 mod layout;
 mod revive;
 pub(crate) mod vg;
