@@ -7,9 +7,11 @@ use crate::requests::{Activation, LvCreate};
 use crate::size::size_arg;
 
 mod cache;
+mod convert;
 mod layout;
 mod vg;
 pub use cache::*;
+pub use convert::*;
 pub use layout::*;
 pub use vg::*;
 

@@ -10,6 +10,7 @@ mod batch;
 pub mod cache;
 mod coalesce;
 mod errors;
+pub mod images;
 pub mod layout;
 pub mod lockd;
 pub mod lockspace;
@@ -27,6 +28,7 @@ pub mod wipe;
 
 pub use cache::{CacheMode, CacheStats};
 pub use errors::{LvmError, classify, classify_stderr};
+pub use images::{Image, LvImages};
 pub use layout::{Footprint, Layout, LayoutCreate, LvType, SnapshotCreate, SnapshotKind};
 pub use lockd::LockType;
 pub use ops::Lvm;

@@ -13,8 +13,8 @@ use crate::report::{Lv, Report, Vg, parse_fullreport};
 use crate::requests::{Activation, LvCreate};
 use crate::version::LvmVersion;
 
-
 mod cache;
+mod convert;
 mod layout;
 mod revive;
 pub(crate) mod vg;

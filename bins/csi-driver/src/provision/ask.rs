@@ -1,5 +1,5 @@
 //! A CreateVolumeRequest checked in everything that needs no lvm state: the name, the
-//! StorageClass parameters, the capacity range, the capabilities (except the rule that
+//! StorageClass parameters (with the mutable parameters applied), the capacity range, the capabilities (except the rule that
 //! depends on the VG's kind), the fsType agreement and the content source's id. A request
 //! wrong by itself never costs an lvm read.
 
@@ -10,6 +10,7 @@ use vglet_lvm::tags::Content;
 use crate::rules::capability::{self, Capability};
 use crate::rules::capacity::Range;
 use crate::rules::error::VolumeError;
+use crate::rules::mutable;
 use crate::rules::params::{self, Params};
 use crate::rules::volume_id::{self, VolumeId};
 
@@ -30,6 +31,7 @@ pub struct Ask {
     pub name: String,
     /// The LV name derived from it.
     pub lv_name: String,
+    /// The StorageClass parameters with the mutable parameters applied.
     pub params: Params,
     pub range: Range,
     /// Parsed; the VG-kind rule is checked by the plan, once the VG is known.
@@ -62,14 +64,21 @@ pub fn validate_name(name: &str) -> Result<(), VolumeError> {
 impl Ask {
     pub fn check(req: &CreateVolumeRequest) -> Result<Ask, VolumeError> {
         validate_name(&req.name)?;
-        let params = params::parse("parameters", &req.parameters)?;
-        let range = Range::parse("capacity_range", req.capacity_range.as_ref())?;
-        if !req.mutable_parameters.is_empty() {
-            return Err(VolumeError::invalid(
+        // The class's mutable parameters are the volume's from birth: applied over the
+        // StorageClass's, which must not say otherwise.
+        let mutable = mutable::parse("mutable_parameters", &req.mutable_parameters)?;
+        let params = if mutable.is_empty() {
+            params::parse("parameters", &req.parameters)?
+        } else {
+            let merged = mutable::apply_to_parameters(
+                "parameters",
+                &req.parameters,
                 "mutable_parameters",
-                "MODIFY_VOLUME is not supported",
-            ));
-        }
+                &mutable,
+            )?;
+            params::parse("parameters", &merged)?
+        };
+        let range = Range::parse("capacity_range", req.capacity_range.as_ref())?;
         let caps = capability::parse_all("volume_capabilities", &req.volume_capabilities)?;
         let content = capability::content_of(&caps);
         if let (Some(want), Some(fs)) = (&params.fs_type, content.fs())
