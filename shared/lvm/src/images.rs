@@ -47,6 +47,10 @@ pub struct LvImages {
     pub images: Vec<Image>,
     /// The RAID metadata sub-LVs' PVs (one extent each), for the space they take.
     pub meta_pvs: Vec<String>,
+    /// A cached LV (`segtype` `cache` or `writecache`): the segment type of its origin
+    /// (`<lv>_corig` / `<lv>_wcorig`, what the LV is under the cache), whose images
+    /// `images` and `meta_pvs` then are.
+    pub cached_origin: Option<String>,
 }
 
 impl LvImages {
@@ -172,6 +176,17 @@ pub fn images_of(rows: &[SegmentRow], lv: &str) -> LvImages {
         return LvImages::default();
     };
     let segtype = first.segtype.clone();
+    if crate::cache::CacheMode::of_segtype(&segtype).is_some()
+        && let Some(origin) = first.devices.first().filter(|d| rows.iter().any(|r| &r.lv == *d))
+    {
+        let under = images_of(rows, origin);
+        return LvImages {
+            segtype,
+            cached_origin: Some(under.segtype),
+            images: under.images,
+            meta_pvs: under.meta_pvs,
+        };
+    }
     // The LV maps onto sub-LVs (RAID images, a cache's origin) or straight onto PVs.
     let subs: Vec<String> = own
         .iter()
@@ -190,6 +205,7 @@ pub fn images_of(rows: &[SegmentRow], lv: &str) -> LvImages {
                 integrity: false,
             }],
             meta_pvs: Vec::new(),
+            cached_origin: None,
         };
     }
     let images = subs
@@ -215,6 +231,7 @@ pub fn images_of(rows: &[SegmentRow], lv: &str) -> LvImages {
         segtype,
         images,
         meta_pvs,
+        cached_origin: None,
     }
 }
 
@@ -230,6 +247,35 @@ mod tests {
             })
             .collect();
         format!(r#"{{"report":[{{"lv":[{}]}}]}}"#, rows.join(","))
+    }
+
+    /// As lvm 2.03.16 shows a raid1 volume with a writecache (`lvs -a` of it and its
+    /// sub-LVs; the cachevol is not among them, its name is its own).
+    #[test]
+    fn a_cached_volume_shows_its_origins_images() {
+        let r = parse_rows(&rows(&[
+            ("csi-a", "writecache", "csi-a_wcorig(0)"),
+            ("[csi-a_wcorig]", "raid1", "csi-a_wcorig_rimage_0(0),csi-a_wcorig_rimage_1(0)"),
+            ("[csi-a_wcorig_rimage_0]", "linear", "/dev/vda(1)"),
+            ("[csi-a_wcorig_rimage_1]", "linear", "/dev/vdb(1)"),
+            ("[csi-a_wcorig_rmeta_0]", "linear", "/dev/vda(0)"),
+            ("[csi-a_wcorig_rmeta_1]", "linear", "/dev/vdb(0)"),
+        ]))
+        .unwrap();
+        let i = images_of(&r, "csi-a");
+        assert_eq!(i.segtype, "writecache");
+        assert_eq!(i.cached_origin.as_deref(), Some("raid1"));
+        assert_eq!(i.pvs(), vec!["/dev/vda", "/dev/vdb"]);
+        assert_eq!(i.meta_pvs, vec!["/dev/vda", "/dev/vdb"]);
+        let lin = parse_rows(&rows(&[
+            ("csi-a", "cache", "csi-a_corig(0)"),
+            ("[csi-a_corig]", "linear", "/dev/vda(0)"),
+        ]))
+        .unwrap();
+        let i = images_of(&lin, "csi-a");
+        assert_eq!(i.cached_origin.as_deref(), Some("linear"));
+        assert_eq!(i.images.len(), 1);
+        assert_eq!(i.images[0].pvs, vec!["/dev/vda"]);
     }
 
     #[test]

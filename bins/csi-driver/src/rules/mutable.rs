@@ -12,6 +12,7 @@ use std::collections::HashMap;
 
 use vglet_lvm::LvType;
 
+use crate::rules::cache::{self, CacheWish};
 use crate::rules::error::VolumeError;
 use crate::rules::params::{self, MAX_MIRRORS};
 
@@ -20,7 +21,11 @@ pub const TYPE: &str = params::TYPE;
 /// raid1's additional copies, 1 to [`MAX_MIRRORS`]; only with `type: raid1` (default 1).
 pub const MIRRORS: &str = params::MIRRORS;
 
-pub const KNOWN: &[&str] = &[TYPE, MIRRORS];
+/// The cache tier ([`crate::rules::cache`]).
+pub const CACHE: &str = cache::CACHE;
+pub const CACHE_SIZE: &str = cache::CACHE_SIZE;
+
+pub const KNOWN: &[&str] = &[TYPE, MIRRORS, CACHE, CACHE_SIZE];
 
 /// Keys the CO reserves (as in StorageClass parameters).
 const CO_PREFIX: &str = "csi.storage.k8s.io/";
@@ -66,6 +71,7 @@ impl Redundancy {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Mutable {
     pub redundancy: Option<Redundancy>,
+    pub cache: Option<CacheWish>,
 }
 
 impl Mutable {
@@ -121,6 +127,8 @@ pub fn parse(field: &str, raw: &HashMap<String, String>) -> Result<Mutable, Volu
                 }
                 mirrors = Some(n);
             }
+            // Read together below: cacheSize depends on cache.
+            CACHE | CACHE_SIZE => {}
             k if k.starts_with(CO_PREFIX) => {}
             other => return Err(unknown(field, other)),
         }
@@ -144,7 +152,10 @@ pub fn parse(field: &str, raw: &HashMap<String, String>) -> Result<Mutable, Volu
             ));
         }
     };
-    Ok(Mutable { redundancy })
+    Ok(Mutable {
+        redundancy,
+        cache: cache::parse(field, raw)?,
+    })
 }
 
 /// CreateVolume's StorageClass parameters with the mutable parameters applied: what the

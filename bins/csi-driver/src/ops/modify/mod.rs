@@ -6,9 +6,11 @@
 
 pub(crate) mod plan;
 #[cfg(test)]
+mod cache_tests;
+#[cfg(test)]
 mod tests;
 
-use vglet_lvm::{LvImages, Pv, Report, Vg};
+use vglet_lvm::{Lv, LvImages, Pv, Report, Vg};
 
 use crate::driver::{Driver, OwnedVolume, volume_in};
 use crate::rules::error::VolumeError;
@@ -33,6 +35,9 @@ struct Read {
     vg: Vg,
     report: Report,
     images: LvImages,
+    /// The volume's cache LV while visible (not attached); read only when the class names
+    /// a cache.
+    cache_lv: Option<Lv>,
 }
 
 impl Read {
@@ -45,7 +50,7 @@ impl Read {
     }
 }
 
-async fn read(driver: &Driver, id: &VolumeId) -> Result<Read, VolumeError> {
+async fn read(driver: &Driver, id: &VolumeId, want: &Mutable) -> Result<Read, VolumeError> {
     let report = driver
         .lvm
         .report_lv(&id.vg, &id.lv)
@@ -57,12 +62,39 @@ async fn read(driver: &Driver, id: &VolumeId) -> Result<Read, VolumeError> {
         .lv_images(&id.vg, &id.lv)
         .await
         .map_err(VolumeError::lvm(format!("reading the images of {id}")))?;
+    let cache_lv = match want.cache {
+        None => None,
+        Some(_) => cache_lv_of(driver, id).await?,
+    };
     Ok(Read {
         volume,
         vg,
         report,
         images,
+        cache_lv,
     })
+}
+
+/// The visible cache LV of volume `id`, by its name; one of ours for this volume or a
+/// refusal (an LV of that name that is not is never reused or removed).
+async fn cache_lv_of(driver: &Driver, id: &VolumeId) -> Result<Option<Lv>, VolumeError> {
+    let name = vglet_lvm::cache::cache_lv_name(&id.lv);
+    let report = driver
+        .lvm
+        .report_lv(&id.vg, &name)
+        .await
+        .map_err(VolumeError::lvm(format!("reading the cache LV of {id}")))?;
+    let Some(lv) = report.lv(&id.vg, &name) else {
+        return Ok(None);
+    };
+    match vglet_lvm::tags::cache_of(&lv.tags, &driver.cfg.driver_name) {
+        Some(of) if of == id.lv => Ok(Some(lv.clone())),
+        _ => Err(VolumeError::Precondition(format!(
+            "{}/{name}, the name of volume {id}'s cache LV, is an LV that is not its cache (tags {}); refusing to touch it",
+            id.vg,
+            lv.tags.join(",")
+        ))),
+    }
 }
 
 fn plan_of(r: &Read, want: &Mutable) -> Result<Vec<Step>, VolumeError> {
@@ -73,6 +105,7 @@ fn plan_of(r: &Read, want: &Mutable) -> Result<Vec<Step>, VolumeError> {
             vg: &r.vg,
             pvs: &pvs,
             images: &r.images,
+            cache_lv: r.cache_lv.as_ref(),
         },
         want,
     )
@@ -85,7 +118,7 @@ pub async fn modify(
     id: &VolumeId,
     want: &Mutable,
 ) -> Result<Outcome, VolumeError> {
-    let before = read(driver, id).await?;
+    let before = read(driver, id, want).await?;
     let steps = plan_of(&before, want)?;
     if steps.is_empty() {
         tracing::info!(syncing = ?before.syncing(), "volume already as asked; nothing to change");
@@ -108,7 +141,7 @@ pub async fn modify(
             .map_err(VolumeError::lvm(format!("activating {id} to convert it")))?;
     }
     let done = convert(driver, id, &steps).await;
-    let after = read(driver, id).await;
+    let after = read(driver, id, want).await;
     if was_inactive && let Err(e) = driver.lvm.deactivate_lv(&id.vg, &id.lv).await {
         tracing::warn!(error = %e, "cannot deactivate the volume after converting it");
     }
@@ -162,6 +195,23 @@ async fn act(driver: &Driver, id: &VolumeId, step: &Step) -> Result<(), VolumeEr
         Step::AddMirrors { to, .. } => lvm.set_mirrors(&id.vg, &id.lv, *to, &[]).await,
         Step::DropMirrors { to, drop_pvs, .. } => {
             lvm.set_mirrors(&id.vg, &id.lv, *to, drop_pvs).await
+        }
+        Step::CreateCacheLv { name, size } => {
+            let tags = vglet_lvm::tags::cache_lv_tags(&driver.cfg.driver_name, &id.lv);
+            lvm.create_cache_lv(&id.vg, name, *size, &tags).await
+        }
+        Step::AttachCache { mode, cachevol } => {
+            lvm.attach_cache(&id.vg, &id.lv, *mode, cachevol).await
+        }
+        Step::DetachCache { .. } => lvm.detach_cache(&id.vg, &id.lv).await,
+        Step::RemoveCacheLv { name } => {
+            let tag = vglet_lvm::tags::cache_lv_tags(&driver.cfg.driver_name, &id.lv)
+                .pop()
+                .expect("the cache-of tag");
+            match lvm.remove_lv_if_tagged(&id.vg, name, &tag).await {
+                Err(vglet_lvm::LvmError::LvNotFound(_)) => Ok(()),
+                r => r,
+            }
         }
     }
     .map_err(VolumeError::lvm(context))

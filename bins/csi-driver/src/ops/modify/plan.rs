@@ -4,10 +4,12 @@
 //! the RPC's idempotent OK, also after a retry of a modify that was interrupted once its
 //! lvconvert had run.
 
+use vglet_lvm::cache::{self as lvcache, CacheMode};
 use vglet_lvm::tags::VgPmem;
-use vglet_lvm::{Layout, LvImages, LvType, Pv, Vg};
+use vglet_lvm::{Layout, Lv, LvImages, LvType, Pv, Vg};
 
 use crate::driver::OwnedVolume;
+use crate::rules::cache::{self, CacheWish};
 use crate::rules::error::VolumeError;
 use crate::rules::mutable::{self, Mutable, Redundancy};
 
@@ -19,6 +21,9 @@ pub struct Now<'a> {
     /// The VG's PVs.
     pub pvs: &'a [&'a Pv],
     pub images: &'a LvImages,
+    /// The volume's cache LV while it is a visible LV, not attached (made by a modify that
+    /// was interrupted before its attach); read only when the class names a cache.
+    pub cache_lv: Option<&'a Lv>,
 }
 
 /// One lvconvert.
@@ -37,6 +42,15 @@ pub enum Step {
         dropped: Vec<String>,
         drop_pvs: Vec<String>,
     },
+    /// `lvcreate` of the cache LV `name` on the VG's fast PVs.
+    CreateCacheLv { name: String, size: u64 },
+    /// `lvconvert --type <mode> --cachevol <cachevol>`, online.
+    AttachCache { mode: CacheMode, cachevol: String },
+    /// `lvconvert --uncache`: every dirty block written back, the cache detached and its
+    /// LV removed.
+    DetachCache { mode: CacheMode },
+    /// `lvremove` of a cache LV left unattached by an interrupted modify.
+    RemoveCacheLv { name: String },
 }
 
 impl Step {
@@ -56,6 +70,12 @@ impl Step {
                 "raid1 mirrors {from} to {to}, dropping the copies on {}",
                 drop_pvs.join(",")
             ),
+            Step::CreateCacheLv { name, size } => {
+                format!("cache LV {name} of {size} bytes on the fast PVs")
+            }
+            Step::AttachCache { mode, cachevol } => format!("attaching {mode} {cachevol}"),
+            Step::DetachCache { mode } => format!("writing back and detaching the {mode}"),
+            Step::RemoveCacheLv { name } => format!("removing the unattached cache LV {name}"),
         }
     }
 }
@@ -80,13 +100,22 @@ pub fn current(now: &Now<'_>) -> Result<Redundancy, VolumeError> {
                 lv.pool_lv
             ),
         )),
-        "cache" | "writecache" => Err(VolumeError::invalid(
-            type_field(),
-            format!(
-                "volume {id} has a {} attached; detach it (mutable parameter cache: none) before changing its redundancy",
-                lv.segtype
-            ),
-        )),
+        "cache" | "writecache" => match now.images.cached_origin.as_deref() {
+            // What the volume is under its cache; changing it is refused while the cache
+            // stays (see plan).
+            Some("linear") => Ok(Redundancy::Linear),
+            Some("raid1") => Ok(Redundancy::Raid1 {
+                mirrors: (now.images.images.len() as u32).saturating_sub(1),
+            }),
+            _ => Err(VolumeError::invalid(
+                type_field(),
+                format!(
+                    "volume {id} has a {} attached over a {} origin; detach it (mutable parameter cache: none) first, and only linear and raid1 volumes change redundancy",
+                    lv.segtype,
+                    now.images.cached_origin.as_deref().unwrap_or("unknown")
+                ),
+            )),
+        },
         other => Err(VolumeError::invalid(
             type_field(),
             format!(
@@ -96,8 +125,25 @@ pub fn current(now: &Now<'_>) -> Result<Redundancy, VolumeError> {
     }
 }
 
-/// The steps from `now` to what `want` asks; empty when the volume already is that.
+/// The steps from `now` to what `want` asks; empty when the volume already is that. A
+/// cache that goes is detached first, a cache that comes is attached last, and the
+/// redundancy changes between them, on the uncached volume: lvm converts neither a cached
+/// volume's origin nor a cache in place.
 pub fn plan(now: &Now<'_>, want: &Mutable) -> Result<Vec<Step>, VolumeError> {
+    let (detach, attach) = cache_steps(now, want.cache)?;
+    let cached_through = lvcache::attached(&now.volume.lv).is_some() && detach.is_empty();
+    let mut steps = detach;
+    steps.extend(redundancy_steps(now, want, cached_through)?);
+    steps.extend(attach);
+    Ok(steps)
+}
+
+/// The redundancy steps; `cached_through`: the volume keeps its cache over them.
+fn redundancy_steps(
+    now: &Now<'_>,
+    want: &Mutable,
+    cached_through: bool,
+) -> Result<Vec<Step>, VolumeError> {
     let Some(target) = want.redundancy else {
         return Ok(Vec::new());
     };
@@ -106,6 +152,16 @@ pub fn plan(now: &Now<'_>, want: &Mutable) -> Result<Vec<Step>, VolumeError> {
         return Ok(Vec::new());
     }
     let id = &now.volume.id;
+    if cached_through {
+        return Err(VolumeError::invalid(
+            type_field(),
+            format!(
+                "volume {id} has a {} attached, and lvm converts no cached volume's origin; detach it first (mutable parameter cache: none, in the same class or before), then change its redundancy to {}",
+                now.volume.lv.segtype,
+                target.describe()
+            ),
+        ));
+    }
     if now.volume.adopted.is_some() {
         return Err(VolumeError::Precondition(format!(
             "volume {id} is a static volume (adopted, not created by the driver); its layout is the operator's, not changed by ControllerModifyVolume"
@@ -266,4 +322,63 @@ fn drop_images(now: &Now<'_>, from: u32, to: u32) -> Result<Step, VolumeError> {
         dropped: dropped.iter().map(|i| i.name.clone()).collect(),
         drop_pvs,
     })
+}
+
+/// The cache steps that go before the redundancy steps (a detach) and after them (an
+/// attach), or the rule that forbids the cache asked for.
+fn cache_steps(
+    now: &Now<'_>,
+    want: Option<CacheWish>,
+) -> Result<(Vec<Step>, Vec<Step>), VolumeError> {
+    let Some(want) = want else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let lv = &now.volume.lv;
+    let id = &now.volume.id;
+    let have = lvcache::attached(lv).map(|a| a.mode);
+    let leftover = now.cache_lv.map(|l| l.name.clone());
+    let wanted_mode = match want {
+        CacheWish::None => None,
+        CacheWish::Mode { mode, .. } => Some(mode),
+    };
+    if have == wanted_mode && (wanted_mode.is_some() || leftover.is_none()) {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    if now.volume.adopted.is_some() {
+        return Err(VolumeError::Precondition(format!(
+            "volume {id} is a static volume (adopted, not created by the driver); its cache is the operator's, not changed by ControllerModifyVolume"
+        )));
+    }
+    let mut detach = Vec::new();
+    if let Some(mode) = have {
+        detach.push(Step::DetachCache { mode });
+    }
+    let Some(mode) = wanted_mode else {
+        // No cache wanted: what an interrupted attach left goes too.
+        detach.extend(leftover.map(|name| Step::RemoveCacheLv { name }));
+        return Ok((detach, Vec::new()));
+    };
+    cache::admits(&id.to_string(), lv, now.vg)?;
+    let mut attach = Vec::new();
+    let name = match leftover {
+        Some(name) => name,
+        None => {
+            let name = lvcache::cache_lv_name(&id.lv);
+            let size = want.size_for(lv.size).unwrap_or(cache::MIN_CACHE_SIZE);
+            // A detach first gives its cache LV's space back before the new one is made.
+            if have.is_none() {
+                cache::check_room(&id.to_string(), now.vg, now.pvs, size)?;
+            }
+            attach.push(Step::CreateCacheLv {
+                name: name.clone(),
+                size,
+            });
+            name
+        }
+    };
+    attach.push(Step::AttachCache {
+        mode,
+        cachevol: name,
+    });
+    Ok((detach, attach))
 }

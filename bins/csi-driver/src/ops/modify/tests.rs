@@ -85,12 +85,14 @@ fn images(segtype: &str, pvs: &[&str]) -> LvImages {
         segtype: segtype.into(),
         images,
         meta_pvs: Vec::new(),
+        cached_origin: None,
     }
 }
 
 fn want(r: Redundancy) -> Mutable {
     Mutable {
         redundancy: Some(r),
+        cache: None,
     }
 }
 
@@ -113,6 +115,7 @@ fn planned(
             vg,
             pvs: &pvs,
             images: imgs,
+            cache_lv: None,
         },
         &want(w),
     )
@@ -155,6 +158,7 @@ fn the_plan_goes_between_linear_and_raid1_and_is_empty_when_there() {
                 vg: &vg(),
                 pvs: &pv_refs,
                 images: &s_i,
+                cache_lv: None,
             },
             &Mutable::default()
         )
