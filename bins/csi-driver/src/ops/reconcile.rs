@@ -13,6 +13,11 @@
 //! themselves on the CO's next NodeStageVolume; the start-up pass only reports the marks
 //! older than [`crate::node_state::first_format::STUCK_AFTER`] and drops those of LVs that are gone.
 //!
+//! A cache LV of ours that is a visible LV (not attached in front of its volume, where lvm
+//! hides it) was left by a ControllerModifyVolume or CreateVolume interrupted between the
+//! lvcreate of the cache LV and its attach, or by a volume deleted in between: it holds
+//! nothing (the attach erases it), so it is removed; the CO's retry makes a new one.
+//!
 //! LVs that carry our ownership tag but that no PersistentVolume refers to are never
 //! removed here: only the CO knows that, so `csictl controller orphans` reports them.
 
@@ -72,6 +77,24 @@ pub async fn at_start_from(driver: &Driver, known: Option<&vglet_lvm::Report>) -
                 continue;
             }
         };
+        for lv in lvs.iter().filter(|lv| !lv.is_hidden()) {
+            let Some(of) = vglet_lvm::tags::cache_of(&lv.tags, &driver.cfg.driver_name) else {
+                continue;
+            };
+            let id = VolumeId::new(vg.clone(), lv.name.clone());
+            tracing::warn!(cache_lv = %id, volume = %of, "removing a cache LV left unattached by an interrupted modify");
+            let tag = vglet_lvm::tags::cache_lv_tags(&driver.cfg.driver_name, &of)
+                .pop()
+                .expect("the cache-of tag");
+            let _w = driver.vg_locks.lock(vg).await;
+            match driver.lvm.remove_lv_if_tagged(vg, &lv.name, &tag).await {
+                Ok(()) | Err(LvmError::LvNotFound(_)) => out.removed.push(id.to_string()),
+                Err(e) => {
+                    tracing::error!(cache_lv = %id, error = %e, "reconcile: unattached cache LV not removed");
+                    out.failed.push((id.to_string(), e.to_string()));
+                }
+            }
+        }
         for lv in lvs.iter().filter(|lv| is_unfinished(lv)) {
             let id = VolumeId::new(vg.clone(), lv.name.clone());
             if driver.ownership(&id, lv).is_err() {

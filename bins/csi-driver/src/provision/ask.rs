@@ -40,6 +40,9 @@ pub struct Ask {
     pub content: Content,
     pub requirement: Option<TopologyRequirement>,
     pub source: Option<SourceId>,
+    /// The cache the class asks for from birth (`mutable_parameters.cache`): attached by
+    /// ControllerModifyVolume's plan once the volume exists, on a retry too.
+    pub cache: Option<crate::rules::cache::CacheWish>,
 }
 
 pub fn validate_name(name: &str) -> Result<(), VolumeError> {
@@ -78,6 +81,25 @@ impl Ask {
             )?;
             params::parse("parameters", &merged)?
         };
+        // What can be refused before any lvm read (the VG's own kind is the plan's).
+        if let Some(crate::rules::cache::CacheWish::Mode { mode, .. }) = mutable.cache {
+            if params.layout.lv_type == vglet_lvm::LvType::Thin {
+                return Err(VolumeError::invalid(
+                    "mutable_parameters.cache",
+                    format!(
+                        "{mode} asked for a thin volume: lvm caches a thin pool as a whole (lvmthin(7)), not one thin volume"
+                    ),
+                ));
+            }
+            if let Some(m) = params.pmem_mode {
+                return Err(VolumeError::invalid(
+                    "mutable_parameters.cache",
+                    format!(
+                        "{mode} asked for a volume on {m} persistent memory, the fast tier itself; neither dm-cache nor dm-writecache passes DAX through"
+                    ),
+                ));
+            }
+        }
         let range = Range::parse("capacity_range", req.capacity_range.as_ref())?;
         let caps = capability::parse_all("volume_capabilities", &req.volume_capabilities)?;
         let content = capability::content_of(&caps);
@@ -121,6 +143,7 @@ impl Ask {
             content,
             requirement: req.accessibility_requirements.clone(),
             source,
+            cache: mutable.cache,
         })
     }
 }

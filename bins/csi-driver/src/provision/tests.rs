@@ -419,6 +419,17 @@ fn mutable_parameters_give_the_layout_at_creation_and_must_agree_with_the_class(
     );
     let r = with(&[("type", "raid1")], &[("type", "raid1")]);
     assert!(matches!(&create(planned(&vgs, &r, &three)).how, How::Layout(l) if l.mirrors() == 1));
+    // A cache key leaves the layout alone and rides along to the attach after the create.
+    let r = with(&[], &[("cache", "writecache"), ("cacheSize", "64Mi")]);
+    let a = Ask::check(&r).unwrap();
+    assert_eq!(
+        a.cache,
+        Some(crate::rules::cache::CacheWish::Mode {
+            mode: vglet_lvm::CacheMode::Writecache,
+            size: Some(64 * MIB)
+        })
+    );
+    assert!(matches!(&create(planned(&vgs, &r, &three)).how, How::Layout(l) if l.lv_type == LvType::Linear));
     for (params, mutable, part) in [
         (
             &[("type", "striped")][..],
@@ -427,6 +438,18 @@ fn mutable_parameters_give_the_layout_at_creation_and_must_agree_with_the_class(
         ),
         (&[], &[("volumeGroup", "vg0")], "unknown mutable parameter"),
         (&[("pmemMode", "fsdax")], &[("type", "raid1")], "one region"),
+        // A cache refused before any lvm read, naming the rule.
+        (
+            &[("type", "thin"), ("thinPool", "pool0")],
+            &[("cache", "writecache")],
+            "mutable_parameters.cache: writecache asked for a thin volume",
+        ),
+        (
+            &[("pmemMode", "fsdax")],
+            &[("cache", "cache")],
+            "passes DAX through",
+        ),
+        (&[], &[("cache", "lvmcache")], "none, cache or writecache"),
     ] {
         let e = Ask::check(&with(params, mutable)).unwrap_err();
         assert!(matches!(e, VolumeError::Invalid { .. }), "{e:?}");

@@ -185,6 +185,17 @@ impl Controller for ControllerService {
                 .inflight
                 .acquire(&format!("name:{}", req.name))?;
             let done = self.provision(&ask).await?;
+            // A cache from birth: the modify plan attaches it, and finds it attached on a
+            // retry (a CreateVolume interrupted after its lvcreate converges the same way).
+            if let Some(wish @ crate::rules::cache::CacheWish::Mode { .. }) = ask.cache {
+                let want = mutable::Mutable {
+                    redundancy: None,
+                    cache: Some(wish),
+                };
+                crate::ops::modify::modify(&self.driver, &done.volume.id, &want)
+                    .await
+                    .status()?;
+            }
             let mut m = self.volume_message(&done.volume, done.kind);
             m.volume_context = done.answer.volume_context;
             m.content_source = done.answer.content_source;
