@@ -56,7 +56,15 @@ async fn read(driver: &Driver, id: &VolumeId, want: &Mutable) -> Result<Read, Vo
         .report_lv(&id.vg, &id.lv)
         .await
         .map_err(VolumeError::lvm(format!("volume {id}")))?;
-    let (volume, vg) = volume_in(&driver.cfg.driver_name, &report, id)?;
+    let (volume, vg) = volume_in(&driver.cfg.driver_name, &report, id).map_err(|e| match e {
+        // A node-local VG's volumes are converted on their node: say which one answered,
+        // for a resizer that reached another node's driver.
+        VolumeError::NotFound(_) => VolumeError::NotFound(format!(
+            "volume {id} does not exist on node {} (a volume is modified by the driver on its own node)",
+            driver.cfg.node_id
+        )),
+        e => e,
+    })?;
     let images = driver
         .lvm
         .lv_images(&id.vg, &id.lv)
