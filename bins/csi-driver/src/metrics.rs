@@ -611,7 +611,10 @@ mod tests {
             "vglet_cache_dirty_blocks{vg=\"vg0\",lv=\"csi-w\",mode=\"writecache\"} 20512",
             "vglet_cache_blocks{vg=\"vg0\",lv=\"csi-w\",mode=\"writecache\"} 127100",
         ] {
-            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
         }
         assert!(!text.contains("_cvol"), "{text}");
         assert!(

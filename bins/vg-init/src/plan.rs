@@ -183,7 +183,7 @@ pub fn plan(req: &Request, st: &State) -> Result<Plan, VgInitError> {
         .filter(|d| !d.pv_tags.iter().any(|t| t == FAST_PV_TAG))
         .map(|d| d.path.clone())
         .collect();
-    let tag_fast = (!untagged_fast.is_empty()).then(|| Action::TagFast {
+    let tag_fast = (!untagged_fast.is_empty()).then_some(Action::TagFast {
         devices: untagged_fast,
     });
 

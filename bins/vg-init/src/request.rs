@@ -135,7 +135,12 @@ impl Request {
             devices.push(d.clone());
         }
         let mut fast_devices = Vec::new();
-        for d in cli.fast_devices.iter().map(|d| d.trim()).filter(|d| !d.is_empty()) {
+        for d in cli
+            .fast_devices
+            .iter()
+            .map(|d| d.trim())
+            .filter(|d| !d.is_empty())
+        {
             if !d.starts_with("/dev/") {
                 return Err(usage(format!("--fast-device {d:?}: not a /dev path")));
             }
@@ -420,12 +425,26 @@ mod tests {
         assert_eq!(r.devices, vec!["/dev/vda", "/dev/nvme0n1"]);
         assert_eq!(r.fast_devices, vec!["/dev/nvme0n1"]);
         // Also a device given with --device: one device, tagged fast.
-        let r = req(&["--vg", "v", "--device", "/dev/pmem0", "--fast-device", "/dev/pmem0"]).unwrap();
+        let r = req(&[
+            "--vg",
+            "v",
+            "--device",
+            "/dev/pmem0",
+            "--fast-device",
+            "/dev/pmem0",
+        ])
+        .unwrap();
         assert_eq!(r.devices, vec!["/dev/pmem0"]);
         assert_eq!(r.fast_devices, vec!["/dev/pmem0"]);
         for (args, want) in [
-            (&["--vg", "v", "--fast-device", "nvme0n1"][..], "not a /dev path"),
-            (&["--vg", "v", "--shared", "--fast-device", "/dev/nvme0n1"], "--shared"),
+            (
+                &["--vg", "v", "--fast-device", "nvme0n1"][..],
+                "not a /dev path",
+            ),
+            (
+                &["--vg", "v", "--shared", "--fast-device", "/dev/nvme0n1"],
+                "--shared",
+            ),
         ] {
             match req(args) {
                 Err(VgInitError::Usage(m)) => assert!(m.contains(want), "{m}"),

@@ -177,7 +177,10 @@ pub fn images_of(rows: &[SegmentRow], lv: &str) -> LvImages {
     };
     let segtype = first.segtype.clone();
     if crate::cache::CacheMode::of_segtype(&segtype).is_some()
-        && let Some(origin) = first.devices.first().filter(|d| rows.iter().any(|r| &r.lv == *d))
+        && let Some(origin) = first
+            .devices
+            .first()
+            .filter(|d| rows.iter().any(|r| &r.lv == *d))
     {
         let under = images_of(rows, origin);
         return LvImages {
@@ -255,7 +258,11 @@ mod tests {
     fn a_cached_volume_shows_its_origins_images() {
         let r = parse_rows(&rows(&[
             ("csi-a", "writecache", "csi-a_wcorig(0)"),
-            ("[csi-a_wcorig]", "raid1", "csi-a_wcorig_rimage_0(0),csi-a_wcorig_rimage_1(0)"),
+            (
+                "[csi-a_wcorig]",
+                "raid1",
+                "csi-a_wcorig_rimage_0(0),csi-a_wcorig_rimage_1(0)",
+            ),
             ("[csi-a_wcorig_rimage_0]", "linear", "/dev/vda(1)"),
             ("[csi-a_wcorig_rimage_1]", "linear", "/dev/vdb(1)"),
             ("[csi-a_wcorig_rmeta_0]", "linear", "/dev/vda(0)"),

@@ -452,7 +452,6 @@ fn single_value(tags: &[String], prefix: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-
     #[test]
     fn a_cache_lv_is_ours_by_its_tags_and_never_a_volume() {
         let tags = cache_lv_tags("vglet.io", "csi-pvc&1");

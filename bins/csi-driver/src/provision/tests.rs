@@ -429,7 +429,9 @@ fn mutable_parameters_give_the_layout_at_creation_and_must_agree_with_the_class(
             size: Some(64 * MIB)
         })
     );
-    assert!(matches!(&create(planned(&vgs, &r, &three)).how, How::Layout(l) if l.lv_type == LvType::Linear));
+    assert!(
+        matches!(&create(planned(&vgs, &r, &three)).how, How::Layout(l) if l.lv_type == LvType::Linear)
+    );
     for (params, mutable, part) in [
         (
             &[("type", "striped")][..],

@@ -61,7 +61,8 @@ pub fn parse(field: &str, raw: &HashMap<String, String>) -> Result<Option<CacheW
         None => None,
         Some(s) => {
             let f = format!("{field}.{CACHE_SIZE}");
-            let bytes = vglet_common::size::parse_size(s).map_err(|e| VolumeError::invalid(&f, e))?;
+            let bytes =
+                vglet_common::size::parse_size(s).map_err(|e| VolumeError::invalid(&f, e))?;
             if bytes < MIN_CACHE_SIZE {
                 return Err(VolumeError::invalid(
                     &f,
@@ -154,7 +155,10 @@ pub fn check_room(id: &str, vg: &Vg, pvs: &[&Pv], size: u64) -> Result<(), Volum
         return Err(VolumeError::NoSpace(format!(
             "volume {id} needs a cache of {need} bytes; the fast physical volumes of volume group {} ({}) have {free} bytes free",
             vg.name,
-            fast.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+            fast.iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     Ok(())
@@ -197,7 +201,10 @@ mod tests {
         assert!(e(&[("cache", "Cache")]).contains("none, cache or writecache"));
         assert!(e(&[("cacheSize", "1Gi")]).contains("only with mutable_parameters.cache"));
         assert!(e(&[("cache", "none"), ("cacheSize", "1Gi")]).contains("is none"));
-        assert!(e(&[("cache", "cache"), ("cacheSize", "1m")]).starts_with("mutable_parameters.cacheSize: "));
+        assert!(
+            e(&[("cache", "cache"), ("cacheSize", "1m")])
+                .starts_with("mutable_parameters.cacheSize: ")
+        );
         assert!(e(&[("cache", "cache"), ("cacheSize", "1Mi")]).contains("smallest cache"));
     }
 
@@ -226,7 +233,11 @@ mod tests {
         Lv {
             name: "csi-a".into(),
             segtype: segtype.into(),
-            pool_lv: if segtype == "thin" { "pool0".into() } else { String::new() },
+            pool_lv: if segtype == "thin" {
+                "pool0".into()
+            } else {
+                String::new()
+            },
             ..Default::default()
         }
     }
@@ -239,13 +250,24 @@ mod tests {
             (lv("thin"), vg(&[], ""), "thin volume"),
             (lv("linear"), vg(&[], "sanlock"), "shared volume group"),
             (lv("linear"), vg(&["vglet.pmem=fsdax"], ""), "lose DAX"),
-            (lv("linear"), vg(&["vglet.pmem=sector"], ""), "sector persistent memory"),
-            (lv("linear"), vg(&["vglet.pmem=what"], ""), "persistent memory"),
+            (
+                lv("linear"),
+                vg(&["vglet.pmem=sector"], ""),
+                "sector persistent memory",
+            ),
+            (
+                lv("linear"),
+                vg(&["vglet.pmem=what"], ""),
+                "persistent memory",
+            ),
         ] {
             let e = admits("vg0/csi-a", &l, &v).unwrap_err();
             assert!(matches!(e, VolumeError::Invalid { .. }), "{e:?}");
             let m = e.to_string();
-            assert!(m.starts_with("mutable_parameters.cache: ") && m.contains(want), "{m}");
+            assert!(
+                m.starts_with("mutable_parameters.cache: ") && m.contains(want),
+                "{m}"
+            );
         }
     }
 
@@ -255,18 +277,28 @@ mod tests {
             name: name.into(),
             vg: "vg0".into(),
             free,
-            tags: if fast { vec![FAST_PV_TAG.into()] } else { vec![] },
+            tags: if fast {
+                vec![FAST_PV_TAG.into()]
+            } else {
+                vec![]
+            },
             ..Default::default()
         };
         let v = vg(&[], "");
         let slow = pv("/dev/vda", 10 << 30, false);
         let fast = pv("/dev/vdb", 100 << 20, true);
         let e = check_room("vg0/csi-a", &v, &[&slow], 64 << 20).unwrap_err();
-        assert!(matches!(&e, VolumeError::NoSpace(m) if m.contains("no fast physical volume")), "{e:?}");
+        assert!(
+            matches!(&e, VolumeError::NoSpace(m) if m.contains("no fast physical volume")),
+            "{e:?}"
+        );
         check_room("vg0/csi-a", &v, &[&slow, &fast], 64 << 20).unwrap();
         // 98 MiB rounds up to 100 MiB of extents: fits exactly; 101 MiB does not.
         check_room("vg0/csi-a", &v, &[&slow, &fast], 98 << 20).unwrap();
         let e = check_room("vg0/csi-a", &v, &[&slow, &fast], 101 << 20).unwrap_err();
-        assert!(matches!(&e, VolumeError::NoSpace(m) if m.contains("/dev/vdb")), "{e:?}");
+        assert!(
+            matches!(&e, VolumeError::NoSpace(m) if m.contains("/dev/vdb")),
+            "{e:?}"
+        );
     }
 }

@@ -82,7 +82,11 @@ pub fn vgchange_del_tags(vg: &str, tags: &[String], common: &CommonOptions) -> V
 }
 
 /// Tag PVs (vg-init's [`crate::tags::FAST_PV_TAG`]). Adding a tag a PV has is no error.
-pub fn pvchange_add_tags(devices: &[String], tags: &[String], common: &CommonOptions) -> Vec<String> {
+pub fn pvchange_add_tags(
+    devices: &[String],
+    tags: &[String],
+    common: &CommonOptions,
+) -> Vec<String> {
     let mut argv = common.start("pvchange");
     push_tags(&mut argv, "--addtag", tags);
     argv.extend(devices.iter().cloned());

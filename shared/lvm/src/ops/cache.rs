@@ -42,8 +42,7 @@ impl Lvm {
     ) -> Result<(), LvmError> {
         check_names(vg, lv)?;
         check_names(vg, cachevol)?;
-        let argv =
-            args::lvconvert_attach_cache(vg, lv, mode, cachevol, &self.options(false).await);
+        let argv = args::lvconvert_attach_cache(vg, lv, mode, cachevol, &self.options(false).await);
         self.run(argv, Some(vg), Some(lv)).await?;
         tracing::info!(%vg, %lv, %mode, %cachevol, "cache attached");
         Ok(())

@@ -64,10 +64,7 @@ fn volume(segtype: &str, pool: &str) -> OwnedVolume {
 }
 
 fn cached(mode: CacheMode) -> OwnedVolume {
-    volume(
-        mode.as_str(),
-        &format!("[{}_cvol]", cache_lv_name("csi-a")),
-    )
+    volume(mode.as_str(), &format!("[{}_cvol]", cache_lv_name("csi-a")))
 }
 
 fn images(origin: Option<&str>) -> LvImages {
@@ -128,7 +125,11 @@ fn planned_with(
     )
 }
 
-fn planned(v: &OwnedVolume, cache_lv: Option<&Lv>, want: &Mutable) -> Result<Vec<Step>, VolumeError> {
+fn planned(
+    v: &OwnedVolume,
+    cache_lv: Option<&Lv>,
+    want: &Mutable,
+) -> Result<Vec<Step>, VolumeError> {
     let origin = v.lv.segtype.contains("cache").then_some("linear");
     planned_with(v, &vg(), &pvs(), &images(origin), cache_lv, want)
 }
@@ -173,7 +174,12 @@ fn attach_detach_and_switch() {
     );
     // Switch: written back and detached, then a new one attached.
     assert_eq!(
-        planned(&cached(CacheMode::Cache), None, &mode(CacheMode::Writecache, None)).unwrap(),
+        planned(
+            &cached(CacheMode::Cache),
+            None,
+            &mode(CacheMode::Writecache, None)
+        )
+        .unwrap(),
         [
             Step::DetachCache {
                 mode: CacheMode::Cache
@@ -195,14 +201,23 @@ fn the_same_class_twice_is_no_step() {
     for m in CacheMode::ALL {
         assert_eq!(planned(&cached(m), None, &mode(m, None)).unwrap(), []);
         // cacheSize is used when a cache is made; an attached one is left as it is.
-        assert_eq!(planned(&cached(m), None, &mode(m, Some(512 * MIB))).unwrap(), []);
+        assert_eq!(
+            planned(&cached(m), None, &mode(m, Some(512 * MIB))).unwrap(),
+            []
+        );
     }
     assert_eq!(planned(&volume("linear", ""), None, &none()).unwrap(), []);
     // No cache key: nothing about the cache, whatever the volume has.
     let nothing = Mutable::default();
-    assert_eq!(planned(&cached(CacheMode::Cache), None, &nothing).unwrap(), []);
+    assert_eq!(
+        planned(&cached(CacheMode::Cache), None, &nothing).unwrap(),
+        []
+    );
     // A thin volume without a cache already has "none".
-    assert_eq!(planned(&volume("thin", "pool0"), None, &none()).unwrap(), []);
+    assert_eq!(
+        planned(&volume("thin", "pool0"), None, &none()).unwrap(),
+        []
+    );
 }
 
 #[test]
@@ -227,7 +242,10 @@ fn an_interrupted_attach_is_finished_or_cleaned_up() {
 fn invalid_naming(e: VolumeError, field: &str, part: &str) {
     let m = e.to_string();
     assert!(matches!(e, VolumeError::Invalid { .. }), "{m}");
-    assert!(m.starts_with(&format!("{field}: ")) && m.contains(part), "{m}");
+    assert!(
+        m.starts_with(&format!("{field}: ")) && m.contains(part),
+        "{m}"
+    );
 }
 
 #[test]
@@ -249,7 +267,10 @@ fn refusals_name_the_rule() {
         "shared volume group",
     );
     let dax = Vg {
-        tags: vec!["vglet.pmem=fsdax".into(), "vglet.pmem-region=region0".into()],
+        tags: vec![
+            "vglet.pmem=fsdax".into(),
+            "vglet.pmem-region=region0".into(),
+        ],
         ..vg()
     };
     invalid_naming(
@@ -275,7 +296,10 @@ fn refusals_name_the_rule() {
             size: None,
         }),
     };
-    assert_eq!(planned(&cached(CacheMode::Writecache), None, &same).unwrap(), []);
+    assert_eq!(
+        planned(&cached(CacheMode::Writecache), None, &same).unwrap(),
+        []
+    );
     // An LV of another kind by the adopt route is never changed.
     let mut adopted = volume("linear", "");
     adopted.adopted = Some(crate::driver::Adopted { may_delete: false });
@@ -293,7 +317,12 @@ fn detach_then_change_redundancy_then_attach() {
         cache: Some(CacheWish::None),
     };
     let steps = planned(&cached(CacheMode::Cache), None, &w).unwrap();
-    assert_eq!(steps[0], Step::DetachCache { mode: CacheMode::Cache });
+    assert_eq!(
+        steps[0],
+        Step::DetachCache {
+            mode: CacheMode::Cache
+        }
+    );
     assert_eq!(steps[1], Step::ToRaid1 { mirrors: 1 });
     assert_eq!(steps.len(), 2);
 }
@@ -302,9 +331,22 @@ fn detach_then_change_redundancy_then_attach() {
 fn no_fast_pv_or_no_room_is_resource_exhausted() {
     let lin = volume("linear", "");
     let slow_only: Vec<Pv> = pvs().into_iter().filter(|p| p.tags.is_empty()).collect();
-    let e = planned_with(&lin, &vg(), &slow_only, &images(None), None, &mode(CacheMode::Cache, None))
-        .unwrap_err();
-    assert!(matches!(&e, VolumeError::NoSpace(m) if m.contains("vg-init --fast-device")), "{e:?}");
+    let e = planned_with(
+        &lin,
+        &vg(),
+        &slow_only,
+        &images(None),
+        None,
+        &mode(CacheMode::Cache, None),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, VolumeError::NoSpace(m) if m.contains("vg-init --fast-device")),
+        "{e:?}"
+    );
     let e = planned(&lin, None, &mode(CacheMode::Cache, Some(400 * MIB))).unwrap_err();
-    assert!(matches!(&e, VolumeError::NoSpace(m) if m.contains("/dev/vdb")), "{e:?}");
+    assert!(
+        matches!(&e, VolumeError::NoSpace(m) if m.contains("/dev/vdb")),
+        "{e:?}"
+    );
 }

@@ -4,9 +4,9 @@
 //! one record of the layout: no tag repeats it, so ListVolumes and ControllerGetVolume show
 //! the new layout as lvm does.
 
-pub(crate) mod plan;
 #[cfg(test)]
 mod cache_tests;
+pub(crate) mod plan;
 #[cfg(test)]
 mod tests;
 
