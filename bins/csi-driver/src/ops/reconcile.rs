@@ -132,3 +132,81 @@ pub fn first_formats_at_start(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use vglet_lvm::{Lv, Report, Vg};
+    use vglet_runner::{FakeRunner, Reply};
+
+    use super::*;
+
+    fn lv(name: &str, tags: Vec<String>) -> Lv {
+        Lv {
+            vg: "vg0".into(),
+            name: name.into(),
+            segtype: "linear".into(),
+            tags,
+            ..Default::default()
+        }
+    }
+
+    /// A cache LV left visible by an interrupted attach is removed (conditionally on its
+    /// tag); an attached (hidden) cachevol, another driver's cache LV and volumes are not.
+    #[tokio::test]
+    async fn unattached_cache_lvs_of_ours_are_removed_at_start() {
+        let runner = FakeRunner::with(|c| match c.arg_strings().first().map(String::as_str) {
+            Some("version") => Reply::ok("  LVM version:     2.03.16(2) (2022-05-18)\n"),
+            Some("lvremove") => Reply::ok(""),
+            _ => Reply::ok(r#"{"report":[]}"#),
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::test_config(dir.path(), &["--mode=controller".to_string()]);
+        let driver = crate::build_driver_with(cfg, Arc::new(runner.clone()))
+            .await
+            .unwrap();
+        let me = driver.cfg.driver_name.clone();
+        let ours = vglet_lvm::tags::cache_lv_tags(&me, "csi-a");
+        let volume = vglet_lvm::tags::VolumeTags {
+            owner: me.clone(),
+            name: "pvc-a".into(),
+            size: 1,
+            fs: "ext4".into(),
+        }
+        .to_tags();
+        let report = Report {
+            vgs: vec![Vg {
+                name: "vg0".into(),
+                ..Default::default()
+            }],
+            pvs: vec![],
+            lvs: vec![
+                lv("csi-a", volume),
+                lv("vglet-cache.aaaa", ours.clone()),
+                lv(
+                    "[vglet-cache.bbbb_cvol]",
+                    vglet_lvm::tags::cache_lv_tags(&me, "csi-b"),
+                ),
+                lv(
+                    "vglet-cache.cccc",
+                    vglet_lvm::tags::cache_lv_tags("other.io", "csi-c"),
+                ),
+            ],
+        };
+        let before = runner.calls().len();
+        let out = at_start_from(&driver, Some(&report)).await;
+        assert_eq!(out.removed, vec!["vg0/vglet-cache.aaaa".to_string()]);
+        let removes: Vec<Vec<String>> = runner.calls()[before..]
+            .iter()
+            .map(|c| c.arg_strings())
+            .filter(|a| a.first().map(String::as_str) == Some("lvremove"))
+            .collect();
+        assert_eq!(removes.len(), 1, "{removes:?}");
+        assert!(
+            removes[0].contains(&format!("lv_tags=\"{}\"", ours[1]))
+                && removes[0].contains(&"vg0/vglet-cache.aaaa".to_string()),
+            "{removes:?}"
+        );
+    }
+}
