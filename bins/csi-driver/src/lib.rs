@@ -5,7 +5,8 @@
 //
 //   service/      gRPC: Identity, Controller, Node adapters; server, tower layer, start-up
 //   provision/    CreateVolume as read -> pure plan -> execute; the VG rule GetCapacity shares
-//   ops/          snapshots, content sources, expansion, the in-use check, start-up reconcile
+//   ops/          snapshots, content sources, expansion, modification (ControllerModifyVolume),
+//                 the in-use check, start-up reconcile
 //   driver.rs     the state the services share (config, lvm, mounter, caches, ownership),
 //                 with inflight.rs, metrics.rs, host_needs.rs
 //   status.rs     the one map from the volume layer's errors to gRPC codes

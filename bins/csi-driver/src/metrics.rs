@@ -68,6 +68,14 @@ struct LvLabels {
     lv: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    vg: String,
+    lv: String,
+    /// `cache` or `writecache`.
+    mode: String,
+}
+
 type Percent = Gauge<f64, AtomicU64>;
 type Hist<L> = Family<L, Histogram, fn() -> Histogram>;
 
@@ -94,6 +102,12 @@ pub struct Metrics {
     thin_metadata: Family<PoolLabels, Percent>,
     thin_full: Family<PoolLabels, Gauge>,
     raid_sync: Family<LvLabels, Percent>,
+    cache_read_hits: Family<CacheLabels, Gauge>,
+    cache_read_misses: Family<CacheLabels, Gauge>,
+    cache_write_hits: Family<CacheLabels, Gauge>,
+    cache_write_misses: Family<CacheLabels, Gauge>,
+    cache_dirty: Family<CacheLabels, Gauge>,
+    cache_total: Family<CacheLabels, Gauge>,
     vg_report_errors: Counter,
     last_refresh: tokio::sync::Mutex<Option<Instant>>,
 }
@@ -175,6 +189,42 @@ impl Metrics {
             "Synchronisation of a RAID or mirror LV, percent (lvm copy_percent)",
             raid_sync.clone(),
         );
+        let cache_gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let g = Family::<CacheLabels, Gauge>::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let cache_read_hits = cache_gauge(
+            &mut registry,
+            "vglet_cache_read_hits",
+            "Reads of a cached volume served from its fast tier (dm-cache, since the volume was activated)",
+        );
+        let cache_read_misses = cache_gauge(
+            &mut registry,
+            "vglet_cache_read_misses",
+            "Reads of a cached volume that went to its origin (dm-cache, since activation)",
+        );
+        let cache_write_hits = cache_gauge(
+            &mut registry,
+            "vglet_cache_write_hits",
+            "Writes to blocks a cached volume held in its fast tier (dm-cache, since activation)",
+        );
+        let cache_write_misses = cache_gauge(
+            &mut registry,
+            "vglet_cache_write_misses",
+            "Writes to blocks not in a cached volume's fast tier (dm-cache, since activation)",
+        );
+        let cache_dirty = cache_gauge(
+            &mut registry,
+            "vglet_cache_dirty_blocks",
+            "Cache blocks of a volume not yet written back to its origin (dm-cache dirty blocks; \
+             dm-writecache: every used block), what a detach writes back first",
+        );
+        let cache_total = cache_gauge(
+            &mut registry,
+            "vglet_cache_blocks",
+            "Size of a volume's cache in its own blocks",
+        );
         let vg_report_errors = Counter::default();
         registry.register(
             "vglet_vg_report_errors",
@@ -193,6 +243,12 @@ impl Metrics {
             thin_metadata,
             thin_full,
             raid_sync,
+            cache_read_hits,
+            cache_read_misses,
+            cache_write_hits,
+            cache_write_misses,
+            cache_dirty,
+            cache_total,
             vg_report_errors,
             last_refresh: tokio::sync::Mutex::new(None),
         }
@@ -238,6 +294,16 @@ impl Metrics {
         self.thin_metadata.clear();
         self.thin_full.clear();
         self.raid_sync.clear();
+        for g in [
+            &self.cache_read_hits,
+            &self.cache_read_misses,
+            &self.cache_write_hits,
+            &self.cache_write_misses,
+            &self.cache_dirty,
+            &self.cache_total,
+        ] {
+            g.clear();
+        }
         for vg in report.vgs.iter().filter(|v| served.contains(&v.name)) {
             let label = VgLabel {
                 vg: vg.name.clone(),
@@ -278,6 +344,31 @@ impl Metrics {
                             lv: lv.name.clone(),
                         })
                         .set(p);
+                }
+            }
+            for lv in report.lvs_in(&vg.name).filter(|l| !l.is_hidden()) {
+                let Some(attached) = vglet_lvm::cache::attached(lv) else {
+                    continue;
+                };
+                let labels = CacheLabels {
+                    vg: vg.name.clone(),
+                    lv: lv.name.clone(),
+                    mode: attached.mode.to_string(),
+                };
+                let c = &lv.cache;
+                let total = c.total_blocks.or(c.writecache_total_blocks);
+                for (g, v) in [
+                    (&self.cache_read_hits, c.read_hits),
+                    (&self.cache_read_misses, c.read_misses),
+                    (&self.cache_write_hits, c.write_hits),
+                    (&self.cache_write_misses, c.write_misses),
+                    (&self.cache_dirty, c.dirty()),
+                    (&self.cache_total, total),
+                ] {
+                    if let Some(v) = v {
+                        g.get_or_create(&labels)
+                            .set(i64::try_from(v).unwrap_or(i64::MAX));
+                    }
                 }
             }
             self.volumes.get_or_create(&label).set(owned);
@@ -481,6 +572,59 @@ mod tests {
             !text.contains("rimage"),
             "hidden sub-LVs are not volumes: {text}"
         );
+    }
+
+    #[test]
+    fn cache_statistics_of_cached_volumes() {
+        let mut r = sample();
+        let mut c = lv("vg0", "csi-c", "cache");
+        c.pool_lv = "[vglet-cache.00_cvol]".into();
+        c.cache = vglet_lvm::CacheStats {
+            total_blocks: Some(896),
+            dirty_blocks: Some(0),
+            read_hits: Some(7),
+            read_misses: Some(2),
+            write_hits: Some(1),
+            write_misses: Some(10),
+            ..Default::default()
+        };
+        let mut w = lv("vg0", "csi-w", "writecache");
+        w.cache = vglet_lvm::CacheStats {
+            writecache_total_blocks: Some(127100),
+            writecache_free_blocks: Some(106588),
+            ..Default::default()
+        };
+        // The hidden cachevol is no volume of its own.
+        let mut cvol = lv("vg0", "[vglet-cache.00_cvol]", "linear");
+        cvol.cache.read_hits = Some(99);
+        r.lvs.extend([c, w, cvol]);
+        let m = Metrics::new();
+        m.set_lvm_state(&r, &["vg0".to_string()], "lvm.vglet.io");
+        let text = m.encode();
+        for line in [
+            "vglet_cache_read_hits{vg=\"vg0\",lv=\"csi-c\",mode=\"cache\"} 7",
+            "vglet_cache_read_misses{vg=\"vg0\",lv=\"csi-c\",mode=\"cache\"} 2",
+            "vglet_cache_write_hits{vg=\"vg0\",lv=\"csi-c\",mode=\"cache\"} 1",
+            "vglet_cache_write_misses{vg=\"vg0\",lv=\"csi-c\",mode=\"cache\"} 10",
+            "vglet_cache_dirty_blocks{vg=\"vg0\",lv=\"csi-c\",mode=\"cache\"} 0",
+            "vglet_cache_blocks{vg=\"vg0\",lv=\"csi-c\",mode=\"cache\"} 896",
+            "vglet_cache_dirty_blocks{vg=\"vg0\",lv=\"csi-w\",mode=\"writecache\"} 20512",
+            "vglet_cache_blocks{vg=\"vg0\",lv=\"csi-w\",mode=\"writecache\"} 127100",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        assert!(!text.contains("_cvol"), "{text}");
+        assert!(
+            !text.contains("vglet_cache_read_hits{vg=\"vg0\",lv=\"csi-w\""),
+            "writecache has no read hits: {text}"
+        );
+        // Detached: the series go.
+        r.lvs.retain(|l| l.segtype != "cache");
+        m.set_lvm_state(&r, &["vg0".to_string()], "lvm.vglet.io");
+        assert!(!m.encode().contains("csi-c"));
     }
 
     #[test]

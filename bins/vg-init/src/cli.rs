@@ -19,6 +19,19 @@ pub struct Cli {
     #[arg(long = "device", value_name = "PATH")]
     pub devices: Vec<String>,
 
+    /// A device for the VG's fast tier (an NVMe disk, a PMEM fsdax or sector namespace):
+    /// added to the VG like --device, and its PV tagged vglet.fast, the only PVs csi-driver
+    /// puts volume caches on (the `cache` parameter; docs/storageclass-parameters.md).
+    /// Repeat, or comma-separate in the env var. Re-running tags a PV that lacks the tag;
+    /// a tag is never removed.
+    #[arg(
+        long = "fast-device",
+        value_name = "PATH",
+        env = "VGLET_FAST_DEVICES",
+        value_delimiter = ','
+    )]
+    pub fast_devices: Vec<String>,
+
     /// A tag for the VG, in addition to vglet.managed=true and vglet.vg-init=<version>
     /// (repeat, or comma-separate in the env var). Tags are added, never removed.
     #[arg(

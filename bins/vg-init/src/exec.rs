@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use vglet_lvm::tags::FAST_PV_TAG;
 use vglet_lvm::{Lvm, ThinPoolCreate, VgCreate, wipe};
 use vglet_runner::Runner;
 
@@ -86,6 +87,10 @@ pub async fn execute(
             }
             Action::LockStart => lockstart(req, lvm).await?,
             Action::SetSystemId(id) => lvm.set_vg_system_id(&req.vg, id).await.map_err(err)?,
+            Action::TagFast { devices } => lvm
+                .add_pv_tags(devices, &[FAST_PV_TAG.to_string()])
+                .await
+                .map_err(err)?,
             Action::AddTags(tags) => lvm.add_vg_tags(&req.vg, tags).await.map_err(err)?,
             Action::DelTags(tags) => lvm.del_vg_tags(&req.vg, tags).await.map_err(err)?,
             Action::CreateThinPool { name, size } => {

@@ -204,6 +204,12 @@ pub async fn run_with(
         .ok_or_else(|| VgInitError::Failed(format!("VG {} is not there after the run", req.vg)))?;
     result.tags = vg.tags.clone();
     result.pvs = after.pvs_in(&req.vg).map(|p| p.name.clone()).collect();
+    let fast_tag = vglet_lvm::tags::FAST_PV_TAG;
+    let fast: Vec<&vglet_lvm::Pv> = after
+        .pvs_in(&req.vg)
+        .filter(|p| p.tags.iter().any(|t| t == fast_tag))
+        .collect();
+    result.fast_pvs = fast.iter().map(|p| p.name.clone()).collect();
     result.shared = vg.is_shared();
     result.lock_type = vg.is_shared().then(|| vg.lock_type.clone());
     result.system_id = Some(vg.system_id.clone()).filter(|s| !s.is_empty());
@@ -218,6 +224,20 @@ pub async fn run_with(
         if !pvs.contains(&c) {
             return Err(VgInitError::Failed(format!(
                 "{d} is not a PV of {} after vgextend/vgcreate reported success",
+                req.vg
+            )));
+        }
+    }
+    // Each fast device must now carry the tag: lvm's answer again, not the plan's.
+    let fast_canonical: Vec<String> = fast
+        .iter()
+        .map(|p| host.canonical(&p.name).unwrap_or_else(|_| p.name.clone()))
+        .collect();
+    for d in &req.fast_devices {
+        let c = host.canonical(d).unwrap_or_else(|_| d.clone());
+        if !fast_canonical.contains(&c) {
+            return Err(VgInitError::Failed(format!(
+                "{d} is not a PV of {} tagged {fast_tag} after the run",
                 req.vg
             )));
         }

@@ -11,6 +11,10 @@ use clap::Parser;
 ///   disk-discover --glob '/dev/disk/by-id/nvme-*' --target-vg vg0 --output /run/vglet/inventory.json
 ///   vg-init --vg vg0 --inventory /run/vglet/inventory.json --tag team=a
 ///   vg-init --vg svg --device /dev/mapper/lun1 --shared --lock-type sanlock
+///   vg-init --vg vg0 --device /dev/vdd --fast-device /dev/vda
+///
+/// --fast-device adds a device as the VG's fast tier: its PV is tagged vglet.fast, and
+/// csi-driver puts volume caches (the `cache` parameter) there and nowhere else.
 ///
 /// A device that is a PV of another VG or holds any signature is never taken, unless --wipe
 /// (which prints what it destroys first); a PV of another VG that has LVs is never wiped.

@@ -16,6 +16,9 @@ pub struct Result {
     pub tags: Vec<String>,
     /// Its PVs after the run (lvm's names).
     pub pvs: Vec<String>,
+    /// Those of its PVs tagged vglet.fast after the run: the fast tier volume caches go on
+    /// (in a dry run: the --fast-device paths).
+    pub fast_pvs: Vec<String>,
     pub shared: bool,
     pub lock_type: Option<String>,
     pub system_id: Option<String>,
@@ -79,6 +82,7 @@ impl Result {
             wiped: plan.wiped.clone(),
             tags: req.tags.clone(),
             pvs: Vec::new(),
+            fast_pvs: req.fast_devices.clone(),
             shared: req.lock_type.is_some(),
             lock_type: req.lock_type.map(|l| l.to_string()),
             system_id: None,

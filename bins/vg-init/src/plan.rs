@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use vglet_lvm::tags::{PMEM_MODE_PREFIX, PMEM_REGION_PREFIX};
+use vglet_lvm::tags::{FAST_PV_TAG, PMEM_MODE_PREFIX, PMEM_REGION_PREFIX};
 use vglet_lvm::wipe::Signature;
 use vglet_lvm::{LockType, PoolSize};
 
@@ -42,6 +42,10 @@ pub enum Action {
         name: String,
         size: PoolSize,
     },
+    /// `pvchange --addtag vglet.fast`: these PVs are the VG's fast tier.
+    TagFast {
+        devices: Vec<String>,
+    },
 }
 
 impl fmt::Display for Action {
@@ -77,6 +81,11 @@ impl fmt::Display for Action {
                 };
                 write!(f, "create thin pool {name} ({size})")
             }
+            Action::TagFast { devices } => write!(
+                f,
+                "tag {} {FAST_PV_TAG} (the fast tier, for volume caches)",
+                devices.join(" ")
+            ),
         }
     }
 }
@@ -165,6 +174,19 @@ pub fn plan(req: &Request, st: &State) -> Result<Plan, VgInitError> {
     let host_tag = sanlock_host_tag_wanted(req, st);
     want_tags.extend(host_tag.as_ref().map(|(_, tag)| tag.clone()));
 
+    // Fast devices whose PV lacks the tag: new PVs, and PVs of the VG an earlier run (or
+    // the operator) added without it.
+    let untagged_fast: Vec<String> = st
+        .devices
+        .iter()
+        .filter(|d| d.requested_as_any(&req.fast_devices))
+        .filter(|d| !d.pv_tags.iter().any(|t| t == FAST_PV_TAG))
+        .map(|d| d.path.clone())
+        .collect();
+    let tag_fast = (!untagged_fast.is_empty()).then_some(Action::TagFast {
+        devices: untagged_fast,
+    });
+
     let outcome;
     match &st.vg {
         None => {
@@ -188,6 +210,7 @@ pub fn plan(req: &Request, st: &State) -> Result<Plan, VgInitError> {
             if shared {
                 actions.push(Action::LockStart);
             }
+            actions.extend(tag_fast);
             if let Some(pool) = &req.thin_pool {
                 actions.push(Action::CreateThinPool {
                     name: pool.name.clone(),
@@ -213,6 +236,7 @@ pub fn plan(req: &Request, st: &State) -> Result<Plan, VgInitError> {
                     devices: added.clone(),
                 });
             }
+            changes.extend(tag_fast);
             let stale: Vec<String> = vg
                 .tags
                 .iter()
@@ -516,6 +540,7 @@ mod tests {
         Request {
             vg: "vg0".into(),
             devices: devices.iter().map(|d| d.to_string()).collect(),
+            fast_devices: vec![],
             tags: vec![MANAGED_TAG.into(), version_tag(), "team=a".into()],
             lock_type: None,
             node_name: None,
@@ -537,6 +562,8 @@ mod tests {
             pv_vg: None,
             signatures: vec![],
             holders: vec![],
+            aliases: vec![path.into()],
+            pv_tags: vec![],
         }
     }
 
@@ -613,6 +640,77 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn fast_devices_join_the_vg_and_are_tagged_once() {
+        // A new VG of a slow disk and a fast one: the fast PV is tagged after vgcreate.
+        let mut r = req(&["/dev/vda", "/dev/nvme0n1"]);
+        r.fast_devices = vec!["/dev/nvme0n1".into()];
+        let st = State {
+            devices: vec![blank("/dev/vda"), blank("/dev/nvme0n1")],
+            ..Default::default()
+        };
+        let p = plan(&r, &st).unwrap();
+        assert_eq!(p.outcome, Outcome::Created);
+        assert_eq!(
+            p.actions,
+            vec![
+                Action::CreatePvs {
+                    devices: vec!["/dev/vda".into(), "/dev/nvme0n1".into()]
+                },
+                Action::CreateVg {
+                    devices: vec!["/dev/vda".into(), "/dev/nvme0n1".into()],
+                    tags: full_tags(),
+                    lock_type: None
+                },
+                Action::TagFast {
+                    devices: vec!["/dev/nvme0n1".into()]
+                },
+            ]
+        );
+        assert!(p.actions[2].to_string().contains("vglet.fast"));
+
+        // Re-run: the PV carries the tag, nothing to do.
+        let vg = existing(&[MANAGED_TAG, &version_tag(), "team=a"], &["/dev/vda"]);
+        let tagged = DeviceState {
+            pv_tags: vec![FAST_PV_TAG.into()],
+            ..pv_of("/dev/nvme0n1", "vg0")
+        };
+        let st = State {
+            vg: Some(vg.clone()),
+            devices: vec![pv_of("/dev/vda", "vg0"), tagged],
+            ..Default::default()
+        };
+        let p = plan(&r, &st).unwrap();
+        assert_eq!(p.outcome, Outcome::Unchanged);
+        assert!(p.actions.is_empty());
+
+        // A PV of the VG named fast later (or whose tagging a crash cut short) is tagged
+        // without being added again; one named by two paths is tagged once.
+        let mut r2 = req(&["/dev/vda", "/dev/disk/by-id/nvme-x", "/dev/nvme0n1"]);
+        r2.fast_devices = vec!["/dev/nvme0n1".into()];
+        let aliased = DeviceState {
+            path: "/dev/disk/by-id/nvme-x".into(),
+            canonical: "/dev/nvme0n1".into(),
+            aliases: vec!["/dev/disk/by-id/nvme-x".into(), "/dev/nvme0n1".into()],
+            ..pv_of("/dev/nvme0n1", "vg0")
+        };
+        let st = State {
+            vg: Some(vg),
+            devices: vec![pv_of("/dev/vda", "vg0"), aliased],
+            ..Default::default()
+        };
+        let p = plan(&r2, &st).unwrap();
+        assert_eq!(p.outcome, Outcome::Updated);
+        assert_eq!(
+            p.actions,
+            vec![Action::TagFast {
+                devices: vec!["/dev/disk/by-id/nvme-x".into()]
+            }]
+        );
+        // A slow PV is never tagged, whatever its neighbours.
+        assert!(!p.actions.iter().any(|a| a.to_string().contains("/dev/vda")));
     }
 
     #[test]

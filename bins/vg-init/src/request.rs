@@ -39,8 +39,12 @@ pub struct ThinPoolWish {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     pub vg: String,
-    /// Device paths as given (inventory first, then --device), duplicates removed.
+    /// Device paths as given (inventory first, then --device, then --fast-device),
+    /// duplicates removed.
     pub devices: Vec<String>,
+    /// The --fast-device paths as given (also in `devices`): their PVs get
+    /// [`vglet_lvm::tags::FAST_PV_TAG`].
+    pub fast_devices: Vec<String>,
     /// Every tag the VG must carry: vg-init's own, then the operator's.
     pub tags: Vec<String>,
     /// `Some`: shared VG with this lock manager.
@@ -130,6 +134,34 @@ impl Request {
             }
             devices.push(d.clone());
         }
+        let mut fast_devices = Vec::new();
+        for d in cli
+            .fast_devices
+            .iter()
+            .map(|d| d.trim())
+            .filter(|d| !d.is_empty())
+        {
+            if !d.starts_with("/dev/") {
+                return Err(usage(format!("--fast-device {d:?}: not a /dev path")));
+            }
+            if !pmem_tags.is_empty() {
+                return Err(usage(
+                    "--fast-device cannot be added to an inventory of persistent-memory \
+                     namespaces: a PMEM VG holds namespaces of one region and one mode only \
+                     (a namespace can be the fast tier of a VG of disks instead)",
+                ));
+            }
+            if cli.shared {
+                return Err(usage(
+                    "--fast-device with --shared: csi-driver caches volumes of local VGs only \
+                     (a cache is activated with its volume, exclusively, on one host)",
+                ));
+            }
+            devices.push(d.to_string());
+            if !fast_devices.iter().any(|f| f == d) {
+                fast_devices.push(d.to_string());
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         devices.retain(|d| seen.insert(d.clone()));
 
@@ -217,6 +249,7 @@ impl Request {
         Ok(Request {
             vg: cli.vg.clone(),
             devices,
+            fast_devices,
             tags,
             lock_type,
             node_name,
@@ -374,6 +407,55 @@ mod tests {
         ] {
             assert!(matches!(req(args), Err(VgInitError::Usage(_))), "{args:?}");
         }
+    }
+
+    #[test]
+    fn fast_devices_are_devices_too_and_local_only() {
+        let r = req(&[
+            "--vg",
+            "vg0",
+            "--device",
+            "/dev/vda",
+            "--fast-device",
+            "/dev/nvme0n1",
+            "--fast-device",
+            "/dev/nvme0n1",
+        ])
+        .unwrap();
+        assert_eq!(r.devices, vec!["/dev/vda", "/dev/nvme0n1"]);
+        assert_eq!(r.fast_devices, vec!["/dev/nvme0n1"]);
+        // Also a device given with --device: one device, tagged fast.
+        let r = req(&[
+            "--vg",
+            "v",
+            "--device",
+            "/dev/pmem0",
+            "--fast-device",
+            "/dev/pmem0",
+        ])
+        .unwrap();
+        assert_eq!(r.devices, vec!["/dev/pmem0"]);
+        assert_eq!(r.fast_devices, vec!["/dev/pmem0"]);
+        for (args, want) in [
+            (
+                &["--vg", "v", "--fast-device", "nvme0n1"][..],
+                "not a /dev path",
+            ),
+            (
+                &["--vg", "v", "--shared", "--fast-device", "/dev/nvme0n1"],
+                "--shared",
+            ),
+        ] {
+            match req(args) {
+                Err(VgInitError::Usage(m)) => assert!(m.contains(want), "{m}"),
+                other => panic!("{args:?}: {other:?}"),
+            }
+        }
+        let inv = pmem_inv(&[("region0", "fsdax", "pmem")]);
+        assert!(matches!(
+            Request::from_cli(&cli(&["--vg", "p", "--fast-device", "/dev/vdb"]), Some(&inv)),
+            Err(VgInitError::Usage(m)) if m.contains("--fast-device")
+        ));
     }
 
     #[test]

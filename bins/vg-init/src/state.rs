@@ -60,6 +60,17 @@ pub struct DeviceState {
     pub signatures: Vec<Signature>,
     /// Kernel devices stacked on it (/sys/class/block/X/holders): dm, md, ...
     pub holders: Vec<String>,
+    /// Every requested path that names this device (two aliases are one device).
+    pub aliases: Vec<String>,
+    /// Its PV's tags (empty when it is no PV).
+    pub pv_tags: Vec<String>,
+}
+
+impl DeviceState {
+    /// Whether it was requested under any of `paths`.
+    pub fn requested_as_any(&self, paths: &[String]) -> bool {
+        self.aliases.iter().any(|a| paths.contains(a))
+    }
 }
 
 /// The host's readiness for shared VGs.
@@ -164,13 +175,13 @@ pub async fn gather(
         };
         if !seen.insert(canonical.clone()) {
             tracing::info!(device = %path, %canonical, "same device requested twice; using it once");
+            if let Some(d) = state.devices.iter_mut().find(|d| d.canonical == canonical) {
+                d.aliases.push(path.clone());
+            }
             continue;
         }
-        let pv_vg = report
-            .pvs
-            .iter()
-            .find(|p| canon(&p.name) == canonical)
-            .map(|p| p.vg.clone());
+        let pv = report.pvs.iter().find(|p| canon(&p.name) == canonical);
+        let pv_vg = pv.map(|p| p.vg.clone());
         let mut dev = DeviceState {
             path: path.clone(),
             canonical: canonical.clone(),
@@ -178,6 +189,8 @@ pub async fn gather(
             pv_vg,
             signatures: Vec::new(),
             holders: Vec::new(),
+            aliases: vec![path.clone()],
+            pv_tags: pv.map(|p| p.tags.clone()).unwrap_or_default(),
         };
         if presence == Presence::Block && dev.pv_vg.as_deref() != Some(req.vg.as_str()) {
             dev.holders = host.holders(&canonical);

@@ -6,8 +6,12 @@ use crate::report::{LV_FIELDS, PV_FIELDS, PVSEG_FIELDS, SEG_FIELDS, VG_FIELDS};
 use crate::requests::{Activation, LvCreate};
 use crate::size::size_arg;
 
+mod cache;
+mod convert;
 mod layout;
 mod vg;
+pub use cache::*;
+pub use convert::*;
 pub use layout::*;
 pub use vg::*;
 
@@ -281,8 +285,8 @@ mod tests {
     /// The fullreport argv, verified against lvm 2.03.16.
     pub(crate) const FULLREPORT_FIELDS: &str = "--reportformat json --units b --nosuffix \
         --configreport vg -o vg_name,vg_uuid,vg_attr,vg_size,vg_free,vg_extent_size,vg_extent_count,vg_free_count,pv_count,vg_missing_pv_count,lv_count,vg_tags,vg_lock_type,vg_systemid \
-        --configreport pv -o pv_name,vg_name,pv_uuid,pv_attr,pv_size,pv_free \
-        --configreport lv -o vg_name,lv_name,lv_uuid,lv_attr,lv_size,lv_active,lv_tags,lv_path,lv_dm_path,lv_layout,lv_role,pool_lv,origin,data_percent,metadata_percent,copy_percent,lv_health_status,lv_lock_args \
+        --configreport pv -o pv_name,vg_name,pv_uuid,pv_attr,pv_size,pv_free,pv_tags \
+        --configreport lv -o vg_name,lv_name,lv_uuid,lv_attr,lv_size,lv_active,lv_tags,lv_path,lv_dm_path,lv_layout,lv_role,pool_lv,origin,data_percent,metadata_percent,copy_percent,lv_health_status,lv_lock_args,cache_total_blocks,cache_used_blocks,cache_dirty_blocks,cache_read_hits,cache_read_misses,cache_write_hits,cache_write_misses,writecache_total_blocks,writecache_free_blocks,writecache_writeback_blocks,writecache_error \
         --configreport pvseg -o pvseg_start \
         --configreport seg -o lv_uuid,seg_start,segtype";
 

@@ -7,8 +7,10 @@
 
 pub mod args;
 mod batch;
+pub mod cache;
 mod coalesce;
 mod errors;
+pub mod images;
 pub mod layout;
 pub mod lockd;
 pub mod lockspace;
@@ -24,7 +26,9 @@ mod vg_errors;
 mod vg_requests;
 pub mod wipe;
 
+pub use cache::{CacheMode, CacheStats};
 pub use errors::{LvmError, classify, classify_stderr};
+pub use images::{Image, LvImages};
 pub use layout::{Footprint, Layout, LayoutCreate, LvType, SnapshotCreate, SnapshotKind};
 pub use lockd::LockType;
 pub use ops::Lvm;

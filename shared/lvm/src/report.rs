@@ -28,7 +28,7 @@ pub const VG_FIELDS: &[&str] = &[
 ];
 /// Columns of the `pv` subreport.
 pub const PV_FIELDS: &[&str] = &[
-    "pv_name", "vg_name", "pv_uuid", "pv_attr", "pv_size", "pv_free",
+    "pv_name", "vg_name", "pv_uuid", "pv_attr", "pv_size", "pv_free", "pv_tags",
 ];
 /// Columns of the `lv` subreport. `segtype` is a segment column: asking for it here makes
 /// lvm 2.03.16 fail ("contains columns which lead to change of report type"), so it comes
@@ -52,6 +52,18 @@ pub const LV_FIELDS: &[&str] = &[
     "copy_percent",
     "lv_health_status",
     "lv_lock_args",
+    // A cached volume's statistics (crate::cache::CacheStats); empty for other LVs.
+    "cache_total_blocks",
+    "cache_used_blocks",
+    "cache_dirty_blocks",
+    "cache_read_hits",
+    "cache_read_misses",
+    "cache_write_hits",
+    "cache_write_misses",
+    "writecache_total_blocks",
+    "writecache_free_blocks",
+    "writecache_writeback_blocks",
+    "writecache_error",
 ];
 /// Columns of the `seg` subreport: the first segment's type is the LV's type.
 pub const SEG_FIELDS: &[&str] = &["lv_uuid", "seg_start", "segtype"];
@@ -107,6 +119,8 @@ pub struct Pv {
     pub size: u64,
     /// Bytes.
     pub free: u64,
+    /// `pv_tags`, e.g. [`crate::tags::FAST_PV_TAG`].
+    pub tags: Vec<String>,
 }
 
 /// A logical volume.
@@ -149,6 +163,8 @@ pub struct Lv {
     /// `lv_lock_args` in a shared VG: for sanlock `<version>:<lease offset>` in the VG's
     /// `lvmlock` LV. Empty in local VGs.
     pub lock_args: String,
+    /// The statistics of a cached LV (all `None` for others and while inactive).
+    pub cache: crate::cache::CacheStats,
 }
 
 impl Lv {
@@ -330,6 +346,7 @@ fn parse_pv(row: &Row) -> Result<Pv, String> {
         attr: text(row, "pv_attr")?,
         size: count(row, "pv_size")?,
         free: count(row, "pv_free")?,
+        tags: tags(row, "pv_tags")?,
     })
 }
 
@@ -360,6 +377,19 @@ fn parse_lv(row: &Row, segtypes: &HashMap<String, String>) -> Result<Lv, String>
         role: text(row, "lv_role")?,
         // Selected as `lv_lock_args`, but lvm 2.03 names the JSON key `lv_lockargs`.
         lock_args: text(row, "lv_lockargs")?,
+        cache: crate::cache::CacheStats {
+            total_blocks: number(row, "cache_total_blocks")?,
+            used_blocks: number(row, "cache_used_blocks")?,
+            dirty_blocks: number(row, "cache_dirty_blocks")?,
+            read_hits: number(row, "cache_read_hits")?,
+            read_misses: number(row, "cache_read_misses")?,
+            write_hits: number(row, "cache_write_hits")?,
+            write_misses: number(row, "cache_write_misses")?,
+            writecache_total_blocks: number(row, "writecache_total_blocks")?,
+            writecache_free_blocks: number(row, "writecache_free_blocks")?,
+            writecache_writeback_blocks: number(row, "writecache_writeback_blocks")?,
+            writecache_error: number(row, "writecache_error")?,
+        },
     })
 }
 
@@ -563,5 +593,37 @@ mod fixture_tests {
         let r = parse_fullreport(json).unwrap();
         assert_eq!(r.lvs[0].lock_args, "1.0.0:70254592");
         assert_eq!(r.vgs[0].lock_type, "sanlock");
+    }
+
+    /// Rows as lvm 2.03.16 printed them in the guest for a dm-cache and a dm-writecache
+    /// volume and a PV of the fast tier (tests/e2e/tests/cache_tier.rs).
+    #[test]
+    fn reads_cache_statistics_and_pv_tags() {
+        let json = r#"{"report":[{"vg":[{"vg_name":"vgs"}],
+          "pv":[{"pv_name":"/dev/vda","vg_name":"vgs","pv_tags":""},
+                {"pv_name":"/dev/vdb","vg_name":"vgs","pv_tags":"vglet.fast"}],
+          "lv":[{"vg_name":"vgs","lv_name":"main","lv_uuid":"u1","pool_lv":"[main_cache_cvol]",
+                 "origin":"[main_corig]","cache_total_blocks":"896","cache_used_blocks":"0",
+                 "cache_dirty_blocks":"0","cache_read_hits":"7","cache_read_misses":"2",
+                 "cache_write_hits":"0","cache_write_misses":"10","writecache_free_blocks":""},
+                {"vg_name":"vgs","lv_name":"w","lv_uuid":"u2","writecache_total_blocks":"127100",
+                 "writecache_free_blocks":"106588","writecache_writeback_blocks":"0",
+                 "writecache_error":"0","cache_dirty_blocks":""}],
+          "seg":[{"lv_uuid":"u1","seg_start":"0","segtype":"cache"},
+                 {"lv_uuid":"u2","seg_start":"0","segtype":"writecache"}]}]}"#;
+        let r = parse_fullreport(json).unwrap();
+        assert_eq!(r.pvs[0].tags, Vec::<String>::new());
+        assert_eq!(r.pvs[1].tags, vec!["vglet.fast".to_string()]);
+        let c = &r.lv("vgs", "main").unwrap().cache;
+        assert_eq!(
+            (c.total_blocks, c.read_hits, c.read_misses, c.write_misses),
+            (Some(896), Some(7), Some(2), Some(10))
+        );
+        assert_eq!(c.dirty(), Some(0));
+        assert_eq!(c.writecache_free_blocks, None);
+        let w = &r.lv("vgs", "w").unwrap().cache;
+        assert_eq!(w.dirty_blocks, None);
+        assert_eq!(w.dirty(), Some(127100 - 106588));
+        assert_eq!(w.writecache_error, Some(0));
     }
 }

@@ -49,6 +49,35 @@ pub const MANAGED_PREFIX: &str = "vglet.managed=";
 /// On a VG: `vglet.vg-init=<version>`, which vg-init last shaped it.
 pub const VG_INIT_PREFIX: &str = "vglet.vg-init=";
 
+/// On a PV: `vglet.fast`, the fast tier of its VG (an NVMe disk or a PMEM namespace in a VG
+/// of slower disks). vg-init sets it (`--fast-device`); the driver puts a volume's cache LV
+/// only on PVs that carry it (`lvcreate ... VG @vglet.fast`), never on the others.
+pub const FAST_PV_TAG: &str = "vglet.fast";
+
+/// On a cache LV: `vglet.cache-of=<encoded LV name>`, the volume whose cache it is. With
+/// the owner tag it is how the driver knows the cache LV is its own and whose it is, both
+/// while it is a visible LV (made, not yet attached: a crash between the two steps) and
+/// while lvm hides it as `[<name>_cvol]` (the tags go along). It carries no `vglet.name=`,
+/// so it is never taken for a volume.
+pub const CACHE_OF_PREFIX: &str = "vglet.cache-of=";
+
+/// The tags of the cache LV of volume LV `lv`, made by `driver`.
+pub fn cache_lv_tags(driver: &str, lv: &str) -> Vec<String> {
+    vec![
+        format!("{OWNER_PREFIX}{}", encode_tag_value(driver)),
+        format!("{CACHE_OF_PREFIX}{}", encode_tag_value(lv)),
+    ]
+}
+
+/// The volume LV whose cache an LV with these tags is, when `driver` made it; `None` for
+/// every other LV (no or another owner, no or an unreadable `vglet.cache-of=`).
+pub fn cache_of(tags: &[String], driver: &str) -> Option<String> {
+    if !is_owned_by(tags, driver) {
+        return None;
+    }
+    single_value(tags, CACHE_OF_PREFIX)
+}
+
 /// What the vglet tags of one LV say.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VolumeTags {
@@ -437,6 +466,23 @@ fn single_value(tags: &[String], prefix: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cache_lv_is_ours_by_its_tags_and_never_a_volume() {
+        let tags = cache_lv_tags("vglet.io", "csi-pvc&1");
+        assert_eq!(
+            tags,
+            vec![
+                "vglet.owner=vglet.io".to_string(),
+                "vglet.cache-of=csi-pvc&261".to_string()
+            ]
+        );
+        assert_eq!(cache_of(&tags, "vglet.io").as_deref(), Some("csi-pvc&1"));
+        assert_eq!(cache_of(&tags, "other.io"), None, "another driver's cache");
+        assert_eq!(cache_of(&tags[1..], "vglet.io"), None, "no owner tag");
+        // No vglet.name=: never claimed as a volume, so ListVolumes and orphans skip it.
+        assert_eq!(claim(&tags, "vglet.io"), Claim::Foreign);
+    }
 
     #[test]
     fn sanlock_host_tags_name_the_node_of_a_host_id() {

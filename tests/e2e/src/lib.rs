@@ -16,6 +16,7 @@ pub use vglet_vmh::in_guest;
 
 pub mod examples;
 pub mod pod;
+pub mod records;
 pub mod two_hosts;
 
 /// target/debug (or release), where the workspace's binaries are.

@@ -161,6 +161,16 @@ const HELP: &[&[(&str, &str, &str)]] = &[
         "example: serve in vg0
          ready: csictl identity info",
     )],
+    // A SAS disk (vdd) with an NVMe disk (vda) as its fast tier: only the NVMe PV is tagged.
+    &[(
+        "vg-init",
+        "vg-init --vg vg0 --device /dev/vdd --fast-device /dev/vda",
+        "example: run in disks
+         expect: \"action\":\"created\"
+         check: pvs --noheadings -o pv_tags /dev/vda | grep -qx ' *vglet.fast'
+         check: test -z \"$(pvs --noheadings -o pv_tags /dev/vdd | tr -d ' ')\"
+         check: test \"$(vgs --noheadings -o pv_count vg0 | tr -d ' ')\" = 2",
+    )],
     // The one host of a shared VG here; two hosts share one: tests/e2e/tests/shared_vg.rs.
     &[(
         "vg-init",

@@ -836,14 +836,55 @@ async fn walk(c: &mut Clients, t: &mut Table) {
         Code::Ok,
         ctl.controller_get_volume(get(&f.fs))
     );
+    let modify = |id: &str, kv: &[(&str, &str)]| ControllerModifyVolumeRequest {
+        volume_id: id.into(),
+        mutable_parameters: kv
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Default::default()
+    };
     row!(
         t,
-        "ControllerModifyVolume (not offered)",
-        Code::Unimplemented,
-        ctl.controller_modify_volume(ControllerModifyVolumeRequest {
-            volume_id: f.fs.clone(),
-            ..Default::default()
-        })
+        "ControllerModifyVolume: volume_id missing",
+        Code::InvalidArgument,
+        ctl.controller_modify_volume(modify("", &[("type", "linear")]))
+    );
+    row!(
+        t,
+        "ControllerModifyVolume: never issued (NOT_FOUND)",
+        Code::NotFound,
+        ctl.controller_modify_volume(modify(FAKE_VOL, &[("type", "linear")]))
+    );
+    row!(
+        t,
+        "ControllerModifyVolume: missing (NOT_FOUND)",
+        Code::NotFound,
+        ctl.controller_modify_volume(modify(&missing_vol, &[("type", "linear")]))
+    );
+    row!(
+        t,
+        "ControllerModifyVolume: unknown mutable parameter",
+        Code::InvalidArgument,
+        ctl.controller_modify_volume(modify(&f.fs, &[("volumeGroup", VG)]))
+    );
+    row!(
+        t,
+        "ControllerModifyVolume: a type not changed online (raid5)",
+        Code::InvalidArgument,
+        ctl.controller_modify_volume(modify(&f.fs, &[("type", "raid5")]))
+    );
+    row!(
+        t,
+        "ControllerModifyVolume: raid1 in a VG of one PV (RESOURCE_EXHAUSTED)",
+        Code::ResourceExhausted,
+        ctl.controller_modify_volume(modify(&f.fs, &[("type", "raid1")]))
+    );
+    row!(
+        t,
+        "ControllerModifyVolume: already as asked (OK, nothing changed)",
+        Code::Ok,
+        ctl.controller_modify_volume(modify(&f.fs, &[("type", "linear")]))
     );
 
     let after = world(&devs);

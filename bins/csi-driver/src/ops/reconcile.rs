@@ -15,6 +15,11 @@
 //! themselves on the CO's next NodeStageVolume; the start-up pass only reports the marks
 //! older than [`crate::node_state::first_format::STUCK_AFTER`] and drops those of LVs that are gone.
 //!
+//! A cache LV of ours that is a visible LV (not attached in front of its volume, where lvm
+//! hides it) was left by a ControllerModifyVolume or CreateVolume interrupted between the
+//! lvcreate of the cache LV and its attach, or by a volume deleted in between: it holds
+//! nothing (the attach erases it), so it is removed; the CO's retry makes a new one.
+//!
 //! LVs that carry our ownership tag but that no PersistentVolume refers to are never
 //! removed here: only the CO knows that, so `csictl controller orphans` reports them.
 
@@ -94,12 +99,30 @@ pub async fn at_start_from(driver: &Driver, known: Option<&vglet_lvm::Report>) -
                 continue;
             }
         };
-        for lv in lvs {
-            let id = VolumeId::new(vg.clone(), lv.name.clone());
-            let Some(mark) = unfinished_mark(Some(&driver.creating), &id, &lv) else {
+        for lv in lvs.iter().filter(|lv| !lv.is_hidden()) {
+            let Some(of) = vglet_lvm::tags::cache_of(&lv.tags, &driver.cfg.driver_name) else {
                 continue;
             };
-            if driver.ownership(&id, &lv).is_err() {
+            let id = VolumeId::new(vg.clone(), lv.name.clone());
+            tracing::warn!(cache_lv = %id, volume = %of, "removing a cache LV left unattached by an interrupted modify");
+            let tag = vglet_lvm::tags::cache_lv_tags(&driver.cfg.driver_name, &of)
+                .pop()
+                .expect("the cache-of tag");
+            let _w = driver.vg_locks.lock(vg).await;
+            match driver.lvm.remove_lv_if_tagged(vg, &lv.name, &tag).await {
+                Ok(()) | Err(LvmError::LvNotFound(_)) => out.removed.push(id.to_string()),
+                Err(e) => {
+                    tracing::error!(cache_lv = %id, error = %e, "reconcile: unattached cache LV not removed");
+                    out.failed.push((id.to_string(), e.to_string()));
+                }
+            }
+        }
+        for lv in &lvs {
+            let id = VolumeId::new(vg.clone(), lv.name.clone());
+            let Some(mark) = unfinished_mark(Some(&driver.creating), &id, lv) else {
+                continue;
+            };
+            if driver.ownership(&id, lv).is_err() {
                 continue;
             }
             match remove_unfinished(driver, &id, &mark).await {
@@ -178,4 +201,82 @@ pub fn first_formats_at_start(
         tracing::info!(stuck = %stuck.join(","), stale = %out.stale.join(","), "first-format marks found at start-up");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use vglet_lvm::{Lv, Report, Vg};
+    use vglet_runner::{FakeRunner, Reply};
+
+    use super::*;
+
+    fn lv(name: &str, tags: Vec<String>) -> Lv {
+        Lv {
+            vg: "vg0".into(),
+            name: name.into(),
+            segtype: "linear".into(),
+            tags,
+            ..Default::default()
+        }
+    }
+
+    /// A cache LV left visible by an interrupted attach is removed (conditionally on its
+    /// tag); an attached (hidden) cachevol, another driver's cache LV and volumes are not.
+    #[tokio::test]
+    async fn unattached_cache_lvs_of_ours_are_removed_at_start() {
+        let runner = FakeRunner::with(|c| match c.arg_strings().first().map(String::as_str) {
+            Some("version") => Reply::ok("  LVM version:     2.03.16(2) (2022-05-18)\n"),
+            Some("lvremove") => Reply::ok(""),
+            _ => Reply::ok(r#"{"report":[]}"#),
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::test_config(dir.path(), &["--mode=controller".to_string()]);
+        let driver = crate::build_driver_with(cfg, Arc::new(runner.clone()))
+            .await
+            .unwrap();
+        let me = driver.cfg.driver_name.clone();
+        let ours = vglet_lvm::tags::cache_lv_tags(&me, "csi-a");
+        let volume = vglet_lvm::tags::VolumeTags {
+            owner: me.clone(),
+            name: "pvc-a".into(),
+            size: 1,
+            fs: "ext4".into(),
+        }
+        .to_tags();
+        let report = Report {
+            vgs: vec![Vg {
+                name: "vg0".into(),
+                ..Default::default()
+            }],
+            pvs: vec![],
+            lvs: vec![
+                lv("csi-a", volume),
+                lv("vglet-cache.aaaa", ours.clone()),
+                lv(
+                    "[vglet-cache.bbbb_cvol]",
+                    vglet_lvm::tags::cache_lv_tags(&me, "csi-b"),
+                ),
+                lv(
+                    "vglet-cache.cccc",
+                    vglet_lvm::tags::cache_lv_tags("other.io", "csi-c"),
+                ),
+            ],
+        };
+        let before = runner.calls().len();
+        let out = at_start_from(&driver, Some(&report)).await;
+        assert_eq!(out.removed, vec!["vg0/vglet-cache.aaaa".to_string()]);
+        let removes: Vec<Vec<String>> = runner.calls()[before..]
+            .iter()
+            .map(|c| c.arg_strings())
+            .filter(|a| a.first().map(String::as_str) == Some("lvremove"))
+            .collect();
+        assert_eq!(removes.len(), 1, "{removes:?}");
+        assert!(
+            removes[0].contains(&format!("lv_tags=\"{}\"", ours[1]))
+                && removes[0].contains(&"vg0/vglet-cache.aaaa".to_string()),
+            "{removes:?}"
+        );
+    }
 }

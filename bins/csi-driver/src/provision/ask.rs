@@ -1,5 +1,5 @@
 //! A CreateVolumeRequest checked in everything that needs no lvm state: the name, the
-//! StorageClass parameters, the capacity range, the capabilities (except the rule that
+//! StorageClass parameters (with the mutable parameters applied), the capacity range, the capabilities (except the rule that
 //! depends on the VG's kind), the fsType agreement and the content source's id. A request
 //! wrong by itself never costs an lvm read.
 
@@ -10,6 +10,7 @@ use vglet_lvm::tags::Content;
 use crate::rules::capability::{self, Capability};
 use crate::rules::capacity::Range;
 use crate::rules::error::VolumeError;
+use crate::rules::mutable;
 use crate::rules::params::{self, Params};
 use crate::rules::volume_id::{self, VolumeId};
 
@@ -30,6 +31,7 @@ pub struct Ask {
     pub name: String,
     /// The LV name derived from it.
     pub lv_name: String,
+    /// The StorageClass parameters with the mutable parameters applied.
     pub params: Params,
     pub range: Range,
     /// Parsed; the VG-kind rule is checked by the plan, once the VG is known.
@@ -38,6 +40,9 @@ pub struct Ask {
     pub content: Content,
     pub requirement: Option<TopologyRequirement>,
     pub source: Option<SourceId>,
+    /// The cache the class asks for from birth (`mutable_parameters.cache`): attached by
+    /// ControllerModifyVolume's plan once the volume exists, on a retry too.
+    pub cache: Option<crate::rules::cache::CacheWish>,
 }
 
 pub fn validate_name(name: &str) -> Result<(), VolumeError> {
@@ -62,14 +67,40 @@ pub fn validate_name(name: &str) -> Result<(), VolumeError> {
 impl Ask {
     pub fn check(req: &CreateVolumeRequest) -> Result<Ask, VolumeError> {
         validate_name(&req.name)?;
-        let params = params::parse("parameters", &req.parameters)?;
-        let range = Range::parse("capacity_range", req.capacity_range.as_ref())?;
-        if !req.mutable_parameters.is_empty() {
-            return Err(VolumeError::invalid(
+        // The class's mutable parameters are the volume's from birth: applied over the
+        // StorageClass's, which must not say otherwise.
+        let mutable = mutable::parse("mutable_parameters", &req.mutable_parameters)?;
+        let params = if mutable.is_empty() {
+            params::parse("parameters", &req.parameters)?
+        } else {
+            let merged = mutable::apply_to_parameters(
+                "parameters",
+                &req.parameters,
                 "mutable_parameters",
-                "MODIFY_VOLUME is not supported",
-            ));
+                &mutable,
+            )?;
+            params::parse("parameters", &merged)?
+        };
+        // What can be refused before any lvm read (the VG's own kind is the plan's).
+        if let Some(crate::rules::cache::CacheWish::Mode { mode, .. }) = mutable.cache {
+            if params.layout.lv_type == vglet_lvm::LvType::Thin {
+                return Err(VolumeError::invalid(
+                    "mutable_parameters.cache",
+                    format!(
+                        "{mode} asked for a thin volume: lvm caches a thin pool as a whole (lvmthin(7)), not one thin volume"
+                    ),
+                ));
+            }
+            if let Some(m) = params.pmem_mode {
+                return Err(VolumeError::invalid(
+                    "mutable_parameters.cache",
+                    format!(
+                        "{mode} asked for a volume on {m} persistent memory, the fast tier itself; neither dm-cache nor dm-writecache passes DAX through"
+                    ),
+                ));
+            }
         }
+        let range = Range::parse("capacity_range", req.capacity_range.as_ref())?;
         let caps = capability::parse_all("volume_capabilities", &req.volume_capabilities)?;
         let content = capability::content_of(&caps);
         if let (Some(want), Some(fs)) = (&params.fs_type, content.fs())
@@ -112,6 +143,7 @@ impl Ask {
             content,
             requirement: req.accessibility_requirements.clone(),
             source,
+            cache: mutable.cache,
         })
     }
 }

@@ -400,6 +400,67 @@ fn layouts_fit_or_are_refused() {
 }
 
 #[test]
+fn mutable_parameters_give_the_layout_at_creation_and_must_agree_with_the_class() {
+    let vgs = names(&["vg0"]);
+    let three = report(vec![vg("vg0", &[GIB, GIB, GIB], &[])], vec![]);
+    let with = |params: &[(&str, &str)], mutable: &[(&str, &str)]| {
+        let mut r = req("pvc-m", 100 * MIB, params);
+        r.mutable_parameters = mutable
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        r
+    };
+    let r = with(&[], &[("type", "raid1"), ("mirrors", "2")]);
+    let c = create(planned(&vgs, &r, &three));
+    assert!(
+        matches!(&c.how, How::Layout(l) if l.lv_type == LvType::Raid1 && l.mirrors() == 2),
+        "{:?}",
+        c.how
+    );
+    let r = with(&[("type", "raid1")], &[("type", "raid1")]);
+    assert!(matches!(&create(planned(&vgs, &r, &three)).how, How::Layout(l) if l.mirrors() == 1));
+    // A cache key leaves the layout alone and rides along to the attach after the create.
+    let r = with(&[], &[("cache", "writecache"), ("cacheSize", "64Mi")]);
+    let a = Ask::check(&r).unwrap();
+    assert_eq!(
+        a.cache,
+        Some(crate::rules::cache::CacheWish::Mode {
+            mode: vglet_lvm::CacheMode::Writecache,
+            size: Some(64 * MIB)
+        })
+    );
+    assert!(
+        matches!(&create(planned(&vgs, &r, &three)).how, How::Layout(l) if l.lv_type == LvType::Linear)
+    );
+    for (params, mutable, part) in [
+        (
+            &[("type", "striped")][..],
+            &[("type", "raid1")][..],
+            "contradicts",
+        ),
+        (&[], &[("volumeGroup", "vg0")], "unknown mutable parameter"),
+        (&[("pmemMode", "fsdax")], &[("type", "raid1")], "one region"),
+        // A cache refused before any lvm read, naming the rule.
+        (
+            &[("type", "thin"), ("thinPool", "pool0")],
+            &[("cache", "writecache")],
+            "mutable_parameters.cache: writecache asked for a thin volume",
+        ),
+        (
+            &[("pmemMode", "fsdax")],
+            &[("cache", "cache")],
+            "passes DAX through",
+        ),
+        (&[], &[("cache", "lvmcache")], "none, cache or writecache"),
+    ] {
+        let e = Ask::check(&with(params, mutable)).unwrap_err();
+        assert!(matches!(e, VolumeError::Invalid { .. }), "{e:?}");
+        assert!(e.to_string().contains(part), "{e}");
+    }
+}
+
+#[test]
 fn sizes_out_of_range_and_exhausted() {
     let vgs = names(&["vg0"]);
     let rep = report(vec![vg("vg0", &[GIB], &[])], vec![]);

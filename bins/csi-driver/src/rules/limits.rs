@@ -52,8 +52,8 @@ pub fn check(req: &impl RequestMaps) -> Result<(), VolumeError> {
         .try_for_each(|(field, map)| check_map(field, map))
 }
 
-// The RPCs the driver does not implement (ControllerPublish/Unpublish, GetSnapshot,
-// ControllerModifyVolume) answer UNIMPLEMENTED whatever they carry, so they are not listed.
+// The RPCs the driver does not implement (ControllerPublish/Unpublish, GetSnapshot)
+// answer UNIMPLEMENTED whatever they carry, so they are not listed.
 macro_rules! request_maps {
     ($($req:ty => [$($field:ident),+];)+) => {$(
         impl RequestMaps for $req {
@@ -73,6 +73,7 @@ request_maps! {
     DeleteSnapshotRequest => [secrets];
     ListSnapshotsRequest => [secrets];
     ControllerExpandVolumeRequest => [secrets];
+    ControllerModifyVolumeRequest => [secrets, mutable_parameters];
     NodeStageVolumeRequest => [publish_context, secrets, volume_context];
     NodePublishVolumeRequest => [publish_context, secrets, volume_context];
     NodeExpandVolumeRequest => [secrets];

@@ -18,6 +18,7 @@ use crate::provision::{self, Ask, Plan, Served, choice};
 use crate::rules::capability::{self, VgKind};
 use crate::rules::capacity::Range;
 use crate::rules::error::VolumeError;
+use crate::rules::mutable;
 use crate::rules::params;
 use crate::rules::volume_id::{self, VolumeId};
 use crate::status::{IntoStatus, invalid, lvm_status, volume_status};
@@ -184,6 +185,17 @@ impl Controller for ControllerService {
                 .inflight
                 .acquire(&format!("name:{}", req.name))?;
             let done = self.provision(&ask).await?;
+            // A cache from birth: the modify plan attaches it, and finds it attached on a
+            // retry (a CreateVolume interrupted after its lvcreate converges the same way).
+            if let Some(wish @ crate::rules::cache::CacheWish::Mode { .. }) = ask.cache {
+                let want = mutable::Mutable {
+                    redundancy: None,
+                    cache: Some(wish),
+                };
+                crate::ops::modify::modify(&self.driver, &done.volume.id, &want)
+                    .await
+                    .status()?;
+            }
             let mut m = self.volume_message(&done.volume, done.kind);
             m.volume_context = done.answer.volume_context;
             m.content_source = done.answer.content_source;
@@ -345,7 +357,8 @@ impl Controller for ControllerService {
                 ))),
             }
         })
-        .and_then(|()| params::parse("parameters", &req.parameters).map(|_| ()));
+        .and_then(|()| params::parse("parameters", &req.parameters).map(|_| ()))
+        .and_then(|()| mutable::parse("mutable_parameters", &req.mutable_parameters).map(|_| ()));
         let resp = match checked {
             Ok(()) => ValidateVolumeCapabilitiesResponse {
                 confirmed: Some(validate_volume_capabilities_response::Confirmed {
@@ -478,6 +491,7 @@ impl Controller for ControllerService {
             R::CreateDeleteSnapshot,
             R::ListSnapshots,
             R::CloneVolume,
+            R::ModifyVolume,
         ];
         Ok(Response::new(ControllerGetCapabilitiesResponse {
             capabilities: caps
@@ -598,11 +612,34 @@ impl Controller for ControllerService {
         }))
     }
 
+    /// The volume changed to what the VolumeAttributesClass's mutable parameters ask,
+    /// online. OK once lvm shows the new layout; new copies may still be synchronising, which
+    /// the volume's condition (ControllerGetVolume, ListVolumes) and the
+    /// `vglet_raid_sync_percent` metric show until they are in sync.
     async fn controller_modify_volume(
         &self,
-        _req: Request<ControllerModifyVolumeRequest>,
+        req: Request<ControllerModifyVolumeRequest>,
     ) -> Result<Response<ControllerModifyVolumeResponse>, Status> {
-        Err(unimplemented("ControllerModifyVolume"))
+        let req = req.into_inner();
+        crate::rules::limits::check(&req).status()?;
+        let id = volume_id::lookup("volume_id", "volume", &req.volume_id).status()?;
+        let want = mutable::parse("mutable_parameters", &req.mutable_parameters).status()?;
+        let span = tracing::info_span!("ControllerModifyVolume", volume_id = %id);
+        async move {
+            if !self.driver.serves_vg(&id.vg) {
+                return Err(volume_status(VolumeError::NotFound(format!(
+                    "volume {id}: volume group {} is not served by this driver",
+                    id.vg
+                ))));
+            }
+            let _guard = self.driver.inflight.acquire(&id.to_string())?;
+            crate::ops::modify::modify(&self.driver, &id, &want)
+                .await
+                .status()?;
+            Ok(Response::new(ControllerModifyVolumeResponse {}))
+        }
+        .instrument(span)
+        .await
     }
 }
 

@@ -81,6 +81,18 @@ pub fn vgchange_del_tags(vg: &str, tags: &[String], common: &CommonOptions) -> V
     argv
 }
 
+/// Tag PVs (vg-init's [`crate::tags::FAST_PV_TAG`]). Adding a tag a PV has is no error.
+pub fn pvchange_add_tags(
+    devices: &[String],
+    tags: &[String],
+    common: &CommonOptions,
+) -> Vec<String> {
+    let mut argv = common.start("pvchange");
+    push_tags(&mut argv, "--addtag", tags);
+    argv.extend(devices.iter().cloned());
+    argv
+}
+
 /// Start the VG's lockspace; lvm waits until it is ready (sanlock: 20 s to minutes).
 pub fn vgchange_lockstart(vg: &str, common: &CommonOptions) -> Vec<String> {
     let mut argv = common.start("vgchange");

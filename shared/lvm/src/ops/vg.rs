@@ -168,6 +168,19 @@ impl Lvm {
         self.run(argv, Some(vg), None).await.map(drop)
     }
 
+    /// Adds `tags` to the PVs `devices` (the fast tier's tag).
+    pub async fn add_pv_tags(&self, devices: &[String], tags: &[String]) -> Result<(), LvmError> {
+        check_devices(devices)?;
+        check_tags(tags)?;
+        if tags.is_empty() {
+            return Ok(());
+        }
+        let argv = args::pvchange_add_tags(devices, tags, &self.options(false).await);
+        self.run(argv, None, None).await?;
+        tracing::info!(devices = %devices.join(","), tags = %tags.join(","), "physical volumes tagged");
+        Ok(())
+    }
+
     pub async fn set_vg_system_id(&self, vg: &str, system_id: &str) -> Result<(), LvmError> {
         validate_vg_name(vg).map_err(invalid)?;
         if system_id.is_empty() || system_id.contains(char::is_whitespace) {

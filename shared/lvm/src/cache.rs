@@ -1,0 +1,188 @@
+//! A fast tier in front of a volume: lvm's dm-cache and dm-writecache with a cachevol
+//! (lvmcache(7)). What is pure lives here: the cache modes, the cache LV's name, what a
+//! report says about a volume's cache, and its statistics.
+//!
+//! The shape on lvm 2.03.16 (seen in the guest, tests/e2e/tests/cache_tier.rs):
+//! - the cache LV is an ordinary linear LV on the fast PVs (`vglet.fast`) until
+//!   `lvconvert --type cache|writecache --cachevol <cache LV> VG/LV` attaches it, online,
+//!   to a mounted LV; lvm then hides it as `[<cache LV>_cvol]` (its tags go along), the
+//!   volume's segment type becomes `cache` or `writecache`, its `pool_lv` names the cachevol,
+//!   and the original data becomes `[<lv>_corig]` / `[<lv>_wcorig]`;
+//! - `lvconvert --uncache VG/LV` detaches and removes the cache LV. It first writes every
+//!   dirty block back: dm-writecache is switched to its cleaner mode and lvm waits for it
+//!   to drain ("This command can be cancelled and rerun to complete writecache detach"), a
+//!   dm-cache in writeback mode is flushed by its cleaner policy. An interrupted detach
+//!   leaves the cache attached (and cleaning); running it again finishes it. No write is
+//!   lost either way: until lvm swaps the table, every block is either on the origin or
+//!   still in the cache the table reads through.
+//! - `lvremove` of a cached LV removes its cachevol too.
+
+use sha2::{Digest, Sha256};
+
+use crate::report::Lv;
+
+/// Which kernel cache sits in front of a volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CacheMode {
+    /// dm-cache in writethrough mode: reads and writes of hot blocks are served from the
+    /// fast PV, every write also reaches the origin before it completes. Losing the fast
+    /// PV loses nothing.
+    Cache,
+    /// dm-writecache: writes complete on the fast PV and are written back later; reads are
+    /// left to the page cache. Losing the fast PV before a detach loses the writes not
+    /// yet written back.
+    Writecache,
+}
+
+impl CacheMode {
+    pub const ALL: [CacheMode; 2] = [CacheMode::Cache, CacheMode::Writecache];
+
+    /// The parameter value, lvm's `--type` and the volume's segment type while attached.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheMode::Cache => "cache",
+            CacheMode::Writecache => "writecache",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CacheMode> {
+        CacheMode::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+
+    /// The mode of an LV whose first segment has this type; `None` when it is not cached.
+    pub fn of_segtype(segtype: &str) -> Option<CacheMode> {
+        CacheMode::parse(segtype)
+    }
+}
+
+impl std::fmt::Display for CacheMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The prefix of every cache LV's name. Not a CSI volume's prefix (`csi-`), so no volume
+/// name can collide with it.
+pub const CACHE_LV_PREFIX: &str = "vglet-cache.";
+
+/// The name of the cache LV of volume LV `lv`: short and fixed in length whatever the
+/// volume's name (`vglet-cache.<16 hex>`, 28 bytes; hidden `[..._cvol]` while attached),
+/// derived from the name so that a retry finds the one it made. Holds no string lvm
+/// reserves.
+pub fn cache_lv_name(lv: &str) -> String {
+    let digest = Sha256::digest(lv.as_bytes());
+    format!("{CACHE_LV_PREFIX}{}", &hex::encode(digest)[..16])
+}
+
+/// A volume's attached cache, as the report shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attached {
+    pub mode: CacheMode,
+    /// The cachevol as lvm names it while attached, without brackets
+    /// (`vglet-cache.<hex>_cvol`).
+    pub cachevol: String,
+}
+
+/// What is attached in front of `lv`; `None` for an uncached LV.
+pub fn attached(lv: &Lv) -> Option<Attached> {
+    let mode = CacheMode::of_segtype(&lv.segtype)?;
+    Some(Attached {
+        mode,
+        cachevol: lv
+            .pool_lv
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+    })
+}
+
+/// A cached LV's statistics as lvm reports them (blocks of the cache's own block size;
+/// counters since activation). `None` where lvm printed nothing: not that kind of cache,
+/// or the LV is inactive.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// dm-cache.
+    pub total_blocks: Option<u64>,
+    pub used_blocks: Option<u64>,
+    pub dirty_blocks: Option<u64>,
+    pub read_hits: Option<u64>,
+    pub read_misses: Option<u64>,
+    pub write_hits: Option<u64>,
+    pub write_misses: Option<u64>,
+    /// dm-writecache.
+    pub writecache_total_blocks: Option<u64>,
+    pub writecache_free_blocks: Option<u64>,
+    pub writecache_writeback_blocks: Option<u64>,
+    pub writecache_error: Option<u64>,
+}
+
+impl CacheStats {
+    /// Blocks that hold data not yet on the origin: dm-cache's dirty blocks, or the used
+    /// blocks of a writecache (every block it holds is a write not yet written back).
+    pub fn dirty(&self) -> Option<u64> {
+        self.dirty_blocks.or_else(|| {
+            Some(
+                self.writecache_total_blocks?
+                    .saturating_sub(self.writecache_free_blocks?),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_and_names() {
+        assert_eq!(CacheMode::parse("cache"), Some(CacheMode::Cache));
+        assert_eq!(CacheMode::parse("writecache"), Some(CacheMode::Writecache));
+        assert_eq!(CacheMode::parse("none"), None);
+        assert_eq!(CacheMode::of_segtype("linear"), None);
+        let n = cache_lv_name("csi-pvc-1");
+        assert_eq!(n.len(), CACHE_LV_PREFIX.len() + 16);
+        assert_eq!(n, cache_lv_name("csi-pvc-1"), "stable across retries");
+        assert_ne!(n, cache_lv_name("csi-pvc-2"));
+        crate::naming::validate_lv_name(&n).unwrap();
+        crate::naming::validate_lv_name(&format!("{n}_cvol")).unwrap_err();
+    }
+
+    #[test]
+    fn attached_reads_segtype_and_pool() {
+        let lv = Lv {
+            segtype: "writecache".into(),
+            pool_lv: "[vglet-cache.0123456789abcdef_cvol]".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            attached(&lv),
+            Some(Attached {
+                mode: CacheMode::Writecache,
+                cachevol: "vglet-cache.0123456789abcdef_cvol".into()
+            })
+        );
+        assert_eq!(
+            attached(&Lv {
+                segtype: "linear".into(),
+                ..Default::default()
+            }),
+            None
+        );
+    }
+
+    #[test]
+    fn dirty_blocks_of_each_kind() {
+        let c = CacheStats {
+            dirty_blocks: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(c.dirty(), Some(3));
+        let w = CacheStats {
+            writecache_total_blocks: Some(127100),
+            writecache_free_blocks: Some(106588),
+            ..Default::default()
+        };
+        assert_eq!(w.dirty(), Some(20512));
+        assert_eq!(CacheStats::default().dirty(), None);
+    }
+}

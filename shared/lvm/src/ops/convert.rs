@@ -1,0 +1,48 @@
+//! Changing an LV's redundancy online, and the read of its images that decides how.
+
+use super::{Lvm, check_names};
+use crate::args;
+use crate::errors::LvmError;
+use crate::images::{LvImages, images_of, parse_rows};
+
+impl Lvm {
+    /// The images of `vg/lv` and the PVs under each (see [`crate::images`]). An LV the
+    /// read does not show has no images ([`LvImages::default`]).
+    pub async fn lv_images(&self, vg: &str, lv: &str) -> Result<LvImages, LvmError> {
+        check_names(vg, lv)?;
+        let argv = args::lvs_images(vg, lv, &self.options(false).await);
+        let out = self.run(argv, Some(vg), Some(lv)).await?;
+        let rows = parse_rows(&out.stdout_lossy()).map_err(LvmError::Parse)?;
+        Ok(images_of(&rows, lv))
+    }
+
+    /// linear → raid1 with `mirrors` additional images ([`args::lvconvert_to_raid1`]).
+    pub async fn convert_to_raid1(&self, vg: &str, lv: &str, mirrors: u32) -> Result<(), LvmError> {
+        check_names(vg, lv)?;
+        let argv = args::lvconvert_to_raid1(vg, lv, mirrors, &self.options(false).await);
+        self.run(argv, Some(vg), Some(lv)).await?;
+        tracing::info!(%vg, %lv, mirrors, "converted to raid1");
+        Ok(())
+    }
+
+    /// raid1 → `mirrors` additional images, removing those on `drop_pvs` first
+    /// ([`args::lvconvert_mirrors`]); 0 makes it linear.
+    pub async fn set_mirrors(
+        &self,
+        vg: &str,
+        lv: &str,
+        mirrors: u32,
+        drop_pvs: &[String],
+    ) -> Result<(), LvmError> {
+        check_names(vg, lv)?;
+        if let Some(bad) = drop_pvs.iter().find(|p| !p.starts_with("/dev/")) {
+            return Err(LvmError::InvalidArgument(format!(
+                "{bad:?} is not a device path"
+            )));
+        }
+        let argv = args::lvconvert_mirrors(vg, lv, mirrors, drop_pvs, &self.options(false).await);
+        self.run(argv, Some(vg), Some(lv)).await?;
+        tracing::info!(%vg, %lv, mirrors, dropped_from = %drop_pvs.join(","), "raid1 images changed");
+        Ok(())
+    }
+}

@@ -1,0 +1,622 @@
+//! ControllerModifyVolume on real LVM (issue #20): a mounted ext4 volume changes redundancy
+//! online while a writer keeps appending checksummed records to it. In one guest with three
+//! virtio disks:
+//! - linear → raid1 → raid1 with 2 mirrors → linear, each step asserted from `lvs -a -o
+//!   segtype,devices` JSON, the writer's record count growing across every step;
+//! - the same modify twice runs no lvconvert (driver log) and answers OK;
+//! - refusals (a type not converted online, more mirrors than PVs) leave `lvs` unchanged;
+//! - the driver killed (SIGKILL) right after it started an lvconvert, restarted, and the
+//!   modify retried converges;
+//! - after the final raid1 → linear, the two disks that held the dropped copies are
+//!   hot-unplugged and every record written reads back intact.
+//!
+//! `modify_timing_1gib_in_guest` (ignored, run by hand: see docs/storageclass-parameters.md)
+//! times each conversion of a 1 GiB volume under emulation.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tonic::Code;
+use vglet_csi_proto::v1::volume_capability::access_mode::Mode;
+use vglet_csi_proto::v1::*;
+use vglet_e2e::{Clients, DriverProcess, clients, in_guest, req, run_guest_test, sh};
+
+const VG: &str = "modvg";
+const MIB: i64 = 1 << 20;
+/// The guest's end of the harness's rc share (Vm::guest_unplug).
+const RC: &str = "/run/vglet-rc";
+const SOCKET: &str = "/run/vglet/modify.sock";
+const LOG: &str = "/run/vglet/modify-driver.log";
+
+#[test]
+fn modify_in_guest() {
+    if in_guest() {
+        return;
+    }
+    let vm = vglet_vmh::Vm::new("e2e-modify")
+        .mem_mib(1536)
+        .cpus(2)
+        .fresh_disk("d1", 512 << 20)
+        .fresh_disk("d2", 512 << 20)
+        .fresh_disk("d3", 512 << 20)
+        .modules(["dm_mod", "dm_raid", "raid1", "ext4"])
+        .udev(false)
+        .guest_unplug(true)
+        .timeout(Duration::from_secs(900));
+    run_guest_test("guest_modify", vm);
+}
+
+/// The conversions of a 1 GiB volume, timed (sync included). Not in CI: minutes of TCG.
+#[test]
+#[ignore = "timing run by hand: cargo test -p vglet-e2e --test modify -- --ignored --exact modify_timing_1gib_in_guest --nocapture"]
+fn modify_timing_1gib_in_guest() {
+    if in_guest() {
+        return;
+    }
+    let vm = vglet_vmh::Vm::new("e2e-modify-timing")
+        .mem_mib(1536)
+        .cpus(2)
+        .fresh_disk("d1", 1280 << 20)
+        .fresh_disk("d2", 1280 << 20)
+        .fresh_disk("d3", 1280 << 20)
+        .modules(["dm_mod", "dm_raid", "raid1", "ext4"])
+        .udev(false)
+        .timeout(Duration::from_secs(1800));
+    run_guest_test("guest_modify_timing", vm);
+}
+
+fn step(s: &str) {
+    eprintln!("\n--- modify: {s}");
+}
+
+fn cap() -> VolumeCapability {
+    req::mount_cap("ext4", &[], Mode::SingleNodeWriter)
+}
+
+fn driver() -> DriverProcess {
+    DriverProcess::start_logged(
+        &[
+            "--mode",
+            "all",
+            "--node-id",
+            "e2e-node",
+            "--volume-group",
+            VG,
+            "--state-dir",
+            "/run/vglet/state",
+        ],
+        Path::new(SOCKET),
+        Path::new(LOG),
+    )
+}
+
+async fn create(c: &mut Clients, name: &str, bytes: i64) -> String {
+    c.controller
+        .create_volume(req::create_volume(name, bytes, cap(), VG))
+        .await
+        .unwrap_or_else(|e| panic!("create {name}: {e:?}"))
+        .into_inner()
+        .volume
+        .unwrap()
+        .volume_id
+}
+
+async fn stage_and_publish(c: &mut Clients, id: &str, staging: &Path, target: &Path) {
+    std::fs::create_dir_all(staging).unwrap();
+    c.node
+        .node_stage_volume(NodeStageVolumeRequest {
+            volume_id: id.into(),
+            staging_target_path: staging.display().to_string(),
+            volume_capability: Some(cap()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("stage {id}: {e:?}"));
+    c.node
+        .node_publish_volume(NodePublishVolumeRequest {
+            volume_id: id.into(),
+            staging_target_path: staging.display().to_string(),
+            target_path: target.display().to_string(),
+            volume_capability: Some(cap()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("publish {id}: {e:?}"));
+}
+
+fn modify_req(id: &str, kv: &[(&str, &str)]) -> ControllerModifyVolumeRequest {
+    ControllerModifyVolumeRequest {
+        volume_id: id.into(),
+        mutable_parameters: kv
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<HashMap<_, _>>(),
+        ..Default::default()
+    }
+}
+
+async fn modify(c: &mut Clients, id: &str, kv: &[(&str, &str)]) -> Result<(), tonic::Status> {
+    c.controller
+        .controller_modify_volume(modify_req(id, kv))
+        .await
+        .map(drop)
+}
+
+/// The LV's segment type, its images' PVs in image order and its sync percent, from
+/// `lvs -a -o lv_name,segtype,devices,copy_percent` JSON.
+#[derive(Debug, Clone, PartialEq)]
+struct Layout {
+    segtype: String,
+    /// One entry per image (the LV itself when linear): its PVs.
+    images: Vec<Vec<String>>,
+    copy_percent: Option<f64>,
+}
+
+fn lvs_json(lv: &str) -> Value {
+    let out = sh(&format!(
+        "lvs -a --reportformat json --units b --nosuffix -o lv_name,segtype,devices,copy_percent -S 'lv_name={lv} || lv_parent={lv}' {VG}"
+    ));
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("lvs JSON: {e}: {out}"))
+}
+
+fn layout(lv: &str) -> Layout {
+    let json = lvs_json(lv);
+    let rows: Vec<(String, String, Vec<String>, String)> = json["report"][0]["lv"]
+        .as_array()
+        .expect("lv rows")
+        .iter()
+        .map(|r| {
+            let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+            let devices = s("devices")
+                .split(',')
+                .filter(|d| !d.is_empty())
+                .map(|d| d.split('(').next().unwrap().to_string())
+                .collect();
+            (
+                s("lv_name").trim_matches(['[', ']']).to_string(),
+                s("segtype"),
+                devices,
+                s("copy_percent"),
+            )
+        })
+        .collect();
+    let top = rows
+        .iter()
+        .find(|r| r.0 == lv)
+        .unwrap_or_else(|| panic!("{lv} not in {json}"));
+    let images = if top.1 == "raid1" {
+        top.2
+            .iter()
+            .map(|image| {
+                rows.iter()
+                    .filter(|r| &r.0 == image)
+                    .flat_map(|r| r.2.clone())
+                    .collect()
+            })
+            .collect()
+    } else {
+        vec![top.2.clone()]
+    };
+    Layout {
+        segtype: top.1.clone(),
+        images,
+        copy_percent: top.3.parse().ok(),
+    }
+}
+
+/// Raid1 with `copies` images, each on one PV of its own.
+fn assert_raid1(l: &Layout, copies: usize) {
+    assert_eq!(l.segtype, "raid1", "{l:?}");
+    assert_eq!(l.images.len(), copies, "{l:?}");
+    let mut pvs: Vec<&String> = l.images.iter().flatten().collect();
+    assert!(
+        l.images.iter().all(|i| i.len() == 1),
+        "an image spans PVs: {l:?}"
+    );
+    pvs.sort();
+    pvs.dedup();
+    assert_eq!(pvs.len(), copies, "images share a PV: {l:?}");
+}
+
+fn wait_in_sync(lv: &str, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let l = layout(lv);
+        if l.copy_percent.is_some_and(|p| p >= 100.0) {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "not in sync: {l:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The lvconvert lines in the driver's log since `mark`.
+fn lvconverts(d: &DriverProcess, mark: u64) -> Vec<String> {
+    d.commands_since(mark)
+        .into_iter()
+        .filter(|l| l.contains("lvconvert"))
+        .collect()
+}
+
+// The writer: records of RECORD bytes appended with O_APPEND and fdatasync: the sequence
+// number, a 64-bit FNV-1a of the payload, the payload (derived from the sequence number).
+const RECORD: usize = 4096;
+
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+    })
+}
+
+fn record(seq: u64) -> Vec<u8> {
+    let mut payload = vec![0u8; RECORD - 16];
+    let mut x = seq.wrapping_mul(0x9e3779b97f4a7c15) | 1;
+    for b in payload.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    let mut r = Vec::with_capacity(RECORD);
+    r.extend_from_slice(&seq.to_le_bytes());
+    r.extend_from_slice(&fnv(&payload).to_le_bytes());
+    r.extend_from_slice(&payload);
+    r
+}
+
+struct Writer {
+    stop: Arc<AtomicBool>,
+    written: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn start(file: &Path) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let written = Arc::new(AtomicU64::new(0));
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file)
+            .unwrap();
+        let (s, w) = (stop.clone(), written.clone());
+        let thread = std::thread::spawn(move || {
+            let mut seq = 0u64;
+            while !s.load(Ordering::Relaxed) {
+                f.write_all(&record(seq)).expect("writer: write");
+                f.sync_data().expect("writer: fdatasync");
+                seq += 1;
+                w.store(seq, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Writer {
+            stop,
+            written,
+            thread: Some(thread),
+        }
+    }
+
+    fn count(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// Waits until at least `n` more records than now are on disk: the writer is alive.
+    fn keeps_writing(&self, what: &str) {
+        let from = self.count();
+        let start = Instant::now();
+        while self.count() < from + 5 {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "writer stalled {what} (at {})",
+                self.count()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().expect("writer thread");
+        self.count()
+    }
+}
+
+/// Every record of `file` read back from the disks (page cache dropped): `n` of them, in
+/// sequence, each with a matching checksum and payload.
+fn verify(file: &Path, n: u64) {
+    sh("sync && echo 3 > /proc/sys/vm/drop_caches");
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)
+        .unwrap()
+        .read_to_end(&mut bytes)
+        .unwrap();
+    assert_eq!(bytes.len() as u64, n * RECORD as u64, "file length");
+    for (i, r) in bytes.chunks(RECORD).enumerate() {
+        let seq = u64::from_le_bytes(r[..8].try_into().unwrap());
+        let sum = u64::from_le_bytes(r[8..16].try_into().unwrap());
+        assert_eq!(seq, i as u64, "record {i}: sequence");
+        assert_eq!(sum, fnv(&r[16..]), "record {i}: checksum");
+        assert_eq!(r, record(seq).as_slice(), "record {i}: content");
+    }
+    eprintln!("  {n} records ({} KiB) verified", n * RECORD as u64 / 1024);
+}
+
+/// Asks the host to hot-unplug the virtio disk `name` and waits for its answer.
+fn unplug(name: &str) {
+    let req = format!("{RC}/unplug-req/{name}");
+    let mut tries = 0;
+    while let Err(e) = std::fs::write(&req, "") {
+        tries += 1;
+        assert!(tries < 50, "unplug request {req}: {e}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let done = PathBuf::from(format!("{RC}/unplug-done/{name}"));
+    let start = Instant::now();
+    while !done.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no answer from the host to unplug {name}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let answer = std::fs::read_to_string(&done).unwrap();
+    assert_eq!(answer.trim(), "ok", "unplug {name}");
+}
+
+async fn condition(c: &mut Clients, id: &str) -> VolumeCondition {
+    c.controller
+        .controller_get_volume(ControllerGetVolumeRequest {
+            volume_id: id.into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("ControllerGetVolume {id}: {e:?}"))
+        .into_inner()
+        .status
+        .and_then(|s| s.volume_condition)
+        .expect("a volume condition")
+}
+
+#[test]
+#[ignore = "runs inside the QEMU guest through modify_in_guest"]
+fn guest_modify() {
+    assert!(in_guest(), "run through modify_in_guest");
+    let t0 = Instant::now();
+    sh(&format!(
+        "pvcreate -q /dev/vda /dev/vdb /dev/vdc && vgcreate -q {VG} /dev/vda /dev/vdb /dev/vdc"
+    ));
+    let mut d = driver();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = clients(Path::new(SOCKET)).await;
+        step("a 256 MiB ext4 volume, staged and published, with a writer appending to it");
+        let id = create(&mut c, "mod-a", 256 * MIB).await;
+        let lv = id.split_once('/').unwrap().1.to_string();
+        let staging = PathBuf::from("/run/e2e/modify/staging");
+        let target = PathBuf::from("/run/e2e/modify/target");
+        stage_and_publish(&mut c, &id, &staging, &target).await;
+        let file = target.join("records");
+        let writer = Writer::start(&file);
+        writer.keeps_writing("before any change");
+        let linear = layout(&lv);
+        assert_eq!(linear.segtype, "linear", "{linear:?}");
+        let home = linear.images[0].clone();
+        eprintln!("  linear on {home:?}");
+
+        step("refusals change nothing");
+        let before = lvs_json(&lv);
+        for (kv, code) in [
+            (&[("type", "raid5")][..], Code::InvalidArgument),
+            (&[("volumeGroup", VG)], Code::InvalidArgument),
+            (
+                &[("type", "raid1"), ("mirrors", "3")],
+                Code::ResourceExhausted,
+            ),
+        ] {
+            let e = modify(&mut c, &id, kv).await.unwrap_err();
+            assert_eq!(e.code(), code, "{kv:?}: {e:?}");
+            eprintln!("  {kv:?}: {:?} {}", e.code(), e.message());
+        }
+        let e = modify(&mut c, &format!("{VG}/csi-nope"), &[("type", "raid1")])
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
+        assert_eq!(lvs_json(&lv), before, "a refusal changed the LV");
+
+        step("linear -> raid1");
+        let mark = d.log_mark();
+        let t = Instant::now();
+        modify(&mut c, &id, &[("type", "raid1")]).await.unwrap();
+        let took = t.elapsed();
+        // Sync is monotone: a condition that says healthy while lvs, read after it, still
+        // shows the copy behind would be a wrong answer.
+        let cond = condition(&mut c, &id).await;
+        let l = layout(&lv);
+        assert_raid1(&l, 2);
+        assert_eq!(l.images[0], home, "the original stays image 0: {l:?}");
+        if cond.abnormal {
+            assert!(cond.message.contains("not in sync"), "{cond:?}");
+        } else {
+            assert_eq!(
+                l.copy_percent,
+                Some(100.0),
+                "healthy while syncing: {cond:?}"
+            );
+        }
+        eprintln!(
+            "  linear -> raid1: {took:?} (RPC), condition {cond:?}, then in sync after {:?}",
+            wait_in_sync(&lv, Duration::from_secs(300))
+        );
+        assert_eq!(lvconverts(&d, mark).len(), 1, "{:?}", lvconverts(&d, mark));
+        writer.keeps_writing("after linear -> raid1");
+        step("the same modify again: OK, no lvconvert");
+        let mark = d.log_mark();
+        modify(&mut c, &id, &[("type", "raid1"), ("mirrors", "1")])
+            .await
+            .unwrap();
+        assert!(
+            lvconverts(&d, mark).is_empty(),
+            "{:?}",
+            lvconverts(&d, mark)
+        );
+        assert_raid1(&layout(&lv), 2);
+
+        step("mirrors 2, with the driver killed right after it started lvconvert");
+        let mut c2 = clients(Path::new(SOCKET)).await;
+        let id2 = id.clone();
+        let call = tokio::spawn(async move {
+            modify(&mut c2, &id2, &[("type", "raid1"), ("mirrors", "2")]).await
+        });
+        let start = Instant::now();
+        while sh("ps -o args= -C lvm | grep -c lvconvert || true").trim() == "0" {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "no lvconvert started"
+            );
+            assert!(
+                !call.is_finished(),
+                "the modify ended before lvconvert was seen"
+            );
+        }
+        drop(d);
+        let killed = call.await.unwrap();
+        assert!(killed.is_err(), "the killed driver answered: {killed:?}");
+        eprintln!(
+            "  driver killed during lvconvert: {:?}",
+            killed.unwrap_err().code()
+        );
+        // lvconvert is not the driver's: it runs on (or was cut off) by itself.
+        let start = Instant::now();
+        while sh("ps -o args= -C lvm | grep -c lvconvert || true").trim() != "0" {
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "lvconvert still running"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("  after the kill lvm shows {:?}", layout(&lv));
+        d = driver();
+        let mut c = clients(Path::new(SOCKET)).await;
+        let t = Instant::now();
+        modify(&mut c, &id, &[("type", "raid1"), ("mirrors", "2")])
+            .await
+            .unwrap();
+        eprintln!("  retried after restart: {:?}", t.elapsed());
+        let l = layout(&lv);
+        assert_raid1(&l, 3);
+        assert_eq!(l.images[0], home, "{l:?}");
+        eprintln!(
+            "  in sync after {:?}",
+            wait_in_sync(&lv, Duration::from_secs(300))
+        );
+        writer.keeps_writing("after mirrors 2");
+        let mark = d.log_mark();
+        modify(&mut c, &id, &[("type", "raid1"), ("mirrors", "2")])
+            .await
+            .unwrap();
+        assert!(
+            lvconverts(&d, mark).is_empty(),
+            "{:?}",
+            lvconverts(&d, mark)
+        );
+
+        step("raid1 -> linear: the original copy stays");
+        let dropped: Vec<String> = l.images[1..].iter().flatten().cloned().collect();
+        let t = Instant::now();
+        modify(&mut c, &id, &[("type", "linear")]).await.unwrap();
+        eprintln!("  raid1 (2 mirrors) -> linear: {:?}", t.elapsed());
+        let l = layout(&lv);
+        assert_eq!(l.segtype, "linear", "{l:?}");
+        assert_eq!(l.images, vec![home.clone()], "{l:?}");
+        let mark = d.log_mark();
+        modify(&mut c, &id, &[("type", "linear")]).await.unwrap();
+        assert!(
+            lvconverts(&d, mark).is_empty(),
+            "{:?}",
+            lvconverts(&d, mark)
+        );
+        writer.keeps_writing("after raid1 -> linear");
+        let listed = c
+            .controller
+            .list_volumes(ListVolumesRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            listed
+                .entries
+                .iter()
+                .any(|e| e.volume.as_ref().is_some_and(|v| v.volume_id == id)),
+            "ListVolumes lists the volume"
+        );
+
+        step(&format!(
+            "unplug the disks of the dropped copies {dropped:?}"
+        ));
+        for pv in &dropped {
+            let kname = pv.trim_start_matches("/dev/");
+            let disk = sh(&format!("cat /sys/block/{kname}/serial"))
+                .trim()
+                .to_string();
+            unplug(&disk);
+            assert!(!Path::new(&format!("/sys/block/{kname}")).exists());
+            eprintln!("  unplugged {disk} ({pv})");
+        }
+        writer.keeps_writing("after the unplug");
+        let n = writer.stop();
+        verify(&file, n);
+        let cond = condition(&mut c, &id).await;
+        assert!(!cond.abnormal, "{cond:?}");
+        drop(d);
+    });
+    eprintln!("\nE2E MODIFY: ALL STEPS PASSED in {:?}", t0.elapsed());
+}
+
+#[test]
+#[ignore = "runs inside the QEMU guest through modify_timing_1gib_in_guest"]
+fn guest_modify_timing() {
+    assert!(in_guest(), "run through modify_timing_1gib_in_guest");
+    sh(&format!(
+        "pvcreate -q /dev/vda /dev/vdb /dev/vdc && vgcreate -q {VG} /dev/vda /dev/vdb /dev/vdc"
+    ));
+    let d = driver();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = clients(Path::new(SOCKET)).await;
+        let id = create(&mut c, "mod-timing", 1024 * MIB).await;
+        let lv = id.split_once('/').unwrap().1.to_string();
+        stage_and_publish(
+            &mut c,
+            &id,
+            Path::new("/run/e2e/modify/staging"),
+            Path::new("/run/e2e/modify/target"),
+        )
+        .await;
+        let mut report = Vec::new();
+        for (what, kv) in [
+            ("linear -> raid1", &[("type", "raid1")][..]),
+            ("raid1 -> 2 mirrors", &[("type", "raid1"), ("mirrors", "2")]),
+            ("2 mirrors -> 1", &[("type", "raid1"), ("mirrors", "1")]),
+            ("raid1 -> linear", &[("type", "linear")]),
+        ] {
+            let t = Instant::now();
+            modify(&mut c, &id, kv).await.unwrap();
+            let rpc = t.elapsed();
+            let sync = if layout(&lv).segtype == "raid1" {
+                wait_in_sync(&lv, Duration::from_secs(1500))
+            } else {
+                Duration::ZERO
+            };
+            let line = format!("{what}: RPC {rpc:.1?}, then in sync after {sync:.1?}");
+            eprintln!("  {line}");
+            report.push(line);
+        }
+        eprintln!("\nMODIFY TIMING (1 GiB, TCG):\n{}", report.join("\n"));
+    });
+    drop(d);
+}
