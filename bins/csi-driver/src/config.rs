@@ -98,6 +98,22 @@ pub struct Config {
     /// Shared VGs always grow through the controller.
     #[arg(long, env = "VGLET_EXPANSION", value_enum, default_value_t = Expansion::Controller)]
     pub expansion: Expansion,
+
+    /// PBKDF target time (ms) of the LUKS2 key slots the driver writes (luksFormat, key
+    /// rotation's luksAddKey): cryptsetup's `--iter-time`. Unset: cryptsetup's 2000.
+    #[arg(long, env = "VGLET_LUKS_ITER_TIME", value_name = "MS")]
+    pub luks_iter_time: Option<u32>,
+
+    /// PBKDF memory cost limit (KiB) of the key slots the driver writes: cryptsetup's
+    /// `--pbkdf-memory`. Unset: cryptsetup's 1048576 (at most half the node's memory).
+    #[arg(long, env = "VGLET_LUKS_PBKDF_MEMORY", value_name = "KIB")]
+    pub luks_pbkdf_memory: Option<u32>,
+
+    /// Fixed PBKDF iterations of the key slots the driver writes, skipping cryptsetup's
+    /// benchmark: `--pbkdf-force-iterations` (at least 4). Unset: benchmarked. Lowers the
+    /// cost of guessing a key; meant for tests and slow emulated nodes.
+    #[arg(long, env = "VGLET_LUKS_PBKDF_ITERATIONS", value_name = "N")]
+    pub luks_pbkdf_iterations: Option<u32>,
 }
 
 /// The one duration grammar of every vglet binary (docs/units.md).
@@ -117,8 +133,18 @@ impl Config {
         self.mode == Mode::All
     }
 
+    /// The PBKDF cost of new LUKS2 key slots, from the `--luks-*` flags.
+    pub fn pbkdf(&self) -> vglet_volume::crypt::Pbkdf {
+        vglet_volume::crypt::Pbkdf {
+            iter_time_ms: self.luks_iter_time,
+            memory_kib: self.luks_pbkdf_memory,
+            iterations: self.luks_pbkdf_iterations,
+        }
+    }
+
     /// Checks that cannot be expressed in clap attributes.
     pub fn validate(&self) -> Result<(), String> {
+        self.pbkdf().validate()?;
         if self.node_id.trim().is_empty() {
             return Err("--node-id must not be empty".into());
         }

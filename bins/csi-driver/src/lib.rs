@@ -155,7 +155,7 @@ pub async fn build_driver_from(
         false => Default::default(),
     };
     let driver = driver::Driver {
-        crypt: vglet_volume::crypt::Crypt::new(runner.clone(), &programs),
+        crypt: vglet_volume::crypt::Crypt::new(runner.clone(), &programs).with_pbkdf(cfg.pbkdf()),
         fs: Filesystems::new(runner.clone(), programs),
         mounter: Arc::new(SystemMounter),
         inflight: Default::default(),

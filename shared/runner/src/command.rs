@@ -5,6 +5,11 @@ use std::time::Duration;
 /// a minute means a hung device or lock manager, which must surface as an error.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The descriptor number a child sees [`Command::extra_input`] on.
+pub const EXTRA_INPUT_FD: i32 = 3;
+/// The path a program opens to read [`Command::extra_input`].
+pub const EXTRA_INPUT_PATH: &str = "/dev/fd/3";
+
 /// An external command as argv plus its environment, stdin and timeout.
 ///
 /// `Debug` shows the length of stdin, never its bytes: stdin is how secrets (a LUKS key)
@@ -15,6 +20,11 @@ pub struct Command {
     pub args: Vec<OsString>,
     pub env: Vec<(OsString, OsString)>,
     pub stdin: Option<Vec<u8>>,
+    /// A second secret input beside stdin (a program that needs two keys at once, such
+    /// as `cryptsetup luksAddKey`): the runner puts these bytes in an anonymous memory
+    /// file (memfd, never on disk) that the child sees as descriptor [`EXTRA_INPUT_FD`],
+    /// so argv names only [`EXTRA_INPUT_PATH`]. No other child inherits it.
+    pub extra_input: Option<Vec<u8>>,
     pub timeout: Duration,
     /// Non-zero exit codes that are answers, not failures (blkid's 2 = "no signature"):
     /// logged like a success.
@@ -35,6 +45,13 @@ impl std::fmt::Debug for Command {
                 "stdin",
                 &self.stdin.as_ref().map(|d| format!("<{} bytes>", d.len())),
             )
+            .field(
+                "extra_input",
+                &self
+                    .extra_input
+                    .as_ref()
+                    .map(|d| format!("<{} bytes>", d.len())),
+            )
             .field("timeout", &self.timeout)
             .field("answer_codes", &self.answer_codes)
             .finish()
@@ -48,6 +65,7 @@ impl Command {
             args: Vec::new(),
             env: Vec::new(),
             stdin: None,
+            extra_input: None,
             timeout: DEFAULT_TIMEOUT,
             answer_codes: Vec::new(),
             niceness: None,
@@ -90,6 +108,12 @@ impl Command {
 
     pub fn stdin(mut self, data: impl Into<Vec<u8>>) -> Self {
         self.stdin = Some(data.into());
+        self
+    }
+
+    /// See [`Command::extra_input`]: the child reads `data` at [`EXTRA_INPUT_PATH`].
+    pub fn extra_input(mut self, data: impl Into<Vec<u8>>) -> Self {
+        self.extra_input = Some(data.into());
         self
     }
 
@@ -160,9 +184,15 @@ mod tests {
     /// What a command is fed on stdin (a key) never shows in its `Debug`, only its length.
     #[test]
     fn debug_hides_stdin() {
-        let c = Command::new("/sbin/cryptsetup").stdin(b"s3cret-key".to_vec());
+        let c = Command::new("/sbin/cryptsetup")
+            .stdin(b"s3cret-key".to_vec())
+            .extra_input(b"n3w-key".to_vec());
         let shown = format!("{c:?}");
-        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("n3w"),
+            "{shown}"
+        );
         assert!(shown.contains("<10 bytes>"), "{shown}");
+        assert!(shown.contains("<7 bytes>"), "{shown}");
     }
 }

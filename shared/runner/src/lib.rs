@@ -11,7 +11,7 @@ pub mod orphans;
 pub mod programs;
 mod real;
 
-pub use command::{Command, Output};
+pub use command::{Command, EXTRA_INPUT_FD, EXTRA_INPUT_PATH, Output};
 pub use fake::{FakeRunner, Reply};
 pub use programs::{
     MissingPrograms, Override, Program, ProgramMissing, Programs, Wanted, optional, required,

@@ -126,6 +126,17 @@ impl Runner for SystemRunner {
                 });
             }
         }
+        // Kept open until the child is spawned: it holds the child's copy of the input.
+        let _extra =
+            match &cmd.extra_input {
+                Some(data) => Some(extra_input_fd(&mut child_cmd, data).map_err(|source| {
+                    RunError::Spawn {
+                        program: program.clone(),
+                        source,
+                    }
+                })?),
+                None => None,
+            };
         let start = Instant::now();
         let mut child = child_cmd.spawn().map_err(|source| {
             tracing::warn!(cmd = %argv, error = %source, "command failed to start");
@@ -178,6 +189,54 @@ impl Runner for SystemRunner {
             }
         }
     }
+}
+
+/// Puts `data` in a sealed anonymous memory file and arranges for the child (only this
+/// one) to see it as [`crate::EXTRA_INPUT_FD`]. The file is close-on-exec in this process,
+/// so no other child inherits it; it never touches a disk.
+///
+/// Descriptor 3 in the child: the memfd is first moved to the lowest free number from 3
+/// on. Either that is 3 itself (the child only clears close-on-exec), or 3 is open in this
+/// process already, so the pipe std uses to report a failed exec cannot be 3 and the
+/// `dup2` onto 3 in the child replaces nothing std needs.
+fn extra_input_fd(
+    child_cmd: &mut tokio::process::Command,
+    data: &[u8],
+) -> std::io::Result<std::fs::File> {
+    use rustix::fs::{MemfdFlags, SealFlags};
+    use std::io::{Seek, Write};
+    use std::os::fd::AsRawFd;
+    let memfd = rustix::fs::memfd_create(
+        "vglet-input",
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )?;
+    let fd = rustix::io::fcntl_dupfd_cloexec(&memfd, crate::EXTRA_INPUT_FD)?;
+    drop(memfd);
+    let mut file = std::fs::File::from(fd);
+    file.write_all(data)?;
+    file.rewind()?;
+    rustix::fs::fcntl_add_seals(
+        &file,
+        SealFlags::SEAL | SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE,
+    )?;
+    let raw = file.as_raw_fd();
+    let target = crate::EXTRA_INPUT_FD;
+    // SAFETY: the closure runs in the forked child before exec and calls only fcntl and
+    // dup2, which are async-signal-safe; it allocates nothing and takes no lock.
+    unsafe {
+        child_cmd.pre_exec(move || {
+            let r = if raw == target {
+                libc::fcntl(raw, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(raw, target)
+            };
+            if r < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(file)
 }
 
 /// Whether an executable called `name` (or at `name`, a path) is found the way
@@ -308,6 +367,54 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, RunError::Spawn { .. }), "{err:?}");
+    }
+
+    /// The extra input reaches the child at /dev/fd/3 beside stdin, and nothing of it is
+    /// left open in this process or visible to the next child.
+    #[tokio::test]
+    async fn extra_input_is_fd_3_of_this_child_only() {
+        let out = SystemRunner::new()
+            .run(
+                Command::new("/bin/sh")
+                    .args(["-c", "cat; echo; cat /dev/fd/3"])
+                    .stdin(b"one".to_vec())
+                    .extra_input(b"two".to_vec()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(out.stdout_lossy(), "one\ntwo");
+        // Many in a row (fd 3 taken or not in this process): never leaked, always fd 3.
+        for i in 0..20 {
+            let keep: Vec<std::fs::File> = (0..i % 3)
+                .map(|_| std::fs::File::open("/dev/null").unwrap())
+                .collect();
+            let out = SystemRunner::new()
+                .run(
+                    Command::new("/bin/sh")
+                        .args(["-c", "cat /dev/fd/3"])
+                        .extra_input(format!("k{i}").into_bytes()),
+                )
+                .await
+                .unwrap();
+            assert_eq!(out.stdout_lossy(), format!("k{i}"));
+            drop(keep);
+        }
+        let plain = SystemRunner::new()
+            .run(Command::new("/bin/sh").args(["-c", "ls -l /proc/self/fd/"]))
+            .await
+            .unwrap();
+        assert!(
+            !plain.stdout_lossy().contains("memfd"),
+            "{}",
+            plain.stdout_lossy()
+        );
+        let own = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .filter(|l| l.to_string_lossy().contains("vglet-input"))
+            .count();
+        assert_eq!(own, 0, "a memfd is left open in this process");
     }
 
     #[tokio::test]

@@ -16,10 +16,27 @@
 //! that name is only used or closed once proven to sit on this very LV: a CRYPT-LUKS2 dm
 //! uuid and exactly the LV's device numbers below it ([`NodeHost::dm_slaves`]).
 //!
-//! Flow at NodeStageVolume: read (the mapping, the LV's head or blkid) → [`plan`] → act
-//! (luksFormat only on a device that holds nothing, by the first format's evidence; open) →
-//! read again (the mapping must now be proven on the LV). The staging path then mounts the
-//! mapping as it would mount the LV.
+//! Flow at NodeStageVolume: read (the mapping, the LV's head or blkid, and under a
+//! first-format mark the header's key slots) → [`plan`] → act (luksFormat only on a device
+//! that holds nothing by the first format's evidence, or under the mark over the header an
+//! interrupted luksFormat left; key rotation; open) → read again (the mapping must now be
+//! proven on the LV). The staging path then mounts the mapping as it would mount the LV.
+//!
+//! The first luksFormat is inside the first-format mark ([`crate::first_format`]): the
+//! mark is written before luksFormat and removed only after the mkfs on the mapping and
+//! the first mount (raw block: after the first open). luksFormat writes the header first
+//! and the key slot after its PBKDF, which is nearly all of its time; a crash in between
+//! leaves a valid header with **no key slot**, which no key can ever open. Under a mark,
+//! and only then, such a header is formatted again ([`Header::NoKeySlot`]). A header with
+//! a key slot is never formatted again, mark or not; one cryptsetup cannot read is refused.
+//!
+//! Key rotation ([`rotation`]): NodeStageVolume's secret carries the new key under
+//! [`KEY_SECRET`] and, while the rotation runs, the old one under [`PREVIOUS_KEY_SECRET`].
+//! Each step is checked against the header before it runs (which key opens which slot),
+//! so a crash between any two steps converges on the next stage: the new key is added
+//! with the old one (`luksAddKey`, old key on stdin, new key on the runner's
+//! [`vglet_runner::EXTRA_INPUT_PATH`]), then the old key's slot is removed (`luksKillSlot`,
+//! authorised by the new key).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,6 +49,8 @@ use crate::host::NodeHost;
 
 /// The key's name in NodeStageVolume's `secrets`.
 pub const KEY_SECRET: &str = "passphrase";
+/// The old key's name in NodeStageVolume's `secrets` while a key rotation runs.
+pub const PREVIOUS_KEY_SECRET: &str = "previousPassphrase";
 /// What blkid calls a LUKS header.
 pub const LUKS_SIGNATURE: &str = "crypto_LUKS";
 /// The prefix of the mappings vglet opens (see [`mapping_name`]).
@@ -80,9 +99,9 @@ pub mod args {
     }
 
     /// A new LUKS2 header on `dev`, keyed from stdin, without questions (`--batch-mode`:
-    /// the "are you sure" is [`super::plan`]'s).
-    pub fn format(dev: &Path) -> Vec<OsString> {
-        v(
+    /// the "are you sure" is [`super::plan`]'s), its key slot at the `pbkdf` cost.
+    pub fn format(dev: &Path, pbkdf: &super::Pbkdf) -> Vec<OsString> {
+        let mut a = v(
             &[
                 "luksFormat",
                 "--type",
@@ -93,6 +112,67 @@ pub mod args {
             ],
             dev,
             &[],
+        );
+        a.extend(pbkdf.args());
+        a
+    }
+
+    /// Which key slot the key on stdin opens, without opening anything: cryptsetup says
+    /// `Key slot N unlocked.` (`--verbose`), exit 2 for a key that opens none.
+    pub fn test_key(dev: &Path) -> Vec<OsString> {
+        v(
+            &[
+                "open",
+                "--type",
+                "luks2",
+                "--test-passphrase",
+                "--verbose",
+                "--key-file",
+                "-",
+            ],
+            dev,
+            &[],
+        )
+    }
+
+    /// The header's metadata as JSON (its key slots), no key needed.
+    pub fn dump(dev: &Path) -> Vec<OsString> {
+        v(&["luksDump", "--dump-json-metadata"], dev, &[])
+    }
+
+    /// Adds a key slot for the key read from the runner's extra input, authorised by the
+    /// existing key on stdin.
+    pub fn add_key(dev: &Path, pbkdf: &super::Pbkdf) -> Vec<OsString> {
+        let mut a = v(
+            &[
+                "luksAddKey",
+                "--type",
+                "luks2",
+                "--batch-mode",
+                "--key-file",
+                "-",
+            ],
+            dev,
+            &[vglet_runner::EXTRA_INPUT_PATH],
+        );
+        a.extend(pbkdf.args());
+        a
+    }
+
+    /// Removes key slot `slot`, authorised by the key on stdin (cryptsetup refuses a key
+    /// that opens only that slot).
+    pub fn kill_slot(dev: &Path, slot: u32) -> Vec<OsString> {
+        v(
+            &[
+                "luksKillSlot",
+                "--type",
+                "luks2",
+                "--batch-mode",
+                "--key-file",
+                "-",
+            ],
+            dev,
+            &[&slot.to_string()],
         )
     }
 
@@ -119,6 +199,139 @@ pub mod args {
     /// Closes the mapping `name`.
     pub fn close(name: &str) -> Vec<OsString> {
         vec!["close".into(), name.into()]
+    }
+}
+
+/// The PBKDF cost of the key slots the driver writes (luksFormat, luksAddKey); every
+/// field unset is cryptsetup's own default (argon2id, benchmarked to 2 s and up to 1 GiB).
+/// An operator's setting (csi-driver's `--luks-*` flags), never lowered by the driver.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pbkdf {
+    /// `--iter-time`: the benchmark's target time in ms.
+    pub iter_time_ms: Option<u32>,
+    /// `--pbkdf-memory`: the memory cost limit in KiB.
+    pub memory_kib: Option<u32>,
+    /// `--pbkdf-force-iterations`: a fixed iteration count, no benchmark at all.
+    pub iterations: Option<u32>,
+}
+
+impl Pbkdf {
+    /// The cryptsetup options of the set fields.
+    pub fn args(&self) -> Vec<std::ffi::OsString> {
+        let mut a = Vec::new();
+        if let Some(t) = self.iter_time_ms {
+            a.extend(["--iter-time".into(), t.to_string().into()]);
+        }
+        if let Some(m) = self.memory_kib {
+            a.extend(["--pbkdf-memory".into(), m.to_string().into()]);
+        }
+        if let Some(i) = self.iterations {
+            a.extend(["--pbkdf-force-iterations".into(), i.to_string().into()]);
+        }
+        a
+    }
+
+    /// cryptsetup's own bounds for argon2id: at least 4 iterations, 32 KiB to 4 GiB.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.iter_time_ms == Some(0) {
+            return Err("--luks-iter-time must be at least 1 (ms)".into());
+        }
+        if let Some(m) = self.memory_kib
+            && !(32..=4 * 1024 * 1024).contains(&m)
+        {
+            return Err(format!(
+                "--luks-pbkdf-memory {m}: between 32 and 4194304 (KiB)"
+            ));
+        }
+        if let Some(i) = self.iterations
+            && i < 4
+        {
+            return Err(format!(
+                "--luks-pbkdf-iterations {i}: at least 4 (argon2id's minimum)"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The keys of a stage: the volume's key and, while a rotation runs, the old one.
+#[derive(Clone, Copy)]
+pub struct Keys<'a> {
+    pub key: &'a [u8],
+    pub previous: Option<&'a [u8]>,
+}
+
+impl std::fmt::Debug for Keys<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys")
+            .field("key", &format_args!("<{} bytes>", self.key.len()))
+            .field("previous", &self.previous.map(<[u8]>::len))
+            .finish()
+    }
+}
+
+/// What the LUKS header on a device is, by `cryptsetup luksDump`: read only under a
+/// first-format mark, to tell an interrupted luksFormat from a made header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Header {
+    /// At least one key slot: made. Never formatted again.
+    Made { key_slots: usize },
+    /// A valid header without any key slot: what a luksFormat killed during its PBKDF
+    /// leaves. No key can open it, so nothing was ever written through it.
+    NoKeySlot,
+    /// cryptsetup cannot read it (a header write cut short, or damage): never formatted.
+    Unreadable(String),
+}
+
+/// [`Header`] from `luksDump --dump-json-metadata`'s output.
+pub fn header_from_dump(json: &str) -> Header {
+    #[derive(serde::Deserialize)]
+    struct Dump {
+        keyslots: serde_json::Map<String, serde_json::Value>,
+    }
+    match serde_json::from_str::<Dump>(json) {
+        Ok(d) if d.keyslots.is_empty() => Header::NoKeySlot,
+        Ok(d) => Header::Made {
+            key_slots: d.keyslots.len(),
+        },
+        Err(e) => Header::Unreadable(format!("luksDump's metadata: {e}")),
+    }
+}
+
+/// The key slot cryptsetup's `--verbose` answer names (`Key slot 1 unlocked.`).
+pub fn unlocked_slot(text: &str) -> Option<u32> {
+    text.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("Key slot ")?
+            .strip_suffix(" unlocked.")?
+            .parse()
+            .ok()
+    })
+}
+
+/// What a key rotation does next, from which slot each key opens now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotation {
+    /// The new key opens the volume and the old one no longer does (or no rotation).
+    Done,
+    /// Both open it: remove the old key's slot (authorised by the new key).
+    KillOld(u32),
+    /// Only the old key opens it: add the new key, then remove the old key's slot.
+    AddNewThenKillOld(u32),
+}
+
+/// The next step of a rotation. Every crash point converges: after `luksAddKey` both
+/// keys open (→ [`Rotation::KillOld`]); after `luksKillSlot` only the new one (→
+/// [`Rotation::Done`]). A slot both keys open is never removed.
+pub fn rotation(id: &str, new: Option<u32>, old: Option<u32>) -> Result<Rotation, VolumeError> {
+    match (new, old) {
+        (Some(_), None) => Ok(Rotation::Done),
+        (Some(n), Some(o)) if n == o => Ok(Rotation::Done),
+        (Some(_), Some(o)) => Ok(Rotation::KillOld(o)),
+        (None, Some(o)) => Ok(Rotation::AddNewThenKillOld(o)),
+        (None, None) => Err(VolumeError::Precondition(format!(
+            "encrypted volume {id}: neither the key in secret {KEY_SECRET:?} nor the one in {PREVIOUS_KEY_SECRET:?} opens it; nothing changed"
+        ))),
     }
 }
 
@@ -156,17 +369,39 @@ pub enum Plan {
     Open,
     /// The LV holds nothing: luksFormat, then open.
     FormatAndOpen,
+    /// Under a first-format mark, the header an interrupted luksFormat left (no key
+    /// slot): luksFormat again, then open.
+    FormatAgainAndOpen,
+}
+
+impl Plan {
+    pub fn formats(self) -> bool {
+        matches!(self, Plan::FormatAndOpen | Plan::FormatAgainAndOpen)
+    }
+}
+
+/// Whether the plan needs the header read ([`Header`]) before it can decide: a LUKS
+/// signature under a first-format mark.
+pub fn needs_header(marked: bool, mapping: Mapping, found: Option<&Signature>) -> bool {
+    marked
+        && mapping == Mapping::Absent
+        && matches!(found, Some(Signature::Content { type_name, .. }) if type_name == LUKS_SIGNATURE)
 }
 
 /// The decision, from what was read. `found` is the LV's content by the first format's
-/// evidence (`None`: nothing, lvcreate's zeroes or no blkid signature). A LUKS header is
-/// never formatted again; a device holding anything else is never formatted at all.
+/// evidence (`None`: nothing, lvcreate's zeroes or no blkid signature); `marked`: a first
+/// format of this LV began and never finished; `header`: the header's key slots, read
+/// when [`needs_header`]. A LUKS header with a key slot is never formatted again; one
+/// without is formatted again only under the mark; a device holding anything else is
+/// never formatted at all.
 pub fn plan(
     id: &str,
     name: &str,
     adopted: bool,
+    marked: bool,
     mapping: Mapping,
     found: Option<&Signature>,
+    header: Option<&Header>,
 ) -> Result<Plan, VolumeError> {
     if adopted {
         return Err(VolumeError::Precondition(format!(
@@ -184,9 +419,26 @@ pub fn plan(
     }
     match found {
         None => Ok(Plan::FormatAndOpen),
-        Some(Signature::Content { type_name, .. }) if type_name == LUKS_SIGNATURE => Ok(Plan::Open),
+        Some(Signature::Content { type_name, .. }) if type_name == LUKS_SIGNATURE => {
+            match (marked, header) {
+                (true, Some(Header::NoKeySlot)) => {
+                    tracing::warn!(volume = %id,
+                        "the first luksFormat was interrupted and left a header without a key slot; formatting again");
+                    Ok(Plan::FormatAgainAndOpen)
+                }
+                (true, Some(Header::Unreadable(why))) => Err(VolumeError::Precondition(format!(
+                    "encrypted volume {id}: its first format was interrupted, and its LUKS header cannot be read ({why}); refusing to format over it"
+                ))),
+                _ => Ok(Plan::Open),
+            }
+        }
         Some(other) => Err(VolumeError::Precondition(format!(
-            "encrypted volume {id} holds {other}, not a LUKS header; refusing to format over data"
+            "encrypted volume {id} holds {other}, not a LUKS header; refusing to format over data{}",
+            if marked {
+                " (its first format was interrupted, but this is not what luksFormat leaves)"
+            } else {
+                ""
+            }
         ))),
     }
 }
@@ -196,6 +448,15 @@ pub fn plan(
 pub struct Crypt {
     runner: Arc<dyn Runner>,
     cryptsetup: Result<PathBuf, ProgramMissing>,
+    pbkdf: Pbkdf,
+}
+
+/// What [`Crypt::read`] found and decided for a stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    pub name: String,
+    pub lv_numbers: (u64, u64),
+    pub plan: Plan,
 }
 
 impl Crypt {
@@ -203,7 +464,14 @@ impl Crypt {
         Crypt {
             runner,
             cryptsetup: programs.path(Program::Cryptsetup).map(Path::to_path_buf),
+            pbkdf: Pbkdf::default(),
         }
+    }
+
+    /// The PBKDF cost of the key slots this driver writes.
+    pub fn with_pbkdf(mut self, pbkdf: Pbkdf) -> Crypt {
+        self.pbkdf = pbkdf;
+        self
     }
 
     /// cryptsetup, or FAILED_PRECONDITION naming it (and its package) when the node has none.
@@ -220,11 +488,11 @@ impl Crypt {
         self.command(Vec::new()).map(drop)
     }
 
-    /// Runs a keyed or unkeyed call. A failure's text is argv and cryptsetup's stderr: the
-    /// key is in neither.
-    async fn run(&self, what: &str, cmd: Command) -> Result<(), VolumeError> {
+    /// Runs a keyed or unkeyed call; its stdout. A failure's text is argv and cryptsetup's
+    /// stderr: the key is in neither.
+    async fn run(&self, what: &str, cmd: Command) -> Result<String, VolumeError> {
         match self.runner.run(cmd).await {
-            Ok(_) => Ok(()),
+            Ok(out) => Ok(out.stdout_lossy()),
             Err(e) if e.exit_code() == Some(EXIT_WRONG_KEY) => Err(VolumeError::Precondition(
                 format!("{what}: the key in secret {KEY_SECRET:?} does not open this volume"),
             )),
@@ -237,13 +505,64 @@ impl Crypt {
         }
     }
 
-    /// Opens (and on first use formats) the volume's mapping for a stage; returns the
-    /// mapping's device node and whether this call opened it.
-    ///
-    /// `dev` is the LV's device, `lv_numbers` its proven device numbers, `empty_head`
-    /// whether its start is still lvcreate's zeroes (else blkid decides, as for mkfs).
+    /// The key slot `key` opens on `dev`; `None` when it opens none.
+    pub async fn slot_of(
+        &self,
+        id: &str,
+        dev: &Path,
+        key: &[u8],
+    ) -> Result<Option<u32>, VolumeError> {
+        let what = format!("checking a key of {id}");
+        match self
+            .run(
+                &what,
+                self.command(args::test_key(dev))?.stdin(key.to_vec()),
+            )
+            .await
+        {
+            Ok(out) => unlocked_slot(&out).map(Some).ok_or_else(|| {
+                VolumeError::Internal(format!(
+                    "{what}: cryptsetup accepted the key but named no key slot: {}",
+                    out.trim()
+                ))
+            }),
+            Err(VolumeError::Precondition(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// FAILED_PRECONDITION unless `key` opens the volume on `dev` (checked before a step
+    /// that would not check it itself: `cryptsetup resize` takes the volume key from the
+    /// open mapping when the kernel keyring does not hold it).
+    pub async fn check_key(&self, id: &str, dev: &Path, key: &[u8]) -> Result<(), VolumeError> {
+        self.available()?;
+        match self.slot_of(id, dev, key).await? {
+            Some(_) => Ok(()),
+            None => Err(VolumeError::Precondition(format!(
+                "encrypted volume {id}: the key in secret {KEY_SECRET:?} does not open it; nothing changed"
+            ))),
+        }
+    }
+
+    /// The header's key slots (see [`Header`]).
+    pub async fn header(&self, id: &str, dev: &Path) -> Result<Header, VolumeError> {
+        let out = self.runner.run(self.command(args::dump(dev))?).await;
+        Ok(match out {
+            Ok(o) => header_from_dump(&o.stdout_lossy()),
+            Err(RunError::Failed { stderr, code, .. }) => Header::Unreadable(format!(
+                "cryptsetup luksDump of {id}: exit {}: {}",
+                code.map_or_else(|| "by signal".into(), |c| c.to_string()),
+                stderr.trim()
+            )),
+            Err(e) => return Err(VolumeError::Internal(format!("luksDump of {id}: {e}"))),
+        })
+    }
+
+    /// The read and the decision of a stage, nothing done yet: what the mapping is, the
+    /// LV's content (`empty_head`: still lvcreate's zeroes, else blkid decides, as for
+    /// mkfs), under a mark the header's key slots, then [`plan`].
     #[allow(clippy::too_many_arguments)]
-    pub async fn open_for_stage(
+    pub async fn prepare(
         &self,
         host: &dyn NodeHost,
         fs: &Filesystems,
@@ -253,8 +572,8 @@ impl Crypt {
         dev: &Path,
         adopted: bool,
         empty_head: bool,
-        key: &[u8],
-    ) -> Result<(PathBuf, bool), VolumeError> {
+        marked: bool,
+    ) -> Result<Prepared, VolumeError> {
         self.available()?;
         let name = mapping_name(vg, lv).ok_or_else(|| {
             VolumeError::invalid(
@@ -273,31 +592,124 @@ impl Crypt {
         } else {
             None
         };
-        let plan = plan(id, &name, adopted, mapping, found.as_ref())?;
-        if let Plan::Reuse(_) = plan {
-            tracing::debug!(mapping = %name, "encryption mapping open on the LV already");
-            return Ok((mapping_path(&name), false));
-        }
-        if plan == Plan::FormatAndOpen {
-            tracing::info!(device = %dev.display(), "formatting LUKS2");
-            self.run(
-                &format!("luksFormat of {id}"),
-                self.command(args::format(dev))?.stdin(key.to_vec()),
-            )
-            .await?;
+        let header = if needs_header(marked, mapping, found.as_ref()) {
+            Some(self.header(id, dev).await?)
+        } else {
+            None
+        };
+        let plan = plan(
+            id,
+            &name,
+            adopted,
+            marked,
+            mapping,
+            found.as_ref(),
+            header.as_ref(),
+        )?;
+        Ok(Prepared {
+            name,
+            lv_numbers,
+            plan,
+        })
+    }
+
+    /// Carries out a [`Crypt::prepare`]d plan (the caller wrote the first-format mark
+    /// before a plan that formats): luksFormat, a key rotation when `keys.previous` is
+    /// given, open; then the mapping must be proven on the LV. Returns the mapping's
+    /// device node and whether this call opened it.
+    pub async fn act(
+        &self,
+        host: &dyn NodeHost,
+        id: &str,
+        dev: &Path,
+        p: &Prepared,
+        keys: Keys<'_>,
+    ) -> Result<(PathBuf, bool), VolumeError> {
+        let name = &p.name;
+        match p.plan {
+            Plan::Reuse(_) => {
+                tracing::debug!(mapping = %name, "encryption mapping open on the LV already");
+                self.rotate(id, dev, keys).await?;
+                return Ok((mapping_path(name), false));
+            }
+            Plan::Open => self.rotate(id, dev, keys).await?,
+            Plan::FormatAndOpen | Plan::FormatAgainAndOpen => {
+                if keys.previous.is_some() {
+                    tracing::info!("a new volume: the previous key of the secret is not used");
+                }
+                tracing::info!(device = %dev.display(), again = p.plan == Plan::FormatAgainAndOpen, "formatting LUKS2");
+                self.run(
+                    &format!("luksFormat of {id}"),
+                    self.command(args::format(dev, &self.pbkdf))?
+                        .stdin(keys.key.to_vec()),
+                )
+                .await?;
+            }
         }
         self.run(
             &format!("opening encrypted volume {id}"),
-            self.command(args::open(dev, &name))?.stdin(key.to_vec()),
+            self.command(args::open(dev, name))?
+                .stdin(keys.key.to_vec()),
         )
         .await?;
-        match mapping_state(host, &name, Some(lv_numbers)) {
+        match mapping_state(host, name, Some(p.lv_numbers)) {
             Mapping::OnLv(_) => {
                 tracing::info!(mapping = %name, "encryption mapping opened");
-                Ok((mapping_path(&name), true))
+                Ok((mapping_path(name), true))
             }
             m => Err(VolumeError::Internal(format!(
                 "cryptsetup opened {name} for {id}, but it is not seen on the LV afterwards ({m:?})"
+            ))),
+        }
+    }
+
+    /// A key rotation's steps until [`rotation`] says done; nothing without a previous
+    /// key (or one equal to the key). Each step reads which key opens which slot first.
+    pub async fn rotate(&self, id: &str, dev: &Path, keys: Keys<'_>) -> Result<(), VolumeError> {
+        let Some(previous) = keys.previous.filter(|p| *p != keys.key) else {
+            return Ok(());
+        };
+        let new = self.slot_of(id, dev, keys.key).await?;
+        let old = self.slot_of(id, dev, previous).await?;
+        let kill = match rotation(id, new, old)? {
+            Rotation::Done => {
+                tracing::debug!(slot = ?new, "key rotation: only the new key opens the volume");
+                return Ok(());
+            }
+            Rotation::KillOld(o) => o,
+            Rotation::AddNewThenKillOld(o) => {
+                tracing::info!(old_slot = o, "key rotation: adding the new key");
+                self.run(
+                    &format!("adding the new key to {id}"),
+                    self.command(args::add_key(dev, &self.pbkdf))?
+                        .stdin(previous.to_vec())
+                        .extra_input(keys.key.to_vec()),
+                )
+                .await?;
+                match self.slot_of(id, dev, keys.key).await? {
+                    Some(n) if n != o => o,
+                    n => {
+                        return Err(VolumeError::Internal(format!(
+                            "key rotation of {id}: after luksAddKey the new key opens slot {n:?}, the old one slot {o}; nothing removed"
+                        )));
+                    }
+                }
+            }
+        };
+        tracing::info!(slot = kill, "key rotation: removing the old key's slot");
+        self.run(
+            &format!("removing the old key of {id}"),
+            self.command(args::kill_slot(dev, kill))?
+                .stdin(keys.key.to_vec()),
+        )
+        .await?;
+        match self.slot_of(id, dev, previous).await? {
+            None => {
+                tracing::info!("key rotation done: the old key no longer opens the volume");
+                Ok(())
+            }
+            Some(s) => Err(VolumeError::Internal(format!(
+                "key rotation of {id}: the old key still opens slot {s} after luksKillSlot"
             ))),
         }
     }
@@ -406,13 +818,40 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
+        let none = Pbkdf::default();
         assert_eq!(
-            s(args::format(dev)),
+            s(args::format(dev, &none)),
             "luksFormat --type luks2 --batch-mode --key-file - /dev/vg0/csi-a"
+        );
+        let low = Pbkdf {
+            iter_time_ms: Some(50),
+            memory_kib: Some(32768),
+            iterations: Some(4),
+        };
+        assert_eq!(
+            s(args::format(dev, &low)),
+            "luksFormat --type luks2 --batch-mode --key-file - /dev/vg0/csi-a \
+             --iter-time 50 --pbkdf-memory 32768 --pbkdf-force-iterations 4"
         );
         assert_eq!(
             s(args::open(dev, "vglet-crypt-vg0-csi--a")),
             "open --type luks2 --key-file - /dev/vg0/csi-a vglet-crypt-vg0-csi--a"
+        );
+        assert_eq!(
+            s(args::test_key(dev)),
+            "open --type luks2 --test-passphrase --verbose --key-file - /dev/vg0/csi-a"
+        );
+        assert_eq!(
+            s(args::dump(dev)),
+            "luksDump --dump-json-metadata /dev/vg0/csi-a"
+        );
+        assert_eq!(
+            s(args::add_key(dev, &none)),
+            "luksAddKey --type luks2 --batch-mode --key-file - /dev/vg0/csi-a /dev/fd/3"
+        );
+        assert_eq!(
+            s(args::kill_slot(dev, 1)),
+            "luksKillSlot --type luks2 --batch-mode --key-file - /dev/vg0/csi-a 1"
         );
         assert_eq!(
             s(args::resize("vglet-crypt-vg0-csi--a")),
@@ -424,6 +863,22 @@ mod tests {
         );
     }
 
+    #[test]
+    fn pbkdf_bounds() {
+        assert!(Pbkdf::default().validate().is_ok());
+        let p = |t, m, i| Pbkdf {
+            iter_time_ms: t,
+            memory_kib: m,
+            iterations: i,
+        };
+        assert!(p(Some(1), Some(32), Some(4)).validate().is_ok());
+        assert!(p(Some(0), None, None).validate().is_err());
+        assert!(p(None, Some(31), None).validate().is_err());
+        assert!(p(None, Some(5 << 20), None).validate().is_err());
+        let e = p(None, None, Some(3)).validate().unwrap_err();
+        assert!(e.contains("--luks-pbkdf-iterations"), "{e}");
+    }
+
     fn precondition(r: Result<Plan, VolumeError>) -> String {
         match r {
             Err(VolumeError::Precondition(m)) => m,
@@ -431,17 +886,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn plan_formats_only_what_holds_nothing() {
-        let luks = Signature::Content {
+    fn luks() -> Signature {
+        Signature::Content {
             type_name: LUKS_SIGNATURE.into(),
             usage: Some("crypto".into()),
-        };
+        }
+    }
+
+    #[test]
+    fn plan_formats_only_what_holds_nothing() {
+        let luks = luks();
         let ext4 = Signature::Content {
             type_name: "ext4".into(),
             usage: Some("filesystem".into()),
         };
-        let p = |adopted, m, f| plan("vg0/a", "n", adopted, m, f);
+        let p = |adopted, m, f| plan("vg0/a", "n", adopted, false, m, f, None);
         assert_eq!(
             p(false, Mapping::Absent, None).unwrap(),
             Plan::FormatAndOpen
@@ -460,6 +919,112 @@ mod tests {
         assert!(e.contains("nothing touched"), "{e}");
         let e = precondition(p(true, Mapping::Absent, Some(&luks)));
         assert!(e.contains("static"), "{e}");
+        // Without a mark, a header without key slot is opened (and refused by the key),
+        // never formatted.
+        assert_eq!(
+            plan(
+                "vg0/a",
+                "n",
+                false,
+                false,
+                Mapping::Absent,
+                Some(&luks),
+                Some(&Header::NoKeySlot)
+            )
+            .unwrap(),
+            Plan::Open
+        );
+        assert!(!needs_header(false, Mapping::Absent, Some(&luks)));
+    }
+
+    #[test]
+    fn under_a_mark_only_a_header_without_key_slot_is_formatted_again() {
+        let luks = luks();
+        let p =
+            |h: Option<&Header>| plan("vg0/a", "n", false, true, Mapping::Absent, Some(&luks), h);
+        assert!(needs_header(true, Mapping::Absent, Some(&luks)));
+        assert!(!needs_header(true, Mapping::Absent, None));
+        assert!(!needs_header(true, Mapping::OnLv((253, 1)), Some(&luks)));
+        assert_eq!(
+            p(Some(&Header::NoKeySlot)).unwrap(),
+            Plan::FormatAgainAndOpen
+        );
+        assert_eq!(
+            p(Some(&Header::Made { key_slots: 1 })).unwrap(),
+            Plan::Open,
+            "a made header is never formatted again, mark or not"
+        );
+        let e = precondition(p(Some(&Header::Unreadable("bad checksum".into()))));
+        assert!(e.contains("bad checksum") && e.contains("refusing"), "{e}");
+        // Nothing at all under the mark: formatted as the first time.
+        assert_eq!(
+            plan("vg0/a", "n", false, true, Mapping::Absent, None, None).unwrap(),
+            Plan::FormatAndOpen
+        );
+        let swap = Signature::Content {
+            type_name: "swap".into(),
+            usage: None,
+        };
+        let e = precondition(plan(
+            "vg0/a",
+            "n",
+            false,
+            true,
+            Mapping::Absent,
+            Some(&swap),
+            None,
+        ));
+        assert!(e.contains("not what luksFormat leaves"), "{e}");
+        assert!(Plan::FormatAgainAndOpen.formats() && !Plan::Open.formats());
+    }
+
+    #[test]
+    fn headers_and_slots_from_cryptsetup() {
+        assert_eq!(
+            header_from_dump(r#"{"keyslots":{},"tokens":{},"segments":{}}"#),
+            Header::NoKeySlot
+        );
+        assert_eq!(
+            header_from_dump(r#"{"keyslots":{"0":{"type":"luks2"},"3":{}},"tokens":{}}"#),
+            Header::Made { key_slots: 2 }
+        );
+        assert!(matches!(header_from_dump("garbage"), Header::Unreadable(_)));
+        assert_eq!(
+            unlocked_slot(
+                "No usable token is available.\nKey slot 1 unlocked.\nCommand successful.\n"
+            ),
+            Some(1)
+        );
+        assert_eq!(unlocked_slot("Command successful.\n"), None);
+    }
+
+    #[test]
+    fn rotation_converges_from_every_crash_point() {
+        // Before: only the old key. After luksAddKey: both. After luksKillSlot: the new.
+        assert_eq!(
+            rotation("v", None, Some(0)).unwrap(),
+            Rotation::AddNewThenKillOld(0)
+        );
+        assert_eq!(
+            rotation("v", Some(1), Some(0)).unwrap(),
+            Rotation::KillOld(0)
+        );
+        assert_eq!(rotation("v", Some(1), None).unwrap(), Rotation::Done);
+        // One slot both open is never removed.
+        assert_eq!(rotation("v", Some(2), Some(2)).unwrap(), Rotation::Done);
+        let e = rotation("v", None, None).unwrap_err();
+        let VolumeError::Precondition(m) = e else {
+            panic!("{e:?}")
+        };
+        assert!(
+            m.contains("previousPassphrase") && m.contains("nothing changed"),
+            "{m}"
+        );
+        let k = Keys {
+            key: b"s3cret",
+            previous: Some(b"old-s3cret"),
+        };
+        assert!(!format!("{k:?}").contains("s3cret"));
     }
 
     #[test]
@@ -497,94 +1062,6 @@ mod tests {
         assert_eq!(
             mapping_state(&host, "vglet-crypt-vg0-b", Some(lv)),
             Mapping::Other
-        );
-    }
-
-    #[tokio::test]
-    async fn the_key_goes_on_stdin_and_a_wrong_one_changes_nothing() {
-        let host = crate::FakeHost::new();
-        let dev = Path::new("/dev/vg0/csi-a");
-        host.add_device(dev, (253, 1), None);
-        let runner = vglet_runner::FakeRunner::with(|c| {
-            if c.arg_strings().first().map(String::as_str) == Some("open") {
-                vglet_runner::Reply::fail(2, "No key available with this passphrase.")
-            } else {
-                vglet_runner::Reply::ok("")
-            }
-        });
-        let programs = Programs::all_in("/sbin");
-        let crypt = Crypt::new(Arc::new(runner.clone()), &programs);
-        let fs = Filesystems::new(Arc::new(runner.clone()), programs.clone());
-        let key = b"k3y-not-in-argv";
-        // A LUKS header is there (by blkid), the key is wrong: open only, refused.
-        let probe = vglet_runner::FakeRunner::with(|c| {
-            if c.program_name() == "blkid" {
-                vglet_runner::Reply::ok("TYPE=crypto_LUKS\nUSAGE=crypto\n")
-            } else {
-                vglet_runner::Reply::fail(2, "No key available with this passphrase.")
-            }
-        });
-        let crypt2 = Crypt::new(Arc::new(probe.clone()), &programs);
-        let fs2 = Filesystems::new(Arc::new(probe.clone()), programs.clone());
-        let e = crypt2
-            .open_for_stage(
-                &host,
-                &fs2,
-                "vg0/csi-a",
-                "vg0",
-                "csi-a",
-                dev,
-                false,
-                false,
-                key,
-            )
-            .await
-            .unwrap_err();
-        let VolumeError::Precondition(m) = &e else {
-            panic!("{e:?}")
-        };
-        assert!(!m.contains("k3y"), "{m}");
-        let lines = probe.call_lines();
-        assert!(!lines.iter().any(|l| l.contains("luksFormat")), "{lines:?}");
-        for c in probe.calls() {
-            assert!(!c.argv_string().contains("k3y"), "{c:?}");
-        }
-        let open = probe
-            .calls()
-            .into_iter()
-            .find(|c| c.program_name() == "cryptsetup")
-            .unwrap();
-        assert_eq!(open.stdin.as_deref(), Some(&key[..]));
-        // An empty LV: luksFormat then open, both keyed on stdin; the open fails here, so
-        // the call fails (the fake never shows a mapping).
-        let e = crypt
-            .open_for_stage(
-                &host,
-                &fs,
-                "vg0/csi-a",
-                "vg0",
-                "csi-a",
-                dev,
-                false,
-                true,
-                key,
-            )
-            .await
-            .unwrap_err();
-        assert!(matches!(e, VolumeError::Precondition(_)), "{e:?}");
-        let calls = runner.calls();
-        assert_eq!(calls.len(), 2, "{calls:?}");
-        assert_eq!(calls[0].arg_strings()[0], "luksFormat");
-        assert!(calls.iter().all(|c| c.stdin.as_deref() == Some(&key[..])));
-        // Without cryptsetup on the node: refused before anything runs, naming it.
-        let none = Crypt::new(
-            Arc::new(vglet_runner::FakeRunner::new()),
-            &Programs::all_in("/sbin").without(Program::Cryptsetup),
-        );
-        let e = none.available().unwrap_err();
-        assert!(
-            matches!(&e, VolumeError::Precondition(m) if m.contains("cryptsetup")),
-            "{e:?}"
         );
     }
 }

@@ -31,8 +31,11 @@
 //! local mark (the tag goes with the LV); the start-up reconcile reports marks older than
 //! [`STUCK_AFTER`] with their volume ids and drops local marks whose LV is gone.
 //!
-//! LUKS (issue #21) fits the same bracket: the mark is written before luksFormat, and a
-//! half-written header under a mark is another "half-made" verdict to add to the plan.
+//! Encrypted volumes (issue #21) are in the same bracket: the mark is written before the
+//! first luksFormat and stays through the mkfs on the mapping and the first mount (a raw
+//! block volume's goes once the mapping is open). Under it, and only then, a LUKS header
+//! without any key slot (what a luksFormat killed during its PBKDF leaves) is formatted
+//! again; a header with a key slot never is ([`crate::crypt::plan`]).
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -184,6 +184,15 @@ impl FakeHost {
         );
     }
 
+    /// The device's start reads as zeroes again: in a fake, "nothing blkid would know",
+    /// without running blkid (a fake mapping on a newly formatted LUKS header).
+    pub fn blank_head(&self, dev: &Path) {
+        if let Some(d) = self.state().devices.get_mut(dev) {
+            d.head_zeroed = true;
+            d.progress = None;
+        }
+    }
+
     /// The device at `dev` is gone (a closed mapping).
     pub fn remove_device(&self, dev: &Path) {
         self.state().devices.remove(dev);

@@ -259,6 +259,45 @@ impl VolumeNode<'_> {
         }
     }
 
+    /// Opens (and on first use formats) an encrypted volume's mapping for a stage, inside
+    /// the first-format mark: the mark is written before luksFormat and stays until the
+    /// filesystem's first mount ([`VolumeNode::stage`] removes it); a raw block volume has
+    /// nothing after the open, so its mark goes once the mapping is proven open. Returns
+    /// whether this call opened the mapping. `t.dev` is the LV before, the mapping after,
+    /// and `t` carries the mark's tag (shared VGs) on to the stage.
+    pub async fn open_encrypted(
+        &self,
+        crypt: &crate::crypt::Crypt,
+        t: &mut StageTarget,
+        cap: &Capability,
+        keys: crate::crypt::Keys<'_>,
+    ) -> Result<bool, VolumeError> {
+        let id = t.volume_id();
+        let mut mark = t.mark();
+        let marked = !t.adopted && mark.found(self.store)?;
+        let empty_head = self.head_untouched(t);
+        let p = crypt
+            .prepare(
+                self.host, self.fs, &id, &t.vg, &t.lv, &t.dev, t.adopted, empty_head, marked,
+            )
+            .await?;
+        if p.plan.formats() && !marked {
+            let what = match &cap.access {
+                Access::Mount { fs_type, .. } => fs_type.as_str(),
+                _ => "luks2",
+            };
+            mark.set(self.store, self.lvm, what).await?;
+        }
+        t.formatting_tag = mark.tag.clone();
+        let (mapped, opened) = crypt.act(self.host, &id, &t.dev, &p, keys).await?;
+        if cap.is_block() && (marked || p.plan.formats()) {
+            mark.clear(self.store, self.lvm).await;
+            t.formatting_tag = None;
+        }
+        t.dev = mapped;
+        Ok(opened)
+    }
+
     /// Stages the volume at the resolved (and created) `staging` directory, the LV being
     /// active: for a filesystem, mkfs when the device holds nothing (or, under a
     /// first-format mark, what an interrupted first format left), then the mount; then

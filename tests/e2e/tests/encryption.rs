@@ -9,9 +9,22 @@
 //! mapping gone) the reviver leaves the volume to kubelet ("needs key") and a new driver's
 //! NodeStage brings it back. Expansion grows LV, mapping and filesystem (a wrong or missing
 //! node-expand key is refused). A raw block volume on raid1 publishes the mapping.
-//! Snapshots of an encrypted volume are refused. Throughout, /proc/*/cmdline is
-//! sampled and must never show the key; the driver's TRACE log and every file under the
-//! state directory must not hold it either.
+//! Snapshots of an encrypted volume are refused.
+//!
+//! Crashes of the first format: the driver and its cryptsetup are killed with SIGKILL once
+//! luksFormat has written its header and is computing its key slot's PBKDF (cryptsetup's
+//! default cost, the only driver here without the `--luks-*` cost flags), and the driver
+//! and mkfs on the mapping at mkfs's start: the first-format mark is there, the retry's
+//! NodeStage succeeds, data written after it reads back after a restage.
+//!
+//! Key rotation: a stage whose secret carries the new `passphrase` and the old key as
+//! `previousPassphrase`, killed (driver and cryptsetup) between luksAddKey and
+//! luksKillSlot, leaves both keys opening the volume; the retry converges: the old key no
+//! longer opens it, the new one does, the data is intact. A wrong node-expand key is
+//! FAILED_PRECONDITION with LV, mapping and filesystem sizes unchanged. A thin volume is
+//! encrypted like the others; refusals (fsdax, an unknown encryption, a clone) name their
+//! reason. Throughout, /proc/*/cmdline is sampled and must never show a key; the driver's
+//! TRACE logs and every file under the state directory must not hold one either.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -33,6 +46,8 @@ const STATE: &str = "/run/vglet/cry-state";
 const SOCKET: &str = "/run/vglet/cry.sock";
 const KEY: &str = "e2e-Key-7fQz9LmW2xVb-not-for-argv";
 const WRONG: &str = "e2e-Wrong-Key-Pp3s";
+const NEW: &str = "e2e-New-Key-R0tat3d-4hWqTz";
+const KEYS: [&str; 3] = [KEY, WRONG, NEW];
 const MARKER: &str = "VGLET-PLAINTEXT-MARKER-41d9c3";
 
 #[test]
@@ -53,6 +68,7 @@ fn encryption_in_guest() {
             "algif_skcipher",
             "dm_raid",
             "raid1",
+            "dm_thin_pool",
             "ext4",
         ])
         // cryptsetup leaves /dev/mapper/<name> to udev.
@@ -66,7 +82,7 @@ fn encryption_in_guest() {
 fn guest_encryption() {
     assert!(in_guest(), "run through encryption_in_guest");
     sh(&format!(
-        "pvcreate -q /dev/vda /dev/vdb && vgcreate -q {VG} /dev/vda /dev/vdb"
+        "pvcreate -q /dev/vda /dev/vdb && vgcreate -q {VG} /dev/vda /dev/vdb && lvcreate -q -y --type thin-pool -n pool0 -L 128m {VG}"
     ));
     // The key must never be in any process's argv while the calls run.
     let stop = Arc::new(AtomicBool::new(false));
@@ -79,7 +95,7 @@ fn guest_encryption() {
                 for e in std::fs::read_dir("/proc").unwrap().flatten() {
                     if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
                         let text = String::from_utf8_lossy(&c);
-                        if text.contains(KEY) || text.contains(WRONG) {
+                        if KEYS.iter().any(|k| text.contains(k)) {
                             eprintln!("KEY IN ARGV: {text}");
                             seen.store(true, Ordering::Relaxed);
                         }
@@ -101,10 +117,12 @@ fn guest_encryption() {
     // Every file left under the state directory (none once all is unstaged; the records
     // of staged volumes were checked while they existed), and the driver's TRACE logs.
     state_files_hold_no_key(0);
-    for log in ["/tmp/cry-driver-1.log", "/tmp/cry-driver-2.log"] {
+    let logs = sh("ls /tmp/cry-driver-*.log");
+    assert!(logs.lines().count() >= 5, "{logs}");
+    for log in logs.lines() {
         let text = std::fs::read_to_string(log).unwrap();
         assert!(text.contains("TRACE"), "{log} is at trace");
-        assert!(!text.contains(KEY) && !text.contains(WRONG), "key in {log}");
+        assert!(!KEYS.iter().any(|k| text.contains(k)), "key in {log}");
         eprintln!(
             "--- encryption: {log}: {} lines at trace, no key",
             text.lines().count()
@@ -120,7 +138,7 @@ fn state_files_hold_no_key(min: usize) -> usize {
     for f in files.lines() {
         let bytes = std::fs::read(f).unwrap();
         let text = String::from_utf8_lossy(&bytes);
-        assert!(!text.contains(KEY) && !text.contains(WRONG), "key in {f}");
+        assert!(!KEYS.iter().any(|k| text.contains(k)), "key in {f}");
         mappings += usize::from(text.contains("\"crypt_mapping\""));
     }
     let n = files.lines().count();
@@ -133,24 +151,181 @@ fn step(s: &str) {
     eprintln!("\n--- encryption: {s}");
 }
 
-fn start_driver(n: usize) -> DriverProcess {
+/// A driver logging at TRACE to /tmp/cry-driver-`n`.log. `cheap`: the key slots it writes
+/// cost the least cryptsetup allows (`--luks-pbkdf-memory 32`... see below) instead of
+/// cryptsetup's benchmarked default, which takes about 15 s per luksFormat in this guest.
+fn start_driver(n: usize, cheap: bool) -> DriverProcess {
     let log = PathBuf::from(format!("/tmp/cry-driver-{n}.log"));
-    DriverProcess::start_logged(
-        &[
-            "--log",
-            "trace",
-            "--mode",
-            "all",
-            "--node-id",
-            "cry-node",
-            "--volume-group",
-            VG,
-            "--state-dir",
-            STATE,
-        ],
-        Path::new(SOCKET),
-        &log,
-    )
+    let mut args = vec![
+        "--log",
+        "trace",
+        "--mode",
+        "all",
+        "--node-id",
+        "cry-node",
+        "--volume-group",
+        VG,
+        "--state-dir",
+        STATE,
+    ];
+    if cheap {
+        args.extend([
+            "--luks-pbkdf-memory",
+            "32768",
+            "--luks-pbkdf-iterations",
+            "4",
+        ]);
+    }
+    DriverProcess::start_logged(&args, Path::new(SOCKET), &log)
+}
+
+/// Pids whose argv matches `pred` (the words of /proc/PID/cmdline).
+fn pids_with(pred: impl Fn(&[&str]) -> bool) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            let text = String::from_utf8_lossy(&c);
+            let words: Vec<&str> = text.split('\0').filter(|w| !w.is_empty()).collect();
+            if pred(&words) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+fn cryptsetup_doing(verb: &str) -> Option<i32> {
+    pids_with(|w| w.first().is_some_and(|p| p.ends_with("cryptsetup")) && w.contains(&verb))
+        .first()
+        .copied()
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie is dead for our purpose: it no longer writes.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+/// Waits (polling every ms) for a process `find` names; panics after 60 s.
+async fn wait_for(what: &str, find: impl Fn() -> Option<i32>) -> i32 {
+    let t0 = Instant::now();
+    loop {
+        if let Some(p) = find() {
+            return p;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "{what} never ran");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// SIGKILL of the one running driver and of `child` at once (a node crash, a killed pod:
+/// the driver's children do not die with it otherwise), then waits until both are gone.
+async fn kill_driver_and(child: i32) {
+    let drivers = pids_with(|w| w.first().is_some_and(|p| p.ends_with("/csi-driver")));
+    assert_eq!(drivers.len(), 1, "one driver runs: {drivers:?}");
+    unsafe {
+        libc::kill(drivers[0], libc::SIGKILL);
+        libc::kill(child, libc::SIGKILL);
+    }
+    while alive(child) || alive(drivers[0]) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The first 4 KiB of a device, read past the page cache.
+fn head_of(dev: &str) -> Vec<u8> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    #[repr(C, align(4096))]
+    struct Block([u8; 4096]);
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(dev)
+        .unwrap();
+    let mut b = Box::new(Block([0; 4096]));
+    f.read_exact(&mut b.0).unwrap();
+    b.0.to_vec()
+}
+
+/// The LUKS header's key slots (`None`: cryptsetup reads no header).
+fn key_slots(dev: &str) -> Option<usize> {
+    let out = run_program(
+        Path::new("/sbin/cryptsetup"),
+        &["luksDump", "--dump-json-metadata", dev],
+    );
+    if out.code != 0 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    Some(v["keyslots"].as_object().unwrap().len())
+}
+
+/// Whether `key` opens the LUKS header on `dev` (fed on stdin, never in argv).
+fn key_opens(dev: &str, key: &str) -> bool {
+    use std::io::Write;
+    let mut child = std::process::Command::new("/sbin/cryptsetup")
+        .args(["open", "--test-passphrase", "--key-file", "-", dev])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(key.as_bytes())
+        .unwrap();
+    let st = child.wait().unwrap();
+    match st.code() {
+        Some(0) => true,
+        // 2: no key slot opens with this key; 1: the header has no key slot at all.
+        Some(1 | 2) => false,
+        c => panic!("cryptsetup --test-passphrase {dev}: exit {c:?}"),
+    }
+}
+
+fn mark_path(id: &str) -> PathBuf {
+    Path::new(STATE)
+        .join("formatting")
+        .join(format!("{}.json", id.replace('/', "%2F")))
+}
+
+async fn connect(d: &DriverProcess) -> Clients {
+    let mut c = clients(&d.socket).await;
+    wait_probe_ready(&mut c).await;
+    c
+}
+
+/// Writes a marker file and random data at `dir`; their checksums.
+fn write_data(dir: &Path) -> String {
+    let t = dir.display();
+    sh(&format!(
+        "for i in $(seq 50); do echo {MARKER}; done > {t}/marker && dd if=/dev/urandom of={t}/data bs=1M count=2 status=none && sync"
+    ));
+    sh(&format!("cd {t} && sha256sum marker data"))
+}
+
+fn sums_at(dir: &Path) -> String {
+    sh(&format!("cd {} && sha256sum marker data", dir.display()))
+}
+
+fn rotation_secrets() -> HashMap<String, String> {
+    HashMap::from([
+        ("passphrase".to_string(), NEW.to_string()),
+        ("previousPassphrase".to_string(), KEY.to_string()),
+    ])
 }
 
 fn fs_cap() -> VolumeCapability {
@@ -240,10 +415,298 @@ async fn timed<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
     r
 }
 
+/// kill -9 of the driver and cryptsetup inside the first luksFormat, with cryptsetup's
+/// default PBKDF cost (a driver without the cost flags); then of the driver and mkfs on
+/// the mapping. Each retry's NodeStage succeeds; returns the driver that did it.
+async fn first_format_crashes() -> (DriverProcess, Clients) {
+    step("kill -9 of the driver and cryptsetup during the first luksFormat");
+    let d = start_driver(0, false);
+    let mut c = connect(&d).await;
+    let id = create(&mut c, "cry-crash", fs_cap(), &[]).await;
+    let raw = format!("/dev/{id}");
+    let mut node = c.node.clone();
+    let r = stage_req(&id, fs_cap(), Some(KEY));
+    let stage = tokio::spawn(async move { node.node_stage_volume(r).await });
+    let t0 = Instant::now();
+    let pid = wait_for("luksFormat", || cryptsetup_doing("luksFormat")).await;
+    // Until its header is on the disk: from then on cryptsetup computes the key slot's
+    // PBKDF, nearly all of luksFormat's time.
+    while !head_of(&raw).starts_with(b"LUKS\xba\xbe") {
+        assert!(alive(pid), "luksFormat ended before its header was seen");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let header_at = t0.elapsed();
+    assert!(alive(pid), "the kill point is inside luksFormat");
+    kill_driver_and(pid).await;
+    drop(d);
+    let e = stage
+        .await
+        .unwrap()
+        .expect_err("the killed stage has no answer");
+    eprintln!(
+        "killed {:.2} s into the stage, once the LUKS header was written; the stage saw: {}",
+        header_at.as_secs_f64(),
+        e.message()
+    );
+    assert!(
+        mark_path(&id).exists(),
+        "the mark was written before luksFormat"
+    );
+    assert_eq!(
+        key_slots(&raw),
+        Some(0),
+        "an interrupted luksFormat leaves a header without a key slot"
+    );
+    assert!(!key_opens(&raw, KEY), "no key opens that header");
+
+    let d = start_driver(1, true);
+    let mut c = connect(&d).await;
+    timed(
+        "NodeStage after the crash (luksFormat again + open + mkfs)",
+        c.node
+            .node_stage_volume(stage_req(&id, fs_cap(), Some(KEY))),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the first retry after the crash must succeed: {e:?}"));
+    assert!(
+        !mark_path(&id).exists(),
+        "the mark goes after mkfs and the mount"
+    );
+    assert_eq!(key_slots(&raw), Some(1));
+    assert_eq!(
+        mount_at(&staging(&id)).map(|m| m.0).as_deref(),
+        Some("ext4")
+    );
+    let sum = write_data(&staging(&id));
+    unstage(&mut c, &id).await;
+    c.node
+        .node_stage_volume(stage_req(&id, fs_cap(), Some(KEY)))
+        .await
+        .unwrap_or_else(|e| panic!("restage: {e:?}"));
+    assert_eq!(
+        sums_at(&staging(&id)),
+        sum,
+        "the data reads back after a restage"
+    );
+    assert_eq!(key_slots(&raw), Some(1), "never formatted again");
+    unstage(&mut c, &id).await;
+
+    step("kill -9 of the driver and mkfs on the mapping");
+    let id = create(&mut c, "cry-mkfs", fs_cap(), &[]).await;
+    let mut node = c.node.clone();
+    let r = stage_req(&id, fs_cap(), Some(KEY));
+    let stage = tokio::spawn(async move { node.node_stage_volume(r).await });
+    let mkfs = wait_for("mkfs on the mapping", || {
+        pids_with(|w| {
+            w.first()
+                .is_some_and(|p| p.contains("mkfs.") || p.ends_with("mke2fs"))
+                && w.iter().any(|a| a.starts_with("/dev/mapper/"))
+        })
+        .first()
+        .copied()
+    })
+    .await;
+    kill_driver_and(mkfs).await;
+    drop(d);
+    let _ = stage
+        .await
+        .unwrap()
+        .expect_err("the killed stage has no answer");
+    assert!(mark_path(&id).exists(), "the mark is there through mkfs");
+    assert!(
+        dm_names().lines().any(|l| l == mapping(&id)),
+        "the crash left the mapping open: {}",
+        dm_names()
+    );
+    let d = start_driver(2, true);
+    let mut c = connect(&d).await;
+    timed(
+        "NodeStage after the crash in mkfs (reuse the mapping, mkfs again)",
+        c.node
+            .node_stage_volume(stage_req(&id, fs_cap(), Some(KEY))),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the first retry after the crash must succeed: {e:?}"));
+    assert!(!mark_path(&id).exists());
+    let sum = write_data(&staging(&id));
+    unstage(&mut c, &id).await;
+    assert!(!dm_names().lines().any(|l| l == mapping(&id)));
+    c.node
+        .node_stage_volume(stage_req(&id, fs_cap(), Some(KEY)))
+        .await
+        .unwrap();
+    assert_eq!(sums_at(&staging(&id)), sum);
+    unstage(&mut c, &id).await;
+    (d, c)
+}
+
+async fn unstage(c: &mut Clients, id: &str) {
+    c.node
+        .node_unstage_volume(req::unstage(id, &staging(id).display().to_string()))
+        .await
+        .unwrap_or_else(|e| panic!("unstage {id}: {e:?}"));
+}
+
+/// Key rotation of the unstaged volume `id` from KEY to NEW, killed once between
+/// luksAddKey and luksKillSlot; returns the driver that finished it.
+async fn rotation(d: DriverProcess, c: Clients, id: &str, sum: &str) -> (DriverProcess, Clients) {
+    let raw = format!("/dev/{id}");
+    step("key rotation, killed between luksAddKey and luksKillSlot");
+    let rotate = NodeStageVolumeRequest {
+        secrets: rotation_secrets(),
+        ..stage_req(id, fs_cap(), None)
+    };
+    let mut node = c.node.clone();
+    let r = rotate.clone();
+    let stage = tokio::spawn(async move { node.node_stage_volume(r).await });
+    let pid = wait_for("luksKillSlot", || cryptsetup_doing("luksKillSlot")).await;
+    // Stopped at once, so that it removes nothing before the kill.
+    unsafe {
+        libc::kill(pid, libc::SIGSTOP);
+    }
+    kill_driver_and(pid).await;
+    drop(d);
+    drop(c);
+    let _ = stage
+        .await
+        .unwrap()
+        .expect_err("the killed stage has no answer");
+    assert!(
+        key_opens(&raw, KEY),
+        "after luksAddKey the old key still opens"
+    );
+    assert!(key_opens(&raw, NEW), "after luksAddKey the new key opens");
+    assert_eq!(key_slots(&raw), Some(2));
+
+    let d = start_driver(3, true);
+    let mut c = connect(&d).await;
+    timed(
+        "NodeStage retrying the rotation (luksKillSlot + open)",
+        c.node.node_stage_volume(rotate.clone()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the rotation's retry must succeed: {e:?}"));
+    assert!(
+        !key_opens(&raw, KEY),
+        "the old key no longer opens the volume"
+    );
+    assert!(key_opens(&raw, NEW), "the new key opens it");
+    assert_eq!(key_slots(&raw), Some(1));
+    assert_eq!(sums_at(&staging(id)), sum, "the data is intact");
+    unstage(&mut c, id).await;
+
+    step("after the rotation: the old key alone is refused, the new one stages");
+    let before = snapshot_of_state();
+    let e = c
+        .node
+        .node_stage_volume(stage_req(id, fs_cap(), Some(KEY)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert_eq!(snapshot_of_state(), before);
+    // The rotation's secret left in place: checks only, nothing changes.
+    timed(
+        "NodeStage with the rotation's secret after it converged",
+        c.node.node_stage_volume(rotate),
+    )
+    .await
+    .unwrap();
+    assert_eq!(key_slots(&raw), Some(1));
+    assert_eq!(sums_at(&staging(id)), sum);
+    unstage(&mut c, id).await;
+    c.node
+        .node_stage_volume(stage_req(id, fs_cap(), Some(NEW)))
+        .await
+        .unwrap_or_else(|e| panic!("stage with the new key: {e:?}"));
+    assert_eq!(sums_at(&staging(id)), sum);
+    (d, c)
+}
+
+/// An encrypted thin volume: ciphertext in the raw LV, the data back after a restage.
+async fn thin(c: &mut Clients) {
+    step("thin + encryption");
+    let id = create(
+        c,
+        "cry-thin",
+        fs_cap(),
+        &[("type", "thin"), ("thinPool", "pool0")],
+    )
+    .await;
+    let segtype = sh(&format!("lvs --noheadings -o segtype {VG}/{}", lv_of(&id)));
+    assert_eq!(segtype.trim(), "thin");
+    c.node
+        .node_stage_volume(stage_req(&id, fs_cap(), Some(KEY)))
+        .await
+        .unwrap_or_else(|e| panic!("stage thin: {e:?}"));
+    let sum = write_data(&staging(&id));
+    let (through, raw) = (
+        marker_count(&format!("/dev/mapper/{}", mapping(&id))),
+        marker_count(&format!("/dev/{id}")),
+    );
+    eprintln!("thin marker count: through the mapping {through}, in the raw LV {raw}");
+    assert!(through >= 1);
+    assert_eq!(raw, 0, "marker in the raw thin LV");
+    unstage(c, &id).await;
+    assert!(!dm_names().lines().any(|l| l == mapping(&id)));
+    c.node
+        .node_stage_volume(stage_req(&id, fs_cap(), Some(KEY)))
+        .await
+        .unwrap();
+    assert_eq!(sums_at(&staging(&id)), sum);
+    unstage(c, &id).await;
+}
+
+/// What cannot work is refused at CreateVolume with the reason, and nothing is created.
+async fn refusals(c: &mut Clients, encrypted: &str) {
+    step("refusals: fsdax, an unknown encryption, a clone of an encrypted volume");
+    let before = lvs(VG);
+    let ask = |name: &str, extra: &[(&str, &str)]| {
+        let mut r = req::create_volume(name, 64 * MIB, fs_cap(), VG);
+        for (k, v) in extra {
+            r.parameters.insert(k.to_string(), v.to_string());
+        }
+        r
+    };
+    let cases = [
+        (
+            ask("cry-dax", &[("encryption", "luks2"), ("pmemMode", "fsdax")]),
+            "DAX bypasses dm-crypt",
+        ),
+        (
+            ask("cry-luks1", &[("encryption", "luks1")]),
+            "luks2 or none",
+        ),
+        (
+            CreateVolumeRequest {
+                volume_content_source: Some(VolumeContentSource {
+                    r#type: Some(volume_content_source::Type::Volume(
+                        volume_content_source::VolumeSource {
+                            volume_id: encrypted.into(),
+                        },
+                    )),
+                }),
+                ..ask("cry-clone", &[])
+            },
+            "is encrypted",
+        ),
+    ];
+    for (r, why) in cases {
+        let name = r.name.clone();
+        let e = c.controller.create_volume(r).await.unwrap_err();
+        eprintln!("{name}: {:?} {}", e.code(), e.message());
+        assert_eq!(e.code(), Code::InvalidArgument, "{name}: {e:?}");
+        assert!(e.message().contains(why), "{name}: {e:?}");
+    }
+    assert_eq!(lvs(VG), before, "nothing created");
+}
+
 async fn scenario() {
-    let d = start_driver(1);
-    let mut c = clients(&d.socket).await;
-    wait_probe_ready(&mut c).await;
+    let t0 = Instant::now();
+    let (d, mut c) = first_format_crashes().await;
+    eprintln!(
+        "--- encryption: crash steps took {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
 
     step("create an encrypted filesystem volume");
     let id = create(&mut c, "cry-fs", fs_cap(), &[]).await;
@@ -376,12 +839,26 @@ async fn scenario() {
     };
     let e = c.node.node_expand_volume(expand(None)).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-    // Only informative: whether resize checks the key depends on where cryptsetup keeps
-    // the volume key (kernel keyring or not); a wrong key can only fail, never harm.
-    let wrong = c.node.node_expand_volume(expand(Some(WRONG))).await;
+    // A wrong key is checked before anything grows (cryptsetup resize alone checks it
+    // only when the kernel keyring holds the volume key).
+    let lv_size = || lvs(VG).into_iter().find(|l| l.0 == lv_of(&id)).unwrap().1;
+    let lv_before = lv_size();
+    let e = c
+        .node
+        .node_expand_volume(expand(Some(WRONG)))
+        .await
+        .unwrap_err();
     eprintln!(
-        "NodeExpand with a wrong key: {:?}",
-        wrong.map_err(|e| e.code())
+        "NodeExpand with a wrong key: {:?} {}",
+        e.code(),
+        e.message()
+    );
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("does not open"), "{e:?}");
+    assert_eq!(
+        (size_of(&format!("/dev/mapper/{map}")), fs_size(), lv_size()),
+        (map_before, fs_before, lv_before),
+        "a wrong key changes nothing"
     );
     timed(
         "NodeExpand (cryptsetup resize + resize2fs)",
@@ -449,6 +926,14 @@ async fn scenario() {
         staging(&id).display()
     ));
     assert_eq!(again, sum);
+    c.node
+        .node_unstage_volume(req::unstage(&id, &staging(&id).display().to_string()))
+        .await
+        .unwrap();
+    let (d, mut c) = rotation(d, c, &id, &sum).await;
+
+    thin(&mut c).await;
+    refusals(&mut c, &id).await;
 
     step("raw block on raid1: the mapping is published, not the LV");
     let bid = create(
@@ -533,11 +1018,10 @@ async fn scenario() {
     assert_eq!(snapshot_of_state(), before, "the reviver changed nothing");
 
     step("kubelet's NodeStage after the reboot, with the key");
-    let d = start_driver(2);
-    let mut c = clients(&d.socket).await;
-    wait_probe_ready(&mut c).await;
+    let d = start_driver(4, true);
+    let mut c = connect(&d).await;
     c.node
-        .node_stage_volume(stage_req(&id, fs_cap(), Some(KEY)))
+        .node_stage_volume(stage_req(&id, fs_cap(), Some(NEW)))
         .await
         .unwrap_or_else(|e| panic!("stage after reboot: {e:?}"));
     let again = sh(&format!(

@@ -136,6 +136,15 @@ fn encryption_key<'a>(
     }
 }
 
+/// The old key of a key rotation in NodeStageVolume's secrets
+/// ([`vglet_volume::crypt::PREVIOUS_KEY_SECRET`]), if given and not empty.
+fn previous_key(secrets: &std::collections::HashMap<String, String>) -> Option<&[u8]> {
+    secrets
+        .get(vglet_volume::crypt::PREVIOUS_KEY_SECRET)
+        .filter(|k| !k.is_empty())
+        .map(String::as_bytes)
+}
+
 /// The key NodeExpandVolume of an encrypted volume needs for `cryptsetup resize`: the
 /// node-expand secret's [`vglet_volume::crypt::KEY_SECRET`].
 fn expand_key<'a>(
@@ -473,25 +482,21 @@ impl Node for NodeService {
             let mut mapping = None;
             if let Some(key) = key {
                 let lv_dev = target.dev.clone();
-                // The first format's evidence that the LV holds nothing: lvcreate's zeroes.
-                let empty_head = !target.adopted && HOST.head_is_zeroed(&lv_dev).unwrap_or(false);
-                let (mapped, opened) = self
-                    .driver
-                    .crypt
-                    .open_for_stage(
-                        &HOST,
-                        &self.driver.fs,
-                        &id.to_string(),
-                        &id.vg,
-                        &id.lv,
-                        &lv_dev,
-                        target.adopted,
-                        empty_head,
-                        key.as_bytes(),
+                // Inside the first-format mark: luksFormat, a key rotation, open; `target`
+                // is the mapping afterwards.
+                let opened = self
+                    .vol()
+                    .open_encrypted(
+                        &self.driver.crypt,
+                        &mut target,
+                        &cap,
+                        vglet_volume::crypt::Keys {
+                            key: key.as_bytes(),
+                            previous: previous_key(&req.secrets),
+                        },
                     )
                     .await
                     .map_err(volume_status)?;
-                target.dev = mapped;
                 mapping = Some((opened, HOST.device_numbers(&lv_dev)));
             }
             let mut record =
@@ -918,6 +923,16 @@ impl Node for NodeService {
                 }
                 Some((fs_type, dev))
             };
+            // The key is checked before anything grows: `cryptsetup resize` itself checks it
+            // only when the kernel keyring holds the volume key, and a refused key must
+            // leave LV, mapping and filesystem as they were.
+            if let Some(key) = crypt_key {
+                self.driver
+                    .crypt
+                    .check_key(&id.to_string(), &device_of(&v), key.as_bytes())
+                    .await
+                    .map_err(volume_status)?;
+            }
             // Only now, with the path proven to be this volume's: a bad request changes nothing.
             let size = if extend_here {
                 crate::ops::expand::grow_lv(&self.driver, &v, &vg, &report, range)
