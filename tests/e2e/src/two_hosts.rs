@@ -89,7 +89,12 @@ impl Sync {
     }
 
     pub fn wait(&self, what: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(600);
+        self.wait_up_to(what, Duration::from_secs(600))
+    }
+
+    /// [`Sync::wait`] with a bound of its own (e.g. across the peer's reboot).
+    pub fn wait_up_to(&self, what: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
         loop {
             if let Ok(v) = std::fs::read_to_string(self.dir.join(what)) {
                 eprintln!("[{}] got {what}", self.role);

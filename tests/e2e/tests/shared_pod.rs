@@ -79,7 +79,8 @@ fn shared_pod_two_hosts() {
             .env("VGLET_ROLE", role)
             .env("VGLET_BOOT", boot.to_string())
             .env("VGLET_SYNC", sync.display().to_string())
-            .timeout(Duration::from_secs(900))
+            // b runs through a's reboot.
+            .timeout(Duration::from_secs(1200))
     };
     let start = Instant::now();
     let a = guest("a", 1, &persist_a)
@@ -555,7 +556,9 @@ fn b_steps(s: &mut Sync) {
 
     // a reboots now; b leaves the volume alone meanwhile (with a's host lease expired and
     // no watchdog, sanlock would give b the lease of a host that may still write).
-    s.wait("a-revived");
+    // a's reboot: its power-off, a new boot, sanlock's fencing wait (about 80 s) and the
+    // reviver.
+    s.wait_up_to("a-revived", Duration::from_secs(900));
     step(
         s,
         "NodeStage after a's reboot: refused again, a holds the lock again",
