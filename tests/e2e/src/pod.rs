@@ -295,6 +295,17 @@ pub fn probe_ready(endpoint: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Neither the volume's staging path nor its publish target is a mount point (in this
+/// mount namespace, the host's).
+pub fn assert_unmounted(when: &str) {
+    for (what, path) in [("staging", STAGING), ("target", TARGET)] {
+        assert!(
+            crate::mount_at(std::path::Path::new(path)).is_none(),
+            "{what} still mounted {when}"
+        );
+    }
+}
+
 /// sha256 of the data file in the published volume.
 pub fn checksum() -> String {
     sh(&format!("sha256sum {TARGET}/data | cut -d' ' -f1"))

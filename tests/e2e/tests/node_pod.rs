@@ -24,8 +24,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use vglet_e2e::pod::{
-    PERSIST, Running, SOCKET, STAGING, TARGET, bundles, checksum, csictl, persistent_host_paths,
-    prepare, probe_ready, run_to_end, stage_publish, wait_until,
+    PERSIST, Running, SOCKET, STAGING, TARGET, assert_unmounted, bundles, checksum, csictl,
+    persistent_host_paths, prepare, probe_ready, run_to_end, stage_publish, wait_until,
 };
 use vglet_e2e::{in_guest, lvs, mount_at, sh};
 
@@ -267,14 +267,7 @@ fn guest_node_pod_boot2() {
     let lv = id.split_once('/').unwrap().1;
 
     step("after the reboot: nothing mounted, nothing active");
-    assert!(
-        mount_at(Path::new(STAGING)).is_none(),
-        "staging still mounted"
-    );
-    assert!(
-        mount_at(Path::new(TARGET)).is_none(),
-        "target still mounted"
-    );
+    assert_unmounted("after the reboot");
     let active = sh(&format!("lvs --noheadings -o lv_active {VG}/{lv}"));
     assert!(!active.contains("active"), "LV active after boot: {active}");
 
@@ -456,10 +449,7 @@ fn guest_pmem_node_pod_boot2() {
     host_paths(false);
     let saved = std::fs::read_to_string(format!("{PERSIST}/sum")).unwrap();
     let (_, sum) = saved.trim().split_once(' ').unwrap();
-    assert!(
-        mount_at(Path::new(TARGET)).is_none(),
-        "target still mounted"
-    );
+    assert_unmounted("after the reboot");
     step("the reviver container (vglet-reviver-pmem) restores the DAX mounts");
     let reviver = bundles("pmem", "vglet-reviver-pmem", NODE, &[]);
     assert_eq!(reviver.len(), 1, "{reviver:?}");

@@ -34,9 +34,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use vglet_e2e::pod::{
-    PERSIST, Running, SOCKET, STAGING, TARGET, bundles, checksum, container, csictl,
-    csictl_refused, names, persistent_host_paths, prepare, probe_ready, run_init, stage_publish,
-    wait_until, work,
+    PERSIST, Running, SOCKET, STAGING, TARGET, assert_unmounted, bundles, checksum, container,
+    csictl, csictl_refused, names, persistent_host_paths, prepare, probe_ready, run_init,
+    stage_publish, wait_until, work,
 };
 use vglet_e2e::two_hosts::{Sync, start_sanlock_lvmlockd};
 use vglet_e2e::{in_guest, lvs, mount_at, sh};
@@ -206,14 +206,7 @@ fn assert_mounted(id: &str) {
 fn unpublish_unstage(id: &str) {
     csictl(SOCKET, &["node", "unpublish", id, "--target-path", TARGET]);
     csictl(SOCKET, &["node", "unstage", id, "--staging-path", STAGING]);
-    assert!(
-        mount_at(Path::new(TARGET)).is_none(),
-        "target still mounted"
-    );
-    assert!(
-        mount_at(Path::new(STAGING)).is_none(),
-        "staging still mounted"
-    );
+    assert_unmounted("after NodeUnpublish + NodeUnstage");
     assert!(!active_here(id), "unstage releases the LV (and its lock)");
 }
 
@@ -430,14 +423,7 @@ fn a_after_reboot(s: &mut Sync) {
             staging.is_dir() && Path::new(STAGING).is_dir(),
             "kubelet's directory did not survive the reboot"
         );
-        assert!(
-            mount_at(Path::new(STAGING)).is_none(),
-            "staging still mounted"
-        );
-        assert!(
-            mount_at(Path::new(TARGET)).is_none(),
-            "target still mounted"
-        );
+        assert_unmounted("after the reboot");
         assert!(!lockspace_started(), "lockspace lvm_{VG} started by itself");
         assert!(!active_here(id), "LV {id} active after the boot");
         let records = PathBuf::from("/var/lib/vglet/state");
