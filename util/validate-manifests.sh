@@ -141,7 +141,7 @@ p = sys.argv[1]
 s = open(p).read()
 for key, value in {"kubeletDir": "/SETTINGS/kubelet", "nodeLocalVG": "settings-local",
                    "pmemFsdaxVG": "settings-fsdax", "pmemSectorVG": "settings-sector",
-                   "sharedVG": "settings-shared"}.items():
+                   "sharedVG": "settings-shared", "pmemInitLabels": '"false"'}.items():
     s, n = re.subn(rf"^(  {key}: ).*$", rf"\g<1>{value}", s, flags=re.M)
     assert n == 1, key
 open(p, "w").write(s)
@@ -150,7 +150,8 @@ PY
     if ! out=$(kubectl kustomize "$tmp/deploy/$model" 2>&1); then
       printf 'FAIL deploy/%s with changed settings: kustomize failed\n%s\n' "$model" "$out"
       fail=$((fail + 1))
-    elif left=$(grep -nE '/var/lib/kubelet|\bvg0\b|vgshared|pmem-(fsdax|sector)-region0' <<<"$out"); then
+    elif left=$(grep -nE '/var/lib/kubelet|\bvg0\b|vgshared|pmem-(fsdax|sector)-region0' <<<"$out" \
+        || grep -n -A1 'name: VGLET_INIT_LABELS$' <<<"$out" | grep -E 'value: .?true'); then
       printf 'FAIL deploy/%s: defaults left after changing deploy/settings/settings.yaml:\n' "$model"
       printf '%s\n' "$left" | sed 's/^/     /'
       fail=$((fail + 1))

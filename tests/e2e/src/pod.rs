@@ -111,6 +111,25 @@ pub fn kubelet_host() {
     ));
 }
 
+/// Where [`persistent_host_paths`] mounts its disk.
+pub const PERSIST: &str = "/persist";
+
+/// kubelet's directory and vglet's (`/var/lib/vglet`, the state records) on the small disk
+/// `dev`, bind-mounted at their real paths, as they live on a node's root filesystem: they
+/// survive a reboot (a new boot on the same disks) while everything else of the guest does
+/// not. `fresh`: make the filesystem first (the first boot). Then [`kubelet_host`].
+pub fn persistent_host_paths(dev: &str, fresh: bool) {
+    if fresh {
+        sh(&format!("mkfs.ext4 -q -L persist {dev}"));
+    }
+    sh(&format!(
+        "mkdir -p {PERSIST} && mount {dev} {PERSIST} && mkdir -p {PERSIST}/kubelet {PERSIST}/vglet \
+         {KUBELET} /var/lib/vglet && mount --bind {PERSIST}/kubelet {KUBELET} \
+         && mount --bind {PERSIST}/vglet /var/lib/vglet"
+    ));
+    kubelet_host();
+}
+
 fn crun() -> Command {
     let mut c = Command::new("crun");
     // The guest has no cgroup hierarchy for a runtime; vglet's containers set no limits
@@ -274,6 +293,17 @@ pub fn probe_ready(endpoint: &str) -> bool {
         .status()
         .map(|s| s.success())
         .unwrap_or(false)
+}
+
+/// Neither the volume's staging path nor its publish target is a mount point (in this
+/// mount namespace, the host's).
+pub fn assert_unmounted(when: &str) {
+    for (what, path) in [("staging", STAGING), ("target", TARGET)] {
+        assert!(
+            crate::mount_at(std::path::Path::new(path)).is_none(),
+            "{what} still mounted {when}"
+        );
+    }
 }
 
 /// sha256 of the data file in the published volume.

@@ -49,6 +49,9 @@ pub struct Sync {
     pub dir: PathBuf,
     /// "a" or "b" (VGLET_ROLE).
     pub role: String,
+    /// Which boot of this host this is (VGLET_BOOT, default 1): a host that reboots runs
+    /// the test again in a new guest with the same role.
+    pub boot: u32,
     timings: Vec<String>,
 }
 
@@ -56,6 +59,7 @@ impl Sync {
     pub fn from_env() -> Sync {
         let dir = PathBuf::from(std::env::var("VGLET_SYNC").expect("VGLET_SYNC"));
         let role = std::env::var("VGLET_ROLE").expect("VGLET_ROLE");
+        let boot = std::env::var("VGLET_BOOT").map_or(1, |b| b.parse().expect("VGLET_BOOT"));
         let hook_dir = dir.clone();
         let hook_role = role.clone();
         let default = std::panic::take_hook();
@@ -67,6 +71,7 @@ impl Sync {
         Sync {
             dir,
             role,
+            boot,
             timings: Vec::new(),
         }
     }
@@ -84,7 +89,12 @@ impl Sync {
     }
 
     pub fn wait(&self, what: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(600);
+        self.wait_up_to(what, Duration::from_secs(600))
+    }
+
+    /// [`Sync::wait`] with a bound of its own (e.g. across the peer's reboot).
+    pub fn wait_up_to(&self, what: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
         loop {
             if let Ok(v) = std::fs::read_to_string(self.dir.join(what)) {
                 eprintln!("[{}] got {what}", self.role);
@@ -116,6 +126,14 @@ impl Sync {
         eprintln!("[{}] {line}", self.role);
         self.timings.push(line);
         let all = self.timings.join("\n") + "\n";
-        std::fs::write(self.dir.join(format!("timings-{}", self.role)), all).unwrap();
+        std::fs::write(self.dir.join(self.timings_file()), all).unwrap();
+    }
+
+    /// `timings-<role>` of the first boot, `timings-<role>-boot<n>` of a later one.
+    pub fn timings_file(&self) -> String {
+        match self.boot {
+            1 => format!("timings-{}", self.role),
+            n => format!("timings-{}-boot{n}", self.role),
+        }
     }
 }

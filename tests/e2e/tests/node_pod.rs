@@ -9,7 +9,10 @@
 //! on the socket in kubelet's plugin directory, and csictl (from the guest's host side, as
 //! kubelet would call it) creates, stages and publishes a volume under kubelet's directory;
 //! the mounts made inside the container must appear in the host's mount table
-//! (Bidirectional propagation), and data written there is checksummed. Boot 2 (a reboot on
+//! (Bidirectional propagation), and data written there is checksummed. A raid1 volume
+//! shows who monitors what the driver activates: a dmeventd that lvm started inside the
+//! container, which dies with it, not the host's, until the host registers the VG's LVs
+//! itself (`vgchange --monitor y`, the operator's step in init-containers/README.md). Boot 2 (a reboot on
 //! the same disks): nothing is mounted or active; the `vglet-reviver-node-local` container
 //! restores the staging and publish mounts and the data is intact; the init containers,
 //! run again as on every pod start, find nothing to do and exit 0.
@@ -21,20 +24,19 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use vglet_e2e::pod::{
-    KUBELET, Running, SOCKET, STAGING, TARGET, bundles, checksum, csictl, kubelet_host, prepare,
-    probe_ready, run_to_end, stage_publish, wait_until,
+    PERSIST, Running, SOCKET, STAGING, TARGET, assert_unmounted, bundles, checksum, csictl,
+    persistent_host_paths, prepare, probe_ready, run_to_end, stage_publish, wait_until,
 };
 use vglet_e2e::{in_guest, lvs, mount_at, sh};
 
 const NODE: &str = "node-a";
 const VG: &str = "vg0";
-const PERSIST: &str = "/persist";
 
 fn vm(name: &str) -> vglet_vmh::Vm {
     vglet_vmh::Vm::new(name)
         .mem_mib(1536)
         .cpus(2)
-        .modules(["dm_mod", "ext4"])
+        .modules(["dm_mod", "dm_raid", "raid1", "ext4"])
         .udev(false)
         .timeout(Duration::from_secs(600))
 }
@@ -86,15 +88,41 @@ fn step(s: &str) {
     eprintln!("\n=== node pod: {s}");
 }
 
-/// kubelet's and vglet's directories on the persistent disk at their real paths, as on a
-/// node's root filesystem, and what else kubelet and the node's boot provide.
-fn host_paths() {
-    sh(&format!(
-        "mkdir -p {PERSIST} && mount /dev/vda {PERSIST} && mkdir -p {PERSIST}/kubelet {PERSIST}/vglet \
-         {KUBELET} /var/lib/vglet && mount --bind {PERSIST}/kubelet {KUBELET} \
-         && mount --bind {PERSIST}/vglet /var/lib/vglet"
+/// kubelet's and vglet's directories on the persistent disk (/dev/vda) at their real
+/// paths, as on a node's root filesystem, and what else kubelet and the node's boot provide.
+fn host_paths(fresh: bool) {
+    persistent_host_paths("/dev/vda", fresh);
+}
+
+/// `seg_monitor` of an LV from `lvs` JSON on the host: what the host's dmeventd monitors.
+fn seg_monitor(lv: &str) -> String {
+    let out = sh(&format!(
+        "lvs --reportformat json -o lv_name,seg_monitor {lv}"
     ));
-    kubelet_host();
+    let v: serde_json::Value = serde_json::from_str(&out).expect("lvs JSON");
+    v["report"][0]["lv"][0]["seg_monitor"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Whether a dmeventd runs in another PID namespace than this (the host's): one that lvm
+/// started inside a container.
+fn dmeventd_in_other_pid_namespace() -> bool {
+    let ours = std::fs::read_link("/proc/self/ns/pid").unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "dmeventd")
+        })
+        .any(|e| std::fs::read_link(e.path().join("ns/pid")).is_ok_and(|ns| ns != ours))
 }
 
 fn vg_tags() -> String {
@@ -107,8 +135,7 @@ fn vg_tags() -> String {
 #[ignore = "runs inside the QEMU guest through node_pod_in_guest"]
 fn guest_node_pod_boot1() {
     assert!(in_guest());
-    sh("mkfs.ext4 -q -L persist /dev/vda");
-    host_paths();
+    host_paths(true);
     let pod = node_pod();
     let names: Vec<&str> = pod.iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(
@@ -178,8 +205,54 @@ fn guest_node_pod_boot1() {
     ));
     let sum = checksum();
     std::fs::write(format!("{PERSIST}/sum"), format!("{id} {sum}\n")).unwrap();
+
+    step("a raid1 volume: who monitors it (dmeventd; init-containers/README.md, \"dmeventd\")");
+    csictl(
+        SOCKET,
+        &[
+            "controller",
+            "create",
+            "pvc-node-pod-raid1",
+            "--size",
+            "64Mi",
+            "--param",
+            "volumeGroup=vg0",
+            "--param",
+            "type=raid1",
+            "--requisite-topology",
+            &format!("topology.vglet.io/node={NODE}"),
+        ],
+    );
+    let raid = "vg0/csi-pvc-node-pod-raid1";
+    // The host's lvm.conf (mounted over the image's) leaves activation/monitoring at lvm's
+    // default, 1: lvm in the container registered the LV with a dmeventd it started in the
+    // container (the host's dmeventd FIFOs in /run are not shared), which the host's lvm
+    // does not see.
+    assert!(
+        dmeventd_in_other_pid_namespace(),
+        "no dmeventd in the container: {}",
+        sh("ps -eo pid,ppid,args")
+    );
+    assert_eq!(seg_monitor(raid), "not monitored", "on the host");
+    // What the operator does on the host (docs): register vglet's LVs with the host's own
+    // dmeventd, which outlives every container.
+    sh(&format!("vgchange --monitor y {VG}"));
+    assert_eq!(
+        seg_monitor(raid),
+        "monitored",
+        "after vgchange --monitor y on the host"
+    );
     // A reboot: nothing is unmounted or deactivated; only the page cache is written out.
     drop(_driver);
+    assert!(
+        !dmeventd_in_other_pid_namespace(),
+        "the container's dmeventd outlived its container"
+    );
+    assert_eq!(
+        seg_monitor(raid),
+        "monitored",
+        "the host's registration once the container is gone"
+    );
     sh("sync");
     eprintln!("\nNODE POD BOOT 1: PASSED");
 }
@@ -188,20 +261,13 @@ fn guest_node_pod_boot1() {
 #[ignore = "runs inside the QEMU guest through node_pod_in_guest"]
 fn guest_node_pod_boot2() {
     assert!(in_guest());
-    host_paths();
+    host_paths(false);
     let saved = std::fs::read_to_string(format!("{PERSIST}/sum")).unwrap();
     let (id, sum) = saved.trim().split_once(' ').unwrap();
     let lv = id.split_once('/').unwrap().1;
 
     step("after the reboot: nothing mounted, nothing active");
-    assert!(
-        mount_at(Path::new(STAGING)).is_none(),
-        "staging still mounted"
-    );
-    assert!(
-        mount_at(Path::new(TARGET)).is_none(),
-        "target still mounted"
-    );
+    assert_unmounted("after the reboot");
     let active = sh(&format!("lvs --noheadings -o lv_active {VG}/{lv}"));
     assert!(!active.contains("active"), "LV active after boot: {active}");
 
@@ -233,8 +299,10 @@ fn guest_node_pod_boot2() {
 }
 
 // PMEM: the vglet-node-pmem DaemonSet (pmem-ns-init first) on an emulated NVDIMM, the same
-// chain and reboot. The NVDIMM is labelled once by hand, as a new DIMM is on a real node
-// (the manifest's pmem-ns-init does not pass --init-labels).
+// chain and reboot. The NVDIMM starts label-less, as a new DIMM does: the manifest's
+// pmem-ns-init (--init-labels through VGLET_INIT_LABELS, deploy/settings' pmemInitLabels)
+// writes its labels on the first start, and, started again after the reboot with the
+// volume mounted on the region, changes nothing.
 
 const PMEM_FSDAX_VG: &str = "pmem-fsdax-region0";
 
@@ -261,6 +329,30 @@ fn pmem_node_pod_in_guest() {
     vglet_e2e::run_guest_test("guest_pmem_node_pod_boot2", pmem_vm("e2e-pmem-pod-2"));
 }
 
+/// The named NVDIMM namespaces (`ndctl list -N` JSON) as (name, mode), sorted.
+fn pmem_namespaces() -> Vec<(String, String)> {
+    let out = sh("ndctl list -N");
+    let v: serde_json::Value = if out.trim().is_empty() {
+        serde_json::Value::Array(Vec::new())
+    } else {
+        serde_json::from_str(&out).expect("ndctl list JSON")
+    };
+    // One namespace is printed as an object, several as an array.
+    let list = match v {
+        serde_json::Value::Array(a) => a,
+        other => vec![other],
+    };
+    let mut named: Vec<(String, String)> = list
+        .iter()
+        .filter_map(|n| {
+            let name = n["name"].as_str()?;
+            Some((name.to_string(), n["mode"].as_str()?.to_string()))
+        })
+        .collect();
+    named.sort();
+    named
+}
+
 fn staging_has_dax() -> bool {
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
     mounts
@@ -279,14 +371,28 @@ fn staging_has_dax() -> bool {
 #[ignore = "runs inside the QEMU guest through pmem_node_pod_in_guest"]
 fn guest_pmem_node_pod_boot1() {
     assert!(in_guest());
-    sh("mkfs.ext4 -q -L persist /dev/vda");
-    host_paths();
-    sh("ndctl disable-region all && ndctl init-labels -f all && ndctl enable-region all");
+    host_paths(true);
+    assert!(
+        pmem_namespaces().is_empty(),
+        "a fresh NVDIMM has no named namespaces (it is label-less): {:?}",
+        pmem_namespaces()
+    );
     let pod = bundles("pmem", "vglet-node-pmem", NODE, &[]);
-    step("init containers: pmem-ns-init -> disk-discover -> vg-init per mode");
+    step(
+        "init containers: pmem-ns-init (labels the fresh DIMM) -> disk-discover -> vg-init per mode",
+    );
     for c in pod.iter().filter(|c| c["init"] == true) {
         assert_eq!(run_to_end(c), 0, "init container {} failed", c["name"]);
     }
+    // Names need labels: a label-less region has one unnamed raw namespace.
+    assert_eq!(
+        pmem_namespaces(),
+        [
+            ("vglet-fsdax-region0".to_string(), "fsdax".to_string()),
+            ("vglet-sector-region0".to_string(), "sector".to_string())
+        ],
+        "the namespaces pmem-ns-init made after writing the labels"
+    );
     for (vg, mode) in [(PMEM_FSDAX_VG, "fsdax"), ("pmem-sector-region0", "sector")] {
         let tags = sh(&format!("vgs --noheadings -o vg_tags {vg}"));
         assert!(
@@ -340,13 +446,10 @@ fn guest_pmem_node_pod_boot1() {
 #[ignore = "runs inside the QEMU guest through pmem_node_pod_in_guest"]
 fn guest_pmem_node_pod_boot2() {
     assert!(in_guest());
-    host_paths();
+    host_paths(false);
     let saved = std::fs::read_to_string(format!("{PERSIST}/sum")).unwrap();
     let (_, sum) = saved.trim().split_once(' ').unwrap();
-    assert!(
-        mount_at(Path::new(TARGET)).is_none(),
-        "target still mounted"
-    );
+    assert_unmounted("after the reboot");
     step("the reviver container (vglet-reviver-pmem) restores the DAX mounts");
     let reviver = bundles("pmem", "vglet-reviver-pmem", NODE, &[]);
     assert_eq!(reviver.len(), 1, "{reviver:?}");
@@ -361,5 +464,20 @@ fn guest_pmem_node_pod_boot2() {
         "restored staging mount without dax=always"
     );
     assert_eq!(checksum(), sum, "data differs after the reboot");
+
+    step("pmem-ns-init starts again (--init-labels) with the volume mounted: changes nothing");
+    let before = pmem_namespaces();
+    let pod = bundles("pmem", "vglet-node-pmem", NODE, &[]);
+    let ns_init = pod
+        .iter()
+        .find(|c| c["image"] == "pmem-ns-init")
+        .expect("the pmem-ns-init container");
+    assert_eq!(run_to_end(ns_init), 0, "pmem-ns-init on restart");
+    assert_eq!(pmem_namespaces(), before, "a re-run changed the namespaces");
+    assert!(
+        staging_has_dax(),
+        "the staging mount after pmem-ns-init's re-run"
+    );
+    assert_eq!(checksum(), sum, "data after pmem-ns-init's re-run");
     eprintln!("\nPMEM NODE POD BOOT 2: PASSED");
 }

@@ -1,28 +1,42 @@
 //! The shared (lvmlockd + sanlock) model as operators install it, run for real on two hosts
 //! that see one LUN: two QEMU guests share one raw disk, and on each the containers of the
 //! `vglet-shared-node` DaemonSet, and on host a also those of the `vglet-controller`
-//! Deployment, are read from `kubectl kustomize deploy/shared` (vglet_e2e::pod,
-//! tests/e2e/node-pod/pod-bundles.py) and run by crun from the images util/build-images.sh
-//! built. What the manifests leave to the host (deploy/README.md, "Shared VGs";
-//! docs/host-preparation.md, 4.1-4.2) is done on each guest's host side: sanlock and
-//! lvmlockd run as host daemons with `use_lvmlockd = 1` and a host_id of their own, and host
-//! a creates the VG once by hand (`vgcreate --shared`).
+//! Deployment and (after its reboot) of the `vglet-reviver-shared` DaemonSet, are read from
+//! `kubectl kustomize deploy/shared` (vglet_e2e::pod, tests/e2e/node-pod/pod-bundles.py) and
+//! run by crun from the images util/build-images.sh built. What the manifests leave to the
+//! host (deploy/README.md, "Shared VGs"; docs/host-preparation.md, 4.1-4.2) is done on each
+//! guest's host side: sanlock and lvmlockd run as host daemons with `use_lvmlockd = 1` and a
+//! host_id of their own, and host a creates the VG once by hand (`vgcreate --shared`). Each
+//! host has kubelet's and vglet's directories on a small disk of its own, as on a node's
+//! root filesystem, so that they survive host a's reboot.
 //!
 //! Then: the `vg-init` init container joins each host to the VG (lockstart, the host tag
 //! that names the node), the node plugins serve in kubelet's plugin directory, the
 //! controller's csi-driver on its pod's socket. csictl, from each guest's host side as
 //! kubelet and the provisioner would call them: a volume is created by the controller,
 //! staged, published and written on a (checksum); b's NodeStage is refused with
-//! FAILED_PRECONDITION naming node host-a; a unpublishes and unstages; b stages it and reads
-//! the same checksum; the controller's DeleteVolume is refused with FAILED_PRECONDITION
-//! naming node host-b while b holds the LV lock, and succeeds once b has unstaged.
+//! FAILED_PRECONDITION naming node host-a.
+//!
+//! Host a reboots: its guest powers off with the volume mounted, its LV active and its
+//! locks held (nothing is unmounted, deactivated or released: an unclean reboot), and a new
+//! guest boots on the same shared disk and the same persistent disk while b keeps running.
+//! After the host's lock managers are up, nothing is mounted, the LV is inactive and the
+//! VG's lockspace is not started; the `vglet-reviver-shared` container starts the lockspace,
+//! re-activates the LV exclusively and restores both mounts with the data intact (checksum).
+//! The node pod and the controller start again (vg-init finds the lockspace started), and
+//! b's NodeStage is refused naming host-a again: a holds the LV's lock after its reboot.
+//!
+//! Then the hand-over: a unpublishes and unstages; b stages it and reads the same checksum;
+//! the controller's DeleteVolume is refused with FAILED_PRECONDITION naming node host-b
+//! while b holds the LV lock, and succeeds once b has unstaged.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use vglet_e2e::pod::{
-    Running, SOCKET, STAGING, TARGET, bundles, checksum, container, csictl, csictl_refused,
-    kubelet_host, names, prepare, probe_ready, run_init, stage_publish, wait_until, work,
+    PERSIST, Running, SOCKET, STAGING, TARGET, assert_unmounted, bundles, checksum, container,
+    csictl, csictl_refused, names, persistent_host_paths, prepare, probe_ready, run_init,
+    stage_publish, wait_until, work,
 };
 use vglet_e2e::two_hosts::{Sync, start_sanlock_lvmlockd};
 use vglet_e2e::{in_guest, lvs, mount_at, sh};
@@ -32,57 +46,102 @@ const VG: &str = "vgshared";
 const MODEL: &str = "shared";
 const NODE_DS: &str = "vglet-shared-node";
 const CONTROLLER: &str = "vglet-controller";
+const REVIVER: &str = "vglet-reviver-shared";
+/// The disks of every guest, in the order they are attached: the shared LUN, then the
+/// host's own persistent disk.
+const SHARED_DISK: &str = "/dev/vda";
+const PERSIST_DISK: &str = "/dev/vdb";
 
 #[test]
 fn shared_pod_two_hosts() {
     if in_guest() || vglet_vmh::skip_vm_tests("shared_pod_two_hosts") {
         return;
     }
-    prepare(MODEL, &[NODE_DS, CONTROLLER]);
+    prepare(MODEL, &[NODE_DS, CONTROLLER, REVIVER]);
     vglet_e2e::bin("csictl");
     let w = vglet_vmh::WorkDir::new("shared-pod").expect("work dir");
     // Not on tmpfs: the shared disk is opened with O_DIRECT (cache=none).
     let disk = w.sparse_file("shared.img", 2 << 30).expect("shared disk");
+    let persist_a = w.sparse_file("persist-a.img", 64 << 20).unwrap();
+    let persist_b = w.sparse_file("persist-b.img", 64 << 20).unwrap();
     let sync = w.subdir("sync").expect("sync dir");
     let cmd = vglet_vmh::test_command("guest_shared_pod").expect("test command");
-    let guest = |role: &str| {
+    let guest = |role: &str, boot: u32, persist: &Path| {
         vglet_vmh::Vm::new(format!("host-{role}"))
             .mem_mib(1024)
             .cpus(1)
             .shared_disk(&disk)
+            .disk(persist)
             .share_dir(&sync)
             // lockstart on the second host needs udev on the host (tests/harness/README.md).
             .udev(true)
             .modules(["dm_mod", "ext4"])
             .env("VGLET_ROLE", role)
+            .env("VGLET_BOOT", boot.to_string())
             .env("VGLET_SYNC", sync.display().to_string())
-            .timeout(Duration::from_secs(900))
+            // b runs through a's reboot.
+            .timeout(Duration::from_secs(1200))
     };
     let start = Instant::now();
-    let a = guest("a").spawn(&cmd).expect("start guest a");
-    let b = guest("b").spawn(&cmd).expect("start guest b");
-    let ra = a.wait();
+    let a = guest("a", 1, &persist_a)
+        .spawn(&cmd)
+        .expect("start guest a");
+    let b = guest("b", 1, &persist_b)
+        .spawn(&cmd)
+        .expect("start guest b");
+    let ra1 = a.wait();
+    let a_down = start.elapsed();
+    // Host a's reboot: a new guest on the same shared disk and the same persistent disk;
+    // b keeps running meanwhile.
+    let ra2 = match &ra1 {
+        Ok(o) if o.exit_code == 0 => {
+            let a2 = guest("a", 2, &persist_a).spawn(&cmd);
+            if let Err(e) = &a2 {
+                // b is waiting for a's second boot: let it stop now.
+                let _ = std::fs::write(sync.join("FAIL-a"), format!("start of a's reboot: {e}"));
+            }
+            Some(a2.expect("start guest a after its reboot").wait())
+        }
+        _ => None,
+    };
     let rb = b.wait();
-    for role in ["a", "b"] {
-        if let Ok(t) = std::fs::read_to_string(sync.join(format!("timings-{role}"))) {
-            eprintln!("timings of host {role}:\n{t}");
+    for file in ["timings-a", "timings-a-boot2", "timings-b"] {
+        if let Ok(t) = std::fs::read_to_string(sync.join(file)) {
+            eprintln!("{file}:\n{t}");
         }
     }
     eprintln!(
-        "shared pod, two hosts: {:.0}s wall",
-        start.elapsed().as_secs_f64()
+        "shared pod, two hosts and a reboot of host a: {:.0}s wall (host a's first boot ended \
+         after {:.0}s)",
+        start.elapsed().as_secs_f64(),
+        a_down.as_secs_f64()
     );
-    assert_eq!(ra.expect("guest a ran").exit_code, 0, "host a failed");
+    assert_eq!(ra1.expect("guest a ran").exit_code, 0, "host a failed");
+    let ra2 = ra2.expect("host a rebooted");
+    assert_eq!(
+        ra2.expect("guest a ran again").exit_code,
+        0,
+        "host a failed after its reboot"
+    );
     assert_eq!(rb.expect("guest b ran").exit_code, 0, "host b failed");
-    assert!(sync.join("a-PASS").exists() && sync.join("b-PASS").exists());
+    for marker in ["a-boot1-PASS", "a-PASS", "b-PASS"] {
+        assert!(sync.join(marker).exists(), "no {marker}");
+    }
 }
 
-fn step(role: &str, s: &str) {
-    eprintln!("\n=== shared pod, host {role}: {s}");
+fn step(s: &Sync, what: &str) {
+    eprintln!(
+        "\n=== shared pod, host {} (boot {}): {what}",
+        s.role, s.boot
+    );
 }
 
 fn node_name(role: &str) -> String {
     format!("host-{role}")
+}
+
+fn host_id(role: &str) -> u32 {
+    if role == "a" { 1 } else { 2 }
 }
 
 /// The controller pod's socket: its emptyDir, which pod-bundles.py makes under the model's
@@ -95,24 +154,43 @@ fn controller_socket() -> String {
         .to_string()
 }
 
+/// The first row of an lvm JSON report (`vgs`/`lvs --reportformat json`); binary fields
+/// as "1"/"0".
+fn report_row(cmd: &str, kind: &str) -> serde_json::Value {
+    let out = sh(&format!(
+        "{cmd} --reportformat json --units b --nosuffix --binary"
+    ));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("lvm JSON report");
+    v["report"][0][kind][0].clone()
+}
+
 fn vg_field(field: &str) -> String {
-    sh(&format!("vgs --noheadings -o {field} {VG}"))
-        .trim()
+    report_row(&format!("vgs -o {field} {VG}"), "vg")[field]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn lv_field(id: &str, field: &str) -> String {
+    report_row(&format!("lvs -o {field} {id}"), "lv")[field]
+        .as_str()
+        .unwrap_or_default()
         .to_string()
 }
 
 /// lv_attr's fifth character is `a` while the LV is active on this host.
 fn active_here(id: &str) -> bool {
-    sh(&format!("lvs --noheadings -o lv_attr {id}"))
-        .trim()
-        .chars()
-        .nth(4)
-        == Some('a')
+    lv_field(id, "lv_attr").chars().nth(4) == Some('a')
+}
+
+/// Whether this host's lvmlockd has started the VG's lockspace.
+fn lockspace_started() -> bool {
+    sh("lvmlockctl --info").contains(&format!("lvm_{VG}"))
 }
 
 /// The staging mount is ext4 on the volume's LV, and the publish mount exists, in the host's
-/// mount table: made inside the node plugin's container, they reach the host only through
-/// Bidirectional propagation of kubelet's directory.
+/// mount table: made inside a container (the node plugin's, the reviver's), they reach the
+/// host only through Bidirectional propagation of kubelet's directory.
 fn assert_mounted(id: &str) {
     let lv = id.split_once('/').unwrap().1;
     let (fs, src, _) = mount_at(Path::new(STAGING)).expect("staging mount in the host's table");
@@ -128,51 +206,33 @@ fn assert_mounted(id: &str) {
 fn unpublish_unstage(id: &str) {
     csictl(SOCKET, &["node", "unpublish", id, "--target-path", TARGET]);
     csictl(SOCKET, &["node", "unstage", id, "--staging-path", STAGING]);
-    assert!(
-        mount_at(Path::new(TARGET)).is_none(),
-        "target still mounted"
-    );
-    assert!(
-        mount_at(Path::new(STAGING)).is_none(),
-        "staging still mounted"
-    );
+    assert_unmounted("after NodeUnpublish + NodeUnstage");
     assert!(!active_here(id), "unstage releases the LV (and its lock)");
 }
 
-#[test]
-#[ignore = "runs inside two QEMU guests through shared_pod_two_hosts"]
-fn guest_shared_pod() {
-    assert!(in_guest(), "run through shared_pod_two_hosts");
-    let mut s = Sync::from_env();
-    let role = s.role.clone();
-    let node = node_name(&role);
-    let host_id = if role == "a" { 1 } else { 2 };
-
+/// The host's side of one boot: sanlock and lvmlockd, kubelet's and vglet's directories on
+/// the host's persistent disk (made on the first boot).
+fn host_services(s: &mut Sync) {
     step(
-        &role,
+        s,
         "host services: sanlock + lvmlockd, kubelet's directories",
     );
+    let id = host_id(&s.role);
     s.time("sanlock + lvmlockd up (host)", || {
-        start_sanlock_lvmlockd(host_id)
+        start_sanlock_lvmlockd(id)
     });
-    // kubelet's directory as its own mount, as in node_pod.rs (there on a disk of its own).
-    // As a plain directory of the guest's root (an overlay), the staging and publish mounts
-    // made in the node plugin's container did not reach the host's mount table.
-    sh("mkdir -p /var/lib/kubelet && mount --bind /var/lib/kubelet /var/lib/kubelet");
-    kubelet_host();
-    if role == "a" {
-        // docs/host-preparation.md 4.2: the VG is made once, by hand, on one host.
-        s.time("vgcreate --shared (host a, by hand)", || {
-            sh(&format!(
-                "vgcreate --shared --locktype sanlock {VG} /dev/vda"
-            ))
-        });
-        s.signal("a-vg");
-    } else {
-        s.wait("a-vg");
-    }
+    // As a plain directory of the guest's root (an overlay), kubelet's directory did not
+    // carry the mounts made in the node plugin's container into the host's mount table; on
+    // a disk of its own (a mount, as in node_pod.rs) it does.
+    persistent_host_paths(PERSIST_DISK, s.boot == 1);
+}
 
-    step(&role, "the node pod's init container vg-init joins the VG");
+/// The pods that serve on a host: the node pod (its init container vg-init joins the VG,
+/// then its csi-driver), and on host a also the controller. Returns once they answer Probe.
+fn start_pods(s: &mut Sync) -> (Running, Option<Running>) {
+    let role = s.role.clone();
+    let node = node_name(&role);
+    step(s, "the node pod's init container vg-init joins the VG");
     let pod = bundles(MODEL, NODE_DS, &node, &[]);
     assert_eq!(
         names(&pod),
@@ -196,19 +256,19 @@ fn guest_shared_pod() {
     );
     assert_eq!(vg_field("vg_lock_type"), "sanlock");
     let tags = vg_field("vg_tags");
+    let id = host_id(&role);
     assert!(
-        tags.contains(&format!("vglet.sanlock-host.{host_id}={node}")),
+        tags.contains(&format!("vglet.sanlock-host.{id}={node}")),
         "VG tags: {tags}"
     );
-    let ls = sh("lvmlockctl --info");
-    assert!(ls.contains(&format!("lvm_{VG}")), "lockspace: {ls}");
+    assert!(lockspace_started(), "no lockspace lvm_{VG} after vg-init");
 
     step(
-        &role,
+        s,
         "csi-driver serves (node plugin; on a also the controller)",
     );
-    let _driver = Running::start(container(&pod, "csi-driver"));
-    let _controller = (role == "a").then(|| {
+    let driver = Running::start(container(&pod, "csi-driver"));
+    let controller = (role == "a").then(|| {
         let ctl = bundles(MODEL, CONTROLLER, &node, &[]);
         assert_eq!(
             names(&ctl),
@@ -232,18 +292,14 @@ fn guest_shared_pod() {
         info.to_string().contains(&format!("vg.vglet.io/{VG}")),
         "node info: {info}"
     );
-    s.signal(&format!("{role}-serving"));
+    (driver, controller)
+}
 
-    let steps = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        if role == "a" {
-            s.wait("b-serving");
-            a_steps(&mut s);
-        } else {
-            b_steps(&mut s);
-        }
-    }));
-    if let Err(e) = steps {
-        // The lock managers' own accounts of what failed (their logs go nowhere else here).
+/// Runs `steps`; when they fail, prints the lock managers' own accounts of what failed
+/// (their logs go nowhere else here) before the panic goes on.
+fn with_lock_dumps(role: &str, steps: impl FnOnce()) {
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(steps));
+    if let Err(e) = out {
         eprintln!(
             "lvmlockd on host {role}:\n{}\nsanlock on host {role}:\n{}\nkubelet's mounts:\n{}",
             sh("lvmlockctl --dump 2>&1 | tail -60 || true"),
@@ -252,14 +308,60 @@ fn guest_shared_pod() {
         );
         std::panic::resume_unwind(e);
     }
-    s.signal(&format!("{role}-PASS"));
-    eprintln!("\nSHARED POD (host {role}): PASSED");
 }
 
-fn a_steps(s: &mut Sync) {
+#[test]
+#[ignore = "runs inside two QEMU guests through shared_pod_two_hosts"]
+fn guest_shared_pod() {
+    assert!(in_guest(), "run through shared_pod_two_hosts");
+    let mut s = Sync::from_env();
+    let role = s.role.clone();
+    if role == "a" && s.boot == 2 {
+        a_after_reboot(&mut s);
+        s.signal("a-PASS");
+        eprintln!("\nSHARED POD (host a, after its reboot): PASSED");
+        return;
+    }
+    host_services(&mut s);
+    if role == "a" {
+        // docs/host-preparation.md 4.2: the VG is made once, by hand, on one host.
+        s.time("vgcreate --shared (host a, by hand)", || {
+            sh(&format!(
+                "vgcreate --shared --locktype sanlock {VG} {SHARED_DISK}"
+            ))
+        });
+        s.signal("a-vg");
+    } else {
+        s.wait("a-vg");
+    }
+    let pods = start_pods(&mut s);
+    s.signal(&format!("{role}-serving"));
+    with_lock_dumps(&role, || {
+        if role == "a" {
+            s.wait("b-serving");
+            a_before_reboot(&mut s);
+        } else {
+            b_steps(&mut s);
+        }
+    });
+    if role == "a" {
+        // The reboot: the pods stop (kubelet's SIGTERM), then the guest powers off with the
+        // volume mounted, its LV active and the locks held; only the page cache is written.
+        drop(pods);
+        sh("sync");
+        s.signal("a-boot1-PASS");
+        eprintln!("\nSHARED POD (host a, before its reboot): PASSED");
+    } else {
+        drop(pods);
+        s.signal("b-PASS");
+        eprintln!("\nSHARED POD (host b): PASSED");
+    }
+}
+
+fn a_before_reboot(s: &mut Sync) {
     let ctl = controller_socket();
     step(
-        "a",
+        s,
         "the controller creates a volume; a stages, publishes, writes",
     );
     let v = s.time("CreateVolume (controller container)", || {
@@ -292,51 +394,120 @@ fn a_steps(s: &mut Sync) {
     s.time("NodeStage + NodePublish on a", || stage_publish(&id));
     assert_mounted(&id);
     assert!(active_here(&id));
+    assert_eq!(lv_field(&id, "lv_active_exclusively"), "1");
     sh(&format!(
         "dd if=/dev/urandom of={TARGET}/data bs=1M count=8 status=none && sync"
     ));
     let sum = checksum();
     s.signal_value("a-holds", &format!("{id} {sum}"));
-
     s.wait("b-refused");
-    step("a", "unpublish, unstage: the LV lock is released");
-    unpublish_unstage(&id);
+}
+
+/// Host a's second boot: the reviver container restores what the first boot left, then
+/// the pods serve again and the hand-over goes on.
+fn a_after_reboot(s: &mut Sync) {
+    let held = s.wait("a-holds");
+    let (id, sum) = held.split_once(' ').unwrap();
+    host_services(s);
+    with_lock_dumps("a", || {
+        step(
+            s,
+            "after the reboot: nothing mounted or active, no lockspace",
+        );
+        // The staging directory (made by the first boot under kubelet's directory, which
+        // is on the persistent disk).
+        let staging = Path::new(PERSIST)
+            .join("kubelet")
+            .join(STAGING.strip_prefix("/var/lib/kubelet/").unwrap());
+        assert!(
+            staging.is_dir() && Path::new(STAGING).is_dir(),
+            "kubelet's directory did not survive the reboot"
+        );
+        assert_unmounted("after the reboot");
+        assert!(!lockspace_started(), "lockspace lvm_{VG} started by itself");
+        assert!(!active_here(id), "LV {id} active after the boot");
+        let records = PathBuf::from("/var/lib/vglet/state");
+        assert!(
+            std::fs::read_dir(&records).map_or(0, |d| d.count()) > 0,
+            "no state records in {} after the reboot",
+            records.display()
+        );
+
+        step(
+            s,
+            "the reviver container (vglet-reviver-shared) restores the volume",
+        );
+        let reviver = bundles(MODEL, REVIVER, &node_name("a"), &[]);
+        assert_eq!(names(&reviver), ["reviver"], "{reviver:?}");
+        let t = Instant::now();
+        {
+            // Its manifest runs it with --watch: it keeps running; stop it once the mounts
+            // are back.
+            let _r = Running::start(&reviver[0]);
+            wait_until("the reviver's mounts", Duration::from_secs(240), || {
+                mount_at(Path::new(TARGET)).is_some()
+            });
+        }
+        s.record(
+            "reviver container: lockspace, activation, mounts",
+            t.elapsed(),
+        );
+        assert!(lockspace_started(), "the reviver did not start lvm_{VG}");
+        assert_eq!(vg_field("vg_lock_type"), "sanlock");
+        assert_eq!(
+            lv_field(id, "lv_active_exclusively"),
+            "1",
+            "the recorded activation mode (-aey) after the revival"
+        );
+        assert_mounted(id);
+        assert_eq!(checksum(), sum, "data differs after the reboot");
+    });
+
+    let pods = start_pods(s);
+    s.signal("a-revived");
+    with_lock_dumps("a", || a_steps_after_reboot(s, id, sum));
+    drop(pods);
+}
+
+fn a_steps_after_reboot(s: &mut Sync, id: &str, sum: &str) {
+    let ctl = controller_socket();
+    s.wait("b-refused-again");
+    step(s, "unpublish, unstage: the LV lock is released");
+    assert_eq!(checksum(), sum);
+    unpublish_unstage(id);
     s.signal("a-released");
 
     s.wait("b-holds");
     step(
-        "a",
+        s,
         "DeleteVolume while b holds the LV: refused, naming host-b",
     );
-    let (code, msg) = csictl_refused(&ctl, &["controller", "delete", &id]);
+    let (code, msg) = csictl_refused(&ctl, &["controller", "delete", id]);
     assert_eq!(code, "FAILED_PRECONDITION", "{msg}");
     assert!(
         msg.contains("node host-b (sanlock host_id 2)"),
         "the refusal names the holder: {msg}"
     );
+    let lv = id.split_once('/').unwrap().1;
     assert!(
-        lvs(VG).iter().any(|(n, _, _)| *n == lv),
+        lvs(VG).iter().any(|(n, _, _)| n == lv),
         "the refused DeleteVolume removed the LV"
     );
     s.signal("a-delete-refused");
 
     s.wait("b-released");
-    step("a", "DeleteVolume once b has unstaged");
-    csictl(&ctl, &["controller", "delete", &id]);
+    step(s, "DeleteVolume once b has unstaged");
+    csictl(&ctl, &["controller", "delete", id]);
     assert!(
-        !lvs(VG).iter().any(|(n, _, _)| *n == lv),
+        !lvs(VG).iter().any(|(n, _, _)| n == lv),
         "LV {lv} still there: {:?}",
         lvs(VG)
     );
 }
 
-fn b_steps(s: &mut Sync) {
-    let held = s.wait("a-holds");
-    let (id, sum) = held.split_once(' ').unwrap();
-    step(
-        "b",
-        "NodeStage while a holds the LV: refused, naming host-a",
-    );
+/// b's NodeStage of `id` while a holds its LV: refused with FAILED_PRECONDITION naming
+/// host-a, and nothing half-done.
+fn b_refused(id: &str) {
     sh(&format!("mkdir -p {STAGING}"));
     let (code, msg) = csictl_refused(
         SOCKET,
@@ -360,10 +531,29 @@ fn b_steps(s: &mut Sync) {
         "nothing half-done after the refusal"
     );
     assert!(!active_here(id), "the refused stage activated the LV");
+}
+
+fn b_steps(s: &mut Sync) {
+    let held = s.wait("a-holds");
+    let (id, sum) = held.split_once(' ').unwrap();
+    step(s, "NodeStage while a holds the LV: refused, naming host-a");
+    b_refused(id);
     s.signal("b-refused");
 
+    // a reboots now; b leaves the volume alone meanwhile (with a's host lease expired and
+    // no watchdog, sanlock would give b the lease of a host that may still write).
+    // a's reboot: its power-off, a new boot, sanlock's fencing wait (about 80 s) and the
+    // reviver.
+    s.wait_up_to("a-revived", Duration::from_secs(900));
+    step(
+        s,
+        "NodeStage after a's reboot: refused again, a holds the lock again",
+    );
+    b_refused(id);
+    s.signal("b-refused-again");
+
     s.wait("a-released");
-    step("b", "stage and publish a's volume: the same data");
+    step(s, "stage and publish a's volume: the same data");
     s.time("NodeStage + NodePublish on b", || stage_publish(id));
     assert_mounted(id);
     assert_eq!(checksum(), sum, "the data a wrote, read on b");
