@@ -120,10 +120,15 @@ pub struct Config {
 pub use vglet_common::duration::parse_duration;
 
 impl Config {
-    /// What this driver marks its children with ([`vglet_runner::orphans`]): the state
-    /// directory, which one driver of a node owns.
+    /// What this driver marks its children with ([`vglet_runner::orphans`]): its mode and
+    /// state directory, which one driver of each mode on a host owns (a node and a
+    /// controller of the shared model may share a host and never each other's children).
     pub fn runner_owner(&self) -> String {
-        format!("csi-driver:{}", self.state_dir.display())
+        format!(
+            "csi-driver:{}:{}",
+            self.mode.as_str(),
+            self.state_dir.display()
+        )
     }
 
     /// Whether CreateVolume records its creates in the state directory rather than in an

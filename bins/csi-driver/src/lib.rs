@@ -88,11 +88,9 @@ pub async fn build_driver_from(
     programs.log_absent();
     let lvm = Lvm::new(runner.clone(), programs.clone())?;
     lvm.set_timeout(cfg.command_timeout);
-    // First of all: an earlier run's lvcreate may hold the VG's lock, and must not commit
-    // after the reads below.
-    if cfg.keeps_create_intents() {
-        stop_orphans(&cfg).await?;
-    }
+    // First of all: an earlier run's lvcreate may hold the VG's lock and must not commit
+    // after the reads below, nor its luksFormat or mkfs write beside a retry.
+    stop_orphans(&cfg).await?;
     // The socket already answers Probe: start-up's lvm runs at a lower CPU priority, so
     // that under load (or emulation) the first Probe is not queued behind lvm's scan.
     lvm.set_niceness(Some(STARTUP_NICENESS));
@@ -180,10 +178,11 @@ pub async fn build_driver_from(
 /// Nice levels start-up's lvm commands run below the driver (the RPCs' own run at its).
 const STARTUP_NICENESS: i32 = 10;
 
-/// Stops the lvm commands an earlier run of this driver left running when it was killed,
-/// before the intents it left are read: a create it began must not commit after the
-/// reconcile looked (see [`node_state::create_intents`]). One that cannot be stopped stops
-/// the start-up, loudly, rather than risk handing out a half-made LV.
+/// Stops the commands an earlier run of this driver left running when it was killed, before
+/// anything is read: a create it began must not commit after the reconcile looked (see
+/// [`node_state::create_intents`]), a first luksFormat or mkfs must not write beside the
+/// retry. One that cannot be stopped stops the start-up, loudly, rather than risk handing
+/// out a half-made LV.
 async fn stop_orphans(cfg: &Config) -> anyhow::Result<()> {
     let owner = cfg.runner_owner();
     let stopped = tokio::task::spawn_blocking(move || {
