@@ -175,6 +175,10 @@ pub async fn build_driver_from(
     Ok(driver)
 }
 
+/// How long start-up lets a command an earlier run left behind finish on its own (an lvm
+/// command's commit, a luksFormat, an mkfs) before it kills it.
+const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Nice levels start-up's lvm commands run below the driver (the RPCs' own run at its).
 const STARTUP_NICENESS: i32 = 10;
 
@@ -186,13 +190,24 @@ const STARTUP_NICENESS: i32 = 10;
 async fn stop_orphans(cfg: &Config) -> anyhow::Result<()> {
     let owner = cfg.runner_owner();
     let stopped = tokio::task::spawn_blocking(move || {
-        vglet_runner::orphans::stop_orphans(&owner, std::time::Duration::from_secs(30))
+        vglet_runner::orphans::stop_orphans(
+            &owner,
+            ORPHAN_GRACE,
+            std::time::Duration::from_secs(30),
+        )
     })
     .await
     .context("stopping an earlier run's commands")?
     .context("an earlier run of this driver left commands running")?;
     for o in &stopped {
-        tracing::warn!(pid = o.pid, cmd = %o.argv, "killed a command an earlier run of this driver left running");
+        match o.killed {
+            true => {
+                tracing::warn!(pid = o.pid, cmd = %o.argv, "killed a command an earlier run of this driver left running")
+            }
+            false => {
+                tracing::warn!(pid = o.pid, cmd = %o.argv, "waited for a command an earlier run of this driver left running; it finished")
+            }
+        }
     }
     Ok(())
 }

@@ -18,6 +18,8 @@ pub const OWNER_ENV: &str = "VGLET_RUNNER_OWNER";
 pub struct Orphan {
     pub pid: i32,
     pub argv: String,
+    /// Killed (`true`), or it finished on its own within the grace period.
+    pub killed: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,23 +41,41 @@ fn list(o: &[Orphan]) -> String {
         .join(", ")
 }
 
-/// Kills (SIGKILL) every process whose environment carries `OWNER_ENV=owner` and that is
-/// not a child of this process, and waits up to `wait` for them to be gone. Returns what
-/// was killed; an error if any outlived the wait.
-pub fn stop_orphans(owner: &str, wait: Duration) -> Result<Vec<Orphan>, OrphanError> {
-    let found = find(owner)?;
-    for o in &found {
-        // Gone in between is fine; anything else shows in the wait below.
-        let _ = rustix::process::Pid::from_raw(o.pid)
-            .map(|pid| rustix::process::kill_process(pid, rustix::process::Signal::KILL));
-    }
+/// Ends every process whose environment carries `OWNER_ENV=owner` and that is not a child
+/// of this process. Each gets up to `grace` to finish on its own: an lvm command ends its
+/// commit, a format its writes, which is better than cutting them as a power loss would. One
+/// that is stopped (SIGSTOP: it would never finish) or still running after `grace` is
+/// killed (SIGKILL), and must be gone `wait` later. Returns every orphan found; an error if
+/// any outlived the kill.
+pub fn stop_orphans(
+    owner: &str,
+    grace: Duration,
+    wait: Duration,
+) -> Result<Vec<Orphan>, OrphanError> {
+    let mut found = find(owner)?;
     let start = Instant::now();
+    loop {
+        let mut running = false;
+        for o in found.iter_mut().filter(|o| !o.killed) {
+            match state(o.pid) {
+                None | Some('Z') => {}
+                Some('T' | 't') => kill(o),
+                Some(_) if start.elapsed() >= grace => kill(o),
+                Some(_) => running = true,
+            }
+        }
+        if !running {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let killed_at = Instant::now();
     loop {
         let alive: Vec<Orphan> = found.iter().filter(|o| is_alive(o.pid)).cloned().collect();
         if alive.is_empty() {
             return Ok(found);
         }
-        if start.elapsed() >= wait {
+        if killed_at.elapsed() >= wait {
             return Err(OrphanError::StillAlive {
                 alive,
                 waited: wait,
@@ -63,6 +83,13 @@ pub fn stop_orphans(owner: &str, wait: Duration) -> Result<Vec<Orphan>, OrphanEr
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+fn kill(o: &mut Orphan) {
+    // Gone in between is fine; anything else shows in the wait for it to be gone.
+    let _ = rustix::process::Pid::from_raw(o.pid)
+        .map(|pid| rustix::process::kill_process(pid, rustix::process::Signal::KILL));
+    o.killed = true;
 }
 
 /// The live processes marked with `owner` that this process did not start itself.
@@ -84,17 +111,26 @@ pub fn find(owner: &str) -> Result<Vec<Orphan>, OrphanError> {
             continue;
         }
         let argv = p.cmdline().map(|c| c.join(" ")).unwrap_or_default();
-        out.push(Orphan { pid: p.pid, argv });
+        out.push(Orphan {
+            pid: p.pid,
+            argv,
+            killed: false,
+        });
     }
     Ok(out)
 }
 
+/// The process's state letter (`R`, `S`, `D`, `T`, `Z`, ...); `None` once it is gone.
+fn state(pid: i32) -> Option<char> {
+    procfs::process::Process::new(pid)
+        .and_then(|p| p.stat())
+        .ok()
+        .map(|s| s.state)
+}
+
 /// Alive: present and not a zombie (a zombie has stopped running; init reaps it).
 fn is_alive(pid: i32) -> bool {
-    match procfs::process::Process::new(pid).and_then(|p| p.stat()) {
-        Ok(stat) => stat.state != 'Z',
-        Err(_) => false,
-    }
+    !matches!(state(pid), None | Some('Z'))
 }
 
 #[cfg(test)]
@@ -122,9 +158,12 @@ mod tests {
             .unwrap();
         assert!(is_alive(orphan) && is_alive(other));
 
-        let killed = stop_orphans(&owner, Duration::from_secs(5)).unwrap();
+        // Still running after the grace period: killed.
+        let killed =
+            stop_orphans(&owner, Duration::from_millis(200), Duration::from_secs(5)).unwrap();
         assert_eq!(killed.len(), 1, "{killed:?}");
         assert_eq!(killed[0].pid, orphan);
+        assert!(killed[0].killed);
         assert!(killed[0].argv.contains("sleep 30"), "{killed:?}");
         assert!(!is_alive(orphan));
         assert!(
@@ -148,5 +187,33 @@ mod tests {
         assert!(find(&owner).unwrap().is_empty());
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    #[test]
+    fn an_orphan_that_finishes_in_the_grace_period_is_not_killed_and_a_stopped_one_is() {
+        let owner = format!("test-grace-{}", std::process::id());
+        let spawn = |cmd: &str| -> i32 {
+            let out = std::process::Command::new("/bin/sh")
+                .args(["-c", &format!("{cmd} >/dev/null 2>&1 & echo $!")])
+                .env(OWNER_ENV, &owner)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+        };
+        let finishing = spawn("sleep 0.3");
+        let stopped = spawn("sleep 30");
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(stopped).unwrap(),
+            rustix::process::Signal::STOP,
+        )
+        .unwrap();
+        let t = Instant::now();
+        let found = stop_orphans(&owner, Duration::from_secs(10), Duration::from_secs(5)).unwrap();
+        // Returned once the running one finished, long before the grace period ended.
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        let by_pid = |pid| found.iter().find(|o| o.pid == pid).unwrap();
+        assert!(!by_pid(finishing).killed, "{found:?}");
+        assert!(by_pid(stopped).killed, "{found:?}");
+        assert!(!is_alive(stopped));
     }
 }
