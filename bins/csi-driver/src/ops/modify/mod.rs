@@ -215,7 +215,9 @@ async fn act(driver: &Driver, id: &VolumeId, step: &Step) -> Result<(), VolumeEr
             if *mode == vglet_lvm::CacheMode::Writecache {
                 lvm.deactivate_lv(&id.vg, cachevol)
                     .await
-                    .map_err(VolumeError::lvm(format!("deactivating {cachevol} to attach it")))?;
+                    .map_err(VolumeError::lvm(format!(
+                        "deactivating {cachevol} to attach it"
+                    )))?;
             }
             lvm.attach_cache(&id.vg, &id.lv, *mode, cachevol).await
         }
