@@ -209,6 +209,16 @@ async fn act(driver: &Driver, id: &VolumeId, step: &Step) -> Result<(), VolumeEr
             lvm.create_cache_lv(&id.vg, name, *size, &tags).await
         }
         Step::AttachCache { mode, cachevol } => {
+            // lvm 2.03.16 attaches a writecache only from an inactive cachevol ("must be
+            // inactive to attach", seen in the guest); the new LV is active after its
+            // zeroing lvcreate.
+            if *mode == vglet_lvm::CacheMode::Writecache {
+                lvm.deactivate_lv(&id.vg, cachevol)
+                    .await
+                    .map_err(VolumeError::lvm(format!(
+                        "deactivating {cachevol} to attach it"
+                    )))?;
+            }
             lvm.attach_cache(&id.vg, &id.lv, *mode, cachevol).await
         }
         Step::DetachCache { .. } => lvm.detach_cache(&id.vg, &id.lv).await,
