@@ -31,7 +31,9 @@ const MIB: i64 = 1 << 20;
 /// The guest's end of the harness's rc share (Vm::guest_unplug).
 const RC: &str = "/run/vglet-rc";
 const SOCKET: &str = "/run/vglet/modify.sock";
+/// The driver's log, and the restarted driver's (the first one is kept for a failure).
 const LOG: &str = "/run/vglet/modify-driver.log";
+const LOG2: &str = "/run/vglet/modify-driver-restarted.log";
 
 #[test]
 fn modify_in_guest() {
@@ -78,7 +80,8 @@ fn cap() -> VolumeCapability {
     req::mount_cap("ext4", &[], Mode::SingleNodeWriter)
 }
 
-fn driver() -> DriverProcess {
+fn driver(log: &str) -> DriverProcess {
+    std::fs::create_dir_all("/run/vglet").unwrap();
     DriverProcess::start_logged(
         &[
             "--mode",
@@ -91,7 +94,7 @@ fn driver() -> DriverProcess {
             "/run/vglet/state",
         ],
         Path::new(SOCKET),
-        Path::new(LOG),
+        Path::new(log),
     )
 }
 
@@ -390,7 +393,7 @@ fn guest_modify() {
     sh(&format!(
         "pvcreate -q /dev/vda /dev/vdb /dev/vdc && vgcreate -q {VG} /dev/vda /dev/vdb /dev/vdc"
     ));
-    let mut d = driver();
+    let mut d = driver(LOG);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let mut c = clients(Path::new(SOCKET)).await;
@@ -500,7 +503,7 @@ fn guest_modify() {
             std::thread::sleep(Duration::from_millis(100));
         }
         eprintln!("  after the kill lvm shows {:?}", layout(&lv));
-        d = driver();
+        d = driver(LOG2);
         let mut c = clients(Path::new(SOCKET)).await;
         let t = Instant::now();
         modify(&mut c, &id, &[("type", "raid1"), ("mirrors", "2")])
@@ -584,7 +587,7 @@ fn guest_modify_timing() {
     sh(&format!(
         "pvcreate -q /dev/vda /dev/vdb /dev/vdc && vgcreate -q {VG} /dev/vda /dev/vdb /dev/vdc"
     ));
-    let d = driver();
+    let d = driver(LOG);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let mut c = clients(Path::new(SOCKET)).await;

@@ -129,59 +129,74 @@ pub async fn modify(
     let before = read(driver, id, want).await?;
     let steps = plan_of(&before, want)?;
     if steps.is_empty() {
-        tracing::info!(syncing = ?before.syncing(), "volume already as asked; nothing to change");
-        return Ok(Outcome {
-            steps,
-            syncing: before.syncing(),
-        });
+        return Ok(converged(Vec::new(), &before));
     }
     // An origin with copy-on-write snapshots: lvm refuses to convert it, say why first.
     crate::ops::snapshot::refuse_with_thick_snapshots(&before.report, id, "converted")?;
+    if before.volume.lv.active {
+        return carry_out(driver, id, want, steps).await;
+    }
     // lvm converts only an active LV ("must be active to perform this operation"): a
     // volume no node has staged is activated for the conversion and deactivated after, as
-    // it was (its new copies then synchronise when it is next activated).
-    let was_inactive = !before.volume.lv.active;
-    if was_inactive {
-        driver
-            .lvm
-            .activate_lv(&id.vg, &id.lv, vglet_lvm::Activation::Local)
-            .await
-            .map_err(VolumeError::lvm(format!("activating {id} to convert it")))?;
+    // it was (new copies then synchronise when it is next activated). Planned again once
+    // active: only then does lvm report whether its copies are in sync.
+    driver
+        .lvm
+        .activate_lv(&id.vg, &id.lv, vglet_lvm::Activation::Local)
+        .await
+        .map_err(VolumeError::lvm(format!("activating {id} to convert it")))?;
+    let done = async {
+        let active = read(driver, id, want).await?;
+        let steps = plan_of(&active, want)?;
+        if steps.is_empty() {
+            return Ok(converged(Vec::new(), &active));
+        }
+        carry_out(driver, id, want, steps).await
     }
-    let done = convert(driver, id, &steps).await;
-    let after = read(driver, id, want).await;
-    if was_inactive && let Err(e) = driver.lvm.deactivate_lv(&id.vg, &id.lv).await {
+    .await;
+    if let Err(e) = driver.lvm.deactivate_lv(&id.vg, &id.lv).await {
         tracing::warn!(error = %e, "cannot deactivate the volume after converting it");
     }
-    done?;
-    let after = after?;
-    let left = plan_of(&after, want)?;
-    if !left.is_empty() {
-        return Err(VolumeError::Internal(format!(
-            "volume {id}: after {} lvm shows {} (segment type {}, {} images); it still needs {}",
-            steps
-                .iter()
-                .map(Step::describe)
-                .collect::<Vec<_>>()
-                .join(", "),
-            after.volume.lv.segtype,
-            after.volume.lv.segtype,
-            after.images.images.len(),
-            left.iter()
-                .map(Step::describe)
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
-    }
-    let syncing = after.syncing();
-    match syncing {
-        Some(p) => tracing::info!(
+    done
+}
+
+fn converged(steps: Vec<Step>, now: &Read) -> Outcome {
+    let syncing = now.syncing();
+    match (steps.is_empty(), syncing) {
+        (true, _) => {
+            tracing::info!(syncing = ?syncing, "volume already as asked; nothing to change")
+        }
+        (false, Some(p)) => tracing::info!(
             synced_percent = p,
             "volume modified; its new copies are synchronising (the volume condition shows the progress)"
         ),
-        None => tracing::info!("volume modified"),
+        (false, None) => tracing::info!("volume modified"),
     }
-    Ok(Outcome { steps, syncing })
+    Outcome { steps, syncing }
+}
+
+/// Runs `steps` under the VG's write lock, then reads again: the plan from the new state must
+/// be empty, or the modify failed whatever lvconvert answered.
+async fn carry_out(
+    driver: &Driver,
+    id: &VolumeId,
+    want: &Mutable,
+    steps: Vec<Step>,
+) -> Result<Outcome, VolumeError> {
+    convert(driver, id, &steps).await?;
+    let after = read(driver, id, want).await?;
+    let left = plan_of(&after, want)?;
+    if !left.is_empty() {
+        let list = |s: &[Step]| s.iter().map(Step::describe).collect::<Vec<_>>().join(", ");
+        return Err(VolumeError::Internal(format!(
+            "volume {id}: after {} lvm shows segment type {} with {} images; it still needs {}",
+            list(&steps),
+            after.volume.lv.segtype,
+            after.images.images.len(),
+            list(&left)
+        )));
+    }
+    Ok(converged(steps, &after))
 }
 
 async fn convert(driver: &Driver, id: &VolumeId, steps: &[Step]) -> Result<(), VolumeError> {

@@ -59,15 +59,17 @@ impl Step {
             Step::ToRaid1 { mirrors } => format!("linear to raid1 with {mirrors} mirrors"),
             Step::AddMirrors { from, to } => format!("raid1 mirrors {from} to {to}"),
             Step::DropMirrors {
-                to: 0, drop_pvs, ..
+                from,
+                to,
+                dropped,
+                drop_pvs,
             } => format!(
-                "raid1 to linear, dropping the copies on {}",
-                drop_pvs.join(",")
-            ),
-            Step::DropMirrors {
-                from, to, drop_pvs, ..
-            } => format!(
-                "raid1 mirrors {from} to {to}, dropping the copies on {}",
+                "{}, dropping {} on {}",
+                match to {
+                    0 => "raid1 to linear".to_string(),
+                    to => format!("raid1 mirrors {from} to {to}"),
+                },
+                dropped.join(","),
                 drop_pvs.join(",")
             ),
             Step::CreateCacheLv { name, size } => {
