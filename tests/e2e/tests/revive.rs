@@ -1,7 +1,7 @@
 //! Recovery, in a real kernel: (1) stage and publish 20 volumes with known data, "reboot"
 //! the guest (a second boot on the same disk images: every mount and activation is gone,
 //! the tmpfs root is new), run the reviver and check every mount and checksum; (2) kill -9
-//! csi-driver (and its lvm child) in the middle of 50 CreateVolume calls, restart it and
+//! csi-driver (and its lvm child) in the middle of 24 CreateVolume calls, restart it and
 //! check that every retried name ends up as exactly one complete LV.
 //!
 //! The guest's / is a throwaway overlay, so the state directory and the kubelet-like
@@ -488,7 +488,7 @@ fn guest_revive_boot2() {
     eprintln!("\nREVIVE BOOT 2: PASSED");
 }
 
-const KILL_NAMES: usize = 50;
+const KILL_NAMES: usize = 24;
 const ORPHAN_NAMES: usize = 8;
 const KILL_STATE: &str = "/run/vglet-state";
 
@@ -594,7 +594,9 @@ fn guest_kill_during_creates() {
     let names: Vec<String> = (0..KILL_NAMES).map(|i| format!("kill-{i}")).collect();
     let d = DriverProcess::start(&args, sock);
 
-    step("50 CreateVolume calls; kill -9 csi-driver and its lvm child mid-way");
+    step(&format!(
+        "{KILL_NAMES} CreateVolume calls; kill -9 csi-driver and its lvm child mid-way"
+    ));
     let killer = std::thread::spawn(|| {
         let start = Instant::now();
         loop {
@@ -656,9 +658,14 @@ fn guest_kill_during_creates() {
              --addtag {marker} {VG}"
         ))
     };
-    unfinished("kill-49", "vglet.creating");
-    unfinished("kill-48", "vglet.create-id=dead01");
-    write_intent("csi-kill-48", "dead01");
+    // The last two names: the first round never reached them before the kill.
+    let (tagged, by_intent) = (
+        format!("kill-{}", KILL_NAMES - 1),
+        format!("kill-{}", KILL_NAMES - 2),
+    );
+    unfinished(&tagged, "vglet.creating");
+    unfinished(&by_intent, "vglet.create-id=dead01");
+    write_intent(&format!("csi-{by_intent}"), "dead01");
     // An intent whose attempt made no LV of its own: the LV of the name is an earlier,
     // finished one (here kill-0, if the first round made it), which must stay.
     write_intent("csi-kill-0", "cafe02");
@@ -679,7 +686,7 @@ fn guest_kill_during_creates() {
             .iter()
             .all(|(name, _, tags)| !tags.contains("vglet.creating")
                 && !tags.contains("vglet.create-id=dead01")
-                && name != "csi-kill-48"),
+                && *name != format!("csi-{by_intent}")),
         "unfinished LVs left after start-up: {after_start:?}"
     );
     assert_eq!(
