@@ -19,6 +19,9 @@ fn lvm_code(e: &LvmError) -> tonic::Code {
         LvmError::LvNotFound(_) => Code::NotFound,
         LvmError::AlreadyExists(_) => Code::AlreadyExists,
         LvmError::InsufficientSpace { .. } => Code::ResourceExhausted,
+        // Out of room, only in the metadata area: the CO's retry may succeed once the
+        // operator has grown it, as for free space.
+        LvmError::MetadataFull { .. } => Code::ResourceExhausted,
         LvmError::Locked(_) => Code::FailedPrecondition,
         // CSI spec, DeleteVolume: "Volume in use | 9 FAILED_PRECONDITION".
         LvmError::InUse(_) => Code::FailedPrecondition,

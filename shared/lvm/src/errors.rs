@@ -28,6 +28,14 @@ pub enum LvmError {
         free: Option<u64>,
         message: String,
     },
+    /// The VG's metadata would no longer fit its PVs' metadata areas, so lvm wrote nothing.
+    /// lvm's default area (about 1 MiB, half of it usable) holds some 1,300 plain LVs;
+    /// vg-init's PVs get 16 MiB.
+    #[error(
+        "volume group {vg}: its metadata area is full ({message}); add PVs with a larger \
+         metadata area and set --metadataignore on the small ones (docs/troubleshooting.md)"
+    )]
+    MetadataFull { vg: String, message: String },
     /// The LV (or VG) lock is held by another host: the LV is active there.
     #[error("locked by another host: {0}")]
     Locked(String),
@@ -94,6 +102,11 @@ static SPACE_EXTEND: LazyLock<Regex> = LazyLock::new(|| {
 });
 static SPACE_OTHER: LazyLock<Regex> =
     LazyLock::new(|| re(r"(?i)insufficient (free space|suitable allocatable extents)"));
+// lib/format_text/format-text.c of lvm2 2.03: "VG %s %u metadata on %s (%llu bytes)
+// exceeds maximum metadata size (%llu bytes)".
+static METADATA_FULL: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"VG (\S+) \d+ metadata on \S+ \(\d+ bytes\) exceeds maximum metadata size \(\d+ bytes\)")
+});
 static VG_NOT_FOUND: LazyLock<Regex> = LazyLock::new(|| re(r#"Volume group "([^"]*)" not found"#));
 static LV_NOT_FOUND: LazyLock<Regex> = LazyLock::new(|| {
     re(
@@ -167,6 +180,12 @@ pub fn classify_stderr(stderr: &str, vg: Option<&str>, lv: Option<&str>) -> Opti
             vg: vg.unwrap_or_default().to_string(),
             needed: None,
             free: None,
+            message: text.clone(),
+        });
+    }
+    if let Some(c) = METADATA_FULL.captures(&text) {
+        return Some(LvmError::MetadataFull {
+            vg: c[1].to_string(),
             message: text.clone(),
         });
     }
@@ -306,6 +325,25 @@ mod tests {
                 assert_eq!(needed, Some(256));
                 assert_eq!(free, Some(43));
                 assert!(message.starts_with("Volume group \"vgletx\" has insufficient"));
+                assert!(!message.contains("WARNING"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn metadata_area_full() {
+        // As lvm 2.03.16 printed it for an lvcreate on a PV with the default metadata area.
+        let e = classify_vl(&format!(
+            "{WARN}  VG vgletx 27 metadata on /dev/loop0 (534107 bytes) exceeds maximum metadata size (521472 bytes)\n  Failed to write VG vgletx.\n"
+        ));
+        match e {
+            LvmError::MetadataFull { vg, message } => {
+                assert_eq!(vg, "vgletx");
+                assert!(
+                    message.contains("exceeds maximum metadata size"),
+                    "{message}"
+                );
                 assert!(!message.contains("WARNING"));
             }
             other => panic!("{other:?}"),

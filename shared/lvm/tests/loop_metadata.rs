@@ -301,6 +301,38 @@ async fn loop_metadata_roundtrip() {
     );
     assert_eq!(lvm.vg(&vg_name).await.unwrap().free, vg.free);
 
+    // A full metadata area (lvm's default, about 1 MiB on this PV) is its own error and
+    // writes nothing. Each LV here carries 60 tags of 1,000 bytes, so some 8 fill it (the
+    // VG goes with the guard: removing them one by one costs a commit each).
+    let fat: Vec<String> = (0..60)
+        .map(|i| format!("t{i:02}.{}", "x".repeat(996)))
+        .collect();
+    let mut made = Vec::new();
+    let full = loop {
+        let name = format!("csi-fat-{}", made.len());
+        let r = lvm
+            .create_lv(&LvCreate {
+                name: name.clone(),
+                size: 4 * MIB,
+                tags: fat.clone(),
+                ..req.clone()
+            })
+            .await;
+        match r {
+            Ok(()) => made.push(name),
+            Err(e) => break (name, e),
+        }
+        assert!(made.len() < 100, "the metadata area never filled");
+    };
+    let (refused, e) = full;
+    assert!(
+        matches!(&e, LvmError::MetadataFull { vg, .. } if *vg == vg_name),
+        "{e:?}"
+    );
+    assert!(made.len() >= 4, "filled after {} LVs", made.len());
+    assert_eq!(lvm.lv(&vg_name, &refused).await.unwrap(), None);
+    assert_eq!(lvm.vg(&vg_name).await.unwrap().lv_count, made.len() as u64);
+
     drop(guard);
     assert!(
         sh(&lvm_bin, &["vgs", "--config", NO_ACTIVATION, &vg_name]).is_err(),

@@ -224,6 +224,7 @@ fn refused_before_any_change(e: &vglet_lvm::LvmError) -> bool {
         e,
         E::AlreadyExists(_)
             | E::InsufficientSpace { .. }
+            | E::MetadataFull { .. }
             | E::InvalidArgument(_)
             | E::VgNotFound(_)
             | E::ProgramMissing(_)
