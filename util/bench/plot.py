@@ -10,6 +10,7 @@ util/bench/run.sh after a full run; needs python3-matplotlib (installed when mis
 """
 import json
 import sys
+import textwrap
 
 import matplotlib
 
@@ -22,7 +23,8 @@ with open(src) as f:
     bench = json.load(f)
 
 rows = bench["latency"]
-names = [r["scenario"] for r in rows]
+# Wrapped: four scenario names side by side overlap at this width.
+names = [textwrap.fill(r["scenario"], 14) for r in rows]
 x = range(len(rows))
 width = 0.38
 
