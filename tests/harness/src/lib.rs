@@ -456,7 +456,14 @@ impl Vm {
         ];
         match host.accel {
             Accel::Tcg => {
-                args.extend(["-accel", "tcg,thread=multi", "-cpu", "max"].map(String::from))
+                // `VGLET_VM_TCG_CPU`: another model to measure against (tests/harness/README.md).
+                let cpu = std::env::var("VGLET_VM_TCG_CPU").unwrap_or_else(|_| "max".into());
+                args.extend([
+                    "-accel".into(),
+                    "tcg,thread=multi".into(),
+                    "-cpu".into(),
+                    cpu,
+                ])
             }
             Accel::Kvm => args.extend(["-accel", "kvm", "-cpu", "host"].map(String::from)),
         }
