@@ -269,10 +269,25 @@ fn log_len(n: usize) -> usize {
     std::fs::metadata(format!("/tmp/cry-driver-{n}.log")).map_or(0, |m| m.len() as usize)
 }
 
-/// What driver `n` logged since `mark`.
+/// What driver `n` logged since `mark`, without the log's colours.
 fn log_since(n: usize, mark: usize) -> String {
     let bytes = std::fs::read(format!("/tmp/cry-driver-{n}.log")).unwrap();
-    String::from_utf8_lossy(&bytes[mark.min(bytes.len())..]).into_owned()
+    let text = String::from_utf8_lossy(&bytes[mark.min(bytes.len())..]).into_owned();
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(ch) = chars.next() {
+        if ch == '\u{1b}' {
+            // An SGR sequence: ESC [ digits/; m
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(ch);
+        }
+    }
+    out
 }
 
 /// The cryptsetup driver 2 runs: a test-only wrapper that execs the real one, except that
@@ -516,10 +531,29 @@ fn mapping(id: &str) -> String {
     format!("vglet-crypt-{VG}-{}", lv_of(id).replace('-', "--"))
 }
 
-/// How often `MARKER` occurs in the device, read from the disk (caches dropped).
+/// How often `MARKER` occurs in the device (lines holding it), read from the disk: after a
+/// sync, `dd` with direct I/O past the page cache into `grep -c` (not by dropping every
+/// cache, which also evicts the guest's binaries read over 9p and made each count cost
+/// seconds). A failed read panics.
 fn marker_count(dev: &str) -> u64 {
-    sh("sync; echo 3 > /proc/sys/vm/drop_caches");
-    sh(&format!("grep -c -a {MARKER} {dev} || true"))
+    use std::process::{Command, Stdio};
+    sh("sync");
+    let mut dd = Command::new("dd")
+        .args([&format!("if={dev}"), "bs=1M", "iflag=direct", "status=none"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let grep = Command::new("grep")
+        .args(["-c", "-a", MARKER])
+        .stdin(dd.stdout.take().unwrap())
+        .output()
+        .unwrap();
+    assert!(dd.wait().unwrap().success(), "dd of {dev} failed");
+    assert!(
+        matches!(grep.status.code(), Some(0 | 1)),
+        "grep of {dev}: {grep:?}"
+    );
+    String::from_utf8_lossy(&grep.stdout)
         .trim()
         .parse()
         .unwrap()
