@@ -165,6 +165,7 @@ pub async fn build_driver_from(
         cfg,
     };
     if driver.cfg.mode.controller() {
+        ops::snapshot::thaw_left_frozen_at_start();
         ops::reconcile::at_start_from(&driver, report.as_ref()).await;
     }
     if driver.cfg.mode.node() {

@@ -70,6 +70,15 @@ pub enum MountError {
         errno: Errno,
     },
 
+    /// FIFREEZE / FITHAW of a mounted filesystem (see [`crate::Frozen`]).
+    #[error("{what} of the filesystem at {path:?} failed: {errno}")]
+    Freeze {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        errno: Errno,
+    },
+
     #[error("reading the mount table: {0}")]
     MountTable(String),
 

@@ -5,6 +5,7 @@
 
 mod dax;
 mod error;
+mod freeze;
 mod fs;
 mod head;
 mod mounter;
@@ -18,6 +19,7 @@ pub use dax::{
     DAX_ALWAYS, check_dax_flags, fsdax_mkfs_options, mount_has_dax, page_size, volume_mount_options,
 };
 pub use error::MountError;
+pub use freeze::{Frozen, thaw};
 pub use fs::{
     CheckOutcome, EXT4_DEFAULT_EXTENDED, Filesystems, MKFS_TIMEOUT, MkfsProgress,
     SUPPORTED_FILESYSTEMS, Signature, mkfs_progress, mkfs_progress_in, validate_fs_type,

@@ -360,6 +360,85 @@ pub fn mapping_state(host: &dyn NodeHost, name: &str, lv: Option<(u64, u64)>) ->
     }
 }
 
+/// How a snapshot (or a clone's temporary snapshot) of an encrypted volume holds its
+/// filesystem still. lvm suspends the LV with `lockfs` while it makes a snapshot, which
+/// freezes a filesystem on the LV itself; an encrypted volume's filesystem is on the
+/// mapping above the LV, so that suspend freezes nothing, and the filesystem is frozen on
+/// the mapping instead ([`vglet_mount::Frozen`]), around the lvcreate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotHold {
+    /// No mapping of the volume is open on this node: nothing is written through it here,
+    /// and the LV is snapshotted as it is.
+    NotOpen,
+    /// The mapping is open but no mount of it is seen (raw block, whose writes lvm's
+    /// suspend holds as it does for a plain raw block volume).
+    OpenUnmounted,
+    /// Freeze the filesystem mounted here (a mount of the mapping; the freeze applies to
+    /// the filesystem, any of its mounts will do).
+    Freeze(PathBuf),
+}
+
+/// [`SnapshotHold`] of volume `vg`/`lv`, the LV having device numbers `lv_numbers` here
+/// (`None`: not active here). A device of the mapping's name that is not proven on this
+/// LV is not the volume's, and is left alone.
+pub fn snapshot_hold(
+    host: &dyn NodeHost,
+    vg: &str,
+    lv: &str,
+    lv_numbers: Option<(u64, u64)>,
+) -> Result<SnapshotHold, VolumeError> {
+    let Some(name) = mapping_name(vg, lv) else {
+        return Ok(SnapshotHold::NotOpen);
+    };
+    let Mapping::OnLv(numbers) = mapping_state(host, &name, lv_numbers) else {
+        return Ok(SnapshotHold::NotOpen);
+    };
+    let mounts = host
+        .mounts_of_device(numbers)
+        .map_err(VolumeError::mount("reading the mount table"))?;
+    // A mount of the filesystem's root (the staging mount) before a bind of a subdirectory.
+    let at = mounts
+        .iter()
+        .find(|m| m.root == Path::new("/"))
+        .or(mounts.first())
+        .map(|m| m.mount_point.clone());
+    Ok(match at {
+        Some(p) => SnapshotHold::Freeze(p),
+        None => SnapshotHold::OpenUnmounted,
+    })
+}
+
+/// Thaws the filesystems on vglet's mappings that a process killed inside a snapshot's
+/// freeze ([`SnapshotHold::Freeze`]) left frozen; returns the mount points it thawed. A
+/// filesystem that is not frozen is left as it is.
+pub fn thaw_left_frozen(host: &dyn NodeHost) -> Vec<PathBuf> {
+    let Ok(dir) = std::fs::read_dir("/dev/mapper") else {
+        return Vec::new();
+    };
+    let mut thawed = Vec::new();
+    for e in dir.flatten() {
+        if !e.file_name().to_string_lossy().starts_with(MAPPING_PREFIX) {
+            continue;
+        }
+        let Some(numbers) = host.device_numbers(&e.path()) else {
+            continue;
+        };
+        let Some(m) = host
+            .mounts_of_device(numbers)
+            .ok()
+            .and_then(|m| m.into_iter().next())
+        else {
+            continue;
+        };
+        match vglet_mount::thaw(&m.mount_point) {
+            Ok(true) => thawed.push(m.mount_point),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot thaw an encrypted volume's filesystem"),
+        }
+    }
+    thawed
+}
+
 /// What a stage does before the filesystem part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Plan {
@@ -1025,6 +1104,40 @@ mod tests {
             previous: Some(b"old-s3cret"),
         };
         assert!(!format!("{k:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn a_snapshot_freezes_the_mount_of_the_mapping_on_the_lv() {
+        use crate::host::FakeMount;
+        let host = crate::FakeHost::new();
+        let lv = (253, 1);
+        let map = Path::new("/dev/mapper/vglet-crypt-vg0-csi--a");
+        let hold = |lv_numbers| snapshot_hold(&host, "vg0", "csi-a", lv_numbers).unwrap();
+        assert_eq!(hold(Some(lv)), SnapshotHold::NotOpen);
+        host.add_mapping(map, (253, 2), "CRYPT-LUKS2-0123-vglet-crypt-vg0-csi--a", lv);
+        // Open, nothing mounted (raw block).
+        assert_eq!(hold(Some(lv)), SnapshotHold::OpenUnmounted);
+        let mount = |path: &str, device| FakeMount {
+            path: path.into(),
+            device,
+            block: false,
+            read_only: false,
+            options: vec![],
+            fs_type: "ext4".into(),
+        };
+        // A mount of the LV itself is not the mapping's.
+        host.add_mount(mount("/elsewhere", lv));
+        assert_eq!(hold(Some(lv)), SnapshotHold::OpenUnmounted);
+        host.add_mount(mount("/staging/a", (253, 2)));
+        host.add_mount(mount("/pods/a", (253, 2)));
+        assert_eq!(hold(Some(lv)), SnapshotHold::Freeze("/staging/a".into()));
+        // The mapping's name on another LV (or the LV not active here): not the volume's.
+        assert_eq!(hold(Some((253, 9))), SnapshotHold::NotOpen);
+        assert_eq!(hold(None), SnapshotHold::NotOpen);
+        assert_eq!(
+            snapshot_hold(&host, "vg0", &"x".repeat(200), Some(lv)).unwrap(),
+            SnapshotHold::NotOpen
+        );
     }
 
     #[test]

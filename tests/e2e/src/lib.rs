@@ -118,19 +118,36 @@ impl DriverProcess {
     /// Starts the driver and waits for its socket. The socket serves Identity at once;
     /// Controller and Node calls wait until the driver's start-up is complete.
     pub fn start(args: &[&str], socket: &Path) -> DriverProcess {
-        Self::spawn(args, socket, None)
+        Self::spawn(args, socket, None, &[])
     }
 
     /// [`Self::start`] with the log written to `log` in text, every external command
     /// included (the runner's debug lines), so that a test can tell which commands an RPC
     /// ran. The log is echoed to the console if the test fails.
     pub fn start_logged(args: &[&str], socket: &Path, log: &Path) -> DriverProcess {
-        Self::spawn(args, socket, Some(log))
+        Self::spawn(args, socket, Some(log), &[])
     }
 
-    fn spawn(args: &[&str], socket: &Path, log: Option<&Path>) -> DriverProcess {
+    /// [`Self::start_logged`] with these environment variables set for the driver (a
+    /// program path such as `VGLET_CRYPTSETUP`).
+    pub fn start_logged_env(
+        args: &[&str],
+        socket: &Path,
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> DriverProcess {
+        Self::spawn(args, socket, Some(log), env)
+    }
+
+    fn spawn(
+        args: &[&str],
+        socket: &Path,
+        log: Option<&Path>,
+        env: &[(&str, &str)],
+    ) -> DriverProcess {
         let _ = std::fs::remove_file(socket);
         let mut cmd = Command::new(bin("csi-driver"));
+        cmd.envs(env.iter().copied());
         cmd.args(args)
             .arg("--endpoint")
             .arg(format!("unix://{}", socket.display()))

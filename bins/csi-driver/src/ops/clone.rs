@@ -9,7 +9,11 @@
 //!   with `cmp`; the new volume keeps its "creating" marker until the comparison passed, so
 //!   a crash half-way leaves an LV the next attempt or the start-up reconcile removes.
 //!   A live volume is copied from a temporary snapshot, never from the device being
-//!   written (the snapshot holds the filesystem as of one moment: see `snapshot.rs`).
+//!   written (the snapshot holds the filesystem as of one moment: see `snapshot.rs`,
+//!   which also freezes an encrypted volume's filesystem on its mapping).
+//! - Encrypted sources: the blocks copied are the ciphertext with the LUKS header, so the
+//!   new volume opens with the source's key; CreateVolume allows that only into an
+//!   encrypted class (`provision/plan.rs`, `check_encryption`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -241,16 +245,17 @@ pub async fn fill(
             };
             {
                 let _w = driver.vg_locks.lock(&v.id.vg).await;
-                driver
-                    .lvm
-                    .create_snapshot(&SnapshotCreate {
-                        vg: v.id.vg.clone(),
-                        origin: v.id.lv.clone(),
-                        name: temp.lv.clone(),
-                        tags: vec![vglet_lvm::tags::owner_tag(&driver.cfg.driver_name)],
-                        kind,
-                    })
-                    .await
+                let encrypted = vglet_lvm::tags::Encryption::from_tags(&v.lv.tags) != Ok(None);
+                let snap = SnapshotCreate {
+                    vg: v.id.vg.clone(),
+                    origin: v.id.lv.clone(),
+                    name: temp.lv.clone(),
+                    tags: vec![vglet_lvm::tags::owner_tag(&driver.cfg.driver_name)],
+                    kind,
+                };
+                let create = driver.lvm.create_snapshot(&snap);
+                crate::ops::snapshot::with_source_held(&v.id, &v.lv, encrypted, create)
+                    .await?
                     .map_err(|e| lvm_status(&format!("snapshotting {} for the copy", v.id), e))?;
             }
             let r = async {

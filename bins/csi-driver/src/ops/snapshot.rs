@@ -13,6 +13,16 @@
 //!   must NOT be added: measured on Debian 12 (kernel 6.1, lvm 2.03.16), the suspend then
 //!   fails with EBUSY, and for a thick snapshot lvm leaves a half-made LV behind ("Manual
 //!   intervention required"). So every snapshot holds the filesystem as a freeze would.
+//! - Encrypted volumes (`vglet.encryption=luks2`): the snapshot is of the LV, so it holds
+//!   the ciphertext with the LUKS header and its key slots: a volume restored from it opens
+//!   with the source's key (see `docs/encryption.md`). The filesystem is on the dm-crypt
+//!   mapping above the LV, where lvm's suspend of the LV freezes nothing, so it is frozen
+//!   on the mapping (FIFREEZE on its mount, [`with_source_held`]) around the lvcreate; the
+//!   LV below has no filesystem of its own, so lvm's suspend of it does not meet the
+//!   EBUSY above. A driver killed inside that freeze leaves the filesystem frozen: the
+//!   restarted driver thaws every mount of its mappings before it serves
+//!   ([`thaw_left_frozen_at_start`]). The snapshot LV carries the encryption tag, and
+//!   CreateVolume restores it only into an encrypted class.
 //! - Snapshots are refused on shared (lvmlockd) VGs: a COW snapshot or thin pool needs the
 //!   origin active exclusively on the controller's host.
 //! - Deleting a snapshot removes only the snapshot LV; an origin never depends on its
@@ -204,13 +214,11 @@ pub async fn create(
     let source_id =
         volume_id::lookup("source_volume_id", "volume", &req.source_volume_id).status()?;
     let source = driver.owned_volume(&source_id).await.status()?;
-    // A snapshot would hold the ciphertext under the source's key, and how its restore
-    // is keyed is not decided yet (issue #21): refused, not half done.
-    if vglet_lvm::tags::Encryption::from_tags(&source.lv.tags) != Ok(None) {
-        return Err(Status::failed_precondition(format!(
-            "volume {source_id} is encrypted; snapshots of encrypted volumes are not supported yet"
-        )));
-    }
+    let encryption = vglet_lvm::tags::Encryption::from_tags(&source.lv.tags).map_err(|t| {
+        Status::failed_precondition(format!(
+            "volume {source_id} has an unknown encryption tag {t}; refusing to snapshot what this driver cannot restore"
+        ))
+    })?;
     let vg = driver.vg(&source_id.vg).await.status()?;
     if vg.is_shared() {
         return Err(Status::failed_precondition(format!(
@@ -246,16 +254,20 @@ pub async fn create(
     let id = VolumeId::new(vg.name.clone(), lv_name.clone());
     {
         let _w = driver.vg_locks.lock(&vg.name).await;
-        driver
-            .lvm
-            .create_snapshot(&SnapshotCreate {
-                vg: vg.name.clone(),
-                origin: source_id.lv.clone(),
-                name: lv_name.clone(),
-                tags: tags.to_tags(),
-                kind,
-            })
-            .await
+        let snap = SnapshotCreate {
+            vg: vg.name.clone(),
+            origin: source_id.lv.clone(),
+            name: lv_name.clone(),
+            tags: tags
+                .to_tags()
+                .into_iter()
+                .chain(encryption.map(|e| e.tag()))
+                .collect(),
+            kind,
+        };
+        let create = driver.lvm.create_snapshot(&snap);
+        with_source_held(&source_id, &source.lv, encryption.is_some(), create)
+            .await?
             .map_err(|e| lvm_status(&format!("creating snapshot {id} of {source_id}"), e))?;
     }
     let lv = driver
@@ -264,11 +276,77 @@ pub async fn create(
         .await
         .map_err(|e| lvm_status(&format!("reading back {id}"), e))?
         .ok_or_else(|| Status::internal(format!("{id} vanished right after creation")))?;
-    tracing::info!(snapshot = %id, source = %source_id, thin, "snapshot created");
+    tracing::info!(snapshot = %id, source = %source_id, thin, encrypted = encryption.is_some(), "snapshot created");
     let snap = OwnedSnapshot { id, lv, tags };
     Ok(CreateSnapshotResponse {
         snapshot: Some(snap.message()),
     })
+}
+
+/// Runs `snapshot` (the lvcreate of a snapshot of volume `id`, LV `lv`) with the volume's
+/// filesystem held still. A plain volume's is held by lvm's own suspend (see the module
+/// doc); an encrypted volume's filesystem is on its mapping, which is frozen around the
+/// lvcreate when it is mounted on this node ([`vglet_volume::crypt::snapshot_hold`]). The
+/// thaw comes right after the lvcreate, whatever it answered.
+pub(crate) async fn with_source_held<T>(
+    id: &VolumeId,
+    lv: &Lv,
+    encrypted: bool,
+    snapshot: impl std::future::Future<Output = T>,
+) -> Result<T, Status> {
+    use vglet_volume::crypt::SnapshotHold;
+    if !encrypted {
+        return Ok(snapshot.await);
+    }
+    let host = vglet_volume::SystemHost;
+    let lv_numbers =
+        vglet_volume::host::dm_device(&host, &vglet_volume::device_path(&id.vg, &id.lv))
+            .and_then(|(n, dm_uuid)| vglet_volume::dm_uuid_is_lv(&dm_uuid, &lv.uuid).then_some(n));
+    let hold = vglet_volume::crypt::snapshot_hold(&host, &id.vg, &id.lv, lv_numbers).status()?;
+    let frozen = match &hold {
+        SnapshotHold::Freeze(at) => {
+            let at = at.clone();
+            let t = std::time::Instant::now();
+            let frozen = tokio::task::spawn_blocking(move || vglet_mount::Frozen::freeze(&at))
+                .await
+                .map_err(|e| Status::internal(format!("freezing volume {id}: {e}")))?
+                .map_err(|e| {
+                    Status::internal(format!(
+                        "freezing the filesystem of encrypted volume {id}: {e}"
+                    ))
+                })?;
+            tracing::info!(volume = %id, at = %frozen.path().display(), elapsed_ms = t.elapsed().as_millis() as u64,
+                "encrypted volume's filesystem frozen on its mapping for the snapshot");
+            Some(frozen)
+        }
+        SnapshotHold::OpenUnmounted => {
+            tracing::info!(volume = %id, "encrypted volume open here without a mount; its writes are held by lvm's suspend");
+            None
+        }
+        SnapshotHold::NotOpen => {
+            tracing::debug!(volume = %id, "encrypted volume not open here; snapshot of the LV as it is");
+            None
+        }
+    };
+    let out = snapshot.await;
+    if let Some(f) = frozen {
+        let at = f.path().display().to_string();
+        f.thaw().map_err(|e| {
+            Status::internal(format!(
+                "thawing the filesystem of encrypted volume {id} after its snapshot: {e}"
+            ))
+        })?;
+        tracing::info!(volume = %id, at = %at, "thawed");
+    }
+    Ok(out)
+}
+
+/// Thaws what a driver killed inside [`with_source_held`]'s freeze left frozen, before
+/// anything is served (the lvcreate it ran was let finish or stopped by then).
+pub(crate) fn thaw_left_frozen_at_start() {
+    for at in vglet_volume::crypt::thaw_left_frozen(&vglet_volume::SystemHost) {
+        tracing::warn!(at = %at.display(), "an encrypted volume's filesystem was left frozen by an interrupted snapshot; thawed");
+    }
 }
 
 pub async fn delete(driver: &Driver, req: DeleteSnapshotRequest) -> Result<(), Status> {

@@ -139,17 +139,24 @@ async fn create_lv(driver: &Driver, c: &Create) -> Result<(), Status> {
                     })
                     .await
             }
-            How::ThinSnapshotOf { origin, .. } => {
-                driver
-                    .lvm
-                    .create_snapshot(&SnapshotCreate {
-                        vg: id.vg.clone(),
-                        origin: origin.clone(),
-                        name: id.lv.clone(),
-                        tags: lv.tags.clone(),
-                        kind: SnapshotKind::Thin { activate: true },
-                    })
-                    .await
+            How::ThinSnapshotOf {
+                origin,
+                origin_lv,
+                held,
+                ..
+            } => {
+                let snap = SnapshotCreate {
+                    vg: id.vg.clone(),
+                    origin: origin.clone(),
+                    name: id.lv.clone(),
+                    tags: lv.tags.clone(),
+                    kind: SnapshotKind::Thin { activate: true },
+                };
+                let create = driver.lvm.create_snapshot(&snap);
+                let origin_id = VolumeId::new(id.vg.clone(), origin.clone());
+                // A failed freeze ran no lvcreate, a failed thaw came after it: either way
+                // the intent stays and marks whatever this attempt made.
+                crate::ops::snapshot::with_source_held(&origin_id, origin_lv, *held, create).await?
             }
         };
         if let Err(e) = created {

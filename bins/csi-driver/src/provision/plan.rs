@@ -90,8 +90,15 @@ pub enum How {
     /// An empty LV of this layout.
     Layout(Layout),
     /// A writable thin snapshot of this thin LV (instant restore or clone), grown to the
-    /// LV size when that is larger than the origin.
-    ThinSnapshotOf { origin: String, origin_size: u64 },
+    /// LV size when that is larger than the origin. `origin_lv`: the origin as read, and
+    /// `held`: it is an encrypted volume, whose filesystem (on its mapping, when staged
+    /// here) is frozen around the lvcreate (see `ops/snapshot.rs`).
+    ThinSnapshotOf {
+        origin: String,
+        origin_size: u64,
+        origin_lv: Box<vglet_lvm::Lv>,
+        held: bool,
+    },
     /// An LV of this layout filled with the source's data, verified.
     Copy { layout: Layout, source: Box<Source> },
 }
@@ -172,14 +179,20 @@ pub fn plan(served: &Served<'_>, ask: &Ask, report: &Report) -> Result<Plan, Vol
 }
 
 /// Encryption only where it works end to end: not on fsdax memory (DAX bypasses
-/// dm-crypt), and neither from nor to a content source: a snapshot or clone would copy
-/// the ciphertext with its LUKS header, keyed like the source, and how such a copy is keyed
-/// and tagged is not decided yet (issue #21), so it is refused rather than half done.
-fn check_encryption(
+/// dm-crypt). A restore or clone copies the source's blocks as they are (a snapshot of the
+/// LV, a thin snapshot, or `dd`): an encrypted source's ciphertext with its LUKS header and
+/// key slots, a plain source's plaintext. So the new volume is encrypted exactly when its
+/// source is, and the StorageClass must say the same: an encrypted class over a plain
+/// source would promise encryption at rest for data that is on the disk in the clear
+/// (and its stage would find a filesystem, not a LUKS header), and a plain class over an
+/// encrypted source would hand out a ciphertext that no stage of that class opens (its
+/// class brings no key). Both are INVALID_ARGUMENT, naming the reason.
+pub(crate) fn check_encryption(
     params: &Params,
     fsdax: bool,
     source: Option<&Source>,
 ) -> Result<(), VolumeError> {
+    use vglet_lvm::tags::Encryption;
     let field = format!("parameters.{}", params::ENCRYPTION);
     if params.encryption.is_some() && fsdax {
         return Err(VolumeError::invalid(
@@ -187,24 +200,42 @@ fn check_encryption(
             "the chosen volume group is fsdax persistent memory, where an encrypted volume cannot be (DAX bypasses dm-crypt); name another volumeGroup",
         ));
     }
-    if let Some(s) = source {
-        if params.encryption.is_some() {
-            return Err(VolumeError::invalid(
-                field,
-                "encrypted volumes cannot be created from a snapshot or another volume yet; create it empty",
-            ));
-        }
-        if vglet_lvm::tags::Encryption::from_tags(&s.lv().tags) != Ok(None) {
-            return Err(VolumeError::invalid(
-                "volume_content_source",
-                format!(
-                    "{} is encrypted; snapshots and clones of encrypted volumes are not supported yet",
-                    s.id()
-                ),
-            ));
-        }
+    let Some(s) = source else {
+        return Ok(());
+    };
+    let what = match s {
+        Source::Snapshot(_) => "snapshot",
+        Source::Volume(_) => "volume",
+    };
+    let from = Encryption::from_tags(&s.lv().tags).map_err(|t| {
+        VolumeError::invalid(
+            "volume_content_source",
+            format!("{what} {} has an unknown encryption tag {t}", s.id()),
+        )
+    })?;
+    match (from, params.encryption) {
+        (None, None) => Ok(()),
+        (Some(a), Some(b)) if a == b => Ok(()),
+        (None, Some(e)) => Err(VolumeError::invalid(
+            field,
+            format!(
+                "{what} {} is not encrypted: a volume restored or cloned from it holds its data in the clear,                  which parameters.{}={} would not make encrypted at rest; use a StorageClass without encryption                  (or copy the data into a new encrypted volume)",
+                s.id(),
+                params::ENCRYPTION,
+                e.as_str()
+            ),
+        )),
+        (Some(e), _) => Err(VolumeError::invalid(
+            field,
+            format!(
+                "{what} {} is encrypted ({}): a volume restored or cloned from it holds its ciphertext and LUKS header,                  opened with the source's key; use a StorageClass with parameters.{}={} whose node-stage secret holds that key",
+                s.id(),
+                e.as_str(),
+                params::ENCRYPTION,
+                e.as_str()
+            ),
+        )),
     }
-    Ok(())
 }
 
 /// The LV of this name in any served VG (a retry may land after a different VG was chosen
@@ -451,6 +482,8 @@ fn plan_create(
             How::ThinSnapshotOf {
                 origin: s.id().lv.clone(),
                 origin_size: s.lv().size,
+                origin_lv: Box::new(s.lv().clone()),
+                held: matches!(s, Source::Volume(_)) && ask.params.encryption.is_some(),
             }
         }
         Some(s) => How::Copy {

@@ -1017,7 +1017,7 @@ mod lvm_reads {
 }
 
 #[test]
-fn encrypted_volumes_are_tagged_never_vouched_and_refused_with_sources() {
+fn encrypted_volumes_are_tagged_never_vouched_and_restored_only_into_encrypted_classes() {
     let vgs = names(&["vg0"]);
     let mut src = ours("vg0", "src", 64 * MIB, "ext4");
     src.name = "csi-src".into();
@@ -1025,7 +1025,36 @@ fn encrypted_volumes_are_tagged_never_vouched_and_refused_with_sources() {
     enc_src.name = "csi-esrc".into();
     enc_src.uuid = "LVUUID2".into();
     enc_src.tags.push("vglet.encryption=luks2".into());
-    let rep = report(vec![vg("vg0", &[GIB], &[])], vec![src, enc_src]);
+    let snap_of = |name: &str, source: &str, encrypted: bool| {
+        let mut l = thin("vg0", &format!("snap-{name}"), "pool", 64 * MIB);
+        l.tags = vglet_lvm::tags::SnapshotTags {
+            owner: DRIVER.into(),
+            name: name.into(),
+            source: source.into(),
+            created: 1,
+            size: 64 * MIB,
+        }
+        .to_tags();
+        if encrypted {
+            l.tags.push("vglet.encryption=luks2".into());
+        }
+        l
+    };
+    let mut bad_tag = ours("vg0", "odd", 64 * MIB, "ext4");
+    bad_tag.name = "csi-odd".into();
+    bad_tag.uuid = "LVUUID3".into();
+    bad_tag.tags.push("vglet.encryption=luks9".into());
+    let rep = report(
+        vec![vg("vg0", &[GIB], &[])],
+        vec![
+            pool("vg0", "pool", GIB, 0.0),
+            src,
+            enc_src,
+            bad_tag,
+            snap_of("plain", "vg0/csi-src", false),
+            snap_of("enc", "vg0/csi-esrc", true),
+        ],
+    );
     let luks = [("encryption", "luks2")];
     // The tag is written by the one lvcreate; the node must read it, so no vouching.
     let c = create(planned(&vgs, &req("pvc-e", 64 * MIB, &luks), &rep));
@@ -1052,23 +1081,64 @@ fn encrypted_volumes_are_tagged_never_vouched_and_refused_with_sources() {
         planned(&vgs, &req("esrc", 64 * MIB, &luks), &rep),
         Ok(Plan::Existing(_))
     ));
-    // No clone to or from an encrypted volume.
-    let from = |id: &str, params: &[(&str, &str)]| {
+    let from = |t: Type, params: &[(&str, &str)]| {
         let mut r = req("pvc-clone", 64 * MIB, params);
-        r.volume_content_source = Some(VolumeContentSource {
-            r#type: Some(Type::Volume(VolumeSource {
-                volume_id: id.into(),
-            })),
-        });
+        r.volume_content_source = Some(VolumeContentSource { r#type: Some(t) });
         r
     };
-    let (code_, m) = code(err(planned(&vgs, &from("vg0/csi-src", &luks), &rep)));
-    assert_eq!(code_, tonic::Code::InvalidArgument, "{m}");
-    assert!(
-        m.contains("encrypted volumes cannot be created from"),
-        "{m}"
-    );
-    let (code_, m) = code(err(planned(&vgs, &from("vg0/csi-esrc", &[]), &rep)));
-    assert_eq!(code_, tonic::Code::InvalidArgument, "{m}");
-    assert!(m.contains("is encrypted"), "{m}");
+    let volume = |id: &str| {
+        Type::Volume(VolumeSource {
+            volume_id: id.into(),
+        })
+    };
+    let snapshot = |id: &str| {
+        Type::Snapshot(SnapshotSource {
+            snapshot_id: id.into(),
+        })
+    };
+    // An encrypted source into an encrypted class: the copy (or thin snapshot) carries
+    // the LUKS header; the new volume is tagged encrypted, so its stage opens it (never
+    // mkfs on the LV), and it is not vouched.
+    let thin_luks = [
+        ("encryption", "luks2"),
+        ("type", "thin"),
+        ("thinPool", "pool"),
+    ];
+    for (t, params, instant) in [
+        (volume("vg0/csi-esrc"), &luks[..], false),
+        (snapshot("vg0/snap-enc"), &luks[..], false),
+        (snapshot("vg0/snap-enc"), &thin_luks[..], true),
+    ] {
+        let c = create(planned(&vgs, &from(t.clone(), params), &rep));
+        assert!(
+            c.lv.tags.iter().any(|t| t == "vglet.encryption=luks2"),
+            "{t:?}: {:?}",
+            c.lv.tags
+        );
+        assert!(!c.answer.vouch, "{t:?}");
+        assert_eq!(
+            matches!(c.how, How::ThinSnapshotOf { .. }),
+            instant,
+            "{t:?}: {:?}",
+            c.how
+        );
+        assert!(instant || matches!(c.how, How::Copy { .. }), "{:?}", c.how);
+    }
+    // The mismatches are refused, each naming why.
+    for (t, params, why) in [
+        (volume("vg0/csi-src"), &luks[..], "is not encrypted"),
+        (snapshot("vg0/snap-plain"), &luks[..], "is not encrypted"),
+        (volume("vg0/csi-esrc"), &[][..], "is encrypted (luks2)"),
+        (snapshot("vg0/snap-enc"), &[][..], "is encrypted (luks2)"),
+        (volume("vg0/csi-odd"), &luks[..], "unknown encryption tag"),
+    ] {
+        let (code_, m) = code(err(planned(&vgs, &from(t.clone(), params), &rep)));
+        assert_eq!(code_, tonic::Code::InvalidArgument, "{t:?}: {m}");
+        assert!(m.contains(why), "{t:?}: {m}");
+    }
+    // Plain into plain is as before.
+    assert!(matches!(
+        create(planned(&vgs, &from(snapshot("vg0/snap-plain"), &[]), &rep)).how,
+        How::Copy { .. }
+    ));
 }
