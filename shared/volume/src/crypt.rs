@@ -335,6 +335,24 @@ pub fn rotation(id: &str, new: Option<u32>, old: Option<u32>) -> Result<Rotation
     }
 }
 
+/// No key opened a volume outside its first format (`refused`): with a header that has no
+/// key slot, no key ever can. Such a header is what an interrupted first luksFormat
+/// leaves, and under the volume's own first-format mark it is formatted again ([`plan`]);
+/// without the mark it is a copy (a restore or clone) of a volume whose first NodeStage
+/// never finished, which holds no data and must not be formatted on a guess. Any other
+/// header: `refused` unchanged.
+pub fn unopenable(id: &str, header: &Header, refused: VolumeError) -> VolumeError {
+    match header {
+        Header::NoKeySlot => VolumeError::Precondition(format!(
+            "encrypted volume {id}: its LUKS header has no key slot, so no key opens it. It is a \
+             copy (restore or clone) of a volume whose first NodeStage never finished, so it \
+             holds no data: delete it and restore from a snapshot of a staged volume; nothing \
+             changed"
+        )),
+        _ => refused,
+    }
+}
+
 /// What a mapping of the volume's name is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mapping {
@@ -711,7 +729,11 @@ impl Crypt {
                 self.rotate(id, dev, keys).await?;
                 return Ok((mapping_path(name), false));
             }
-            Plan::Open => self.rotate(id, dev, keys).await?,
+            Plan::Open => {
+                if let Err(e) = self.rotate(id, dev, keys).await {
+                    return Err(self.explain_unopenable(id, dev, e).await);
+                }
+            }
             Plan::FormatAndOpen | Plan::FormatAgainAndOpen => {
                 if keys.previous.is_some() {
                     tracing::info!("a new volume: the previous key of the secret is not used");
@@ -725,12 +747,19 @@ impl Crypt {
                 .await?;
             }
         }
-        self.run(
-            &format!("opening encrypted volume {id}"),
-            self.command(args::open(dev, name))?
-                .stdin(keys.key.to_vec()),
-        )
-        .await?;
+        let opened = self
+            .run(
+                &format!("opening encrypted volume {id}"),
+                self.command(args::open(dev, name))?
+                    .stdin(keys.key.to_vec()),
+            )
+            .await;
+        if let Err(e) = opened {
+            return Err(match p.plan {
+                Plan::Open => self.explain_unopenable(id, dev, e).await,
+                _ => e,
+            });
+        }
         match mapping_state(host, name, Some(p.lv_numbers)) {
             Mapping::OnLv(_) => {
                 tracing::info!(mapping = %name, "encryption mapping opened");
@@ -739,6 +768,18 @@ impl Crypt {
             m => Err(VolumeError::Internal(format!(
                 "cryptsetup opened {name} for {id}, but it is not seen on the LV afterwards ({m:?})"
             ))),
+        }
+    }
+
+    /// A refusal to open (no key opens it) said better where the header has no key slot at
+    /// all (see [`unopenable`]); any other error, or a header that cannot be read, as it was.
+    async fn explain_unopenable(&self, id: &str, dev: &Path, e: VolumeError) -> VolumeError {
+        if !matches!(e, VolumeError::Precondition(_)) {
+            return e;
+        }
+        match self.header(id, dev).await {
+            Ok(h) => unopenable(id, &h, e),
+            Err(_) => e,
         }
     }
 
@@ -1075,6 +1116,31 @@ mod tests {
             Some(1)
         );
         assert_eq!(unlocked_slot("Command successful.\n"), None);
+    }
+
+    #[test]
+    fn a_copy_without_a_key_slot_is_explained_not_blamed_on_the_key() {
+        let refused = || VolumeError::Precondition("the key does not open it".into());
+        let e = unopenable("vg/c", &Header::NoKeySlot, refused());
+        let VolumeError::Precondition(m) = e else {
+            panic!("{e:?}")
+        };
+        assert!(
+            m.contains("no key slot")
+                && m.contains("restore or clone")
+                && m.contains("nothing changed"),
+            "{m}"
+        );
+        // A made header: the key is wrong, and the refusal says so, as before.
+        for h in [
+            Header::Made { key_slots: 1 },
+            Header::Unreadable("cut".into()),
+        ] {
+            let VolumeError::Precondition(m) = unopenable("vg/c", &h, refused()) else {
+                panic!()
+            };
+            assert_eq!(m, "the key does not open it");
+        }
     }
 
     #[test]
