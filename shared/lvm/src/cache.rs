@@ -120,6 +120,37 @@ pub fn attached(lv: &Lv) -> Option<Attached> {
     })
 }
 
+/// The size of cachevol `cachevol` in the stdout of [`crate::args::lvs_cachevol`]; `None`
+/// when lvm showed no such LV.
+pub fn parse_cachevol_size(stdout: &str, cachevol: &str) -> Result<Option<u64>, String> {
+    let start = stdout
+        .find('{')
+        .ok_or_else(|| "no JSON object in lvm output".to_string())?;
+    let root: serde_json::Value =
+        serde_json::from_str(&stdout[start..]).map_err(|e| format!("invalid JSON: {e}"))?;
+    let rows = root["report"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["lv"].as_array())
+        .flatten();
+    for row in rows {
+        let name = row["lv_name"].as_str().unwrap_or_default();
+        if name.trim_start_matches('[').trim_end_matches(']') != cachevol {
+            continue;
+        }
+        let size = match &row["lv_size"] {
+            serde_json::Value::String(s) => s.parse::<u64>().ok(),
+            serde_json::Value::Number(n) => n.as_u64(),
+            _ => None,
+        };
+        return size
+            .map(Some)
+            .ok_or_else(|| format!("{cachevol}: no lv_size in {row}"));
+    }
+    Ok(None)
+}
+
 /// A cached LV's statistics as lvm reports them (blocks of the cache's own block size;
 /// counters since activation). `None` where lvm printed nothing: not that kind of cache,
 /// or the LV is inactive.
@@ -189,6 +220,25 @@ mod tests {
         );
         assert_eq!(data_pvs([&fast]), Some(vec![]), "only fast PVs: none");
         assert!(is_fast(&fast) && !is_fast(&other));
+    }
+
+    #[test]
+    fn cachevol_size_from_lvs() {
+        let out = r#"  {
+      "report": [
+          {
+              "lv": [
+                  {"lv_name":"[vglet-cache.0123456789abcdef_cvol]", "lv_size":"50331648"}
+              ]
+          }
+      ]
+  }"#;
+        assert_eq!(
+            parse_cachevol_size(out, "vglet-cache.0123456789abcdef_cvol"),
+            Ok(Some(48 << 20))
+        );
+        assert_eq!(parse_cachevol_size(out, "vglet-cache.ff_cvol"), Ok(None));
+        assert!(parse_cachevol_size("garbage", "x").is_err());
     }
 
     #[test]

@@ -52,6 +52,21 @@ impl Lvm {
     }
 }
 
+impl Lvm {
+    /// The size of `vg`'s hidden cachevol `cachevol` (`<cache LV>_cvol`, attached to a
+    /// volume), or `None` when lvm shows no such LV.
+    pub async fn cachevol_size(&self, vg: &str, cachevol: &str) -> Result<Option<u64>, LvmError> {
+        // The hidden name ends in a suffix lvm reserves; the cache LV's own name is checked.
+        let base = cachevol.strip_suffix("_cvol").ok_or_else(|| {
+            LvmError::InvalidArgument(format!("{cachevol:?} is not a cachevol name"))
+        })?;
+        check_names(vg, base)?;
+        let argv = args::lvs_cachevol(vg, cachevol, &self.options(false).await);
+        let out = self.run(argv, Some(vg), None).await?;
+        crate::cache::parse_cachevol_size(&out.stdout_lossy(), cachevol).map_err(LvmError::Parse)
+    }
+}
+
 fn check_pv_paths(pvs: &[String]) -> Result<(), LvmError> {
     match pvs.iter().find(|p| !p.starts_with("/dev/")) {
         Some(bad) => Err(LvmError::InvalidArgument(format!(

@@ -96,17 +96,11 @@ async fn read(driver: &Driver, id: &VolumeId, want: &Mutable) -> Result<Read, Vo
 
 /// The size of `cachevol`, the hidden LV of the cache attached to volume `id`.
 async fn cachevol_size(driver: &Driver, id: &VolumeId, cachevol: &str) -> Result<u64, VolumeError> {
-    let report = driver
+    driver
         .lvm
-        .report_lv(&id.vg, cachevol)
+        .cachevol_size(&id.vg, cachevol)
         .await
-        .map_err(VolumeError::lvm(format!("reading the cache of {id}")))?;
-    let hidden = format!("[{cachevol}]");
-    report
-        .lvs
-        .iter()
-        .find(|l| l.vg == id.vg && (l.name == hidden || l.name == cachevol))
-        .map(|l| l.size)
+        .map_err(VolumeError::lvm(format!("reading the cache of {id}")))?
         .ok_or_else(|| {
             VolumeError::Internal(format!(
                 "volume {id}'s cache {cachevol} is not in lvm's report"
