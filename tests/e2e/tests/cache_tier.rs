@@ -525,6 +525,9 @@ fn guest_cache_tier() {
             kill_during_lvconvert(d, &id, &[("cache", "cache")], "--cachevol", LOG_KILL1).await;
         d = d2;
         let mut c = clients(Path::new(SOCKET)).await;
+        // Start-up (the orphan's wait, the reconcile) done, so that the mark counts only
+        // what the repeated modify runs.
+        vglet_e2e::wait_probe_ready(&mut c).await;
         let mark = d.log_mark();
         modify(&mut c, &id, &[("cache", "cache")]).await.expect("attach cache, repeated after the kill");
         eprintln!("  attached (killed, restarted, repeated) in {:?}", t.elapsed());
@@ -717,6 +720,9 @@ fn guest_cache_tier() {
             kill_during_lvconvert(d, &id, &[("cache", "none")], "--uncache", LOG_KILL2).await;
         d = d2;
         let mut c = clients(Path::new(SOCKET)).await;
+        // Start-up (the orphan's wait, the reconcile) done, so that the mark counts only
+        // what the repeated modify runs.
+        vglet_e2e::wait_probe_ready(&mut c).await;
         let mark = d.log_mark();
         modify(&mut c, &id, &[("cache", "none")]).await.expect("detach writecache, repeated after the kill");
         eprintln!("  detached (killed, restarted, repeated) in {:?}", t.elapsed());
