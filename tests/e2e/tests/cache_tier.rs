@@ -116,8 +116,7 @@ fn driver_logged(log: &str) -> DriverProcess {
     )
 }
 
-/// Whether an `lvm lvconvert` with argument `arg` runs (read from /proc: no exec, so the
-/// poll sees it within milliseconds of its start).
+/// Whether an `lvm lvconvert` with argument `arg` runs (read from /proc: no exec).
 fn lvconvert_running(arg: &str) -> bool {
     std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
         std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
@@ -162,7 +161,8 @@ async fn kill_during_lvconvert(
             !call.is_finished(),
             "the modify ended before its lvconvert {arg} was seen"
         );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        // Not faster: each scan of /proc costs the emulated guest CPU the conversion needs.
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(d);
     let alive = lvconvert_running(arg);
