@@ -132,6 +132,7 @@ pub fn lvcreate(req: &LvCreate, common: &CommonOptions) -> Vec<String> {
         argv.extend(["--addtag".to_string(), tag.clone()]);
     }
     argv.push(req.vg.clone());
+    argv.extend(req.pvs.iter().cloned());
     argv
 }
 
@@ -141,20 +142,35 @@ pub fn lvremove(vg: &str, lv: &str, common: &CommonOptions) -> Vec<String> {
     argv
 }
 
-/// Grow to `size` bytes, rounded up to whole sectors (lvm rounds further to extents).
-pub fn lvextend(vg: &str, lv: &str, size: u64, common: &CommonOptions) -> Vec<String> {
+/// Grow to `size` bytes, rounded up to whole sectors (lvm rounds further to extents), on
+/// the PVs `pvs` only (empty: any; see [`crate::cache::data_pvs`]).
+pub fn lvextend(
+    vg: &str,
+    lv: &str,
+    size: u64,
+    pvs: &[String],
+    common: &CommonOptions,
+) -> Vec<String> {
     let mut argv = common.start("lvextend");
     argv.extend(["-L".to_string(), size_arg(size), vg_lv(vg, lv)]);
+    argv.extend(pvs.iter().cloned());
     argv
 }
 
 /// lvextend of a shared-VG LV that another host holds active: `--lockopt skiplv` leaves the
 /// LV lock to its holder while the VG lock still guards the metadata; the holder then
 /// reloads its table with `lvchange --refresh`.
-pub fn lvextend_skip_lv_lock(vg: &str, lv: &str, size: u64, common: &CommonOptions) -> Vec<String> {
+pub fn lvextend_skip_lv_lock(
+    vg: &str,
+    lv: &str,
+    size: u64,
+    pvs: &[String],
+    common: &CommonOptions,
+) -> Vec<String> {
     let mut argv = common.start("lvextend");
     argv.extend(["--lockopt".to_string(), "skiplv".to_string()]);
     argv.extend(["-L".to_string(), size_arg(size), vg_lv(vg, lv)]);
+    argv.extend(pvs.iter().cloned());
     argv
 }
 
@@ -356,6 +372,7 @@ mod tests {
             size: 12 * 1024 * 1024,
             tags: vec!["vglet.owner=x".into(), "vglet.size=1".into()],
             activate,
+            pvs: vec![],
         }
     }
 
@@ -377,6 +394,32 @@ mod tests {
         assert_eq!(
             s(&lvcreate(&create(false), &old)),
             "lvcreate -y --wipesignatures y -Z n -an -n csi-a -L 12582912b --addtag vglet.owner=x --addtag vglet.size=1 vg0"
+        );
+    }
+
+    #[test]
+    fn lvcreate_and_lvextend_on_named_pvs() {
+        let mut req = create(true);
+        req.pvs = vec!["/dev/vda".into(), "/dev/vdc".into()];
+        assert!(
+            s(&lvcreate(&req, &plain())).ends_with(" vg0 /dev/vda /dev/vdc"),
+            "{}",
+            s(&lvcreate(&req, &plain()))
+        );
+        let pvs = ["/dev/vda".to_string()];
+        assert_eq!(
+            s(&lvextend("vg0", "lv0", 16 << 20, &pvs, &plain())),
+            "lvextend -L 16777216b vg0/lv0 /dev/vda"
+        );
+        assert_eq!(
+            s(&lvextend_skip_lv_lock(
+                "vg0",
+                "lv0",
+                16 << 20,
+                &pvs,
+                &plain()
+            )),
+            "lvextend --lockopt skiplv -L 16777216b vg0/lv0 /dev/vda"
         );
     }
 
@@ -413,7 +456,7 @@ mod tests {
         let p = plain();
         assert_eq!(s(&lvremove("vg0", "lv0", &p)), "lvremove -y vg0/lv0");
         assert_eq!(
-            s(&lvextend("vg0", "lv0", 16 << 20, &p)),
+            s(&lvextend("vg0", "lv0", 16 << 20, &[], &p)),
             "lvextend -L 16777216b vg0/lv0"
         );
         assert_eq!(

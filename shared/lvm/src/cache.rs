@@ -19,7 +19,8 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::report::Lv;
+use crate::report::{Lv, Pv};
+use crate::tags::FAST_PV_TAG;
 
 /// Which kernel cache sits in front of a volume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -74,6 +75,29 @@ pub fn cache_lv_name(lv: &str) -> String {
     format!("{CACHE_LV_PREFIX}{}", &hex::encode(digest)[..16])
 }
 
+/// Whether `pv` is of its VG's fast tier (tagged [`FAST_PV_TAG`] by vg-init).
+pub fn is_fast(pv: &Pv) -> bool {
+    pv.tags.iter().any(|t| t == FAST_PV_TAG)
+}
+
+/// The PVs a VG's ordinary allocations may use (a new volume, its growth, new raid images),
+/// as lvm's positional PV arguments: `None` when no PV of `pvs` (the VG's) is fast, so lvm
+/// may use any; otherwise the others, by name (missing ones left out), which may be none.
+/// The fast tier's room is kept for caches: lvm allocates only on the PVs named, and
+/// refuses ("Insufficient suitable allocatable extents") rather than spill onto another.
+pub fn data_pvs<'a>(pvs: impl IntoIterator<Item = &'a Pv>) -> Option<Vec<String>> {
+    let pvs: Vec<&Pv> = pvs.into_iter().collect();
+    if !pvs.iter().any(|p| is_fast(p)) {
+        return None;
+    }
+    Some(
+        pvs.iter()
+            .filter(|p| !is_fast(p) && p.name.starts_with("/dev/"))
+            .map(|p| p.name.clone())
+            .collect(),
+    )
+}
+
 /// A volume's attached cache, as the report shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attached {
@@ -94,6 +118,37 @@ pub fn attached(lv: &Lv) -> Option<Attached> {
             .trim_end_matches(']')
             .to_string(),
     })
+}
+
+/// The size of cachevol `cachevol` in the stdout of [`crate::args::lvs_cachevol`]; `None`
+/// when lvm showed no such LV.
+pub fn parse_cachevol_size(stdout: &str, cachevol: &str) -> Result<Option<u64>, String> {
+    let start = stdout
+        .find('{')
+        .ok_or_else(|| "no JSON object in lvm output".to_string())?;
+    let root: serde_json::Value =
+        serde_json::from_str(&stdout[start..]).map_err(|e| format!("invalid JSON: {e}"))?;
+    let rows = root["report"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["lv"].as_array())
+        .flatten();
+    for row in rows {
+        let name = row["lv_name"].as_str().unwrap_or_default();
+        if name.trim_start_matches('[').trim_end_matches(']') != cachevol {
+            continue;
+        }
+        let size = match &row["lv_size"] {
+            serde_json::Value::String(s) => s.parse::<u64>().ok(),
+            serde_json::Value::Number(n) => n.as_u64(),
+            _ => None,
+        };
+        return size
+            .map(Some)
+            .ok_or_else(|| format!("{cachevol}: no lv_size in {row}"));
+    }
+    Ok(None)
 }
 
 /// A cached LV's statistics as lvm reports them (blocks of the cache's own block size;
@@ -145,6 +200,45 @@ mod tests {
         assert_ne!(n, cache_lv_name("csi-pvc-2"));
         crate::naming::validate_lv_name(&n).unwrap();
         crate::naming::validate_lv_name(&format!("{n}_cvol")).unwrap_err();
+    }
+
+    #[test]
+    fn data_pvs_leave_the_fast_tier_out() {
+        let pv = |name: &str, tags: &[&str]| Pv {
+            name: name.into(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            ..Default::default()
+        };
+        let slow = pv("/dev/vda", &[]);
+        let other = pv("/dev/vdc", &["ops.team"]);
+        let fast = pv("/dev/vdb", &["vglet.fast"]);
+        let lost = pv("[unknown]", &[]);
+        assert_eq!(data_pvs([&slow, &other]), None, "no fast tier: any PV");
+        assert_eq!(
+            data_pvs([&slow, &fast, &other, &lost]),
+            Some(vec!["/dev/vda".to_string(), "/dev/vdc".to_string()])
+        );
+        assert_eq!(data_pvs([&fast]), Some(vec![]), "only fast PVs: none");
+        assert!(is_fast(&fast) && !is_fast(&other));
+    }
+
+    #[test]
+    fn cachevol_size_from_lvs() {
+        let out = r#"  {
+      "report": [
+          {
+              "lv": [
+                  {"lv_name":"[vglet-cache.0123456789abcdef_cvol]", "lv_size":"50331648"}
+              ]
+          }
+      ]
+  }"#;
+        assert_eq!(
+            parse_cachevol_size(out, "vglet-cache.0123456789abcdef_cvol"),
+            Ok(Some(48 << 20))
+        );
+        assert_eq!(parse_cachevol_size(out, "vglet-cache.ff_cvol"), Ok(None));
+        assert!(parse_cachevol_size("garbage", "x").is_err());
     }
 
     #[test]

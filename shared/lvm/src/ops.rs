@@ -319,9 +319,16 @@ impl Lvm {
     /// Grow to `size` bytes (already rounded to extents by the caller or by lvm). An LV
     /// that already has at least that size is left alone and is success, so a retried
     /// expansion is harmless.
-    pub async fn extend_lv(&self, vg: &str, lv: &str, size: u64) -> Result<(), LvmError> {
+    /// `pvs`: the PVs lvm may allocate on (empty: any; see [`crate::cache::data_pvs`]).
+    pub async fn extend_lv(
+        &self,
+        vg: &str,
+        lv: &str,
+        size: u64,
+        pvs: &[String],
+    ) -> Result<(), LvmError> {
         check_names(vg, lv)?;
-        let argv = args::lvextend(vg, lv, size, &self.options(false).await);
+        let argv = args::lvextend(vg, lv, size, pvs, &self.options(false).await);
         self.run_extend(argv, vg, lv, size).await
     }
 
@@ -332,9 +339,10 @@ impl Lvm {
         vg: &str,
         lv: &str,
         size: u64,
+        pvs: &[String],
     ) -> Result<(), LvmError> {
         check_names(vg, lv)?;
-        let argv = args::lvextend_skip_lv_lock(vg, lv, size, &self.options(false).await);
+        let argv = args::lvextend_skip_lv_lock(vg, lv, size, pvs, &self.options(false).await);
         self.run_extend(argv, vg, lv, size).await
     }
 
@@ -593,6 +601,7 @@ mod tests {
             size: 4 << 20,
             tags: vec![],
             activate: false,
+            pvs: vec![],
         };
         lvm.create_lv(&req).await.unwrap();
         assert_eq!(
@@ -728,7 +737,7 @@ mod tests {
                 Err(LvmError::InvalidArgument(_))
             ));
             assert!(matches!(
-                lvm.extend_lv(vg, lv, 1).await,
+                lvm.extend_lv(vg, lv, 1, &[]).await,
                 Err(LvmError::InvalidArgument(_))
             ));
             assert!(matches!(
@@ -776,6 +785,7 @@ mod tests {
             }
             .to_tags(),
             activate,
+            pvs: vec![],
         }
     }
 
@@ -890,7 +900,7 @@ mod tests {
     #[tokio::test]
     async fn extend_is_idempotent() {
         let (runner, lvm) = fake(reports);
-        lvm.extend_lv("vgletx", "csi-pvc-1", 24 << 20)
+        lvm.extend_lv("vgletx", "csi-pvc-1", 24 << 20, &[])
             .await
             .unwrap();
         assert_eq!(
@@ -903,7 +913,9 @@ mod tests {
             "New size given (1 extents) not larger than existing size (5 extents)",
         ] {
             let (_, lvm) = fake(move |_| Reply::fail(5, lvm_warn(msg)));
-            lvm.extend_lv("vgletx", "csi-pvc-1", 4 << 20).await.unwrap();
+            lvm.extend_lv("vgletx", "csi-pvc-1", 4 << 20, &[])
+                .await
+                .unwrap();
         }
 
         let (_, lvm) = fake(|_| {
@@ -913,7 +925,7 @@ mod tests {
             )
         });
         assert!(matches!(
-            lvm.extend_lv("vgletx", "csi-pvc-1", 1 << 30).await,
+            lvm.extend_lv("vgletx", "csi-pvc-1", 1 << 30, &[]).await,
             Err(LvmError::InsufficientSpace { vg, needed: Some(252), free: Some(42), .. }) if vg == "vgletx"
         ));
         let (_, lvm) = fake(|_| {
@@ -923,7 +935,7 @@ mod tests {
             )
         });
         assert!(matches!(
-            lvm.extend_lv("vgletx", "nope", 1 << 30).await,
+            lvm.extend_lv("vgletx", "nope", 1 << 30, &[]).await,
             Err(LvmError::LvNotFound(n)) if n == "vgletx/nope"
         ));
     }

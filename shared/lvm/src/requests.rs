@@ -36,4 +36,8 @@ pub struct LvCreate {
     /// is activated later on the node that uses it; it is then also excluded from
     /// autoactivation.
     pub activate: bool,
+    /// The PVs lvm may allocate on (positional PV arguments, see
+    /// [`crate::cache::data_pvs`]); empty: any of the VG's. Not used for thin LVs, whose
+    /// blocks are the pool's.
+    pub pvs: Vec<String>,
 }

@@ -177,6 +177,7 @@ async fn loop_metadata_roundtrip() {
         size: 10 * MIB,
         tags: tags.to_tags(),
         activate: false,
+        pvs: vec![],
     };
     lvm.create_lv(&req).await.unwrap();
     let readable = lv_name_for("pvc-loop-2");
@@ -249,20 +250,26 @@ async fn loop_metadata_roundtrip() {
         other => panic!("{other:?}"),
     }
 
-    lvm.extend_lv(&vg_name, &lv_name, 20 * MIB).await.unwrap();
+    lvm.extend_lv(&vg_name, &lv_name, 20 * MIB, &[])
+        .await
+        .unwrap();
     assert_eq!(
         lvm.lv(&vg_name, &lv_name).await.unwrap().unwrap().size,
         20 * MIB
     );
     // Same size and smaller: already done.
-    lvm.extend_lv(&vg_name, &lv_name, 20 * MIB).await.unwrap();
-    lvm.extend_lv(&vg_name, &lv_name, 8 * MIB).await.unwrap();
+    lvm.extend_lv(&vg_name, &lv_name, 20 * MIB, &[])
+        .await
+        .unwrap();
+    lvm.extend_lv(&vg_name, &lv_name, 8 * MIB, &[])
+        .await
+        .unwrap();
     assert_eq!(
         lvm.lv(&vg_name, &lv_name).await.unwrap().unwrap().size,
         20 * MIB
     );
     let e = lvm
-        .extend_lv(&vg_name, &lv_name, 1024 * MIB)
+        .extend_lv(&vg_name, &lv_name, 1024 * MIB, &[])
         .await
         .unwrap_err();
     assert!(matches!(e, LvmError::InsufficientSpace { .. }), "{e:?}");

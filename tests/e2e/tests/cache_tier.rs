@@ -18,6 +18,16 @@
 //! - after the last detach the fast disk is hot-unplugged and every record reads back from
 //!   the slow disk.
 //!
+//! - the driver SIGKILLed while `lvm lvconvert` attaches the dm-cache, and again while the
+//!   writecache's detach writes its dirty blocks back; each time the driver is restarted at
+//!   once and the same modify repeated: the restarted driver's start-up lets its orphaned
+//!   lvconvert finish (its log says so), the repeat converges (`lvs -a` JSON: segment type,
+//!   the cachevol there or gone, no stray cache LV) and every record reads back;
+//! - a new `cacheSize` on an attached cache: detached and attached again at that size;
+//! - with a fast tier, a new volume and a new raid1 image go on the data disks only (`lvs -a
+//!   -o devices`), and a volume that would fit only with the fast disk's room is refused
+//!   (RESOURCE_EXHAUSTED) with nothing created.
+//!
 //! With `VGLET_CACHE_TIMING=1` the guest also times attach and detach of each mode on a
 //! 1 GiB volume (a larger slow disk; not in CI).
 
@@ -38,6 +48,9 @@ const VG: &str = "cachevg";
 const MIB: i64 = 1 << 20;
 const SOCKET: &str = "/run/vglet/cache.sock";
 const LOG: &str = "/run/vglet/cache-driver.log";
+/// The logs of the drivers started right after each kill.
+const LOG_KILL1: &str = "/run/vglet/cache-driver-kill1.log";
+const LOG_KILL2: &str = "/run/vglet/cache-driver-kill2.log";
 
 fn timing() -> bool {
     std::env::var("VGLET_CACHE_TIMING").is_ok_and(|v| v == "1")
@@ -54,12 +67,15 @@ fn cache_tier_in_guest() {
         .cpus(2)
         .fresh_disk("slow", slow)
         .fresh_disk("fast", 256 << 20)
+        .fresh_disk("slow2", 128 << 20)
         .modules([
             "dm_mod",
             "dm_cache",
             "dm_cache_smq",
             "dm_writecache",
             "dm_thin_pool",
+            "dm_raid",
+            "raid1",
             "ext4",
         ])
         .udev(false)
@@ -80,6 +96,10 @@ fn cap() -> VolumeCapability {
 }
 
 fn driver() -> DriverProcess {
+    driver_logged(LOG)
+}
+
+fn driver_logged(log: &str) -> DriverProcess {
     DriverProcess::start_logged(
         &[
             "--mode",
@@ -92,8 +112,159 @@ fn driver() -> DriverProcess {
             "/run/vglet/state",
         ],
         Path::new(SOCKET),
-        Path::new(LOG),
+        Path::new(log),
     )
+}
+
+/// Whether an `lvm lvconvert` with argument `arg` runs (read from /proc: no exec).
+fn lvconvert_running(arg: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+            let argv: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+            argv.first().is_some_and(|a| a.ends_with(b"lvm"))
+                && argv.contains(&b"lvconvert".as_slice())
+                && argv.contains(&arg.as_bytes())
+        })
+    })
+}
+
+/// Starts ControllerModifyVolume of `id` to `pairs` and SIGKILLs the driver `d` as soon as
+/// its `lvm lvconvert ... arg ...` runs, then starts a new driver at once (log `log`), while
+/// that lvconvert may still run: its start-up is what deals with it. Returns the new driver
+/// and whether the lvconvert still ran right after the kill.
+async fn kill_during_lvconvert(
+    d: DriverProcess,
+    id: &str,
+    pairs: &[(&str, &str)],
+    arg: &str,
+    log: &str,
+) -> (DriverProcess, bool) {
+    let mut c2 = clients(Path::new(SOCKET)).await;
+    let (id2, want) = (id.to_string(), kv(pairs));
+    let call = tokio::spawn(async move {
+        c2.controller
+            .controller_modify_volume(ControllerModifyVolumeRequest {
+                volume_id: id2,
+                mutable_parameters: want,
+                ..Default::default()
+            })
+            .await
+            .map(drop)
+    });
+    let start = Instant::now();
+    while !lvconvert_running(arg) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no lvconvert {arg} started"
+        );
+        assert!(
+            !call.is_finished(),
+            "the modify ended before its lvconvert {arg} was seen"
+        );
+        // Not faster: each scan of /proc costs the emulated guest CPU the conversion needs.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(d);
+    let alive = lvconvert_running(arg);
+    let d = driver_logged(log);
+    let killed = call.await.unwrap();
+    assert!(killed.is_err(), "the killed driver answered: {killed:?}");
+    eprintln!(
+        "  driver killed during lvconvert {arg} after {:?}; lvconvert still running after the kill: {alive}",
+        start.elapsed()
+    );
+    (d, alive)
+}
+
+/// The start-up lines of driver log `log` about commands an earlier run left running.
+fn orphan_lines(log: &str) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("an earlier run of this driver left running"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// What the restarted driver did about the orphaned lvconvert and what the repeated modify
+/// ran (`changes`), asserted: the orphan was never killed (it ended within the start-up's
+/// grace), the repeat ran nothing but the same conversion (an lvconvert with `arg`, and for
+/// an attach the cache LV's lvcreate), and it ran it unless the orphan was waited for. Both
+/// endings are seen: the orphaned dm-cache attach finishes its commit while the new driver
+/// waits, and the repeat runs nothing; an orphaned writecache detach ends soon after its
+/// driver, its output pipe gone, leaving the cache attached and cleaning, and the repeat's
+/// `--uncache` finishes it (lvm: "can be cancelled and rerun to complete").
+fn assert_orphan_handled(log: &str, alive: bool, changes: &[String], arg: &str) {
+    let lines = orphan_lines(log);
+    eprintln!("  orphan lines: {lines:?}; the repeat ran {changes:?}");
+    assert!(
+        !lines.iter().any(|l| l.contains("killed a command")),
+        "the orphan had to be killed: {lines:?}"
+    );
+    let waited = lines
+        .iter()
+        .any(|l| l.contains("it finished") && l.contains("lvconvert") && l.contains(arg));
+    let conversions = changes
+        .iter()
+        .filter(|l| l.contains("lvconvert") && l.contains(arg))
+        .count();
+    assert!(
+        changes
+            .iter()
+            .all(|l| (l.contains("lvconvert") && l.contains(arg)) || l.contains("lvcreate")),
+        "the repeat ran something else than the conversion: {changes:?}"
+    );
+    assert!(conversions <= 1, "{changes:?}");
+    assert!(
+        waited || conversions == 1,
+        "no orphan waited for (alive after the kill: {alive}) and the repeat ran no lvconvert {arg}: {changes:?}"
+    );
+    eprintln!(
+        "  the orphan {}; the repeat {}",
+        if waited {
+            "was waited for and ended"
+        } else {
+            "was gone before the new driver looked"
+        },
+        if conversions == 1 {
+            "finished the conversion"
+        } else {
+            "found it done"
+        }
+    );
+}
+
+/// The devices of every row of LV `lv` and its sub-LVs in `lvs -a`.
+fn devices_of(lv: &str) -> Vec<(String, Vec<String>)> {
+    lvs_rows()
+        .into_iter()
+        .filter(|r| r.0 == lv || r.0.starts_with(&format!("{lv}_")))
+        .map(|r| (r.0, r.2))
+        .collect()
+}
+
+/// The cache LVs `lvs -a` shows (hidden cachevols and visible leftovers), with their sizes.
+fn cache_lvs() -> Vec<(String, u64)> {
+    let out = sh(&format!(
+        "lvs -a --reportformat json --units b --nosuffix -o lv_name,lv_size {VG}"
+    ));
+    let json: Value = serde_json::from_str(&out).unwrap();
+    json["report"][0]["lv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["lv_name"]
+                    .as_str()
+                    .unwrap()
+                    .trim_matches(['[', ']'])
+                    .to_string(),
+                r["lv_size"].as_str().unwrap().parse().unwrap(),
+            )
+        })
+        .filter(|(n, _)| n.starts_with("vglet-cache."))
+        .collect()
 }
 
 fn kv(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -300,6 +471,8 @@ fn guest_cache_tier() {
             VG,
             "--device",
             "/dev/vda",
+            "--device",
+            "/dev/vdc",
             "--fast-device",
             "/dev/vdb",
         ];
@@ -331,6 +504,7 @@ fn guest_cache_tier() {
         .collect();
     assert_eq!(tags["/dev/vdb"], "vglet.fast", "{pvs}");
     assert_eq!(tags["/dev/vda"], "", "{pvs}");
+    assert_eq!(tags["/dev/vdc"], "", "{pvs}");
     let again = vg_init(&["--nothing-to-do-exit-code", "4"]);
     assert_eq!(again.code, 4, "a re-run has nothing to do: {again:?}");
     // A thin pool for the refusal below, on the slow disk alone: lvm puts a pool's
@@ -364,10 +538,24 @@ fn guest_cache_tier() {
         };
         assert_eq!(shape(&lv), linear_on_slow);
 
-        step("cache: cache (dm-cache, writethrough), online");
+        step("cache: cache (dm-cache, writethrough), online, the driver killed during its lvconvert");
         let t = Instant::now();
-        modify(&mut c, &id, &[("cache", "cache")]).await.expect("attach cache");
-        eprintln!("  attached in {:?}", t.elapsed());
+        let (d2, alive) =
+            kill_during_lvconvert(d, &id, &[("cache", "cache")], "--cachevol", LOG_KILL1).await;
+        d = d2;
+        let mut c = clients(Path::new(SOCKET)).await;
+        // Start-up (the orphan's wait, the reconcile) done, so that the mark counts only
+        // what the repeated modify runs.
+        vglet_e2e::wait_probe_ready(&mut c).await;
+        let mark = d.log_mark();
+        modify(&mut c, &id, &[("cache", "cache")]).await.expect("attach cache, repeated after the kill");
+        eprintln!("  attached (killed, restarted, repeated) in {:?}", t.elapsed());
+        assert_orphan_handled(LOG_KILL1, alive, &changes_since(&d, mark), "--cachevol");
+        let cvols = cache_lvs();
+        assert!(
+            cvols.len() == 1 && cvols[0].0.ends_with("_cvol") && cvols[0].1 == 32 * MIB as u64,
+            "one cachevol of the default 32 MiB, no stray cache LV: {cvols:?}"
+        );
         assert_eq!(
             shape(&lv),
             Shape {
@@ -379,8 +567,21 @@ fn guest_cache_tier() {
         writer.keeps_writing("after attaching dm-cache");
         let mode = sh(&format!("lvs --noheadings -o cache_mode {VG}/{lv}"));
         assert_eq!(mode.trim(), "writethrough");
+        step("cacheSize 48Mi on the attached 32 MiB cache: detached, attached again at 48 MiB");
+        let t = Instant::now();
+        modify(&mut c, &id, &[("cache", "cache"), ("cacheSize", "48Mi")]).await.expect("resize the cache");
+        eprintln!("  resized in {:?}", t.elapsed());
+        let resized = cache_lvs();
+        assert_eq!(
+            resized,
+            vec![(cvols[0].0.clone(), 48 * MIB as u64)],
+            "the cachevol of the new size, alone"
+        );
+        assert_eq!(shape(&lv).segtype, "cache");
+        writer.keeps_writing("after resizing dm-cache");
         let mark = d.log_mark();
-        modify(&mut c, &id, &[("cache", "cache")]).await.expect("the same modify again");
+        modify(&mut c, &id, &[("cache", "cache"), ("cacheSize", "48Mi")]).await.expect("the same modify again");
+        modify(&mut c, &id, &[("cache", "cache")]).await.expect("no size: the attached cache as it is");
         assert_eq!(changes_since(&d, mark), Vec::<String>::new(), "the same modify twice changes nothing");
         let ids = listed(&mut c).await;
         assert_eq!(ids, vec![id.clone()], "ListVolumes lists the volume, not its cachevol");
@@ -423,6 +624,15 @@ fn guest_cache_tier() {
             .await
             .expect("thin volume");
         let other = create(&mut c, "cache-b", 64 * MIB, &[], &[]).await.unwrap();
+        let other_lv = other.split_once('/').unwrap().1.to_string();
+        let on_fast = |rows: &[(String, Vec<String>)]| rows.iter().any(|r| r.1.iter().any(|d| d == "/dev/vdb"));
+        assert!(!on_fast(&devices_of(&other_lv)), "a new volume on the fast disk: {:?}", devices_of(&other_lv));
+        // Room for a volume only with the fast disk's: lvm would spread it onto the fast
+        // disk; the driver refuses it first.
+        let data_free: i64 = sh("pvs --noheadings --units b --nosuffix -o pv_free /dev/vda /dev/vdc")
+            .split_whitespace()
+            .map(|f| f.parse::<i64>().unwrap())
+            .sum();
         let before = lvs_rows();
         for (vol, pairs, code, part) in [
             (&thin, &[("cache", "cache")][..], Code::InvalidArgument, "thin volume"),
@@ -435,7 +645,21 @@ fn guest_cache_tier() {
             assert!(e.message().contains(part), "{vol} {pairs:?}: {}", e.message());
             eprintln!("  {pairs:?}: {:?} {}", e.code(), e.message());
         }
+        let e = create(&mut c, "cache-big", data_free + 32 * MIB, &[], &[]).await.expect_err("refused");
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+        assert!(e.message().contains("the fast ones are kept for caches"), "{}", e.message());
+        eprintln!("  a volume of {} bytes: {:?} {}", data_free + 32 * MIB, e.code(), e.message());
         assert_eq!(lvs_rows(), before, "refusals changed lvs");
+
+        step("linear -> raid1 with a fast tier: the new image on the other data disk, not the fast one");
+        let t = Instant::now();
+        modify(&mut c, &other, &[("type", "raid1")]).await.expect("raid1");
+        eprintln!("  converted in {:?}", t.elapsed());
+        let rows = devices_of(&other_lv);
+        let image = |n: u32| rows.iter().find(|r| r.0 == format!("{other_lv}_rimage_{n}")).map(|r| r.1.clone());
+        assert_eq!(image(0), Some(vec!["/dev/vda".to_string()]), "{rows:?}");
+        assert_eq!(image(1), Some(vec!["/dev/vdc".to_string()]), "{rows:?}");
+        assert!(!on_fast(&rows), "a raid1 part on the fast disk: {rows:?}");
 
         step("CreateVolume with mutable_parameters.cache: cached at birth; DeleteVolume takes its cache");
         let born = create(&mut c, "cache-born", 64 * MIB, &[], &[("cache", "cache"), ("cacheSize", "32Mi")])
@@ -500,15 +724,30 @@ fn guest_cache_tier() {
         let writer = Writer::start(&target.join("log2"));
         writer.keeps_writing("after the restart");
 
-        step("cache: none: the writecache written back and detached while the writer writes");
-        let dirty = sh(&format!(
+        step("cache: none: the writecache written back and detached while the writer writes, the driver killed during it");
+        let blocks: Vec<u64> = sh(&format!(
             "lvs --noheadings --units b --nosuffix -o writecache_total_blocks,writecache_free_blocks {VG}/{lv}"
-        ));
-        eprintln!("  writecache total/free blocks before the detach: {}", dirty.trim());
+        ))
+        .split_whitespace()
+        .map(|b| b.parse().unwrap())
+        .collect();
+        let dirty = blocks[0] - blocks[1];
+        eprintln!("  writecache blocks before the detach: {blocks:?}, {dirty} dirty");
+        assert!(dirty > 0, "nothing to write back: the kill would prove nothing");
         let t = Instant::now();
-        modify(&mut c, &id, &[("cache", "none")]).await.expect("detach writecache");
-        eprintln!("  detached in {:?}", t.elapsed());
+        let (d2, alive) =
+            kill_during_lvconvert(d, &id, &[("cache", "none")], "--uncache", LOG_KILL2).await;
+        d = d2;
+        let mut c = clients(Path::new(SOCKET)).await;
+        // Start-up (the orphan's wait, the reconcile) done, so that the mark counts only
+        // what the repeated modify runs.
+        vglet_e2e::wait_probe_ready(&mut c).await;
+        let mark = d.log_mark();
+        modify(&mut c, &id, &[("cache", "none")]).await.expect("detach writecache, repeated after the kill");
+        eprintln!("  detached (killed, restarted, repeated) in {:?}", t.elapsed());
+        assert_orphan_handled(LOG_KILL2, alive, &changes_since(&d, mark), "--uncache");
         assert_eq!(shape(&lv), linear_on_slow);
+        assert_eq!(cache_lvs(), vec![], "no cache LV left");
         writer.keeps_writing("after detaching dm-writecache");
         let mark = d.log_mark();
         modify(&mut c, &id, &[("cache", "none")]).await.expect("the same detach again");

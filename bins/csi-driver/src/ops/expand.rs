@@ -33,17 +33,25 @@ pub async fn grow_lv(
         return Ok(v.lv.size);
     }
     crate::ops::snapshot::refuse_with_thick_snapshots(report, id, "expanded")?;
-    // A thin LV grows inside its pool, not in the VG's free space.
-    if v.lv.segtype != "thin" && size - v.lv.size > vg.free {
-        return Err(VolumeError::NoSpace(format!(
-            "volume group {} has {} bytes free, growing {id} by {} bytes",
-            vg.name,
-            vg.free,
-            size - v.lv.size
-        )));
-    }
+    // A thin LV grows inside its pool, not in the VG's free space; any other grows on the
+    // VG's data PVs, never onto its fast tier.
+    let pvs = if v.lv.segtype == "thin" {
+        Vec::new()
+    } else {
+        let room = crate::rules::layout::data_room(report, vg)?;
+        if size - v.lv.size > room.free {
+            return Err(VolumeError::NoSpace(format!(
+                "volume group {} has {} bytes free{}, growing {id} by {} bytes",
+                vg.name,
+                room.free,
+                room.on(),
+                size - v.lv.size
+            )));
+        }
+        room.pvs
+    };
     let _w = driver.vg_locks.lock(&id.vg).await;
-    match driver.lvm.extend_lv(&id.vg, &id.lv, size).await {
+    match driver.lvm.extend_lv(&id.vg, &id.lv, size, &pvs).await {
         Ok(()) => {}
         // The node using the volume holds its LV lock. The VG lock still guards the
         // metadata, so extend without the LV lock; that node's NodeExpandVolume
@@ -52,7 +60,7 @@ pub async fn grow_lv(
             tracing::info!("LV is active on another host; extending under the VG lock only");
             driver
                 .lvm
-                .extend_lv_skip_lv_lock(&id.vg, &id.lv, size)
+                .extend_lv_skip_lv_lock(&id.vg, &id.lv, size, &pvs)
                 .await
                 .map_err(VolumeError::lvm(format!("extending {id}")))?;
         }
@@ -99,9 +107,14 @@ mod tests {
     /// lvm with one VG of `free` bytes free (4 MiB extents) holding two 64 MiB volumes of
     /// ours: `vg0/csi-b` (raw block) and `vg0/csi-f` (ext4).
     fn lvm(free: u64) -> FakeRunner {
+        lvm_with_pvs(free, "")
+    }
+
+    /// [`lvm`] with the report's PV rows `pvs` (JSON objects, comma-separated).
+    fn lvm_with_pvs(free: u64, pvs: &str) -> FakeRunner {
         let lvs = [lv("csi-b", "block"), lv("csi-f", "ext4")].join(",");
         let report = format!(
-            r#"{{"report":[{{"vg":[{{"vg_name":"vg0","vg_size":"1073741824","vg_free":"{free}","vg_extent_size":"4194304","vg_lock_type":""}}],"pv":[],"lv":[{lvs}]}}]}}"#
+            r#"{{"report":[{{"vg":[{{"vg_name":"vg0","vg_size":"1073741824","vg_free":"{free}","vg_extent_size":"4194304","vg_lock_type":""}}],"pv":[{pvs}],"lv":[{lvs}]}}]}}"#
         );
         FakeRunner::with(move |c| match c.arg_strings().first().map(String::as_str) {
             Some("version") => Reply::ok("  LVM version:     2.03.16(2) (2022-05-18)\n"),
@@ -188,6 +201,33 @@ mod tests {
         // 65 MiB rounds up to 68 MiB, above the limit.
         let e = node_expand(&d, 65 * MIB, 66 * MIB).await.unwrap_err();
         assert_eq!(e.code(), Code::OutOfRange, "{e:?}");
+        assert!(changes(&f).is_empty(), "{:?}", changes(&f));
+    }
+
+    #[tokio::test]
+    async fn growth_stays_off_the_fast_tier() {
+        // 48 MiB free on the data PV, 256 MiB on the fast one.
+        let pvs = r#"{"pv_name":"/dev/vda","vg_name":"vg0","pv_free":"50331648","pv_tags":""},{"pv_name":"/dev/vdb","vg_name":"vg0","pv_free":"268435456","pv_tags":"vglet.fast"}"#;
+        let f = lvm_with_pvs(304 * MIB, pvs);
+        let (d, _dir) = driver(&f, "node").await;
+        assert_eq!(
+            node_expand(&d, 100 * MIB, 0).await.unwrap(),
+            (100 * MIB) as i64
+        );
+        assert_eq!(
+            changes(&f)[0],
+            format!("sh lvextend -L {}b vg0/csi-b /dev/vda", 100 * MIB)
+        );
+        // 64 MiB more fit in the VG only with the fast PV's room: refused, nothing run.
+        let f = lvm_with_pvs(304 * MIB, pvs);
+        let (d, _dir) = driver(&f, "node").await;
+        let e = node_expand(&d, 128 * MIB, 0).await.unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+        assert!(
+            e.message()
+                .contains("50331648 bytes free on its data physical volumes (/dev/vda"),
+            "{e:?}"
+        );
         assert!(changes(&f).is_empty(), "{:?}", changes(&f));
     }
 

@@ -95,8 +95,9 @@ fn thin_pool(params: &Params) -> Option<&str> {
 pub fn largest_volume(report: &Report, vg: &Vg, params: &Params) -> Option<u64> {
     let layout = &params.layout;
     match layout.lv_type {
-        // A linear LV may span PVs, so the VG's free space is its largest volume.
-        LvType::Linear => Some(vg.free),
+        // A linear LV may span PVs, so the VG's free space is its largest volume (on its
+        // data PVs: a fast tier's room is for caches).
+        LvType::Linear => Some(layout::max_size(report, vg, layout)),
         // What the pool can really promise, not the VG's free space.
         LvType::Thin => {
             let pool = layout.thin_pool.as_deref().unwrap_or_default();

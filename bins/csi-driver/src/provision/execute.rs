@@ -184,7 +184,7 @@ async fn create_lv(driver: &Driver, c: &Create) -> Result<(), Status> {
             How::ThinSnapshotOf { origin_size, .. } if lv.size > *origin_size => {
                 driver
                     .lvm
-                    .extend_lv(&id.vg, &id.lv, lv.size)
+                    .extend_lv(&id.vg, &id.lv, lv.size, &[])
                     .await
                     .map_err(|e| lvm_status(&format!("growing {id} to the requested size"), e))?;
             }

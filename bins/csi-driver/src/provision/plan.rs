@@ -13,6 +13,7 @@ use crate::driver::{self, OwnedVolume, kind_of, vg_in};
 use crate::ops::clone::Source;
 use crate::ops::reconcile::unfinished_mark;
 use crate::ops::snapshot;
+use crate::rules::cache::{self, CacheWish};
 use crate::rules::capability::{self, Access, VgKind};
 use crate::rules::error::VolumeError;
 use crate::rules::layout::{self, PoolUsage};
@@ -492,6 +493,21 @@ fn plan_create(
         },
         None => How::Layout(layout.clone()),
     };
+    // A cache from birth is attached once the volume exists (see ControllerService::
+    // create_volume); what would refuse it is checked now, before anything is created.
+    if let Some(wish @ CacheWish::Mode { .. }) = ask.cache {
+        let id = VolumeId::new(vg.name.clone(), &ask.lv_name).to_string();
+        cache::admits_vg(&id, &vg)?;
+        let pvs: Vec<&vglet_lvm::Pv> = report.pvs_in(&vg.name).collect();
+        let cache_size = wish.size_for(size).unwrap_or(cache::MIN_CACHE_SIZE);
+        cache::check_room(&id, &vg, &pvs, cache_size, 0)?;
+    }
+    // A VG with a fast tier: the volume goes on its data PVs only (a thin volume's blocks
+    // are its pool's).
+    let pvs = match layout.lv_type {
+        LvType::Thin => Vec::new(),
+        _ => layout::data_room(report, &vg)?.pvs,
+    };
     Ok(Create {
         lv: LvCreate {
             vg: vg.name.clone(),
@@ -503,6 +519,7 @@ fn plan_create(
                 .chain(ask.params.encryption.map(|e| e.tag()))
                 .collect(),
             activate: true,
+            pvs,
         },
         vg,
         kind,

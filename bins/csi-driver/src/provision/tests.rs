@@ -399,6 +399,97 @@ fn layouts_fit_or_are_refused() {
     assert_eq!(c.lv.size, 1500 * MIB);
 }
 
+/// `vg` with its last PV of the fast tier.
+fn with_fast(mut v: (Vg, Vec<Pv>)) -> (Vg, Vec<Pv>) {
+    v.1.last_mut().unwrap().tags = vec![vglet_lvm::tags::FAST_PV_TAG.into()];
+    v
+}
+
+#[test]
+fn volumes_stay_off_the_fast_tier() {
+    let vgs = names(&["vg0"]);
+    // Two data PVs of 1 GiB free and a fast one of 4 GiB.
+    let rep = report(
+        vec![with_fast(vg("vg0", &[GIB, GIB, 4 * GIB], &[]))],
+        vec![],
+    );
+    let data = names(&["/dev/vg0-pv0", "/dev/vg0-pv1"]);
+    for params in [
+        &[][..],
+        &[("type", "raid1")][..],
+        &[("type", "striped"), ("stripes", "2")][..],
+    ] {
+        let c = create(planned(&vgs, &req("pvc-a", 100 * MIB, params), &rep));
+        assert_eq!(c.lv.pvs, data, "{params:?}");
+    }
+    // 2.5 GiB fit in the VG's free space only with the fast PV's: refused, not spilled.
+    let (code_, m) = code(err(planned(&vgs, &req("pvc-a", 2560 * MIB, &[]), &rep)));
+    assert_eq!(code_, tonic::Code::ResourceExhausted, "{m}");
+    assert!(
+        m.contains("on its data physical volumes (/dev/vg0-pv0, /dev/vg0-pv1"),
+        "{m}"
+    );
+    // raid1 with 2 mirrors needs 3 PVs; the fast one is not among them.
+    let (code_, m) = code(err(planned(
+        &vgs,
+        &req("pvc-a", 100 * MIB, &[("type", "raid1"), ("mirrors", "2")]),
+        &rep,
+    )));
+    assert_eq!(code_, tonic::Code::InvalidArgument, "{m}");
+    assert!(m.contains("has 2 on its data physical volumes"), "{m}");
+    // No fast tier: no PV list, lvm chooses.
+    let plain = report(vec![vg("vg0", &[GIB, GIB], &[])], vec![]);
+    assert!(
+        create(planned(&vgs, &req("pvc-a", 100 * MIB, &[]), &plain))
+            .lv
+            .pvs
+            .is_empty()
+    );
+    // Only fast PVs: nothing for volumes.
+    let only_fast = report(vec![with_fast(vg("vg0", &[4 * GIB], &[]))], vec![]);
+    let (code_, m) = code(err(planned(
+        &vgs,
+        &req("pvc-a", 100 * MIB, &[]),
+        &only_fast,
+    )));
+    assert_eq!(code_, tonic::Code::ResourceExhausted, "{m}");
+    assert!(m.contains("only fast physical volumes"), "{m}");
+}
+
+#[test]
+fn a_cache_from_birth_is_refused_before_anything_is_created() {
+    let vgs = names(&["vg0"]);
+    let with_cache = |cache_size: &str| {
+        let mut r = req("pvc-c", 256 * MIB, &[]);
+        r.mutable_parameters = [("cache", "cache"), ("cacheSize", cache_size)]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        r
+    };
+    let local = report(vec![with_fast(vg("vg0", &[GIB, 256 * MIB], &[]))], vec![]);
+    create(planned(&vgs, &with_cache("64Mi"), &local));
+    // A shared VG: refused by the plan, so no lvcreate runs.
+    let sh = report(
+        vec![shared(with_fast(vg("vg0", &[GIB, 256 * MIB], &[])))],
+        vec![],
+    );
+    let (code_, m) = code(err(planned(&vgs, &with_cache("64Mi"), &sh)));
+    assert_eq!(code_, tonic::Code::InvalidArgument, "{m}");
+    assert!(
+        m.starts_with("mutable_parameters.cache: ") && m.contains("shared volume group vg0"),
+        "{m}"
+    );
+    // A cache the fast tier cannot hold, or no fast tier at all.
+    let (code_, m) = code(err(planned(&vgs, &with_cache("512Mi"), &local)));
+    assert_eq!(code_, tonic::Code::ResourceExhausted, "{m}");
+    assert!(m.contains("/dev/vg0-pv1"), "{m}");
+    let no_fast = report(vec![vg("vg0", &[GIB, GIB], &[])], vec![]);
+    let (code_, m) = code(err(planned(&vgs, &with_cache("64Mi"), &no_fast)));
+    assert_eq!(code_, tonic::Code::ResourceExhausted, "{m}");
+    assert!(m.contains("no fast physical volume"), "{m}");
+}
+
 #[test]
 fn mutable_parameters_give_the_layout_at_creation_and_must_agree_with_the_class() {
     let vgs = names(&["vg0"]);
@@ -430,8 +521,11 @@ fn mutable_parameters_give_the_layout_at_creation_and_must_agree_with_the_class(
             size: Some(64 * MIB)
         })
     );
+    // The VG needs a fast tier for it (checked before the create, see
+    // a_cache_from_birth_is_refused_before_anything_is_created).
+    let with_tier = report(vec![with_fast(vg("vg0", &[GIB, GIB, GIB], &[]))], vec![]);
     assert!(
-        matches!(&create(planned(&vgs, &r, &three)).how, How::Layout(l) if l.lv_type == LvType::Linear)
+        matches!(&create(planned(&vgs, &r, &with_tier)).how, How::Layout(l) if l.lv_type == LvType::Linear)
     );
     for (params, mutable, part) in [
         (

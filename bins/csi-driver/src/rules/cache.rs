@@ -110,6 +110,20 @@ pub fn admits(id: &str, lv: &Lv, vg: &Vg) -> Result<(), VolumeError> {
             lv.pool_lv
         ));
     }
+    admits_vg(id, vg)?;
+    if lv.segtype.ends_with("pool") || lv.segtype == "snapshot" {
+        return refuse(format!(
+            "volume {id} is a {}, which cannot be cached",
+            lv.segtype
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a volume `id` of VG `vg` may have a cache at all (not in a shared VG, not on
+/// persistent memory): what CreateVolume checks before it creates anything.
+pub fn admits_vg(id: &str, vg: &Vg) -> Result<(), VolumeError> {
+    let refuse = |why: String| Err(VolumeError::invalid(cache_field(), why));
     if vg.is_shared() {
         return refuse(format!(
             "volume {id} is in shared volume group {}: a cache is activated with its volume exclusively on one host, while a shared volume may be active on several, each with its own page of the cache; caches of shared volumes are not offered",
@@ -126,18 +140,19 @@ pub fn admits(id: &str, lv: &Lv, vg: &Vg) -> Result<(), VolumeError> {
             vg.name
         ));
     }
-    if lv.segtype.ends_with("pool") || lv.segtype == "snapshot" {
-        return refuse(format!(
-            "volume {id} is a {}, which cannot be cached",
-            lv.segtype
-        ));
-    }
     Ok(())
 }
 
 /// RESOURCE_EXHAUSTED unless the VG's fast PVs (tagged [`FAST_PV_TAG`]) have `size` bytes
-/// free between them (lvm spreads a linear cache LV over several when needed).
-pub fn check_room(id: &str, vg: &Vg, pvs: &[&Pv], size: u64) -> Result<(), VolumeError> {
+/// free between them (lvm spreads a linear cache LV over several when needed), counting
+/// `freed` bytes more: the cache LV a detach planned before removes.
+pub fn check_room(
+    id: &str,
+    vg: &Vg,
+    pvs: &[&Pv],
+    size: u64,
+    freed: u64,
+) -> Result<(), VolumeError> {
     let fast: Vec<&&Pv> = pvs
         .iter()
         .filter(|p| p.tags.iter().any(|t| t == FAST_PV_TAG))
@@ -150,15 +165,20 @@ pub fn check_room(id: &str, vg: &Vg, pvs: &[&Pv], size: u64) -> Result<(), Volum
     }
     let extent = vg.extent_size.max(1);
     let need = vglet_lvm::round_up(size, extent);
-    let free: u64 = fast.iter().map(|p| p.free).sum();
+    let free: u64 = fast.iter().map(|p| p.free).sum::<u64>() + freed;
     if free < need {
         return Err(VolumeError::NoSpace(format!(
-            "volume {id} needs a cache of {need} bytes; the fast physical volumes of volume group {} ({}) have {free} bytes free",
+            "volume {id} needs a cache of {need} bytes; the fast physical volumes of volume group {} ({}) have {free} bytes free{}",
             vg.name,
             fast.iter()
                 .map(|p| p.name.as_str())
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            if freed > 0 {
+                format!(" once its present cache ({freed} bytes) is detached")
+            } else {
+                String::new()
+            }
         )));
     }
     Ok(())
@@ -287,17 +307,24 @@ mod tests {
         let v = vg(&[], "");
         let slow = pv("/dev/vda", 10 << 30, false);
         let fast = pv("/dev/vdb", 100 << 20, true);
-        let e = check_room("vg0/csi-a", &v, &[&slow], 64 << 20).unwrap_err();
+        let e = check_room("vg0/csi-a", &v, &[&slow], 64 << 20, 0).unwrap_err();
         assert!(
             matches!(&e, VolumeError::NoSpace(m) if m.contains("no fast physical volume")),
             "{e:?}"
         );
-        check_room("vg0/csi-a", &v, &[&slow, &fast], 64 << 20).unwrap();
+        check_room("vg0/csi-a", &v, &[&slow, &fast], 64 << 20, 0).unwrap();
         // 98 MiB rounds up to 100 MiB of extents: fits exactly; 101 MiB does not.
-        check_room("vg0/csi-a", &v, &[&slow, &fast], 98 << 20).unwrap();
-        let e = check_room("vg0/csi-a", &v, &[&slow, &fast], 101 << 20).unwrap_err();
+        check_room("vg0/csi-a", &v, &[&slow, &fast], 98 << 20, 0).unwrap();
+        let e = check_room("vg0/csi-a", &v, &[&slow, &fast], 101 << 20, 0).unwrap_err();
         assert!(
             matches!(&e, VolumeError::NoSpace(m) if m.contains("/dev/vdb")),
+            "{e:?}"
+        );
+        // A resize: the present 64 MiB cache goes first, so 164 MiB fit, 168 do not.
+        check_room("vg0/csi-a", &v, &[&slow, &fast], 164 << 20, 64 << 20).unwrap();
+        let e = check_room("vg0/csi-a", &v, &[&slow, &fast], 168 << 20, 64 << 20).unwrap_err();
+        assert!(
+            matches!(&e, VolumeError::NoSpace(m) if m.contains("once its present cache (67108864 bytes) is detached")),
             "{e:?}"
         );
     }

@@ -1,9 +1,69 @@
 //! Whether a VG can hold a layout, decided before anything is created, and what a thin
 //! pool can still promise.
 
-use vglet_lvm::{Layout, Lv, LvType, Report, Vg};
+use vglet_lvm::{Layout, Lv, LvType, Pv, Report, Vg};
 
 use crate::rules::error::VolumeError;
+
+/// Where the VG's ordinary allocations (volumes, their growth, new raid images) go: its
+/// data PVs, the ones not of the fast tier (`vglet.fast`, kept for caches).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataRoom {
+    /// The PVs to name to lvm; empty when the VG has no fast tier (any PV).
+    pub pvs: Vec<String>,
+    /// Bytes free on the data PVs (the VG's free bytes without a fast tier).
+    pub free: u64,
+    /// Each data PV's free bytes.
+    pub frees: Vec<u64>,
+}
+
+/// The VG's [`DataRoom`] from the report's PVs. RESOURCE_EXHAUSTED when every present PV is
+/// fast: an ordinary volume is never put on the fast tier.
+pub fn data_room(report: &Report, vg: &Vg) -> Result<DataRoom, VolumeError> {
+    data_room_of(vg, &report.pvs_in(&vg.name).collect::<Vec<_>>())
+}
+
+/// [`data_room`] from the VG's PVs.
+pub fn data_room_of(vg: &Vg, pvs: &[&Pv]) -> Result<DataRoom, VolumeError> {
+    match vglet_lvm::cache::data_pvs(pvs.iter().copied()) {
+        None => Ok(DataRoom {
+            pvs: Vec::new(),
+            free: vg.free,
+            frees: pvs.iter().map(|p| p.free).collect(),
+        }),
+        Some(names) if names.is_empty() => Err(VolumeError::NoSpace(format!(
+            "volume group {} has only fast physical volumes (tagged {}); they are kept for caches, and volumes go on the others",
+            vg.name,
+            vglet_lvm::tags::FAST_PV_TAG
+        ))),
+        Some(names) => {
+            let frees: Vec<u64> = pvs
+                .iter()
+                .filter(|p| names.contains(&p.name))
+                .map(|p| p.free)
+                .collect();
+            Ok(DataRoom {
+                free: frees.iter().sum(),
+                frees,
+                pvs: names,
+            })
+        }
+    }
+}
+
+impl DataRoom {
+    /// `, on its data physical volumes (...)` for messages when there is a fast tier.
+    pub fn on(&self) -> String {
+        if self.pvs.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " on its data physical volumes ({}; the fast ones are kept for caches)",
+                self.pvs.join(", ")
+            )
+        }
+    }
+}
 
 /// Checks that the VG has enough PVs for the layout (INVALID_ARGUMENT: no amount of freeing
 /// space helps) and enough free space on enough distinct PVs (RESOURCE_EXHAUSTED). `size`
@@ -13,22 +73,30 @@ pub fn check_fits(report: &Report, vg: &Vg, layout: &Layout, size: u64) -> Resul
         return Ok(());
     };
     let what = describe(layout);
-    let pvs: Vec<u64> = report.pvs_in(&vg.name).map(|p| p.free).collect();
-    let pv_count = (pvs.len() as u64).max(vg.pv_count);
+    let room = data_room(report, vg)?;
+    let pvs = &room.frees;
+    let pv_count = if room.pvs.is_empty() {
+        (pvs.len() as u64).max(vg.pv_count)
+    } else {
+        pvs.len() as u64
+    };
     if layout.needs_distinct_pvs() && pv_count < u64::from(fp.images) {
         return Err(VolumeError::invalid(
             "parameters",
             format!(
-                "{what} needs {} physical volumes (one per image), volume group {} has {pv_count}",
-                fp.images, vg.name
+                "{what} needs {} physical volumes (one per image), volume group {} has {pv_count}{}",
+                fp.images,
+                vg.name,
+                room.on()
             ),
         ));
     }
-    if fp.total() > vg.free {
+    if fp.total() > room.free {
         return Err(VolumeError::NoSpace(format!(
-            "volume group {} has {} bytes free; {what} of {size} bytes needs {} bytes",
+            "volume group {} has {} bytes free{}; {what} of {size} bytes needs {} bytes",
             vg.name,
-            vg.free,
+            room.free,
+            room.on(),
             fp.total()
         )));
     }
@@ -36,8 +104,11 @@ pub fn check_fits(report: &Report, vg: &Vg, layout: &Layout, size: u64) -> Resul
         let roomy = pvs.iter().filter(|free| **free >= fp.per_image).count() as u32;
         if roomy < fp.images {
             return Err(VolumeError::NoSpace(format!(
-                "{what} of {size} bytes needs {} physical volumes with {} bytes free each; volume group {} has {roomy}",
-                fp.images, fp.per_image, vg.name
+                "{what} of {size} bytes needs {} physical volumes with {} bytes free each; volume group {} has {roomy}{}",
+                fp.images,
+                fp.per_image,
+                vg.name,
+                room.on()
             )));
         }
     }
@@ -64,11 +135,15 @@ pub fn describe(layout: &Layout) -> String {
 /// StorageClass with this layout): limited by the PV with the least room among the
 /// `images` roomiest ones, since each image needs its own PV.
 pub fn max_size(report: &Report, vg: &Vg, layout: &Layout) -> u64 {
+    // The fast tier's room is for caches, not volumes.
+    let Ok(room) = data_room(report, vg) else {
+        return 0;
+    };
     if !layout.needs_distinct_pvs() {
-        return vg.free;
+        return room.free;
     }
     let ext = vg.extent_size.max(1);
-    let mut frees: Vec<u64> = report.pvs_in(&vg.name).map(|p| p.free).collect();
+    let mut frees = room.frees;
     frees.sort_unstable_by(|a, b| b.cmp(a));
     let images = layout.images() as usize;
     let Some(&per_image) = frees.get(images.saturating_sub(1)) else {
@@ -254,6 +329,49 @@ mod tests {
         assert!(matches!(e, VolumeError::NoSpace(_)), "{e:?}");
         let e = check_fits(&r, &vg, &of(LvType::Linear), 2000 * MIB).unwrap_err();
         assert!(matches!(e, VolumeError::NoSpace(_)), "{e:?}");
+    }
+
+    /// `report` with the last PV tagged `vglet.fast`.
+    fn with_fast(pv_free: &[u64]) -> (Report, Vg) {
+        let (mut r, vg) = report(pv_free);
+        r.pvs.last_mut().unwrap().tags = vec![vglet_lvm::tags::FAST_PV_TAG.into()];
+        (r, vg)
+    }
+
+    #[test]
+    fn the_fast_tier_is_not_room_for_volumes() {
+        // 100 MiB free on the data PV, 1 GiB on the fast one.
+        let (r, vg) = with_fast(&[100 * MIB, 1024 * MIB]);
+        let room = data_room(&r, &vg).unwrap();
+        assert_eq!(room.pvs, vec!["/dev/vd0".to_string()]);
+        assert_eq!(room.free, 100 * MIB);
+        check_fits(&r, &vg, &of(LvType::Linear), 100 * MIB).unwrap();
+        let e = check_fits(&r, &vg, &of(LvType::Linear), 104 * MIB).unwrap_err();
+        assert!(
+            matches!(&e, VolumeError::NoSpace(m) if m.contains("104857600 bytes free on its data physical volumes (/dev/vd0; the fast ones are kept for caches)")),
+            "{e:?}"
+        );
+        // raid1 needs two data PVs: the fast one does not count.
+        let e = check_fits(&r, &vg, &of(LvType::Raid1), 8 * MIB).unwrap_err();
+        assert!(
+            matches!(e, VolumeError::Invalid { .. }) && e.to_string().contains("has 1 on its data"),
+            "{e:?}"
+        );
+        assert_eq!(max_size(&r, &vg, &of(LvType::Linear)), 100 * MIB);
+        assert_eq!(max_size(&r, &vg, &of(LvType::Raid1)), 0);
+        // Without the tag the same VG has 1.1 GiB for volumes and no PV list.
+        let (r, vg) = report(&[100 * MIB, 1024 * MIB]);
+        let room = data_room(&r, &vg).unwrap();
+        assert!(room.pvs.is_empty());
+        assert_eq!(room.free, 1124 * MIB);
+        // Only fast PVs: nothing for volumes.
+        let (r, vg) = with_fast(&[1024 * MIB]);
+        let e = data_room(&r, &vg).unwrap_err();
+        assert!(
+            matches!(&e, VolumeError::NoSpace(m) if m.contains("only fast physical volumes")),
+            "{e:?}"
+        );
+        assert_eq!(max_size(&r, &vg, &of(LvType::Linear)), 0);
     }
 
     #[test]

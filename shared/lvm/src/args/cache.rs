@@ -57,6 +57,18 @@ pub fn lvconvert_uncache(vg: &str, lv: &str, common: &CommonOptions) -> Vec<Stri
     argv
 }
 
+/// `lvs -a` of one hidden cachevol (`<cache LV>_cvol`) by name: its name and size in bytes
+/// (see [`crate::cache::parse_cachevol_size`]). The selection compares lvm's own name,
+/// without the brackets it prints for hidden LVs.
+pub fn lvs_cachevol(vg: &str, cachevol: &str, common: &CommonOptions) -> Vec<String> {
+    let mut argv = common.start("lvs");
+    argv.extend(["-a", "--reportformat", "json", "--units", "b", "--nosuffix"].map(String::from));
+    argv.extend(["-o".to_string(), "lv_name,lv_size".to_string()]);
+    argv.extend(["-S".to_string(), format!(r#"lv_name="{cachevol}""#)]);
+    argv.push(vg.to_string());
+    argv
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +106,14 @@ mod tests {
                 "vg0",
                 "@vglet.fast"
             ])
+        );
+    }
+
+    #[test]
+    fn cachevol_read() {
+        assert_eq!(
+            lvs_cachevol("vg0", "vglet-cache.00_cvol", &CommonOptions::default()).join(" "),
+            r#"lvs -a --reportformat json --units b --nosuffix -o lv_name,lv_size -S lv_name="vglet-cache.00_cvol" vg0"#
         );
     }
 

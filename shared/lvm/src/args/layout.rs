@@ -68,6 +68,9 @@ pub fn lvcreate_layout(req: &LayoutCreate, common: &CommonOptions) -> Vec<String
     argv.extend(["-n".to_string(), lv.name.clone()]);
     push_tags(&mut argv, &lv.tags);
     argv.push(lv.vg.clone());
+    if layout.lv_type != LvType::Thin {
+        argv.extend(lv.pvs.iter().cloned());
+    }
     argv
 }
 
@@ -127,6 +130,7 @@ mod tests {
                 size: 64 << 20,
                 tags: vec!["vglet.owner=x".into()],
                 activate,
+                pvs: vec![],
             },
             layout,
         }
@@ -192,10 +196,26 @@ mod tests {
     fn thin_takes_a_virtual_size_in_its_pool() {
         let mut l = of(LvType::Thin);
         l.thin_pool = Some("pool0".into());
+        let mut r = req(l, true);
+        // A thin LV's blocks are its pool's: no PV list, even when one is given.
+        r.lv.pvs = vec!["/dev/vda".into()];
         assert_eq!(
-            s(&lvcreate_layout(&req(l, true), &plain())),
+            s(&lvcreate_layout(&r, &plain())),
             "lvcreate -y --type thin -V 67108864b --thinpool pool0 -n csi-a --addtag vglet.owner=x vg0"
         );
+    }
+
+    #[test]
+    fn layouts_go_on_the_pvs_named() {
+        let mut r = req(of(LvType::Raid1), true);
+        r.lv.pvs = vec!["/dev/vda".into(), "/dev/vdc".into()];
+        assert_eq!(
+            s(&lvcreate_layout(&r, &plain())),
+            "lvcreate -y --wipesignatures y -Z y --type raid1 -m 1 -L 67108864b -n csi-a --addtag vglet.owner=x vg0 /dev/vda /dev/vdc"
+        );
+        let mut r = req(of(LvType::Linear), true);
+        r.lv.pvs = vec!["/dev/vda".into()];
+        assert!(s(&lvcreate_layout(&r, &plain())).ends_with(" vg0 /dev/vda"));
     }
 
     fn snap(kind: SnapshotKind) -> SnapshotCreate {

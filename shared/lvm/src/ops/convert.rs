@@ -16,17 +16,26 @@ impl Lvm {
         Ok(images_of(&rows, lv))
     }
 
-    /// linear → raid1 with `mirrors` additional images ([`args::lvconvert_to_raid1`]).
-    pub async fn convert_to_raid1(&self, vg: &str, lv: &str, mirrors: u32) -> Result<(), LvmError> {
+    /// linear → raid1 with `mirrors` additional images on `pvs` (empty: any PV;
+    /// [`args::lvconvert_to_raid1`]).
+    pub async fn convert_to_raid1(
+        &self,
+        vg: &str,
+        lv: &str,
+        mirrors: u32,
+        pvs: &[String],
+    ) -> Result<(), LvmError> {
         check_names(vg, lv)?;
-        let argv = args::lvconvert_to_raid1(vg, lv, mirrors, &self.options(false).await);
+        check_pv_paths(pvs)?;
+        let argv = args::lvconvert_to_raid1(vg, lv, mirrors, pvs, &self.options(false).await);
         self.run(argv, Some(vg), Some(lv)).await?;
         tracing::info!(%vg, %lv, mirrors, "converted to raid1");
         Ok(())
     }
 
-    /// raid1 → `mirrors` additional images, removing those on `drop_pvs` first
-    /// ([`args::lvconvert_mirrors`]); 0 makes it linear.
+    /// raid1 → `mirrors` additional images ([`args::lvconvert_mirrors`]); 0 makes it
+    /// linear. Removing images, `pvs` are the PVs of the ones that go; adding, the PVs the
+    /// new ones may go on (empty: any).
     pub async fn set_mirrors(
         &self,
         vg: &str,
@@ -35,14 +44,34 @@ impl Lvm {
         drop_pvs: &[String],
     ) -> Result<(), LvmError> {
         check_names(vg, lv)?;
-        if let Some(bad) = drop_pvs.iter().find(|p| !p.starts_with("/dev/")) {
-            return Err(LvmError::InvalidArgument(format!(
-                "{bad:?} is not a device path"
-            )));
-        }
+        check_pv_paths(drop_pvs)?;
         let argv = args::lvconvert_mirrors(vg, lv, mirrors, drop_pvs, &self.options(false).await);
         self.run(argv, Some(vg), Some(lv)).await?;
         tracing::info!(%vg, %lv, mirrors, dropped_from = %drop_pvs.join(","), "raid1 images changed");
         Ok(())
+    }
+}
+
+impl Lvm {
+    /// The size of `vg`'s hidden cachevol `cachevol` (`<cache LV>_cvol`, attached to a
+    /// volume), or `None` when lvm shows no such LV.
+    pub async fn cachevol_size(&self, vg: &str, cachevol: &str) -> Result<Option<u64>, LvmError> {
+        // The hidden name ends in a suffix lvm reserves; the cache LV's own name is checked.
+        let base = cachevol.strip_suffix("_cvol").ok_or_else(|| {
+            LvmError::InvalidArgument(format!("{cachevol:?} is not a cachevol name"))
+        })?;
+        check_names(vg, base)?;
+        let argv = args::lvs_cachevol(vg, cachevol, &self.options(false).await);
+        let out = self.run(argv, Some(vg), None).await?;
+        crate::cache::parse_cachevol_size(&out.stdout_lossy(), cachevol).map_err(LvmError::Parse)
+    }
+}
+
+fn check_pv_paths(pvs: &[String]) -> Result<(), LvmError> {
+    match pvs.iter().find(|p| !p.starts_with("/dev/")) {
+        Some(bad) => Err(LvmError::InvalidArgument(format!(
+            "{bad:?} is not a device path"
+        ))),
+        None => Ok(()),
     }
 }

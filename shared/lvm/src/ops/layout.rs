@@ -85,6 +85,7 @@ mod tests {
                 size: 8 << 20,
                 tags: vec![],
                 activate: true,
+                pvs: vec![],
             },
             layout: Layout {
                 lv_type: LvType::Thin,

@@ -30,8 +30,17 @@ fn pvs() -> Vec<Pv> {
             tags: vec![FAST_PV_TAG.into()],
             ..Default::default()
         },
+        Pv {
+            name: "/dev/vdc".into(),
+            vg: "vg0".into(),
+            free: 700 * MIB,
+            ..Default::default()
+        },
     ]
 }
+
+/// The size of the cache attached to [`cached`] volumes: the default.
+const CACHE_NOW: u64 = MIN_CACHE_SIZE;
 
 fn vg() -> Vg {
     Vg {
@@ -112,6 +121,19 @@ fn planned_with(
     cache_lv: Option<&Lv>,
     want: &Mutable,
 ) -> Result<Vec<Step>, VolumeError> {
+    let cache_size = v.lv.segtype.contains("cache").then_some(CACHE_NOW);
+    planned_sized(v, vg, pvs, imgs, cache_lv, cache_size, want)
+}
+
+fn planned_sized(
+    v: &OwnedVolume,
+    vg: &Vg,
+    pvs: &[Pv],
+    imgs: &LvImages,
+    cache_lv: Option<&Lv>,
+    cache_size: Option<u64>,
+    want: &Mutable,
+) -> Result<Vec<Step>, VolumeError> {
     let pvs: Vec<&Pv> = pvs.iter().collect();
     plan(
         &Now {
@@ -120,6 +142,7 @@ fn planned_with(
             pvs: &pvs,
             images: imgs,
             cache_lv,
+            cache_size,
         },
         want,
     )
@@ -200,9 +223,9 @@ fn attach_detach_and_switch() {
 fn the_same_class_twice_is_no_step() {
     for m in CacheMode::ALL {
         assert_eq!(planned(&cached(m), None, &mode(m, None)).unwrap(), []);
-        // cacheSize is used when a cache is made; an attached one is left as it is.
+        // The attached cache's own size, asked in other words (rounded to extents).
         assert_eq!(
-            planned(&cached(m), None, &mode(m, Some(512 * MIB))).unwrap(),
+            planned(&cached(m), None, &mode(m, Some(CACHE_NOW - MIB))).unwrap(),
             []
         );
     }
@@ -323,8 +346,114 @@ fn detach_then_change_redundancy_then_attach() {
             mode: CacheMode::Cache
         }
     );
-    assert_eq!(steps[1], Step::ToRaid1 { mirrors: 1 });
+    // The new image on the data PV without a copy, never on the fast one.
+    assert_eq!(
+        steps[1],
+        Step::ToRaid1 {
+            mirrors: 1,
+            pvs: vec!["/dev/vda".into(), "/dev/vdc".into()]
+        }
+    );
     assert_eq!(steps.len(), 2);
+    // Without /dev/vdc the fast PV's room does not make a second copy possible.
+    let two: Vec<Pv> = pvs().into_iter().take(2).collect();
+    let lin = volume("linear", "");
+    let e = planned_with(
+        &lin,
+        &vg(),
+        &two,
+        &images(None),
+        None,
+        &Mutable {
+            redundancy: Some(Redundancy::Raid1 { mirrors: 1 }),
+            cache: None,
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, VolumeError::NoSpace(m) if m.contains("has 1 data (not fast) physical volumes")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn a_new_cache_size_is_a_detach_then_an_attach_of_that_size() {
+    let name = cache_lv_name("csi-a");
+    for m in CacheMode::ALL {
+        let steps = planned(&cached(m), None, &mode(m, Some(64 * MIB))).unwrap();
+        assert_eq!(
+            steps,
+            [
+                Step::DetachCache { mode: m },
+                Step::CreateCacheLv {
+                    name: name.clone(),
+                    size: 64 * MIB
+                },
+                Step::AttachCache {
+                    mode: m,
+                    cachevol: name.clone()
+                }
+            ]
+        );
+    }
+    // Smaller works the same way; rounded up to whole extents first (33 MiB is 36 MiB).
+    let w = mode(CacheMode::Cache, Some(33 * MIB));
+    let v = cached(CacheMode::Cache);
+    let steps = planned_sized(
+        &v,
+        &vg(),
+        &pvs(),
+        &images(Some("linear")),
+        None,
+        Some(128 * MIB),
+        &w,
+    )
+    .unwrap();
+    assert_eq!(
+        steps[1],
+        Step::CreateCacheLv {
+            name: name.clone(),
+            size: 36 * MIB
+        }
+    );
+    // The room counts the present cache, which goes first: 300 MiB free + 32 MiB of it.
+    planned(&v, None, &mode(CacheMode::Cache, Some(332 * MIB))).unwrap();
+    let e = planned(&v, None, &mode(CacheMode::Cache, Some(336 * MIB))).unwrap_err();
+    assert!(
+        matches!(&e, VolumeError::NoSpace(m) if m.contains("once its present cache")),
+        "{e:?}"
+    );
+    // The read must show the attached cache's size when a size is asked.
+    let e = planned_sized(&v, &vg(), &pvs(), &images(Some("linear")), None, None, &w).unwrap_err();
+    assert!(matches!(e, VolumeError::Internal(_)), "{e:?}");
+    // A leftover of another size is removed and one of the size asked made.
+    let left = Lv {
+        size: 48 * MIB,
+        ..leftover()
+    };
+    let lin = volume("linear", "");
+    assert_eq!(
+        planned(&lin, Some(&left), &mode(CacheMode::Cache, Some(64 * MIB))).unwrap(),
+        [
+            Step::RemoveCacheLv { name: name.clone() },
+            Step::CreateCacheLv {
+                name: name.clone(),
+                size: 64 * MIB
+            },
+            Step::AttachCache {
+                mode: CacheMode::Cache,
+                cachevol: name.clone()
+            }
+        ]
+    );
+    // Of the size asked (or no size asked): attached as it is.
+    assert_eq!(
+        planned(&lin, Some(&left), &mode(CacheMode::Cache, Some(48 * MIB))).unwrap(),
+        [Step::AttachCache {
+            mode: CacheMode::Cache,
+            cachevol: name.clone()
+        }]
+    );
 }
 
 #[test]

@@ -13,6 +13,7 @@ mod tests;
 use vglet_lvm::{Lv, LvImages, Pv, Report, Vg};
 
 use crate::driver::{Driver, OwnedVolume, volume_in};
+use crate::rules::cache::CacheWish;
 use crate::rules::error::VolumeError;
 use crate::rules::mutable::Mutable;
 use crate::rules::volume_id::VolumeId;
@@ -38,6 +39,9 @@ struct Read {
     /// The volume's cache LV while visible (not attached); read only when the class names
     /// a cache.
     cache_lv: Option<Lv>,
+    /// The size of the attached cachevol; read only when the class names a cache and one
+    /// is attached.
+    cache_size: Option<u64>,
 }
 
 impl Read {
@@ -74,13 +78,34 @@ async fn read(driver: &Driver, id: &VolumeId, want: &Mutable) -> Result<Read, Vo
         None => None,
         Some(_) => cache_lv_of(driver, id).await?,
     };
+    let cache_size = match (want.cache, vglet_lvm::cache::attached(&volume.lv)) {
+        (Some(CacheWish::Mode { .. }), Some(a)) => {
+            Some(cachevol_size(driver, id, &a.cachevol).await?)
+        }
+        _ => None,
+    };
     Ok(Read {
         volume,
         vg,
         report,
         images,
         cache_lv,
+        cache_size,
     })
+}
+
+/// The size of `cachevol`, the hidden LV of the cache attached to volume `id`.
+async fn cachevol_size(driver: &Driver, id: &VolumeId, cachevol: &str) -> Result<u64, VolumeError> {
+    driver
+        .lvm
+        .cachevol_size(&id.vg, cachevol)
+        .await
+        .map_err(VolumeError::lvm(format!("reading the cache of {id}")))?
+        .ok_or_else(|| {
+            VolumeError::Internal(format!(
+                "volume {id}'s cache {cachevol} is not in lvm's report"
+            ))
+        })
 }
 
 /// The visible cache LV of volume `id`, by its name; one of ours for this volume or a
@@ -114,6 +139,7 @@ fn plan_of(r: &Read, want: &Mutable) -> Result<Vec<Step>, VolumeError> {
             pvs: &pvs,
             images: &r.images,
             cache_lv: r.cache_lv.as_ref(),
+            cache_size: r.cache_size,
         },
         want,
     )
@@ -214,8 +240,8 @@ async fn act(driver: &Driver, id: &VolumeId, step: &Step) -> Result<(), VolumeEr
     let context = format!("{} of {id}", step.describe());
     let lvm = &driver.lvm;
     match step {
-        Step::ToRaid1 { mirrors } => lvm.convert_to_raid1(&id.vg, &id.lv, *mirrors).await,
-        Step::AddMirrors { to, .. } => lvm.set_mirrors(&id.vg, &id.lv, *to, &[]).await,
+        Step::ToRaid1 { mirrors, pvs } => lvm.convert_to_raid1(&id.vg, &id.lv, *mirrors, pvs).await,
+        Step::AddMirrors { to, pvs, .. } => lvm.set_mirrors(&id.vg, &id.lv, *to, pvs).await,
         Step::DropMirrors { to, drop_pvs, .. } => {
             lvm.set_mirrors(&id.vg, &id.lv, *to, drop_pvs).await
         }

@@ -11,6 +11,7 @@ use vglet_lvm::{Layout, Lv, LvImages, LvType, Pv, Vg};
 use crate::driver::OwnedVolume;
 use crate::rules::cache::{self, CacheWish};
 use crate::rules::error::VolumeError;
+use crate::rules::layout;
 use crate::rules::mutable::{self, Mutable, Redundancy};
 
 /// What the plan decides on: one read of the LV with its VG and PVs, and one of its images.
@@ -24,15 +25,24 @@ pub struct Now<'a> {
     /// The volume's cache LV while it is a visible LV, not attached (made by a modify that
     /// was interrupted before its attach); read only when the class names a cache.
     pub cache_lv: Option<&'a Lv>,
+    /// The size of the cachevol attached to the volume; read only when the class names a
+    /// `cacheSize` and a cache is attached.
+    pub cache_size: Option<u64>,
 }
 
 /// One lvconvert.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    /// linear → raid1 with `mirrors` new images: `lvconvert --type raid1 -m N`.
-    ToRaid1 { mirrors: u32 },
-    /// raid1 gains images: `lvconvert -m N`; lvm places them on PVs without a copy.
-    AddMirrors { from: u32, to: u32 },
+    /// linear → raid1 with `mirrors` new images: `lvconvert --type raid1 -m N LV [PV...]`,
+    /// the new images on `pvs`, the VG's data PVs when it has a fast tier (empty: any).
+    ToRaid1 { mirrors: u32, pvs: Vec<String> },
+    /// raid1 gains images: `lvconvert -m N LV [PV...]`; lvm places them on PVs without a
+    /// copy, among `pvs` as for [`Step::ToRaid1`].
+    AddMirrors {
+        from: u32,
+        to: u32,
+        pvs: Vec<String>,
+    },
     /// raid1 loses the images on `drop_pvs` (`to` = 0: it becomes linear on the kept
     /// image's PVs): `lvconvert -m N LV PV...`.
     DropMirrors {
@@ -56,8 +66,8 @@ pub enum Step {
 impl Step {
     pub fn describe(&self) -> String {
         match self {
-            Step::ToRaid1 { mirrors } => format!("linear to raid1 with {mirrors} mirrors"),
-            Step::AddMirrors { from, to } => format!("raid1 mirrors {from} to {to}"),
+            Step::ToRaid1 { mirrors, .. } => format!("linear to raid1 with {mirrors} mirrors"),
+            Step::AddMirrors { from, to, .. } => format!("raid1 mirrors {from} to {to}"),
             Step::DropMirrors {
                 from,
                 to,
@@ -202,8 +212,8 @@ fn redundancy_steps(
     }
     match (have, target) {
         (Redundancy::Linear, Redundancy::Raid1 { mirrors }) => {
-            check_room(now, mirrors, integrity)?;
-            Ok(vec![Step::ToRaid1 { mirrors }])
+            let pvs = check_room(now, mirrors, integrity)?;
+            Ok(vec![Step::ToRaid1 { mirrors, pvs }])
         }
         (Redundancy::Raid1 { mirrors: from }, Redundancy::Raid1 { mirrors: to }) if to > from => {
             if integrity
@@ -214,8 +224,8 @@ fn redundancy_steps(
                     "volume {id} is raid1 with integrity still initialising ({p:.1}%); lvm adds images only once it is done, retry then"
                 )));
             }
-            check_room(now, to - from, integrity)?;
-            Ok(vec![Step::AddMirrors { from, to }])
+            let pvs = check_room(now, to - from, integrity)?;
+            Ok(vec![Step::AddMirrors { from, to, pvs }])
         }
         (Redundancy::Raid1 { mirrors: from }, target) => {
             let to = target.images() - 1;
@@ -230,9 +240,10 @@ fn is_missing(pv: &Pv) -> bool {
     pv.attr.chars().nth(2) == Some('m') || pv.name == "[unknown]"
 }
 
-/// RESOURCE_EXHAUSTED unless `new` more images fit, each on a PV that holds no copy yet:
-/// decided from the report, before lvconvert runs.
-fn check_room(now: &Now<'_>, new: u32, integrity: bool) -> Result<(), VolumeError> {
+/// RESOURCE_EXHAUSTED unless `new` more images fit, each on a data PV (not of the fast
+/// tier) that holds no copy yet: decided from the report, before lvconvert runs. The PVs
+/// to name to lvm for them: the VG's data PVs when it has a fast tier, else none (any).
+fn check_room(now: &Now<'_>, new: u32, integrity: bool) -> Result<Vec<String>, VolumeError> {
     let id = &now.volume.id;
     let layout = Layout {
         lv_type: LvType::Raid1,
@@ -247,17 +258,27 @@ fn check_room(now: &Now<'_>, new: u32, integrity: bool) -> Result<(), VolumeErro
         .map(|f| f.per_image)
         .unwrap_or(size);
     let used = now.images.pvs();
-    let free_pvs: Vec<&&Pv> = now
+    let room = layout::data_room_of(now.vg, now.pvs)?;
+    let data: Vec<&&Pv> = now
         .pvs
+        .iter()
+        .filter(|p| room.pvs.is_empty() || !lvcache::is_fast(p))
+        .collect();
+    let free_pvs: Vec<&&&Pv> = data
         .iter()
         .filter(|p| !used.contains(&p.name.as_str()) && !is_missing(p))
         .collect();
     let new = new as usize;
     if free_pvs.len() < new {
         return Err(VolumeError::NoSpace(format!(
-            "volume {id} needs {new} more physical volumes for its new copies (each on a physical volume of its own); volume group {} has {} physical volumes, {} of them already hold a copy{}",
+            "volume {id} needs {new} more physical volumes for its new copies (each on a physical volume of its own); volume group {} has {} {}physical volumes, {} of them already hold a copy{}",
             now.vg.name,
-            now.pvs.len(),
+            data.len(),
+            if room.pvs.is_empty() {
+                ""
+            } else {
+                "data (not fast) "
+            },
             used.len(),
             if now.pvs.iter().any(|p| is_missing(p)) {
                 " and some are missing"
@@ -269,11 +290,12 @@ fn check_room(now: &Now<'_>, new: u32, integrity: bool) -> Result<(), VolumeErro
     let roomy = free_pvs.iter().filter(|p| p.free >= per_image).count();
     if roomy < new {
         return Err(VolumeError::NoSpace(format!(
-            "volume {id} needs {new} physical volumes with {per_image} bytes free each for its new copies; volume group {} has {roomy} such physical volumes",
-            now.vg.name
+            "volume {id} needs {new} physical volumes with {per_image} bytes free each for its new copies; volume group {} has {roomy} such physical volumes{}",
+            now.vg.name,
+            room.on()
         )));
     }
-    Ok(())
+    Ok(room.pvs)
 }
 
 /// Which images go when raid1 keeps `to` mirrors: the copies on PVs that are all present
@@ -327,7 +349,10 @@ fn drop_images(now: &Now<'_>, from: u32, to: u32) -> Result<Step, VolumeError> {
 }
 
 /// The cache steps that go before the redundancy steps (a detach) and after them (an
-/// attach), or the rule that forbids the cache asked for.
+/// attach), or the rule that forbids the cache asked for. A `cacheSize` other than the
+/// attached cache's is a detach (every dirty block written back first) and an attach of a
+/// new cache LV of that size: lvm resizes no cachevol in place (lvmcache(7)), and the
+/// volume stays online and correct between the two, only uncached.
 fn cache_steps(
     now: &Now<'_>,
     want: Option<CacheWish>,
@@ -337,13 +362,28 @@ fn cache_steps(
     };
     let lv = &now.volume.lv;
     let id = &now.volume.id;
+    let extent = now.vg.extent_size.max(1);
     let have = lvcache::attached(lv).map(|a| a.mode);
-    let leftover = now.cache_lv.map(|l| l.name.clone());
-    let wanted_mode = match want {
-        CacheWish::None => None,
-        CacheWish::Mode { mode, .. } => Some(mode),
+    let leftover = now.cache_lv;
+    let (wanted_mode, wanted_size) = match want {
+        CacheWish::None => (None, None),
+        CacheWish::Mode { mode, size } => {
+            (Some(mode), size.map(|s| vglet_lvm::round_up(s, extent)))
+        }
     };
-    if have == wanted_mode && (wanted_mode.is_some() || leftover.is_none()) {
+    let resize = match (have, wanted_size) {
+        (Some(_), Some(size)) if have == wanted_mode => match now.cache_size {
+            Some(current) => current != size,
+            None => {
+                return Err(VolumeError::Internal(format!(
+                    "volume {id} has a {} attached whose size the read did not show",
+                    lv.segtype
+                )));
+            }
+        },
+        _ => false,
+    };
+    if have == wanted_mode && !resize && (wanted_mode.is_some() || leftover.is_none()) {
         return Ok((Vec::new(), Vec::new()));
     }
     if now.volume.adopted.is_some() {
@@ -357,20 +397,46 @@ fn cache_steps(
     }
     let Some(mode) = wanted_mode else {
         // No cache wanted: what an interrupted attach left goes too.
-        detach.extend(leftover.map(|name| Step::RemoveCacheLv { name }));
+        detach.extend(leftover.map(|l| Step::RemoveCacheLv {
+            name: l.name.clone(),
+        }));
         return Ok((detach, Vec::new()));
     };
     cache::admits(&id.to_string(), lv, now.vg)?;
+    let size = wanted_size.unwrap_or_else(|| {
+        vglet_lvm::round_up(
+            want.size_for(lv.size).unwrap_or(cache::MIN_CACHE_SIZE),
+            extent,
+        )
+    });
     let mut attach = Vec::new();
-    let name = match leftover {
-        Some(name) => name,
+    // What an interrupted attach left is attached when it is of the size asked (any size
+    // when the class gives none); else it goes, and one of the size is made.
+    let reuse = leftover.filter(|l| wanted_size.is_none_or(|s| l.size == s));
+    let name = match reuse {
+        Some(l) => l.name.clone(),
         None => {
-            let name = lvcache::cache_lv_name(&id.lv);
-            let size = want.size_for(lv.size).unwrap_or(cache::MIN_CACHE_SIZE);
-            // A detach first gives its cache LV's space back before the new one is made.
-            if have.is_none() {
-                cache::check_room(&id.to_string(), now.vg, now.pvs, size)?;
+            let mut freed = 0;
+            if let Some(l) = leftover {
+                detach.push(Step::RemoveCacheLv {
+                    name: l.name.clone(),
+                });
+                freed += l.size;
             }
+            // A detach first gives its cache LV's space back before the new one is made.
+            let check = match (have, now.cache_size) {
+                (None, _) => true,
+                (Some(_), Some(current)) => {
+                    freed += current;
+                    true
+                }
+                // A mode change whose present cache's size was not read: lvm decides.
+                (Some(_), None) => false,
+            };
+            if check {
+                cache::check_room(&id.to_string(), now.vg, now.pvs, size, freed)?;
+            }
+            let name = lvcache::cache_lv_name(&id.lv);
             attach.push(Step::CreateCacheLv {
                 name: name.clone(),
                 size,

@@ -116,6 +116,7 @@ fn planned(
             pvs: &pvs,
             images: imgs,
             cache_lv: None,
+            cache_size: None,
         },
         &want(w),
     )
@@ -136,11 +137,17 @@ fn the_plan_goes_between_linear_and_raid1_and_is_empty_when_there() {
     let lin_i = images("linear", &["/dev/vda"]);
     assert_eq!(
         planned(&lin, &vg(), &pvs, &lin_i, RAID1).unwrap(),
-        [Step::ToRaid1 { mirrors: 1 }]
+        [Step::ToRaid1 {
+            mirrors: 1,
+            pvs: vec![]
+        }]
     );
     assert_eq!(
         planned(&lin, &vg(), &pvs, &lin_i, RAID2).unwrap(),
-        [Step::ToRaid1 { mirrors: 2 }]
+        [Step::ToRaid1 {
+            mirrors: 2,
+            pvs: vec![]
+        }]
     );
     assert!(
         planned(&lin, &vg(), &pvs, &lin_i, LINEAR)
@@ -159,6 +166,7 @@ fn the_plan_goes_between_linear_and_raid1_and_is_empty_when_there() {
                 pvs: &pv_refs,
                 images: &s_i,
                 cache_lv: None,
+                cache_size: None,
             },
             &Mutable::default()
         )
@@ -171,7 +179,11 @@ fn the_plan_goes_between_linear_and_raid1_and_is_empty_when_there() {
     assert!(planned(&r1, &vg(), &pvs, &r1_i, RAID1).unwrap().is_empty());
     assert_eq!(
         planned(&r1, &vg(), &pvs, &r1_i, RAID2).unwrap(),
-        [Step::AddMirrors { from: 1, to: 2 }]
+        [Step::AddMirrors {
+            from: 1,
+            to: 2,
+            pvs: vec![]
+        }]
     );
     // The original (image 0) stays; lvm is told the other image's PV.
     assert_eq!(
