@@ -8,7 +8,7 @@ use crate::HarnessError;
 /// How QEMU executes the guest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Accel {
-    /// Software emulation (`-accel tcg,thread=multi -cpu max`): the default.
+    /// Software emulation (`-accel tcg,thread=multi -cpu qemu64`, or `VGLET_VM_TCG_CPU`): the default.
     Tcg,
     /// Hardware virtualisation (`-accel kvm -cpu host`).
     Kvm,

@@ -456,8 +456,10 @@ impl Vm {
         ];
         match host.accel {
             Accel::Tcg => {
-                // `VGLET_VM_TCG_CPU`: another model to measure against (tests/harness/README.md).
-                let cpu = std::env::var("VGLET_VM_TCG_CPU").unwrap_or_else(|_| "max".into());
+                // qemu64, not max: emulating max's vector extensions made exec, mkfs and hashing
+                // slower (tests/harness/README.md has the figures). `VGLET_VM_TCG_CPU` picks
+                // another model to measure against.
+                let cpu = std::env::var("VGLET_VM_TCG_CPU").unwrap_or_else(|_| "qemu64".into());
                 args.extend([
                     "-accel".into(),
                     "tcg,thread=multi".into(),

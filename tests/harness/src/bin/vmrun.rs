@@ -17,7 +17,7 @@ use vglet_vmh::{HarnessError, Vm};
              COMMAND with bash -c as root in the guest; exit with its status.",
     after_help = "Exit: the command's status; 124 timeout; 125 guest died without status; \
                   126 guest setup failed; 2 host not ready / bad usage.\n\
-                  Env: VGLET_VM_ACCEL=auto|tcg|kvm VGLET_VM_TCG_CPU=max VGLET_VM_CACHE VGLET_VM_WORK VGLET_VM_KEEP=1 \
+                  Env: VGLET_VM_ACCEL=auto|tcg|kvm VGLET_VM_TCG_CPU=qemu64 VGLET_VM_CACHE VGLET_VM_WORK VGLET_VM_KEEP=1 \
                   VGLET_VM_DEBUG=1"
 )]
 struct Args {
