@@ -280,6 +280,10 @@ mod tests {
             .with_ansi(false)
             .finish();
         let _guard = tracing::subscriber::set_default(subscriber);
+        // A callsite first hit by a test on another thread, where no subscriber listens, is
+        // cached as never enabled; re-evaluated now, it counts this thread's subscriber too
+        // (else the rpc lines go missing when tests run in parallel).
+        tracing::callsite::rebuild_interest_cache();
 
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("csi.sock");
