@@ -280,9 +280,12 @@ mod tests {
             .with_ansi(false)
             .finish();
         let _guard = tracing::subscriber::set_default(subscriber);
-        // A callsite first hit by a test on another thread, where no subscriber listens, is
-        // cached as never enabled; re-evaluated now, it counts this thread's subscriber too
-        // (else the rpc lines go missing when tests run in parallel).
+        // tracing caches each callsite's interest process-wide. With one dispatcher
+        // registered, a callsite is judged by the default of the thread that first hits it,
+        // and a parallel test's thread (no subscriber) caches the rpc line as never enabled.
+        // A second, always-interested dispatcher alive for the test makes every
+        // registration ask all dispatchers; the rebuild repairs callsites cached before.
+        let _anchor = tracing::Dispatch::new(tracing_subscriber::registry());
         tracing::callsite::rebuild_interest_cache();
 
         let dir = tempfile::tempdir().unwrap();
