@@ -391,9 +391,9 @@ pub enum SnapshotHold {
     /// The mapping is open but no mount of it is seen (raw block, whose writes lvm's
     /// suspend holds as it does for a plain raw block volume).
     OpenUnmounted,
-    /// Freeze the filesystem mounted here (a mount of the mapping; the freeze applies to
-    /// the filesystem, any of its mounts will do).
-    Freeze(PathBuf),
+    /// Freeze the filesystem on the mapping (its device numbers) mounted here (a mount of
+    /// the mapping; the freeze applies to the filesystem, any of its mounts will do).
+    Freeze(PathBuf, (u64, u64)),
 }
 
 /// [`SnapshotHold`] of volume `vg`/`lv`, the LV having device numbers `lv_numbers` here
@@ -421,7 +421,7 @@ pub fn snapshot_hold(
         .or(mounts.first())
         .map(|m| m.mount_point.clone());
     Ok(match at {
-        Some(p) => SnapshotHold::Freeze(p),
+        Some(p) => SnapshotHold::Freeze(p, numbers),
         None => SnapshotHold::OpenUnmounted,
     })
 }
@@ -448,7 +448,7 @@ pub fn thaw_left_frozen(host: &dyn NodeHost) -> Vec<PathBuf> {
         else {
             continue;
         };
-        match vglet_mount::thaw(&m.mount_point) {
+        match vglet_mount::thaw(&m.mount_point, numbers) {
             Ok(true) => thawed.push(m.mount_point),
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "cannot thaw an encrypted volume's filesystem"),
@@ -1196,7 +1196,10 @@ mod tests {
         assert_eq!(hold(Some(lv)), SnapshotHold::OpenUnmounted);
         host.add_mount(mount("/staging/a", (253, 2)));
         host.add_mount(mount("/pods/a", (253, 2)));
-        assert_eq!(hold(Some(lv)), SnapshotHold::Freeze("/staging/a".into()));
+        assert_eq!(
+            hold(Some(lv)),
+            SnapshotHold::Freeze("/staging/a".into(), (253, 2))
+        );
         // The mapping's name on another LV (or the LV not active here): not the volume's.
         assert_eq!(hold(Some((253, 9))), SnapshotHold::NotOpen);
         assert_eq!(hold(None), SnapshotHold::NotOpen);

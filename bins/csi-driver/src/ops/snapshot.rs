@@ -304,17 +304,18 @@ pub(crate) async fn with_source_held<T>(
             .and_then(|(n, dm_uuid)| vglet_volume::dm_uuid_is_lv(&dm_uuid, &lv.uuid).then_some(n));
     let hold = vglet_volume::crypt::snapshot_hold(&host, &id.vg, &id.lv, lv_numbers).status()?;
     let frozen = match &hold {
-        SnapshotHold::Freeze(at) => {
-            let at = at.clone();
+        SnapshotHold::Freeze(at, device) => {
+            let (at, device) = (at.clone(), *device);
             let t = std::time::Instant::now();
-            let frozen = tokio::task::spawn_blocking(move || vglet_mount::Frozen::freeze(&at))
-                .await
-                .map_err(|e| Status::internal(format!("freezing volume {id}: {e}")))?
-                .map_err(|e| {
-                    Status::internal(format!(
-                        "freezing the filesystem of encrypted volume {id}: {e}"
-                    ))
-                })?;
+            let frozen =
+                tokio::task::spawn_blocking(move || vglet_mount::Frozen::freeze(&at, device))
+                    .await
+                    .map_err(|e| Status::internal(format!("freezing volume {id}: {e}")))?
+                    .map_err(|e| {
+                        Status::internal(format!(
+                            "freezing the filesystem of encrypted volume {id}: {e}"
+                        ))
+                    })?;
             tracing::info!(volume = %id, at = %frozen.path().display(), elapsed_ms = t.elapsed().as_millis() as u64,
                 "encrypted volume's filesystem frozen on its mapping for the snapshot");
             Some(frozen)
